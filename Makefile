@@ -1,0 +1,24 @@
+# make demo: build .venv, then run every step on the embedded dataset (offline).
+# make test: build .venv with the test tools, then run the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY = $(VENV)/bin/python
+OUT ?= output/demo
+
+.PHONY: venv demo test clean
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) train.py --latent_size 16 --dataset digits --num_epochs 30 --output_dir $(OUT)
+
+test: venv
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) output/demo

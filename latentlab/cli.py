@@ -1,0 +1,101 @@
+"""What every step shares: the common flags, option range checks, seeding, the device rule, and
+the way a user error becomes one line on stderr and exit status 2."""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import traceback
+
+import numpy as np
+import torch
+
+
+class UserError(Exception):
+    """A problem with the user's input or environment: shown as one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (the usage block is what --help is for)."""
+
+    def error(self, message):
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        sys.exit(2)
+
+
+def make_parser(description: str) -> Parser:
+    """A parser that already has the flags every step shares."""
+    parser = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    common = parser.add_argument_group("common")
+    common.add_argument("--output_dir", default="output", help="where artifacts are read and written")
+    common.add_argument("--seed", type=int, default=0, help="seed for random, numpy and torch")
+    common.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                        help="auto picks cuda, then mps, then cpu")
+    common.add_argument("--quiet", action="store_true", help="no progress bars or tables")
+    common.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    return parser
+
+
+def _ranged(kind, low=None, high=None, low_inclusive=True, allow=()):
+    def parse(text):
+        if text in allow:
+            return text
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}")
+        if low is not None and (value < low if low_inclusive else value <= low):
+            raise argparse.ArgumentTypeError(f"{text} must be {'>=' if low_inclusive else '>'} {low}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{text} must be <= {high}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _ranged(int, 1)
+nonneg_int = _ranged(int, 0)
+positive_float = _ranged(float, 0.0, low_inclusive=False)
+nonneg_float = _ranged(float, 0.0)
+fraction = _ranged(float, 0.0, 0.9, low_inclusive=False)
+count_or_all = _ranged(int, 1, allow=("all",))
+
+
+def seed_everything(seed: int) -> None:
+    """The one place that seeds random, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """auto -> cuda, then mps, then cpu. Under torchrun each process takes its LOCAL_RANK GPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("--device mps was asked for but MPS is not available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def run(main, args) -> None:
+    """Run a step's main(args); a UserError becomes one line and exit status 2 (--debug: traceback)."""
+    try:
+        main(args)
+    except UserError as e:
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        sys.stderr.write(f"error: {e}\n")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)

@@ -1,0 +1,138 @@
+"""One training run, as train.py does it: load the dataset, carve the validation split, write the
+held-out test data and the PCA baseline, train the 2-d and the N-d model, and summarise them
+against PCA at the same size. train.py, the sweep and the notebook all call `run_training`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from latentlab import artifacts, plots
+from latentlab.cli import UserError, pick_device, seed_everything
+from latentlab.datasets import load_dataset
+from latentlab.metrics import fit_pca, model_mse, pca_mse, psnr, to_float
+from latentlab.training import Dist, TrainSettings, init_distributed, place_data, split_train_val, train_model, write_log
+from model.autoencoder import ModelConfig
+
+SNAPSHOT_IMAGES = 8
+
+
+def model_sizes(latent_size: int) -> list[int]:
+    """The 2-d bottleneck beside the chosen one (one model when the chosen one is 2)."""
+    return sorted({2, latent_size})
+
+
+def fit_pca_baseline(data, train_idx, sizes, out: Path) -> dict:
+    """PCA fit on the training split (validation excluded, as for the models), scored on the test split."""
+    mean, comps = fit_pca(data.train_x[train_idx], max(sizes))
+    scores = {}
+    for k in sizes:
+        mse = pca_mse(data.test_x, mean, comps, k)
+        scores[str(k)] = {"test_mse": mse, "test_psnr": psnr(mse), "components": min(k, comps.shape[0])}
+    baseline = {"kind": "pca_baseline", "format_version": artifacts.FORMAT_VERSION, "dataset": data.name,
+                "image_shape": list(data.image_shape), "mean": mean, "components": comps, "scores": scores,
+                "fit_on": f"{len(train_idx)} training images (validation split excluded)"}
+    artifacts.save_torch(baseline, artifacts.pca_path(out))
+    return baseline
+
+
+def snapshot(model, images_u8, device, epoch: int, latent_size: int, family: str, out: Path) -> None:
+    with torch.no_grad():
+        model.eval()
+        x = to_float(images_u8.to(device))
+        rec = model.reconstruct(x).float().cpu()
+    fig = plots.image_rows([("original", x.cpu()), (f"{latent_size}-d", rec)],
+                           f"{family} autoencoder, latent size {latent_size}: validation images after epoch {epoch + 1}")
+    artifacts.save_figure(fig, out / f"reconstructions_latent_size_{latent_size}_epoch_{epoch + 1:03d}.png")
+
+
+def run_training(args) -> dict:
+    """args: the namespace of train.py's parser. Returns {latent_size: summary row}."""
+    device = pick_device(args.device)
+    d = init_distributed(device)
+    seed_everything(args.seed)
+    out = Path(args.output_dir)
+    quiet = args.quiet or not d.main
+    data = load_dataset(args.dataset, data_dir=args.data_dir, image_size=args.image_size)
+    if len(data.train_x) < 4:
+        raise UserError(f"dataset {args.dataset} has only {len(data.train_x)} training images; it needs at least 4")
+    train_idx, val_idx = split_train_val(len(data.train_x), args.val_fraction, args.seed)
+    sizes = model_sizes(args.latent_size)
+    if not quiet:
+        print(f"{data.name}: {len(train_idx)} train / {len(val_idx)} validation / {len(data.test_x)} test images "
+              f"of shape {tuple(data.image_shape)}, {len(data.class_names)} classes; device {device}"
+              f"{f', {d.world} processes' if d.world > 1 else ''}")
+    dataset_meta = {"name": data.name, "class_names": data.class_names, "image_shape": list(data.image_shape),
+                    "split": data.split, "num_train": len(train_idx), "num_val": len(val_idx)}
+    if d.main:
+        artifacts.save_torch({
+            "kind": "test_data", "format_version": artifacts.FORMAT_VERSION, "dataset": data.name,
+            "images": data.test_x, "labels": data.test_y, "class_names": data.class_names,
+            "split": data.split, "models": [artifacts.checkpoint_path(out, k).name for k in sizes],
+            "latent_sizes": sizes,
+        }, artifacts.test_data_path(out))
+        baseline = fit_pca_baseline(data, train_idx, sizes, out)
+
+    settings = TrainSettings(num_epochs=args.num_epochs, batch_size=args.batch_size, lr=args.lr,
+                             patience=args.patience, seed=args.seed, val_fraction=args.val_fraction,
+                             snapshot_every=args.snapshot_every, quiet=quiet)
+    train_x = place_data(data.train_x, device)
+    shots = data.train_x[val_idx[:SNAPSHOT_IMAGES]]
+    histories, rows = {}, {}
+    for k in sizes:
+        config = ModelConfig(family=args.model, latent_size=k, image_shape=data.image_shape,
+                             beta=args.beta, noise_std=args.noise_std)
+        path = artifacts.checkpoint_path(out, k)
+
+        def on_epoch(epoch, model, ckpt, k=k):
+            write_log(ckpt["history"], out / f"train_log_latent_size_{k}.csv")
+            last = epoch + 1 >= settings.num_epochs or ckpt["stopped_early"]
+            if settings.snapshot_every and ((epoch + 1) % settings.snapshot_every == 0 or last):
+                snapshot(model, shots, device, epoch, k, args.model, out)
+
+        meta = {"dataset": dataset_meta, "seed": args.seed}
+        ckpt = train_model(config, train_x, train_idx, val_idx, settings, device, path, meta,
+                           resume=args.resume, d=d, on_epoch=on_epoch)
+        histories[f"{k}-d"] = {**ckpt["history"], "best_epoch": ckpt["best_epoch"]}
+        if d.main:
+            rows[k] = summarise(ckpt, data, device, baseline, path)
+    if d.main:
+        title = f"{args.model} autoencoder on {data.name}: training curves"
+        artifacts.save_figure(plots.training_curves(histories, title), out / "training_curves.png")
+        artifacts.save_json({"dataset": data.name, "model": args.model, "models": rows},
+                            out / "training_summary.json")
+        if not quiet:
+            print_summary(rows, out)
+    if d.world > 1:
+        torch.distributed.barrier()
+    return rows
+
+
+def summarise(ckpt: dict, data, device, baseline: dict, path: Path) -> dict:
+    """Score the selected (best-validation) weights on the test split; store the scores in the checkpoint."""
+    from latentlab.artifacts import model_from_checkpoint
+    model = model_from_checkpoint(ckpt, device)
+    k = ckpt["config"]["latent_size"]
+    test_mse = model_mse(model, data.test_x, device)
+    best = ckpt["history"]["epoch"].index(ckpt["best_epoch"])
+    pca = baseline["scores"][str(k)]
+    row = {"best_epoch": ckpt["best_epoch"] + 1, "epochs_run": len(ckpt["history"]["epoch"]),
+           "val_mse": ckpt["history"]["val_mse"][best], "test_mse": test_mse, "test_psnr": psnr(test_mse),
+           "pca_test_mse": pca["test_mse"], "pca_test_psnr": pca["test_psnr"],
+           "mse_vs_pca": test_mse / pca["test_mse"] if pca["test_mse"] > 0 else float("nan"),
+           "train_seconds": sum(ckpt["history"]["seconds"])}
+    ckpt["test_metrics"] = row
+    artifacts.save_torch(ckpt, path)
+    return row
+
+
+def print_summary(rows: dict, out: Path) -> None:
+    head = f"{'latent':>6} {'best ep':>7} {'val MSE':>9} {'test MSE':>9} {'PSNR dB':>8} {'PCA MSE':>9} {'PCA dB':>7} {'AE/PCA':>7} {'time s':>7}"
+    lines = [head, "-" * len(head)]
+    for k, r in rows.items():
+        lines.append(f"{k:>6} {r['best_epoch']:>7} {r['val_mse']:>9.5f} {r['test_mse']:>9.5f} {r['test_psnr']:>8.2f} "
+                     f"{r['pca_test_mse']:>9.5f} {r['pca_test_psnr']:>7.2f} {r['mse_vs_pca']:>7.2f} {r['train_seconds']:>7.0f}")
+    tqdm.write("\n".join(lines))
+    tqdm.write(f"artifacts in {out}/: {', '.join(artifacts.checkpoint_path(out, k).name for k in rows)}, "
+               f"test_data.pth, pca_baseline.pth, training_curves.png, training_summary.json")

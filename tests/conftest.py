@@ -1,0 +1,39 @@
+"""Shared fixtures: one tiny training on the embedded digits, run as a user runs it, reused by
+the tests of the later steps (they only read its output folder, copied per test when they write)."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def run_script(script, *args, check=True, env=None, timeout=600):
+    """Run one of the step scripts in its own process, as a user does; returns CompletedProcess."""
+    cmd = [sys.executable, str(ROOT / script), *map(str, args)]
+    e = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=e, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """output/ of `train.py --latent_size 8 --dataset digits` with a few epochs (conv family)."""
+    out = tmp_path_factory.mktemp("trained")
+    run_script("train.py", "--latent_size", 8, "--dataset", "digits", "--num_epochs", 6,
+               "--batch_size", 64, "--output_dir", out, "--quiet")
+    return out
+
+
+@pytest.fixture
+def trained_copy(trained, tmp_path):
+    """A private copy of the trained output folder, for tests that write into it."""
+    dst = tmp_path / "out"
+    shutil.copytree(trained, dst)
+    return dst

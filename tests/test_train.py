@@ -1,0 +1,171 @@
+"""train.py end to end on the embedded digits, as a user runs it."""
+import csv
+import gzip
+import socket
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_script
+from latentlab import artifacts
+from latentlab.cli import UserError
+from latentlab.datasets import load_dataset, read_idx
+
+
+def test_both_models_learn_and_artifacts_describe_themselves(trained):
+    for k in (2, 8):
+        ckpt = torch.load(trained / f"model_latent_size_{k}.pth", weights_only=True)
+        hist = ckpt["history"]
+        # each model genuinely learns: the best validation loss is well below the first epoch's
+        assert min(hist["val_loss"]) < 0.8 * hist["val_loss"][0], hist["val_loss"]
+        assert hist["train_loss"][-1] < hist["train_loss"][0]
+        assert ckpt["config"]["latent_size"] == k and ckpt["config"]["image_shape"] == [1, 8, 8]
+        assert ckpt["dataset"]["name"] == "digits" and len(ckpt["dataset"]["class_names"]) == 10
+        assert ckpt["format_version"] == artifacts.FORMAT_VERSION and ckpt["kind"] == "checkpoint"
+        assert set(ckpt["resume"]) == {"epoch", "state_dict", "optimizer"}
+        assert ckpt["test_metrics"]["test_mse"] > 0
+        # the model is rebuilt from the checkpoint alone, and reproduces the stored test MSE
+        from latentlab.metrics import model_mse
+        model = artifacts.model_from_checkpoint(ckpt)
+        test = torch.load(trained / "test_data.pth", weights_only=True)
+        assert model.encode(test["images"][:5].float() / 255).shape == (5, k)
+        assert model_mse(model, test["images"], "cpu") == pytest.approx(ckpt["test_metrics"]["test_mse"], rel=1e-4)
+        rows = list(csv.DictReader(open(trained / f"train_log_latent_size_{k}.csv")))
+        assert len(rows) == len(hist["epoch"])
+    test = torch.load(trained / "test_data.pth", weights_only=True)
+    assert test["kind"] == "test_data" and test["images"].dtype == torch.uint8
+    assert test["models"] == ["model_latent_size_2.pth", "model_latent_size_8.pth"]
+    assert len(test["labels"]) == len(test["images"]) == 359
+    pca = torch.load(trained / "pca_baseline.pth", weights_only=True)
+    assert pca["scores"]["2"]["test_mse"] > pca["scores"]["8"]["test_mse"] > 0
+    for png in ("training_curves.png", "reconstructions_latent_size_8_epoch_005.png",
+                "reconstructions_latent_size_8_epoch_006.png"):
+        assert (trained / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_latent_size_2_trains_one_model(tmp_path):
+    run_script("train.py", "--latent_size", 2, "--dataset", "digits", "--num_epochs", 1,
+               "--output_dir", tmp_path, "--quiet", "--model", "mlp")
+    assert sorted(p.name for p in tmp_path.glob("model_*.pth")) == ["model_latent_size_2.pth"]
+
+
+@pytest.mark.parametrize("family,extra", [("vae", ["--beta", "0.5"]), ("mlp", ["--noise_std", "0.2"])])
+def test_other_families_train(tmp_path, family, extra):
+    run_script("train.py", "--latent_size", 4, "--dataset", "digits", "--num_epochs", 3, "--batch_size", 64,
+               "--output_dir", tmp_path, "--quiet", "--model", family, *extra)
+    ckpt = torch.load(tmp_path / "model_latent_size_4.pth", weights_only=True)
+    assert ckpt["config"]["family"] == family
+    assert min(ckpt["history"]["val_loss"]) < ckpt["history"]["val_loss"][0]
+
+
+def _final_weights(path):
+    return torch.load(path, weights_only=True)["resume"]["state_dict"]
+
+
+def test_resume_ends_identical_to_an_uninterrupted_run(tmp_path):
+    common = ["--latent_size", 4, "--dataset", "digits", "--batch_size", 64, "--quiet", "--seed", 3,
+              "--model", "vae", "--noise_std", "0.1"]  # VAE sampling and input noise both draw random numbers
+    run_script("train.py", *common, "--num_epochs", 4, "--output_dir", tmp_path / "a")
+    run_script("train.py", *common, "--num_epochs", 2, "--output_dir", tmp_path / "b")
+    run_script("train.py", *common, "--num_epochs", 4, "--output_dir", tmp_path / "b", "--resume")
+    for k in (2, 4):
+        a, b = _final_weights(tmp_path / "a" / f"model_latent_size_{k}.pth"), _final_weights(tmp_path / "b" / f"model_latent_size_{k}.pth")
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[n], b[n]) for n in a)
+        ha = torch.load(tmp_path / "a" / f"model_latent_size_{k}.pth", weights_only=True)["history"]
+        hb = torch.load(tmp_path / "b" / f"model_latent_size_{k}.pth", weights_only=True)["history"]
+        assert ha["val_loss"] == hb["val_loss"]
+
+
+def test_same_seed_same_numbers(tmp_path):
+    args = ["--latent_size", 3, "--dataset", "digits", "--num_epochs", 2, "--quiet", "--model", "mlp"]
+    run_script("train.py", *args, "--output_dir", tmp_path / "a")
+    run_script("train.py", *args, "--output_dir", tmp_path / "b")
+    ha = torch.load(tmp_path / "a" / "model_latent_size_3.pth", weights_only=True)["history"]
+    hb = torch.load(tmp_path / "b" / "model_latent_size_3.pth", weights_only=True)["history"]
+    assert ha["train_loss"] == hb["train_loss"] and ha["val_loss"] == hb["val_loss"]
+
+
+def test_early_stopping_stops_and_keeps_the_best_epoch(tmp_path):
+    # a learning rate this high makes the validation loss stall at once
+    run_script("train.py", "--latent_size", 2, "--dataset", "digits", "--num_epochs", 30, "--quiet",
+               "--model", "mlp", "--patience", "2", "--lr", "0.5", "--output_dir", tmp_path)
+    ckpt = torch.load(tmp_path / "model_latent_size_2.pth", weights_only=True)
+    assert ckpt["stopped_early"] and len(ckpt["history"]["epoch"]) < 30
+    assert len(ckpt["history"]["epoch"]) - 1 - ckpt["best_epoch"] == 2
+
+
+# ---------------------------------------------------------------- datasets
+def _write_idx(path, arr, gz):
+    codes = {np.uint8: 0x08}
+    header = bytes([0, 0, codes[arr.dtype.type], arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    data = header + arr.tobytes()
+    (gzip.open if gz else open)(path, "wb").write(data)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_reader_and_local_files_come_first(tmp_path, gz):
+    rng = np.random.default_rng(0)
+    suffix = ".gz" if gz else ""
+    trx = rng.integers(0, 256, (12, 28, 28), dtype=np.uint8)
+    tex = rng.integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    _write_idx(tmp_path / f"train-images-idx3-ubyte{suffix}", trx, gz)
+    _write_idx(tmp_path / f"train-labels-idx1-ubyte{suffix}", np.arange(12, dtype=np.uint8) % 10, gz)
+    _write_idx(tmp_path / f"t10k-images-idx3-ubyte{suffix}", tex, gz)
+    _write_idx(tmp_path / f"t10k-labels-idx1-ubyte{suffix}", np.arange(5, dtype=np.uint8), gz)
+    assert np.array_equal(read_idx(tmp_path / f"train-images-idx3-ubyte{suffix}"), trx)
+    data = load_dataset("fashion-mnist", data_dir=str(tmp_path))
+    assert data.train_x.shape == (12, 1, 28, 28) and data.test_x.shape == (5, 1, 28, 28)
+    assert np.array_equal(data.train_x[:, 0].numpy(), trx)
+    assert data.class_names[0] == "T-shirt/top" and data.test_y.tolist() == [0, 1, 2, 3, 4]
+
+
+def test_emnist_is_turned_the_right_way_up(tmp_path):
+    img = np.zeros((1, 28, 28), dtype=np.uint8)
+    img[0, 0, 5] = 255  # stored transposed: row 0, column 5 -> shown at row 5, column 0
+    for split, n in (("train", 1), ("test", 1)):
+        _write_idx(tmp_path / f"emnist-balanced-{split}-images-idx3-ubyte", img, False)
+        _write_idx(tmp_path / f"emnist-balanced-{split}-labels-idx1-ubyte", np.zeros(n, dtype=np.uint8), False)
+    data = load_dataset("emnist", data_dir=str(tmp_path))
+    assert data.train_x[0, 0, 5, 0] == 255 and data.train_x[0, 0, 0, 5] == 0
+    assert len(data.class_names) == 47
+
+
+def test_corrupt_idx_is_named(tmp_path):
+    (tmp_path / "bad").write_bytes(b"\x00\x00\x08\x03" + struct.pack(">3I", 10, 28, 28) + b"\x00" * 100)
+    with pytest.raises(UserError, match="truncated"):
+        read_idx(tmp_path / "bad")
+    (tmp_path / "junk").write_bytes(b"hello world")
+    with pytest.raises(UserError, match="not an IDX file"):
+        read_idx(tmp_path / "junk")
+
+
+def test_no_network_gives_one_clear_line(tmp_path, monkeypatch, capsys):
+    def refuse(*a, **k):
+        raise OSError("network is unreachable")
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    import train
+    from latentlab.cli import run
+    args = train.parse_args(["--latent_size", "4", "--dataset", "mnist", "--output_dir", str(tmp_path / "out")])
+    monkeypatch.chdir(tmp_path)  # data/ is looked for, and downloaded into, under the working folder
+    with pytest.raises(SystemExit) as e:
+        run(train.main, args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot download mnist" in err[0] and "train-images-idx3-ubyte.gz" in err[0]
+    assert "data/mnist" in err[0]
+
+
+def test_folder_dataset(tmp_path):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for cls in ("cats", "dogs"):
+        (tmp_path / cls).mkdir()
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (20 + i, 30, 3), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    data = load_dataset(f"folder:{tmp_path}", image_size=16)
+    assert data.image_shape == (3, 16, 16) and data.class_names == ["cats", "dogs"]
+    assert len(data.train_x) + len(data.test_x) == 12 and sorted(set(data.test_y.tolist())) == [0, 1]
