@@ -16,6 +16,7 @@ venv: $(VENV)/.installed
 
 demo: venv
 	$(PY) train.py --latent_size 16 --dataset digits --num_epochs 30 --output_dir $(OUT)
+	$(PY) viz_generation.py --output_dir $(OUT)
 
 test: venv
 	$(PY) -m pytest -q

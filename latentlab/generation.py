@@ -1,0 +1,210 @@
+"""Generation from a trained bottleneck: sample new latents, interpolate between two images, and
+traverse the latent space (the 2-d manifold, or one dimension at a time of an N-d one).
+
+Everything here takes tensors and returns tensors; viz_generation.py finds the files and draws.
+Latents are float32 (n, latent_size) on the CPU; images are float (n, C, H, W) in [0, 1].
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from latentlab import artifacts
+from latentlab.cli import UserError
+from latentlab.metrics import to_float
+
+
+# ---------------------------------------------------------------- finding the models
+@dataclass
+class LoadedModel:
+    path: Path
+    ckpt: dict
+    model: torch.nn.Module
+
+    @property
+    def latent_size(self) -> int:
+        return int(self.ckpt["config"]["latent_size"])
+
+    @property
+    def family(self) -> str:
+        return self.ckpt["config"]["family"]
+
+
+def describe_model(config: dict) -> str:
+    """'conv autoencoder', 'denoising mlp autoencoder (noise std 0.2)', 'VAE (beta 1)', ..."""
+    family = config["family"]
+    noise = float(config.get("noise_std", 0.0) or 0.0)
+    name = f"VAE (beta {config.get('beta', 1.0):g})" if family == "vae" else f"{family} autoencoder"
+    return f"denoising {name}, noise std {noise:g}" if noise > 0 else name
+
+
+def load_models_for(test_data_path, model_path, output_dir, device) -> tuple[dict, list[LoadedModel]]:
+    """The test data and the models to generate from, smallest latent size first.
+
+    model_path None: the largest model named in the test data (the N-d one), in the test data's
+    folder. The 2-d model is the `model_latent_size_2.pth` beside the N-d checkpoint, used when it
+    is there. Each model must match the test data (dataset, image shape)."""
+    test_data_path = Path(test_data_path) if test_data_path else artifacts.test_data_path(output_dir)
+    data = artifacts.load_test_data(test_data_path)
+    if len(data["images"]) == 0:
+        raise UserError(f"{test_data_path} holds no test images; retrain with a dataset that has a test split")
+    if model_path is None:
+        sizes = data.get("latent_sizes")
+        if not isinstance(sizes, list) or not sizes or not all(isinstance(k, int) and k > 0 for k in sizes):
+            raise UserError(f"{test_data_path} does not name its models' latent sizes; pass --model_path")
+        model_path = artifacts.checkpoint_path(test_data_path.parent, max(sizes))
+    model_path = Path(model_path)
+    paths = [model_path]
+    sibling = artifacts.checkpoint_path(model_path.parent, 2)
+    if sibling.is_file() and sibling.resolve() != model_path.resolve():
+        paths.insert(0, sibling)
+    models = []
+    for p in paths:
+        ckpt = artifacts.load_checkpoint(p)
+        artifacts.check_test_data_matches(data, ckpt, test_data_path, p)
+        models.append(LoadedModel(p, ckpt, artifacts.model_from_checkpoint(ckpt, device)))
+    models.sort(key=lambda m: m.latent_size)
+    return data, models
+
+
+# ---------------------------------------------------------------- encoding and decoding in batches
+@torch.no_grad()
+def encode_images(model, images_u8: torch.Tensor, device, batch: int = 512, quiet: bool = True) -> torch.Tensor:
+    """uint8 (n, C, H, W) -> float32 latents (n, latent_size) on the CPU; the VAE gives its
+    posterior mean. One batch on the device at a time, so memory stays bounded."""
+    model.eval()
+    parts = images_u8.split(batch)
+    out = [model.encode(to_float(p.to(device))).float().cpu()
+           for p in tqdm(parts, desc="encoding test images", disable=quiet or len(parts) < 4, leave=False)]
+    return torch.cat(out) if out else torch.zeros(0, model.config.latent_size)
+
+
+@torch.no_grad()
+def decode_latents(model, z: torch.Tensor, device, batch: int = 512) -> torch.Tensor:
+    """float latents (n, latent_size) -> images (n, C, H, W) in [0, 1], float32 on the CPU."""
+    model.eval()
+    return torch.cat([model.decode(part.float().to(device)).float().cpu() for part in z.split(batch)])
+
+
+# ---------------------------------------------------------------- sampling
+def fit_gaussian(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (N,) and full covariance (N, N) of latents z (n, N), in float64 (maximum likelihood)."""
+    z = z.double()
+    mean = z.mean(0)
+    centred = z - mean
+    return mean, centred.T @ centred / max(len(z), 1)
+
+
+def sample_gaussian(mean: torch.Tensor, cov: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n draws from N(mean, cov) as float32 (n, N). The square root of cov comes from its
+    eigendecomposition, so a singular covariance (a dead latent unit, fewer samples than
+    dimensions) still works, where a Cholesky factorisation would fail."""
+    evals, evecs = torch.linalg.eigh(cov.double())
+    root = evecs * evals.clamp(min=0).sqrt()  # (N, N): root @ root.T == cov
+    eps = torch.randn(n, len(mean), generator=generator, dtype=torch.float64)
+    return (mean.double() + eps @ root.T).float()
+
+
+def sample_latents(family: str, z_test: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, str]:
+    """n new latents (n, N) and a phrase saying where they come from: a VAE draws from its prior
+    N(0, I); a plain autoencoder has no prior, so it draws from a Gaussian fitted to the latents
+    of the test images (mean and full covariance)."""
+    g = torch.Generator().manual_seed(seed)
+    if family == "vae":
+        return torch.randn(n, z_test.shape[1], generator=g), "drawn from the prior N(0, I)"
+    mean, cov = fit_gaussian(z_test)
+    return (sample_gaussian(mean, cov, n, g),
+            f"drawn from a Gaussian fitted to the latents of the {len(z_test)} test images (mean, full covariance)")
+
+
+# ---------------------------------------------------------------- interpolation
+def interpolate_latents(za: torch.Tensor, zb: torch.Tensor, steps: int) -> torch.Tensor:
+    """(N,), (N,) -> (steps, N) on the straight line from za (t = 0) to zb (t = 1)."""
+    t = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)[:, None]
+    return ((1 - t) * za.double() + t * zb.double()).float()
+
+
+def pick_pair(labels: torch.Tensor, index: list[int] | None, seed: int) -> tuple[int, int]:
+    """The two test images to interpolate between: --index A B, or A and a random B, or, with no
+    --index, two at random by seed (of different classes where there are two classes)."""
+    n = len(labels)
+    index = list(index or [])
+    g = torch.Generator().manual_seed(seed)
+    if n < 2 and len(index) < 2:
+        raise UserError("interpolation needs at least two test images; the test data has fewer")
+    a = index[0] if index else int(torch.randint(n, (1,), generator=g))
+    if len(index) >= 2:
+        return a, index[1]
+    others = torch.nonzero(labels != labels[a]).flatten()
+    if len(others) == 0:
+        others = torch.tensor([i for i in range(n) if i != a])
+    return a, int(others[torch.randint(len(others), (1,), generator=g)])
+
+
+def check_indices(index, n: int) -> None:
+    """--index: one or two indices of test images, each in range."""
+    if index is None:
+        return
+    if len(index) > 2:
+        raise UserError(f"--index takes one or two test image indices, got {len(index)}")
+    for i in index:
+        if not 0 <= i < n:
+            raise UserError(f"--index {i} is out of range: the test data has {n} images (0..{n - 1})")
+
+
+# ---------------------------------------------------------------- traversal
+def manifold_grid(z2: torch.Tensor, size: int, low_pct: float = 1.0, high_pct: float = 99.0):
+    """A size x size grid over the region the 2-d latents z2 (n, 2) occupy: from the low_pct-th to
+    the high_pct-th percentile of each dimension. Returns (grid (size*size, 2), xs (size,), ys (size,));
+    row r of the grid holds ys[size - 1 - r] (top row = largest latent 2, as a plot's y axis),
+    column c holds xs[c]."""
+    if z2.shape[1] != 2:
+        raise ValueError(f"the manifold grid needs 2-d latents, got {z2.shape[1]}")
+    q = torch.tensor([low_pct / 100, high_pct / 100], dtype=torch.float64)
+    lo_hi = torch.quantile(z2.double(), q, dim=0)  # (2 quantiles, 2 dims)
+    xs = torch.linspace(lo_hi[0, 0].item(), lo_hi[1, 0].item(), size, dtype=torch.float64)
+    ys = torch.linspace(lo_hi[0, 1].item(), lo_hi[1, 1].item(), size, dtype=torch.float64)
+    gy, gx = torch.meshgrid(ys.flip(0), xs, indexing="ij")  # (size, size) each, row-major from the top
+    return torch.stack([gx.flatten(), gy.flatten()], dim=1).float(), xs.float(), ys.float()
+
+
+def top_variance_dims(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k latent dimensions of z (n, N) with the largest variance, largest first."""
+    var = z.double().var(dim=0, unbiased=False)
+    return torch.argsort(var, descending=True, stable=True)[:min(k, z.shape[1])]
+
+
+def traversal_latents(z0: torch.Tensor, dims: torch.Tensor, std: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """z0 (N,) moved along one dimension at a time: (len(dims), len(offsets), N), where entry
+    [i, j] is z0 with dimension dims[i] shifted by offsets[j] * std[dims[i]]."""
+    z = z0.float().expand(len(dims), len(offsets), -1).clone()
+    for i, d in enumerate(dims.tolist()):
+        z[i, :, d] += offsets.float() * std[d].float()
+    return z
+
+
+def traversal_offsets(max_std: float, steps: int) -> torch.Tensor:
+    """steps offsets, evenly spaced from -max_std to +max_std (0 among them when steps is odd)."""
+    return torch.linspace(-max_std, max_std, steps)
+
+
+def class_name(class_names: list, label) -> str:
+    """The name of a class label (its number where the test data names fewer classes)."""
+    k = int(label)
+    return str(class_names[k]) if 0 <= k < len(class_names) else str(k)
+
+
+def grid_shape(n: int) -> tuple[int, int]:
+    """rows, columns of a near-square grid of n images (columns >= rows)."""
+    cols = math.ceil(math.sqrt(n))
+    return math.ceil(n / cols), cols
+
+
+def share_outside(z2: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> float:
+    """Share of the points z2 (n, 2) outside the grid's box: the figure says how many it leaves out."""
+    inside = ((z2[:, 0] >= xs[0]) & (z2[:, 0] <= xs[-1]) & (z2[:, 1] >= ys[0]) & (z2[:, 1] <= ys[-1]))
+    return float(1.0 - inside.double().mean()) if len(z2) else 0.0

@@ -1,0 +1,134 @@
+"""Step 7: explore the latent space: sample new images, interpolate, traverse.
+
+Samples new images from random latents, interpolates between two test images, and traverses the
+latent space (the 2-d model's manifold; one dimension at a time of the N-d model).
+
+    python viz_generation.py
+    python viz_generation.py --model_path output/model_latent_size_256.pth --test_data output/test_data.pth
+    python viz_generation.py --mode interpolate --index 3 17 --steps 12
+
+Writes to --output_dir: generation_samples_latent_size_{2,N}.png, generation_interpolation_latent_size_{N}.png,
+generation_manifold_latent_size_2.png, generation_traversal_latent_size_{N}.png.
+"""
+from pathlib import Path
+
+from latentlab.cli import make_parser, nonneg_int, positive_float, positive_int, run
+
+MODES = ("sample", "interpolate", "traverse", "all")
+
+
+def parse_args(argv=None):
+    p = make_parser(__doc__.split("\n")[0])
+    g = p.add_argument_group("inputs")
+    g.add_argument("--model_path", default=None,
+                   help="the N-d checkpoint; when not given, the largest model named in the test data. "
+                        "model_latent_size_2.pth beside it is used too")
+    g.add_argument("--test_data", default=None, help="test_data.pth; when not given, <output_dir>/test_data.pth")
+    g = p.add_argument_group("generation")
+    g.add_argument("--mode", default="all", choices=MODES, help="which figures to draw")
+    g.add_argument("--num_samples", type=positive_int, default=64, help="sample: images in the grid")
+    g.add_argument("--index", type=nonneg_int, nargs="+", default=None, metavar="I",
+                   help="test image indices: interpolate between A and B (random by --seed when not given); "
+                        "traverse around A (default: a random test image)")
+    g.add_argument("--steps", type=positive_int, default=10, help="interpolate: decoded points from A to B, ends included")
+    g.add_argument("--grid_size", type=positive_int, default=20,
+                   help="traverse, 2-d model: decoded images per side of the manifold grid")
+    g.add_argument("--num_dims", type=positive_int, default=8,
+                   help="traverse, N-d model: how many of the highest-variance latent dimensions to vary")
+    g.add_argument("--max_std", type=positive_float, default=3.0,
+                   help="traverse, N-d model: vary each dimension from -max_std to +max_std of its std")
+    g.add_argument("--traverse_steps", type=positive_int, default=7,
+                   help="traverse, N-d model: offsets from -max_std to +max_std")
+    return p.parse_args(argv)
+
+
+def main(args) -> dict:
+    """Draw the figures of --mode; returns {figure name: path written}."""
+    import torch
+
+    from latentlab import artifacts, generation as gen, plots
+    from latentlab.cli import UserError, pick_device, seed_everything
+    from latentlab.metrics import to_float
+
+    if args.steps < 2:
+        raise UserError(f"--steps {args.steps} is too few: an interpolation needs at least its two ends")
+    seed_everything(args.seed)
+    device = pick_device(args.device)
+    out = Path(args.output_dir)
+    data, models = gen.load_models_for(args.test_data, args.model_path, out, device)
+    images, labels = data["images"], data["labels"]
+    names = list(data.get("class_names") or [])
+    class_names = [gen.class_name(names, k) for k in range(max(len(names), int(labels.max()) + 1))]
+    gen.check_indices(args.index, len(images))
+    dataset = data.get("dataset", "?")
+    latents = {m.latent_size: gen.encode_images(m.model, images, device, quiet=args.quiet) for m in models}
+    modes = ("sample", "interpolate", "traverse") if args.mode == "all" else (args.mode,)
+    written = {}
+
+    def save(fig, name):
+        path = artifacts.save_figure(fig, out / f"generation_{name}.png")
+        written[name] = path
+        if not args.quiet:
+            print(f"wrote {path}")
+
+    def title(m, what):
+        return f"{what}\n{gen.describe_model(m.ckpt['config'])}, latent size {m.latent_size}, {dataset}"
+
+    def cls(i):
+        return class_names[labels[i]]
+
+    if "sample" in modes:
+        for m in models:
+            z, source = gen.sample_latents(m.family, latents[m.latent_size], args.num_samples, args.seed)
+            _, ncols = gen.grid_shape(args.num_samples)
+            fig = plots.image_grid(gen.decode_latents(m.model, z, device),
+                                   title(m, f"{args.num_samples} new images decoded from latents {source}"), ncols)
+            save(fig, f"samples_latent_size_{m.latent_size}")
+
+    if "interpolate" in modes:
+        a, b = gen.pick_pair(labels, args.index, args.seed)
+        ends = to_float(images[[a, b]])
+        rows = []
+        for m in models:
+            z = gen.interpolate_latents(latents[m.latent_size][a], latents[m.latent_size][b], args.steps)
+            rows.append((f"{m.latent_size}-d", torch.cat([ends[:1], gen.decode_latents(m.model, z, device), ends[1:]])))
+        ts = [f"t={t:.2f}" for t in torch.linspace(0, 1, args.steps).tolist()]
+        cols = [f"image {a}\nclass {cls(a)}", *ts, f"image {b}\nclass {cls(b)}"]
+        big = models[-1]
+        sizes = " and ".join(str(m.latent_size) for m in models)
+        what = (f"Interpolation in latent space from test image {a} (class {cls(a)}) to test image {b} (class {cls(b)})\n"
+                f"{gen.describe_model(big.ckpt['config'])}, latent size{'s' if len(models) > 1 else ''} {sizes}, {dataset}; "
+                f"originals at both ends")
+        save(plots.image_rows(rows, what, col_titles=cols), f"interpolation_latent_size_{big.latent_size}")
+
+    if "traverse" in modes:
+        a = args.index[0] if args.index else gen.pick_pair(labels, None, args.seed)[0]
+        for m in models:
+            z_test = latents[m.latent_size]
+            if m.latent_size == 2:
+                grid, xs, ys = gen.manifold_grid(z_test, args.grid_size)
+                outside = gen.share_outside(z_test, xs, ys)
+                fig = plots.latent_manifold(
+                    gen.decode_latents(m.model, grid, device), xs.numpy(), ys.numpy(), z_test.numpy(),
+                    labels.numpy(), class_names,
+                    title(m, f"The 2-d latent space: decodings over the 1st-99th percentile box of the test latents "
+                             f"({outside:.0%} of the test points lie outside it)"))
+                save(fig, f"manifold_latent_size_{m.latent_size}")
+            else:
+                dims = gen.top_variance_dims(z_test, args.num_dims)
+                std = z_test.double().std(dim=0, unbiased=False)
+                offsets = gen.traversal_offsets(args.max_std, args.traverse_steps)
+                grid = gen.traversal_latents(z_test[a], dims, std, offsets)  # (dims, offsets, N)
+                decoded = gen.decode_latents(m.model, grid.flatten(0, 1), device).unflatten(0, grid.shape[:2])
+                original = to_float(images[a:a + 1])
+                rows = [(f"dim {d}\n(std {std[d]:.2f})", torch.cat([original, decoded[i]]))
+                        for i, d in enumerate(dims.tolist())]
+                cols = ["original", *[f"{o:+.3g} std" if abs(o) > 1e-9 else "0 std\n(reconstruction)" for o in offsets.tolist()]]
+                what = (f"Latent traversal around test image {a} (class {cls(a)}): one dimension at a time, "
+                        f"the {len(dims)} highest-variance dimensions of the test latents")
+                save(plots.image_rows(rows, title(m, what), col_titles=cols), f"traversal_latent_size_{m.latent_size}")
+    return written
+
+
+if __name__ == "__main__":
+    run(main, parse_args())
