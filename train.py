@@ -28,7 +28,9 @@ def parse_args(argv=None):
     g = p.add_argument_group("training")
     g.add_argument("--num_epochs", type=positive_int, default=10, help="epochs per model")
     g.add_argument("--batch_size", type=positive_int, default=128, help="global batch size (split across torchrun processes)")
-    g.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
+    g.add_argument("--lr", type=positive_float, default=3e-3, help="peak Adam learning rate")
+    g.add_argument("--lr_schedule", default="cosine", choices=["cosine", "constant"],
+                   help="cosine: decay per step from --lr to 0 over --num_epochs")
     g.add_argument("--patience", type=nonneg_int, default=0, help="early stopping: epochs without a better validation loss (0: off)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run from its last completed epoch")
     g.add_argument("--snapshot_every", type=nonneg_int, default=5, help="save a reconstruction snapshot every N epochs (0: off)")

@@ -74,7 +74,7 @@ def run_training(args) -> dict:
         }, artifacts.test_data_path(out))
         baseline = fit_pca_baseline(data, train_idx, sizes, out)
 
-    settings = TrainSettings(num_epochs=args.num_epochs, batch_size=args.batch_size, lr=args.lr,
+    settings = TrainSettings(num_epochs=args.num_epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
                              patience=args.patience, seed=args.seed, val_fraction=args.val_fraction,
                              snapshot_every=args.snapshot_every, quiet=quiet)
     train_x = place_data(data.train_x, device)

@@ -36,7 +36,8 @@ except ImportError:  # pragma: no cover
 class TrainSettings:
     num_epochs: int = 10
     batch_size: int = 128  # the global batch: under torchrun each of W processes takes batch_size / W
-    lr: float = 1e-3
+    lr: float = 3e-3  # the peak learning rate
+    lr_schedule: str = "cosine"  # cosine: decay per step from lr to 0 over num_epochs; constant
     patience: int = 0  # stop after this many epochs without a better validation loss; 0 = never
     seed: int = 0
     val_fraction: float = 0.1
@@ -120,6 +121,16 @@ def library_versions() -> dict:
     return out
 
 
+def learning_rate(settings: TrainSettings, step: int, steps_per_epoch: int) -> float:
+    """The learning rate of a global step: a cosine from lr down to 0 over all epochs
+    (Loshchilov & Hutter 2017, without restarts), or constant. A pure function of the step, so a
+    resumed run follows the same schedule."""
+    if settings.lr_schedule == "constant":
+        return settings.lr
+    total = max(1, settings.num_epochs * steps_per_epoch)
+    return 0.5 * settings.lr * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+
 def _state_to_cpu(state: dict) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
@@ -188,7 +199,7 @@ def train_model(config: ModelConfig, train_x: torch.Tensor, train_idx: torch.Ten
 
     if resume and ckpt_path.is_file():
         ckpt = artifacts.load_checkpoint(ckpt_path)
-        for key in ("batch_size", "lr", "seed", "val_fraction"):
+        for key in ("batch_size", "lr", "lr_schedule", "seed", "val_fraction"):
             if ckpt["train"].get(key) != train_meta[key]:
                 raise UserError(f"--resume: {ckpt_path} was trained with {key}={ckpt['train'].get(key)}, "
                                 f"not {train_meta[key]}; use the same flags or drop --resume")
@@ -223,6 +234,8 @@ def train_model(config: ModelConfig, train_x: torch.Tensor, train_idx: torch.Ten
                    disable=settings.quiet or not d.main, leave=False, dynamic_ncols=True)
         for i in range(steps):
             idx = shard[i * local_batch:(i + 1) * local_batch]
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(settings, epoch * steps + i, steps)
             x = to_float(train_x[idx].to(device, non_blocking=True))
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

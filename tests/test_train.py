@@ -64,12 +64,32 @@ def _final_weights(path):
     return torch.load(path, weights_only=True)["resume"]["state_dict"]
 
 
-def test_resume_ends_identical_to_an_uninterrupted_run(tmp_path):
-    common = ["--latent_size", 4, "--dataset", "digits", "--batch_size", 64, "--quiet", "--seed", 3,
-              "--model", "vae", "--noise_std", "0.1"]  # VAE sampling and input noise both draw random numbers
-    run_script("train.py", *common, "--num_epochs", 4, "--output_dir", tmp_path / "a")
-    run_script("train.py", *common, "--num_epochs", 2, "--output_dir", tmp_path / "b")
-    run_script("train.py", *common, "--num_epochs", 4, "--output_dir", tmp_path / "b", "--resume")
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_ends_identical_to_an_uninterrupted_run(tmp_path, monkeypatch):
+    """A run interrupted after its second epoch, then resumed, ends bit-identical to one that was not."""
+    import train
+    from latentlab import training
+    common = ["--latent_size", "4", "--dataset", "digits", "--batch_size", "64", "--quiet", "--seed", "3",
+              "--model", "vae", "--noise_std", "0.1", "--num_epochs", "4"]  # VAE sampling and input noise draw random numbers
+    train.main(train.parse_args(common + ["--output_dir", str(tmp_path / "a")]))
+
+    real = training.train_model
+
+    def interrupted(*args, on_epoch=None, **kw):
+        def stop_after_second(epoch, model, ckpt):
+            on_epoch(epoch, model, ckpt)
+            if epoch == 1:
+                raise Interrupt
+        return real(*args, on_epoch=stop_after_second, **kw)
+    monkeypatch.setattr("latentlab.experiment.train_model", interrupted)
+    with pytest.raises(Interrupt):
+        train.main(train.parse_args(common + ["--output_dir", str(tmp_path / "b")]))
+    assert torch.load(tmp_path / "b" / "model_latent_size_2.pth", weights_only=True)["resume"]["epoch"] == 1
+    monkeypatch.setattr("latentlab.experiment.train_model", real)
+    run_script("train.py", *common, "--output_dir", tmp_path / "b", "--resume")
     for k in (2, 4):
         a, b = _final_weights(tmp_path / "a" / f"model_latent_size_{k}.pth"), _final_weights(tmp_path / "b" / f"model_latent_size_{k}.pth")
         assert a.keys() == b.keys()
@@ -77,6 +97,16 @@ def test_resume_ends_identical_to_an_uninterrupted_run(tmp_path):
         ha = torch.load(tmp_path / "a" / f"model_latent_size_{k}.pth", weights_only=True)["history"]
         hb = torch.load(tmp_path / "b" / f"model_latent_size_{k}.pth", weights_only=True)["history"]
         assert ha["val_loss"] == hb["val_loss"]
+
+
+def test_cosine_schedule_decays_to_zero_and_constant_stays():
+    from latentlab.training import TrainSettings, learning_rate
+    s = TrainSettings(num_epochs=2, lr=0.01)
+    assert learning_rate(s, 0, 10) == pytest.approx(0.01)
+    assert learning_rate(s, 10, 10) == pytest.approx(0.005)
+    assert learning_rate(s, 20, 10) == pytest.approx(0.0)
+    s.lr_schedule = "constant"
+    assert learning_rate(s, 15, 10) == 0.01
 
 
 def test_same_seed_same_numbers(tmp_path):
