@@ -14,16 +14,13 @@ the same test images. Writes to --output_dir: classification_latent_size_{N}.jso
 confusion_matrix_latent_size_{N}.png (the best classifier on each latent space).
 """
 from latentlab.cli import at_least_two, make_parser, run
+from latentlab.inputs import add_input_flags
 from latentlab.metrics import PROBES
 
 
 def parse_args(argv=None):
     p = make_parser(__doc__.split("\n")[0])
-    g = p.add_argument_group("inputs")
-    g.add_argument("--latent_space", default=None,
-                   help="latent_space_size_{N}.npy (default: the N-d latents in --output_dir); the 2-d ones are read beside it")
-    g.add_argument("--test_data", default=None, help="test_data.pth the latents were encoded from (default: in --output_dir)")
-    g.add_argument("--pca_baseline", default=None, help="pca_baseline.pth of the same training (default: beside the test data)")
+    add_input_flags(p, "latent_space", "test_data", "pca_baseline")
     g = p.add_argument_group("step")
     g.add_argument("--folds", type=at_least_two, default=5, help="folds of the stratified cross-validation")
     g.add_argument("--probes", nargs="+", default=list(PROBES), choices=PROBES, help="classifiers to run")

@@ -10,14 +10,12 @@ posterior mean. Writes to --output_dir, per model: latent_space_size_{k}.npy (fl
 and latent_space_size_{k}.json (labels, test indices, class names, dataset, model, size, family).
 """
 from latentlab.cli import count_or_all, make_parser, positive_int, run
+from latentlab.inputs import add_input_flags
 
 
 def parse_args(argv=None):
     p = make_parser(__doc__.split("\n")[0])
-    g = p.add_argument_group("inputs")
-    g.add_argument("--model_path", default=None,
-                   help="the N-d checkpoint (default: the one test_data.pth names); the 2-d one is read beside it")
-    g.add_argument("--test_data", default=None, help="test_data.pth of the same training (default: in --output_dir)")
+    add_input_flags(p, "model_path", "test_data")
     g = p.add_argument_group("step")
     g.add_argument("--num_samples", type=count_or_all, default=1000,
                    help="test images to encode, a seeded sample ('all': the whole test set; more than there are: all)")

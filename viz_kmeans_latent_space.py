@@ -12,14 +12,13 @@ kmeans_{space}_space_latent_size_{k}.png per model (the clusters in a 2-D view w
 centroids, and a heatmap of clusters against classes) and kmeans_{space}_space_latent_size_{N}.json.
 """
 from latentlab.cli import at_least_two, make_parser, positive_int, run
+from latentlab.inputs import add_input_flags
 from latentlab.projection import METHODS
 
 
 def parse_args(argv=None):
     p = make_parser(__doc__.split("\n")[0])
-    g = p.add_argument_group("inputs")
-    g.add_argument("--latent_space", default=None,
-                   help="latent_space_size_{N}.npy (default: the N-d latents in --output_dir); the 2-d ones are read beside it")
+    add_input_flags(p, "latent_space")
     g = p.add_argument_group("step")
     g.add_argument("--num_clusters", type=at_least_two, default=None,
                    help="k, from 2 to the number of samples (default: the number of classes)")
@@ -39,7 +38,7 @@ def main(args) -> dict:
     from latentlab.cli import UserError, seed_everything
     from latentlab.inputs import find_latents, say
     from latentlab.metrics import kmeans_scores
-    from latentlab.projection import METHOD_NAMES, axis_labels, project, view_2d
+    from latentlab.projection import METHOD_NAMES, axis_labels, clustering_space, view_2d
 
     seed_everything(args.seed)
     out, cache = Path(args.output_dir), Path(args.output_dir) / "cache"
@@ -58,25 +57,24 @@ def main(args) -> dict:
                         f"lower --umap_dims or encode more samples")
     results, figures = {}, []
     for lat in latents:
-        if args.space == "umap":
-            feats, info = project(lat.z, "umap", args.umap_dims, args.seed, cache, args.quiet)
-            space = f"its {args.umap_dims}-d UMAP"
-            detail = {"params": info["params"], "cache": info["path"], "cached": info["cached"]}
-        else:
-            feats, space, detail = lat.z, f"the {lat.latent_size}-d latent space", None
+        feats, info = clustering_space(lat.z, args.space, args.umap_dims, args.seed, cache, args.quiet)
+        space = f"the {lat.latent_size}-d latent space" if info is None else f"its {args.umap_dims}-d UMAP"
+        detail = None if info is None else {"params": info["params"], "cache": info["path"], "cached": info["cached"]}
         scores, clusters, _ = kmeans_scores(feats, lat.labels, k, args.seed)
         if feats.shape[1] <= 2:  # the clustered space is the view: centroids are exact
-            xy, view = view_2d(feats, "pca")[0], space
+            xy, view, drawn = view_2d(feats, "pca")[0], space, None
             xlabel, ylabel = ("UMAP 1", "UMAP 2") if args.space == "umap" else axis_labels(None)
         else:
             xy, vinfo = view_2d(lat.z, args.vis_type, args.seed, cache, args.quiet)
             view, (xlabel, ylabel) = f"a {METHOD_NAMES[args.vis_type]} view of the latents", axis_labels(vinfo)
+            drawn = {"method": args.vis_type, "cache": vinfo["path"], "cached": vinfo["cached"]}
         title = f"k-means on {lat.label}, clustered in {space}"
         fig = plots.kmeans_figure(xy, clusters, lat.labels, lat.class_names, title, xlabel, ylabel, view)
         figure = artifacts.save_figure(fig, out / f"kmeans_{args.space}_space_latent_size_{lat.latent_size}.png")
         figures.append(str(figure))
         results[str(lat.latent_size)] = {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z),
-                                         "clustered_in": space, **scores, "umap": detail, "figure": str(figure)}
+                                         "clustered_in": space, **scores, "umap": detail, "view": drawn,
+                                         "figure": str(figure)}
     metrics = {"step": "kmeans", "dataset": main_l.dataset, "space": args.space, "num_clusters": k,
                "classes": len(main_l.class_names), "models": results,
                "notes": "NMI, ARI: sklearn normalized_mutual_info_score / adjusted_rand_score of clusters vs classes; "

@@ -10,14 +10,13 @@ are cached in --output_dir/cache/ by the content of the latents and the paramete
 Writes to --output_dir: projection_{vis_type}_latent_size_{N}.png and .json.
 """
 from latentlab.cli import at_least_two, make_parser, run
+from latentlab.inputs import add_input_flags
 from latentlab.projection import METHODS
 
 
 def parse_args(argv=None):
     p = make_parser(__doc__.split("\n")[0])
-    g = p.add_argument_group("inputs")
-    g.add_argument("--latent_space", default=None,
-                   help="latent_space_size_{N}.npy (default: the N-d latents in --output_dir); the 2-d ones are read beside it")
+    add_input_flags(p, "latent_space")
     g = p.add_argument_group("step")
     g.add_argument("--vis_type", default="umap", choices=METHODS, help="how the N-d latents are projected to 2-D")
     g.add_argument("--folds", type=at_least_two, default=5, help="folds of the cross-validated 10-NN accuracy")

@@ -8,15 +8,12 @@ Writes to --output_dir: reconstruction_latent_size_{N}.png (originals, then one 
 PCA, the class name over each column) and reconstruction_latent_size_{N}.json (MSE, PSNR, SSIM).
 """
 from latentlab.cli import make_parser, positive_int, run
+from latentlab.inputs import add_input_flags
 
 
 def parse_args(argv=None):
     p = make_parser(__doc__.split("\n")[0])
-    g = p.add_argument_group("inputs")
-    g.add_argument("--model_path", default=None,
-                   help="the N-d checkpoint (default: the one test_data.pth names); the 2-d one is read beside it")
-    g.add_argument("--test_data", default=None, help="test_data.pth of the same training (default: in --output_dir)")
-    g.add_argument("--pca_baseline", default=None, help="pca_baseline.pth of the same training (default: beside the test data)")
+    add_input_flags(p, "model_path", "test_data", "pca_baseline")
     g = p.add_argument_group("step")
     g.add_argument("--num_images", type=positive_int, default=8, help="test images in the figure (a seeded sample)")
     g.add_argument("--batch_size", type=positive_int, default=512, help="images per batch for the metrics")

@@ -33,6 +33,23 @@ def chosen_size(sizes) -> int:
     return max(others) if others else 2
 
 
+INPUT_FLAGS = {
+    "model_path": "the N-d checkpoint (default: the one test_data.pth names); the 2-d one is read beside it",
+    "test_data": "test_data.pth of the same training (default: in --output_dir)",
+    "pca_baseline": "pca_baseline.pth of the same training (default: beside the test data)",
+    "latent_space": "latent_space_size_{N}.npy (default: the N-d latents in --output_dir); the 2-d ones are read beside it",
+}
+
+
+def add_input_flags(parser, *names: str) -> None:
+    """Declare the input paths a step reads (keys of INPUT_FLAGS), each defaulting to None: found
+    as this module's docstring says."""
+    group = parser.add_argument_group("inputs")
+    for name in names:
+        # "%(default).0s" prints nothing; it stops the help formatter from adding "(default: None)"
+        group.add_argument(f"--{name}", default=None, help=INPUT_FLAGS[name] + "%(default).0s")
+
+
 def say(quiet: bool, line: str) -> None:
     if not quiet:
         print(line, flush=True)

@@ -291,3 +291,11 @@ def trustworthiness(high: np.ndarray, low: np.ndarray, n_neighbors: int = 5, see
     if k < 1:
         raise UserError(f"trustworthiness needs at least 3 samples, there are {n}; encode more with --num_samples")
     return float(tw(high, low, n_neighbors=k))
+
+
+def kmeans_nmi(z: np.ndarray, labels: np.ndarray, num_clusters: int, space: str = "latent", umap_dims: int = 2,
+               seed: int = 0, cache_dir=None) -> float:
+    """NMI against the labels of k-means on the latents (space "latent") or on their UMAP reduction
+    (space "umap"), as viz_kmeans_latent_space.py --space computes it."""
+    from latentlab.projection import clustering_space
+    return kmeans_scores(clustering_space(z, space, umap_dims, seed, cache_dir)[0], labels, num_clusters, seed)[0]["nmi"]

@@ -133,3 +133,14 @@ def axis_labels(info: dict | None) -> tuple[str, str]:
         return "latent dimension 1", "latent dimension 2"
     name = METHOD_NAMES[info["method"]]
     return f"{name} 1", f"{name} 2"
+
+
+def clustering_space(z: np.ndarray, space: str, umap_dims: int = 2, seed: int = 0, cache_dir=None,
+                     quiet: bool = True) -> tuple[np.ndarray, dict | None]:
+    """The features k-means runs on: the latents themselves (space "latent"), or their umap_dims-d
+    UMAP reduction through the cache (space "umap"). Returns (features, the projection's info or None)."""
+    if space == "latent":
+        return z, None
+    if space == "umap":
+        return project(z, "umap", umap_dims, seed, cache_dir, quiet)
+    raise UserError(f"unknown clustering space {space!r}; choose latent or umap")
