@@ -130,6 +130,27 @@ def test_defaults_kmeans_reuses_the_umap_of_the_previous_step(pipeline):
     assert "loaded from the cache" in stdout["viz_kmeans_latent_space.py"]
 
 
+def test_kmeans_in_umap_space_reuses_the_cached_umap(pipeline, tmp_path, monkeypatch):
+    from latentlab import projection
+    out = tmp_path / "out"
+    shutil.copytree(pipeline[0], out)
+    computed = []
+
+    def pca_instead(z, method, params):  # stands in for a UMAP to compute (numba compiles for a minute)
+        computed.append(z.shape)
+        return projection.compute_projection.__wrapped__(z, "pca", {**params, "random_state": 0})
+
+    pca_instead.__wrapped__ = projection.compute_projection
+    monkeypatch.setattr(projection, "compute_projection", pca_instead)
+    m = step("viz_kmeans_latent_space", "--output_dir", out, "--space", "umap", "--quiet")
+    # the 2-d UMAP was new; the 8-d one is the 2-d UMAP viz_latent_space.py computed, with the same parameters
+    assert computed == [(359, 2)]
+    assert m["models"]["8"]["umap"]["cached"] is True and m["models"]["2"]["umap"]["cached"] is False
+    assert m["models"]["8"]["clustered_in"] == "its 2-d UMAP" and m["models"]["8"]["view"] is None
+    assert 0 <= m["models"]["8"]["nmi"] <= 1
+    assert_png(out / "kmeans_umap_space_latent_size_8.png")
+
+
 def test_defaults_classify(pipeline):
     out, stdout = pipeline
     assert_png(out / "confusion_matrix_latent_size_8.png")
