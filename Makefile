@@ -16,6 +16,11 @@ venv: $(VENV)/.installed
 
 demo: venv
 	$(PY) train.py --latent_size 16 --dataset digits --num_epochs 30 --output_dir $(OUT)
+	$(PY) viz_reconstruction.py --output_dir $(OUT)
+	$(PY) encode_latent_space.py --output_dir $(OUT)
+	$(PY) viz_latent_space.py --output_dir $(OUT)
+	$(PY) viz_kmeans_latent_space.py --output_dir $(OUT)
+	$(PY) classify_latent_space.py --output_dir $(OUT)
 	$(PY) viz_generation.py --output_dir $(OUT)
 
 test: venv

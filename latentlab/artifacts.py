@@ -121,7 +121,7 @@ def load_torch(path, kind: str, hint: str = "") -> dict:
     if not isinstance(obj, dict) or obj.get("kind") not in KINDS:
         raise UserError(f"{path} is not a latentlab artifact (expected a {kind} written by train.py)")
     if obj["kind"] != kind:
-        raise UserError(f"{path} is a {obj['kind']}, not a {kind}")
+        raise UserError(f"{path} is a {obj['kind']}, not a {kind}{'; ' + hint if hint else ''}")
     if obj.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path} has format version {obj.get('format_version')}, this version reads "
                         f"{FORMAT_VERSION}; retrain with this version's train.py")
@@ -194,7 +194,11 @@ def load_latents(path) -> tuple[np.ndarray, dict]:
         raise UserError(f"{path} was refused: {str(e).splitlines()[0][:120]} (pickled objects are never loaded)")
     except (OSError, EOFError) as e:
         raise UserError(f"{path} is not a readable .npy file ({type(e).__name__}); re-run encode_latent_space.py")
-    if not isinstance(z, np.ndarray) or z.ndim != 2 or z.dtype.kind != "f":
+    if not isinstance(z, np.ndarray):  # np.load opens any zip archive (a .pth, an .npz) as an NpzFile
+        z.close()
+        raise UserError(f"{path} is a zip archive (a .pth or .npz?), not a .npy latent array; "
+                        f"pass a latent_space_size_{{N}}.npy written by encode_latent_space.py")
+    if z.ndim != 2 or z.dtype.kind != "f":
         raise UserError(f"{path} is not a latent array: expected float (samples, size), found "
                         f"{getattr(z, 'dtype', type(z))} of shape {getattr(z, 'shape', '?')}")
     meta_path = path.with_suffix(".json")

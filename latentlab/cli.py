@@ -60,6 +60,7 @@ positive_float = _ranged(float, 0.0, low_inclusive=False)
 nonneg_float = _ranged(float, 0.0)
 fraction = _ranged(float, 0.0, 0.9, low_inclusive=False)
 count_or_all = _ranged(int, 1, allow=("all",))
+at_least_two = _ranged(int, 2)
 
 
 def seed_everything(seed: int) -> None:

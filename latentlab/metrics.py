@@ -1,14 +1,20 @@
-"""Reconstruction metrics and the PCA baseline at the same latent size.
+"""Metrics: reconstruction errors (MSE, PSNR, SSIM) and the PCA baseline at the same latent size,
+batched encoding, classifier probes on features, and the scores of clusters and projections.
 
 All errors are in [0, 1] pixel units: MSE is the mean over every pixel value of the set, and
-PSNR = 10 log10(1 / MSE) of that set-wide MSE (peak value 1).
+PSNR = 10 log10(1 / MSE) of that set-wide MSE (peak value 1). SSIM is the mean over images of
+each image's SSIM.
 """
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+
+from latentlab.cli import UserError
 
 
 def psnr(mse: float) -> float:
@@ -54,13 +60,20 @@ def pca_encode(x_u8: torch.Tensor, mean: torch.Tensor, comps: torch.Tensor, k: i
     return (to_float(x_u8.reshape(len(x_u8), -1)) - mean) @ comps[:k].T
 
 
+def pca_reconstruct_batches(x_u8: torch.Tensor, mean: torch.Tensor, comps: torch.Tensor, k: int, batch: int = 8192):
+    """Yield (originals, reconstructions from the first k principal components) float batches of
+    shape (B, C, H, W), in order. The reconstructions are not clipped to [0, 1]."""
+    c = comps[:k]
+    for part in x_u8.split(batch):
+        xf = to_float(part.reshape(len(part), -1))  # (B, D)
+        rec = (xf - mean) @ c.T @ c + mean
+        yield xf.view(part.shape), rec.view(part.shape)
+
+
 def pca_mse(x_u8: torch.Tensor, mean: torch.Tensor, comps: torch.Tensor, k: int, batch: int = 8192) -> float:
     """MSE of reconstructing x from its first k principal components (no clipping)."""
     total, count = 0.0, 0
-    c = comps[:k]
-    for part in x_u8.split(batch):
-        xf = to_float(part.reshape(len(part), -1))
-        rec = (xf - mean) @ c.T @ c + mean
+    for xf, rec in pca_reconstruct_batches(x_u8, mean, comps, k, batch):
         total += (rec - xf).pow(2).sum().item()
         count += xf.numel()
     return total / count
@@ -81,3 +94,208 @@ def model_mse(model, x_u8: torch.Tensor, device, batch: int = 512) -> float:
         total += (rec - x).pow(2).sum().item()
         count += x.numel()
     return total / count
+
+
+@torch.no_grad()
+def encode_images(model, x_u8: torch.Tensor, device, batch: int = 512, progress=None) -> np.ndarray:
+    """(N, C, H, W) uint8 -> float32 latents (N, latent_size), one batch at a time (a VAE gives its
+    posterior mean). progress: an optional callable n -> None, told how many images each batch held."""
+    model.eval()
+    out = np.empty((len(x_u8), model.config.latent_size), dtype=np.float32)
+    start = 0
+    for part in x_u8.split(batch):
+        z = model.encode(to_float(part.to(device, non_blocking=True)))
+        out[start:start + len(part)] = z.float().cpu().numpy()
+        start += len(part)
+        if progress:
+            progress(len(part))
+    return out
+
+
+# ---------------------------------------------------------------- SSIM and reconstruction scores
+def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, win_size: int = 7,
+         k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
+    """SSIM of each image pair (Wang et al. 2004): (B, C, H, W) x2 -> (B,) float64.
+
+    Computes what skimage.metrics.structural_similarity computes with its defaults (a 7x7 uniform
+    window, sample covariance, the mean over every window position that fits inside the image, the
+    mean over channels), for a whole batch at once. Images smaller than 7 pixels use the largest odd
+    window that fits (at least 3).
+    """
+    win = min(win_size, x.shape[-1], x.shape[-2])
+    win -= 1 - win % 2  # odd
+    if win < 3:
+        raise ValueError(f"SSIM needs images of at least 3x3 pixels, got {tuple(x.shape[-2:])}")
+    x, y = x.double(), y.double()
+    mean = lambda t: F.avg_pool2d(t, win, stride=1)  # noqa: E731  (valid positions only)
+    ux, uy = mean(x), mean(y)
+    n = win * win
+    cov = n / (n - 1)  # sample covariance, as skimage's default
+    vx = cov * (mean(x * x) - ux * ux)
+    vy = cov * (mean(y * y) - uy * uy)
+    vxy = cov * (mean(x * y) - ux * uy)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return s.mean(dim=(1, 2, 3))
+
+
+def reconstruction_scores(batches) -> dict:
+    """batches: (originals, reconstructions) float pairs (B, C, H, W), e.g. from reconstruct_batches
+    or pca_reconstruct_batches. Returns the set-wide MSE, its PSNR, and the mean per-image SSIM."""
+    sq, count, ssim_sum, images = 0.0, 0, 0.0, 0
+    for x, rec in batches:
+        sq += (rec - x).pow(2).sum().item()
+        count += x.numel()
+        ssim_sum += ssim(x, rec).sum().item()
+        images += len(x)
+    mse = sq / count
+    return {"mse": mse, "psnr": psnr(mse), "ssim": ssim_sum / images}
+
+
+# ---------------------------------------------------------------- classifier probes
+PROBES = ("linear", "knn", "mlp")
+KNN_K = 10
+
+
+def make_probe(name: str, seed: int = 0, knn_k: int = KNN_K):
+    """A classifier on standardised features (the scaler is fit on the training folds only):
+    linear = multinomial logistic regression, knn = k-nearest neighbours (Euclidean),
+    mlp = one hidden layer of 256 ReLU units (Adam, 300 iterations)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    if name == "linear":
+        clf = LogisticRegression(max_iter=1000)
+    elif name == "knn":
+        clf = KNeighborsClassifier(n_neighbors=knn_k)
+    elif name == "mlp":
+        clf = MLPClassifier(hidden_layer_sizes=(256,), max_iter=300, random_state=seed)
+    else:
+        raise ValueError(f"unknown probe {name!r}; choose from {PROBES}")
+    return make_pipeline(StandardScaler(), clf)
+
+
+def check_folds(labels: np.ndarray, folds: int) -> None:
+    """Stratified k-fold needs at least `folds` samples in the largest class and two classes."""
+    counts = np.bincount(np.unique(labels, return_inverse=True)[1])
+    if len(counts) < 2:
+        raise UserError("the samples hold a single class; a classifier needs at least two "
+                        "(encode more with --num_samples)")
+    if counts.max() < folds:
+        raise UserError(f"{folds}-fold cross-validation needs a class with at least {folds} samples, the largest has "
+                        f"{counts.max()}; encode more with --num_samples or lower --folds")
+
+
+def probe_scores(features: np.ndarray, labels: np.ndarray, probes=PROBES, folds: int = 5, seed: int = 0,
+                 knn_k: int = KNN_K, progress=None) -> dict:
+    """Score classifiers on features by stratified k-fold cross-validation (seeded shuffle): each
+    sample is predicted by a classifier trained on the other folds only, never on itself.
+
+    Returns {probe: {"accuracy", "macro_f1", "fold_accuracy_std", "predictions"}}: accuracy and
+    macro-F1 over the pooled out-of-fold predictions, the spread of the per-fold accuracies, and
+    the predictions themselves (ndarray, same order as labels). k-NN uses min(knn_k, smallest
+    training fold) neighbours. progress: optional callable () -> None after each fit.
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.model_selection import StratifiedKFold
+    features = np.asarray(features, dtype=np.float64)
+    labels = np.asarray(labels)
+    check_folds(labels, folds)
+    splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(features, labels))
+    k = max(1, min(knn_k, min(len(tr) for tr, _ in splits)))
+    out = {}
+    for name in probes:
+        pred = np.empty_like(labels)
+        fold_acc = []
+        for train, test in splits:
+            with warnings.catch_warnings():
+                # probes stop at a fixed iteration budget (same for every feature set), by design
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                clf = make_probe(name, seed, k).fit(features[train], labels[train])
+            pred[test] = clf.predict(features[test])
+            fold_acc.append(accuracy_score(labels[test], pred[test]))
+            if progress:
+                progress()
+        out[name] = {"accuracy": float(accuracy_score(labels, pred)),
+                     "macro_f1": float(f1_score(labels, pred, average="macro")),
+                     "fold_accuracy_std": float(np.std(fold_acc)), "predictions": pred}
+    if "knn" in out:
+        out["knn"]["k"] = k
+    return out
+
+
+def linear_probe_accuracy(features, labels, folds: int = 5, seed: int = 0) -> float:
+    """Cross-validated accuracy of logistic regression on the features (see probe_scores)."""
+    return probe_scores(features, labels, ("linear",), folds, seed)["linear"]["accuracy"]
+
+
+def knn_accuracy(features, labels, k: int = KNN_K, folds: int = 5, seed: int = 0) -> float:
+    """Cross-validated accuracy of k-nearest neighbours on the features (see probe_scores)."""
+    return probe_scores(features, labels, ("knn",), folds, seed, knn_k=k)["knn"]["accuracy"]
+
+
+# ---------------------------------------------------------------- clusters and projections
+SILHOUETTE_MAX_SAMPLES = 5000  # silhouette and trustworthiness are O(n^2): score a seeded subsample above this
+
+
+def cluster_purity(labels: np.ndarray, clusters: np.ndarray) -> float:
+    """Share of samples whose class is the majority class of their cluster."""
+    hits = sum(np.bincount(np.unique(labels[clusters == c], return_inverse=True)[1]).max()
+               for c in np.unique(clusters))
+    return float(hits / len(labels))
+
+
+def kmeans_scores(features: np.ndarray, labels: np.ndarray, num_clusters: int, seed: int = 0) -> tuple[dict, np.ndarray, np.ndarray]:
+    """k-means (k-means++, 10 restarts, seeded) on the features, scored against the classes.
+
+    Returns (scores, cluster of each sample (n,), centroids (k, d)). Scores: NMI and ARI against the
+    labels, cluster purity, and the silhouette of the clusters in the space they were found in
+    (on a seeded subsample of SILHOUETTE_MAX_SAMPLES; None when fewer than 2 or more than n - 1
+    distinct clusters came out, where it is undefined).
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
+    features = np.asarray(features, dtype=np.float64)
+    labels = np.asarray(labels)
+    if not 2 <= num_clusters <= len(features):
+        raise UserError(f"k-means with {num_clusters} clusters needs at least that many samples and 2 clusters, "
+                        f"there are {len(features)} samples; choose --num_clusters in 2..{len(features)}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "fewer distinct clusters than k" on duplicate points: counted below
+        km = KMeans(n_clusters=num_clusters, n_init=10, random_state=seed).fit(features)
+    clusters = km.labels_
+    distinct = len(np.unique(clusters))
+    sil = None
+    if 2 <= distinct <= len(features) - 1:
+        sil = float(silhouette_score(features, clusters, sample_size=min(len(features), SILHOUETTE_MAX_SAMPLES),
+                                     random_state=seed))
+    scores = {"nmi": float(normalized_mutual_info_score(labels, clusters)),
+              "ari": float(adjusted_rand_score(labels, clusters)),
+              "purity": cluster_purity(labels, clusters), "silhouette": sil,
+              "num_clusters": int(num_clusters), "distinct_clusters": distinct}
+    return scores, clusters, km.cluster_centers_
+
+
+def trustworthiness(high: np.ndarray, low: np.ndarray, n_neighbors: int = 5, seed: int = 0) -> float:
+    """sklearn's trustworthiness of a projection (1: the 2-D neighbours of every point were its
+    neighbours in the full space too), on a seeded subsample of SILHOUETTE_MAX_SAMPLES points."""
+    from sklearn.manifold import trustworthiness as tw
+    n = len(high)
+    if n > SILHOUETTE_MAX_SAMPLES:
+        keep = np.random.default_rng(seed).choice(n, SILHOUETTE_MAX_SAMPLES, replace=False)
+        high, low, n = high[keep], low[keep], SILHOUETTE_MAX_SAMPLES
+    k = min(n_neighbors, (n - 1) // 2)  # sklearn requires n_neighbors < n / 2
+    if k < 1:
+        raise UserError(f"trustworthiness needs at least 3 samples, there are {n}; encode more with --num_samples")
+    return float(tw(high, low, n_neighbors=k))
+
+
+def kmeans_nmi(z: np.ndarray, labels: np.ndarray, num_clusters: int, space: str = "latent", umap_dims: int = 2,
+               seed: int = 0, cache_dir=None) -> float:
+    """NMI against the labels of k-means on the latents (space "latent") or on their UMAP reduction
+    (space "umap"), as viz_kmeans_latent_space.py --space computes it."""
+    from latentlab.projection import clustering_space
+    return kmeans_scores(clustering_space(z, space, umap_dims, seed, cache_dir)[0], labels, num_clusters, seed)[0]["nmi"]

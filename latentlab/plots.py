@@ -62,6 +62,111 @@ def training_curves(histories: dict[str, dict], title: str):
     return fig
 
 
+# ---------------------------------------------------------------- latent spaces, clusters, confusion
+def class_colors(n: int) -> list:
+    """n distinct colours: tab10, tab20, then tab20 + tab20b + tab20c (60), then a sampled colormap."""
+    if n <= 10:
+        return [plt.cm.tab10(i) for i in range(n)]
+    if n <= 20:
+        return [plt.cm.tab20(i) for i in range(n)]
+    if n <= 60:
+        return ([plt.cm.tab20(i) for i in range(20)] + [plt.cm.tab20b(i) for i in range(20)]
+                + [plt.cm.tab20c(i) for i in range(20)])[:n]
+    return [plt.cm.turbo(v) for v in np.linspace(0, 1, n)]
+
+
+def _point_size(n: int) -> float:
+    return float(np.clip(3000 / max(n, 1), 2, 25))
+
+
+def _tick_fontsize(n: int) -> int:
+    return 8 if n <= 15 else 6 if n <= 30 else 5
+
+
+def latent_scatter(panels: list[dict], class_names: list, title: str):
+    """Side-by-side scatters, points coloured by class, one legend of class names for all.
+    panels: dicts with xy (n, 2), labels (n,), title, xlabel, ylabel."""
+    colors = class_colors(len(class_names))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels) + 2.5, 6), squeeze=False)
+    for ax, p in zip(axes[0], panels):
+        xy, labels = np.asarray(p["xy"]), np.asarray(p["labels"])
+        for c in np.unique(labels):
+            m = labels == c
+            ax.scatter(xy[m, 0], xy[m, 1], s=_point_size(len(xy)), color=colors[c], label=class_names[c],
+                       alpha=0.8, linewidths=0)
+        ax.set_title(p["title"], fontsize=10)
+        ax.set_xlabel(p["xlabel"])
+        ax.set_ylabel(p["ylabel"])
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colors[c], label=name)
+               for c, name in enumerate(class_names)]
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), title="class",
+               fontsize=_tick_fontsize(len(class_names)) + 1, ncol=1 if len(class_names) <= 25 else 2)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _heatmap(fig, ax, m: np.ndarray, row_labels, col_labels, xlabel: str, ylabel: str, cbar: str, fmt: str):
+    im = ax.imshow(m, cmap="viridis", aspect="auto", interpolation="nearest")
+    ax.set_xticks(range(len(col_labels)))
+    ax.set_xticklabels(col_labels, rotation=90 if max(map(len, map(str, col_labels)), default=0) > 2 else 0,
+                       fontsize=_tick_fontsize(len(col_labels)))
+    ax.set_yticks(range(len(row_labels)))
+    ax.set_yticklabels(row_labels, fontsize=_tick_fontsize(len(row_labels)))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, label=cbar)
+    if m.size <= 15 * 15:  # numbers in the cells only while they stay legible
+        top = m.max() if m.size else 0
+        for (i, j), v in np.ndenumerate(m):
+            ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=6,
+                    color="black" if v > 0.6 * top else "white")
+
+
+def kmeans_figure(xy: np.ndarray, clusters: np.ndarray, labels: np.ndarray, class_names: list, title: str,
+                  xlabel: str, ylabel: str, view: str):
+    """Left: the 2-D view coloured by cluster, each centroid marked (the mean of its cluster's points
+    in the view). Right: samples per (cluster, class), clusters ordered by their majority class."""
+    k, c = int(clusters.max()) + 1, len(class_names)
+    counts = np.zeros((k, c), dtype=np.int64)
+    np.add.at(counts, (clusters, labels), 1)
+    order = np.lexsort((-counts.max(1), counts.argmax(1)))  # by majority class, then size
+    fig, (ax, hx) = plt.subplots(1, 2, figsize=(13 + 0.08 * c, 6 + 0.05 * max(k, c)),
+                                 gridspec_kw={"width_ratios": [1, 1.2]})
+    colors = class_colors(k)
+    for j in range(k):
+        m = clusters == j
+        if not m.any():
+            continue
+        ax.scatter(xy[m, 0], xy[m, 1], s=_point_size(len(xy)), color=colors[j], alpha=0.7, linewidths=0)
+        cx, cy = xy[m].mean(0)
+        ax.scatter([cx], [cy], marker="X", s=90, color=colors[j], edgecolors="black", linewidths=1.0, zorder=3)
+        if k <= 30:
+            ax.annotate(str(j), (cx, cy), xytext=(4, 4), textcoords="offset points", fontsize=7, weight="bold")
+    ax.set_title(f"{k} k-means clusters, drawn in {view}\nX: mean position of each cluster in this view", fontsize=10)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    _heatmap(fig, hx, counts[order], [f"cluster {j}" for j in order], class_names, "class", "k-means cluster",
+             "samples", "d")
+    hx.set_title("samples per cluster and class", fontsize=10)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(panels: list[tuple[np.ndarray, str]], class_names: list, title: str):
+    """Row-normalised confusion matrices side by side: panels of (counts (C, C) true x predicted, title)."""
+    c = len(class_names)
+    side = 4.5 + 0.12 * c
+    fig, axes = plt.subplots(1, len(panels), figsize=(side * len(panels) + 1, side), squeeze=False)
+    for ax, (cm, panel_title) in zip(axes[0], panels):
+        rows = cm.sum(1, keepdims=True)
+        share = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
+        _heatmap(fig, ax, share, class_names, class_names, "predicted class", "true class",
+                 "share of the true class", ".2f")
+        ax.set_title(panel_title, fontsize=9)
+
+
 # ---------------------------------------------------------------- generation (viz_generation.py)
 def tile_images(images: torch.Tensor, ncols: int, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
     """images (n, C, H, W) in [0, 1] -> one mosaic array imshow draws, ncols images per row, row by
@@ -86,15 +191,6 @@ def image_grid(images: torch.Tensor, title: str, ncols: int):
     ax.set_title(title, fontsize=10, wrap=True)
     fig.tight_layout()
     return fig
-
-
-def class_colors(n: int) -> list:
-    """n distinguishable colours: tab10 up to 10 classes, tab20 up to 20, then a spread of hues."""
-    if n <= 10:
-        return [plt.get_cmap("tab10")(i) for i in range(n)]
-    if n <= 20:
-        return [plt.get_cmap("tab20")(i) for i in range(n)]
-    return [plt.get_cmap("gist_rainbow")(i / max(n - 1, 1)) for i in range(n)]
 
 
 def class_scatter(ax, z2: np.ndarray, labels: np.ndarray, class_names: list, size: float = 8) -> None:

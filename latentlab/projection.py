@@ -1,0 +1,146 @@
+"""UMAP / t-SNE / PCA of latents, cached by input content.
+
+Every method first standardises each latent dimension (zero mean, unit variance); UMAP and t-SNE
+then start from the first 50 principal components when there are more than 50 dimensions, as the
+original workflow did. The result is cached in `<cache_dir>/projection_{method}_{dims}d_{key}.npy`,
+where key hashes the bytes of the latents, the method, every parameter and the library version, so
+a later step (or a second run) that asks for the same projection of the same latents loads it
+instead of computing it again. Cache files are plain float32 .npy (loaded with
+allow_pickle=False), written atomically; a damaged one is computed again and replaced.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+
+from latentlab import artifacts
+from latentlab.cli import UserError
+
+METHODS = ("umap", "tsne", "pca")
+METHOD_NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
+PRE_PCA_DIMS = 50  # UMAP / t-SNE start from at most this many principal components
+MIN_SAMPLES = 5
+
+
+def projection_params(method: str, n: int, dims: int, seed: int) -> dict:
+    """Everything that decides the result, for n samples. Stored in the cache key."""
+    if method == "umap":  # the version comes from the package metadata: importing umap takes seconds
+        return {"n_components": dims, "n_neighbors": min(15, n - 1), "min_dist": 0.1, "random_state": seed,
+                "version": version("umap-learn")}
+    import sklearn
+    if method == "tsne":
+        if dims > 3:
+            raise UserError(f"t-SNE projects to at most 3 dimensions, {dims} were asked for; use umap or pca")
+        return {"n_components": dims, "perplexity": float(min(30.0, (n - 1) / 3)), "init": "pca",
+                "random_state": seed, "version": sklearn.__version__}
+    if method == "pca":
+        return {"n_components": dims, "random_state": seed, "version": sklearn.__version__}
+    raise UserError(f"unknown projection {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def cache_key(z: np.ndarray, method: str, params: dict) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"method": method, "shape": list(z.shape), "dtype": str(z.dtype), "params": params,
+                         "pre_pca_dims": PRE_PCA_DIMS, "standardised": True}, sort_keys=True).encode())
+    h.update(np.ascontiguousarray(z).tobytes())
+    return h.hexdigest()[:20]
+
+
+def compute_projection(z: np.ndarray, method: str, params: dict) -> np.ndarray:
+    """The projection itself, uncached: (n, d) -> (n, n_components) float32."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+    x = StandardScaler().fit_transform(z.astype(np.float64))
+    dims, seed = params["n_components"], params["random_state"]
+    if method == "pca":
+        emb = PCA(n_components=min(dims, x.shape[1]), random_state=seed).fit_transform(x)
+        if emb.shape[1] < dims:  # fewer latent dimensions than asked: pad with zeros
+            emb = np.pad(emb, ((0, 0), (0, dims - emb.shape[1])))
+        return emb.astype(np.float32)
+    if x.shape[1] > PRE_PCA_DIMS:
+        x = PCA(n_components=min(PRE_PCA_DIMS, len(x)), random_state=seed).fit_transform(x)
+    args = {k: v for k, v in params.items() if k != "version"}
+    if method == "tsne":
+        from sklearn.manifold import TSNE
+        emb = TSNE(**args).fit_transform(x)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "n_jobs overridden by random_state": seeded UMAP runs on one thread
+            import umap
+            emb = umap.UMAP(**args).fit_transform(x)
+    return np.asarray(emb, dtype=np.float32)
+
+
+def project(z: np.ndarray, method: str = "umap", dims: int = 2, seed: int = 0, cache_dir=None,
+            quiet: bool = True) -> tuple[np.ndarray, dict]:
+    """Project latents (n, d) to (n, dims) with umap, tsne or pca, through the cache in cache_dir
+    (None: no cache). Returns (embedding float32, info {"method", "params", "cached", "path"})."""
+    z = np.ascontiguousarray(z, dtype=np.float32)
+    n = len(z)
+    if n < max(MIN_SAMPLES, dims + 2):
+        raise UserError(f"a {dims}-d {method} projection needs at least {max(MIN_SAMPLES, dims + 2)} latents, "
+                        f"there are {n}; encode more with --num_samples")
+    params = projection_params(method, n, dims, seed)
+    info = {"method": method, "params": params, "cached": False, "path": None}
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"projection_{method}_{dims}d_{cache_key(z, method, params)}.npy"
+        info["path"] = str(path)
+        emb = _load_cached(path, (n, dims))
+        if emb is not None:
+            info["cached"] = True
+            if not quiet:
+                print(f"{method} projection of {n} x {z.shape[1]} latents loaded from the cache ({path})")
+            return emb, info
+    if not quiet:
+        print(f"computing the {method} projection of {n} x {z.shape[1]} latents to {dims}-d"
+              f"{' (the first UMAP of a process compiles numba code: up to a minute)' if method == 'umap' else ''}...",
+              flush=True)
+    emb = compute_projection(z, method, params)
+    if path is not None:
+        artifacts.atomic_write(path, lambda f: np.save(f, emb, allow_pickle=False))
+    return emb, info
+
+
+def _load_cached(path: Path, shape: tuple) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    try:
+        emb = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        return None  # damaged: compute again (and replace it)
+    if emb.shape != shape or emb.dtype != np.float32 or not np.isfinite(emb).all():
+        return None
+    return emb
+
+
+def view_2d(z: np.ndarray, method: str, seed: int = 0, cache_dir=None, quiet: bool = True) -> tuple[np.ndarray, dict | None]:
+    """How a latent space is drawn: a space of at most 2 dimensions as it is (a 1-d one on a zero
+    y-axis), a larger one projected to 2-D by `method` through the cache. Returns (xy (n, 2), the
+    projection's info, None when drawn as is)."""
+    if z.shape[1] <= 2:
+        return np.pad(z, ((0, 0), (0, 2 - z.shape[1]))).astype(np.float32), None
+    return project(z, method, 2, seed, cache_dir, quiet)
+
+
+def axis_labels(info: dict | None) -> tuple[str, str]:
+    if info is None:
+        return "latent dimension 1", "latent dimension 2"
+    name = METHOD_NAMES[info["method"]]
+    return f"{name} 1", f"{name} 2"
+
+
+def clustering_space(z: np.ndarray, space: str, umap_dims: int = 2, seed: int = 0, cache_dir=None,
+                     quiet: bool = True) -> tuple[np.ndarray, dict | None]:
+    """The features k-means runs on: the latents themselves (space "latent"), or their umap_dims-d
+    UMAP reduction through the cache (space "umap"). Returns (features, the projection's info or None)."""
+    if space == "latent":
+        return z, None
+    if space == "umap":
+        return project(z, "umap", umap_dims, seed, cache_dir, quiet)
+    raise UserError(f"unknown clustering space {space!r}; choose latent or umap")

@@ -1,0 +1,154 @@
+"""The analysis library on small synthetic data: SSIM against scikit-image, reconstruction scores,
+classifier probes that never see the samples they score, k-means scores, and the projection cache."""
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import structural_similarity
+
+from latentlab import projection
+from latentlab.cli import UserError
+from latentlab.metrics import (cluster_purity, kmeans_nmi, kmeans_scores, knn_accuracy, linear_probe_accuracy, probe_scores,
+                               reconstruction_scores, ssim, trustworthiness)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32), (1, 28, 28), (3, 5, 6)])
+def test_ssim_is_skimage_ssim_batched(shape):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(5, *shape, generator=g)
+    y = (x + 0.2 * torch.randn(5, *shape, generator=g)).clamp(0, 1)
+    win = min(7, *shape[1:])
+    win -= 1 - win % 2
+    expect = [structural_similarity(a.numpy().astype(np.float64), b.numpy().astype(np.float64), data_range=1.0,
+                                    channel_axis=0, win_size=win) for a, b in zip(x, y)]
+    np.testing.assert_allclose(ssim(x, y).numpy(), expect, rtol=1e-6, atol=1e-9)
+    assert torch.allclose(ssim(x, x), torch.ones(5, dtype=torch.float64))
+
+
+def test_reconstruction_scores_are_set_wide():
+    x = torch.zeros(4, 1, 8, 8)
+    rec = x.clone()
+    rec[0] += 0.5  # one image off by 0.5 everywhere: set MSE = 0.25 / 4
+    scores = reconstruction_scores([(x[:3], rec[:3]), (x[3:], rec[3:])])
+    assert scores["mse"] == pytest.approx(0.0625)
+    assert scores["psnr"] == pytest.approx(10 * np.log10(1 / 0.0625))
+    assert scores["ssim"] == pytest.approx((3 + ssim(x[:1], rec[:1]).item()) / 4)
+
+
+def _blobs(n_per_class=30, classes=4, dims=5, spread=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 5, (classes, dims))
+    labels = np.repeat(np.arange(classes), n_per_class)
+    return centres[labels] + rng.normal(0, spread, (len(labels), dims)), labels
+
+
+def test_probes_learn_separable_classes():
+    x, y = _blobs()
+    scores = probe_scores(x, y, folds=5, seed=0)
+    for name in ("linear", "knn", "mlp"):
+        assert scores[name]["accuracy"] > 0.95 and scores[name]["macro_f1"] > 0.95
+        assert scores[name]["predictions"].shape == y.shape
+    assert linear_probe_accuracy(x, y) == scores["linear"]["accuracy"]
+    assert knn_accuracy(x, y) == scores["knn"]["accuracy"]
+
+
+def test_probes_never_score_a_sample_they_were_fit_on():
+    # every sample is its own point and its label is random: a 1-NN that had seen the sample it
+    # predicts would be always right; held out, it can only guess (chance: 1/4)
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(200, 3)), rng.integers(0, 4, 200)
+    scores = probe_scores(x, y, ("knn", "linear"), folds=5, seed=0, knn_k=1)
+    assert scores["knn"]["accuracy"] < 0.45 and scores["linear"]["accuracy"] < 0.45
+
+
+def test_probes_refuse_too_few_samples():
+    with pytest.raises(UserError, match="at least 5 samples"):
+        probe_scores(np.zeros((6, 2)), np.array([0, 0, 0, 1, 1, 1]), folds=5)
+    with pytest.raises(UserError, match="single class"):
+        probe_scores(np.zeros((6, 2)), np.zeros(6, dtype=int), folds=2)
+
+
+def test_kmeans_scores_on_clear_clusters():
+    x, y = _blobs(classes=3)
+    scores, clusters, centres = kmeans_scores(x, y, 3, seed=0)
+    assert scores["nmi"] > 0.99 and scores["ari"] > 0.99 and scores["purity"] == 1.0 and scores["silhouette"] > 0.7
+    assert clusters.shape == y.shape and centres.shape == (3, x.shape[1])
+    shuffled = np.random.default_rng(0).permutation(y)
+    assert kmeans_scores(x, shuffled, 3, seed=0)[0]["nmi"] < 0.1  # labels unrelated to the clusters
+    with pytest.raises(UserError, match="choose --num_clusters in 2..90"):
+        kmeans_scores(x, y, 91)
+    assert kmeans_nmi(x, y, 3) == scores["nmi"]
+
+
+def test_cluster_purity():
+    assert cluster_purity(np.array([0, 0, 1, 1]), np.array([0, 0, 0, 1])) == 0.75
+    assert cluster_purity(np.array([0, 1, 2]), np.array([0, 0, 0])) == pytest.approx(1 / 3)
+
+
+def test_trustworthiness_of_a_faithful_projection():
+    x, _ = _blobs(dims=2)
+    assert trustworthiness(x, x) == pytest.approx(1.0)
+    rng = np.random.default_rng(0)
+    assert trustworthiness(x, rng.normal(size=x.shape)) < 0.8
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Count the projections really computed."""
+    calls = []
+    real = projection.compute_projection
+
+    def counting(z, method, params):
+        calls.append((z.shape, method))
+        return real(z, method, params)
+
+    monkeypatch.setattr(projection, "compute_projection", counting)
+    return calls
+
+
+def test_projection_cache_skips_the_work(counted, tmp_path):
+    z, _ = _blobs(dims=6)
+    z = z.astype(np.float32)
+    emb, info = projection.project(z, "pca", 2, seed=0, cache_dir=tmp_path)
+    assert len(counted) == 1 and not info["cached"]
+    files = list(tmp_path.iterdir())
+    assert [f.name for f in files] == [info["path"].split("/")[-1]]  # one file, no temp file left behind
+    assert np.array_equal(np.load(files[0], allow_pickle=False), emb)
+    again, info2 = projection.project(z.copy(), "pca", 2, seed=0, cache_dir=tmp_path)  # same content, new array
+    assert len(counted) == 1 and info2["cached"] and np.array_equal(again, emb)
+    # other content, method, dimensions or seed: computed
+    projection.project(z + 1e-3, "pca", 2, seed=0, cache_dir=tmp_path)
+    projection.project(z, "pca", 3, seed=0, cache_dir=tmp_path)
+    projection.project(z, "tsne", 2, seed=0, cache_dir=tmp_path)
+    projection.project(z, "tsne", 2, seed=1, cache_dir=tmp_path)
+    assert len(counted) == 5 and len(list(tmp_path.iterdir())) == 5
+    # no cache folder: always computed, nothing written
+    projection.project(z, "pca", 2, seed=0, cache_dir=None)
+    assert len(counted) == 6 and len(list(tmp_path.iterdir())) == 5
+
+
+def test_a_damaged_cache_file_is_computed_again(counted, tmp_path):
+    z = _blobs(dims=4)[0].astype(np.float32)
+    emb, info = projection.project(z, "pca", 2, cache_dir=tmp_path)
+    path = tmp_path / info["path"].split("/")[-1]
+    path.write_bytes(b"\x93NUMPY garbage")
+    again, info2 = projection.project(z, "pca", 2, cache_dir=tmp_path)
+    assert len(counted) == 2 and not info2["cached"] and np.array_equal(again, emb)
+    assert np.array_equal(np.load(path, allow_pickle=False), emb)  # replaced by a good one
+    np.save(path, np.zeros((3, 2), dtype=np.float32))  # a readable file of the wrong shape
+    projection.project(z, "pca", 2, cache_dir=tmp_path)
+    assert len(counted) == 3
+
+
+def test_projection_refuses_too_few_samples_and_wide_tsne():
+    with pytest.raises(UserError, match="at least 5 latents"):
+        projection.project(np.zeros((3, 4), dtype=np.float32), "pca")
+    with pytest.raises(UserError, match="at most 3 dimensions"):
+        projection.project(np.zeros((20, 8), dtype=np.float32), "tsne", dims=4)
+
+
+def test_small_spaces_are_drawn_as_they_are():
+    z = np.arange(10, dtype=np.float32).reshape(5, 2)
+    xy, info = projection.view_2d(z, "umap")
+    assert info is None and np.array_equal(xy, z)
+    xy, info = projection.view_2d(z[:, :1], "umap")  # 1-d: on a zero y-axis
+    assert info is None and np.array_equal(xy[:, 0], z[:, 0]) and not xy[:, 1].any()

@@ -1,0 +1,94 @@
+"""Step 5: k-means on the latents of the 2-d and the N-d model, scored against the classes.
+
+    python viz_kmeans_latent_space.py --latent_space output/latent_space_size_256.npy --num_clusters 43
+    python viz_kmeans_latent_space.py                   # after encode_latent_space.py: one cluster per class
+    python viz_kmeans_latent_space.py --space umap      # cluster a UMAP reduction, as the original did
+
+k-means (k-means++, 10 restarts, seeded) runs on the latents themselves (--space latent) or on
+their --umap_dims-d UMAP reduction (--space umap, cached with the projections of
+viz_latent_space.py, so the 2-D UMAP it drew is reused). Scores: NMI, ARI and purity against the
+classes, and the silhouette in the space clustered. Writes to --output_dir:
+kmeans_{space}_space_latent_size_{k}.png per model (the clusters in a 2-D view with their
+centroids, and a heatmap of clusters against classes) and kmeans_{space}_space_latent_size_{N}.json.
+"""
+from latentlab.cli import at_least_two, make_parser, positive_int, run
+from latentlab.inputs import add_input_flags
+from latentlab.projection import METHODS
+
+
+def parse_args(argv=None):
+    p = make_parser(__doc__.split("\n")[0])
+    add_input_flags(p, "latent_space")
+    g = p.add_argument_group("step")
+    g.add_argument("--num_clusters", type=at_least_two, default=None,
+                   help="k, from 2 to the number of samples (default: the number of classes)")
+    g.add_argument("--space", default="latent", choices=("latent", "umap"),
+                   help="cluster the latents themselves, or their UMAP reduction")
+    g.add_argument("--umap_dims", type=positive_int, default=2,
+                   help="--space umap: dimensions of the UMAP reduction (the original used 50)")
+    g.add_argument("--vis_type", default="umap", choices=METHODS,
+                   help="how a space of more than 2 dimensions is drawn in 2-D for the figure")
+    return p.parse_args(argv)
+
+
+def main(args) -> dict:
+    from pathlib import Path
+
+    from latentlab import artifacts, plots
+    from latentlab.cli import UserError, seed_everything
+    from latentlab.inputs import find_latents, say
+    from latentlab.metrics import kmeans_scores
+    from latentlab.projection import METHOD_NAMES, axis_labels, clustering_space, view_2d
+
+    seed_everything(args.seed)
+    out, cache = Path(args.output_dir), Path(args.output_dir) / "cache"
+    latents = find_latents(args.latent_space, args.output_dir, quiet=args.quiet)
+    main_l = latents[-1]
+    n = len(main_l.z)
+    k = args.num_clusters or len(main_l.class_names)
+    if k > n:
+        if args.num_clusters:
+            raise UserError(f"--num_clusters {k} but there are only {n} latents; choose 2..{n} "
+                            f"(or encode more with encode_latent_space.py --num_samples)")
+        say(args.quiet, f"note: {len(main_l.class_names)} classes but only {n} latents: using {n} clusters")
+        k = n
+    if args.space == "umap" and args.umap_dims > n - 2:
+        raise UserError(f"--umap_dims {args.umap_dims} needs at least {args.umap_dims + 2} latents, there are {n}; "
+                        f"lower --umap_dims or encode more samples")
+    results, figures = {}, []
+    for lat in latents:
+        feats, info = clustering_space(lat.z, args.space, args.umap_dims, args.seed, cache, args.quiet)
+        space = f"the {lat.latent_size}-d latent space" if info is None else f"its {args.umap_dims}-d UMAP"
+        detail = None if info is None else {"params": info["params"], "cache": info["path"], "cached": info["cached"]}
+        scores, clusters, _ = kmeans_scores(feats, lat.labels, k, args.seed)
+        if feats.shape[1] <= 2:  # the clustered space is the view: centroids are exact
+            xy, view, drawn = view_2d(feats, "pca")[0], space, None
+            xlabel, ylabel = ("UMAP 1", "UMAP 2") if args.space == "umap" else axis_labels(None)
+        else:
+            xy, vinfo = view_2d(lat.z, args.vis_type, args.seed, cache, args.quiet)
+            view, (xlabel, ylabel) = f"a {METHOD_NAMES[args.vis_type]} view of the latents", axis_labels(vinfo)
+            drawn = {"method": args.vis_type, "cache": vinfo["path"], "cached": vinfo["cached"]}
+        title = f"k-means on {lat.label}, clustered in {space}"
+        fig = plots.kmeans_figure(xy, clusters, lat.labels, lat.class_names, title, xlabel, ylabel, view)
+        figure = artifacts.save_figure(fig, out / f"kmeans_{args.space}_space_latent_size_{lat.latent_size}.png")
+        figures.append(str(figure))
+        results[str(lat.latent_size)] = {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z),
+                                         "clustered_in": space, **scores, "umap": detail, "view": drawn,
+                                         "figure": str(figure)}
+    metrics = {"step": "kmeans", "dataset": main_l.dataset, "space": args.space, "num_clusters": k,
+               "classes": len(main_l.class_names), "models": results,
+               "notes": "NMI, ARI: sklearn normalized_mutual_info_score / adjusted_rand_score of clusters vs classes; "
+                        "purity: share of samples in their cluster's majority class; silhouette: in the space "
+                        "clustered (Euclidean, at most 5000 samples)"}
+    path = artifacts.save_json(metrics, out / f"kmeans_{args.space}_space_latent_size_{main_l.latent_size}.json")
+    if not args.quiet:
+        head = f"{'k-means, ' + str(k) + ' clusters':<44} {'NMI':>6} {'ARI':>6} {'purity':>7} {'silhouette':>10}"
+        print("\n".join([head, "-" * len(head)] + [
+            f"{r['model'][:44]:<44} {r['nmi']:>6.3f} {r['ari']:>6.3f} {r['purity']:>7.3f} "
+            f"{'-' if r['silhouette'] is None else format(r['silhouette'], '.3f'):>10}" for r in results.values()]))
+        say(False, f"wrote {', '.join(figures)} and {path}")
+    return metrics
+
+
+if __name__ == "__main__":
+    run(main, parse_args())

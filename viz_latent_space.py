@@ -1,0 +1,75 @@
+"""Step 4: both latent spaces side by side: the 2-d one as it is, the N-d one projected to 2-D.
+
+    python viz_latent_space.py --latent_space output/latent_space_size_256.npy --vis_type umap
+    python viz_latent_space.py                  # after encode_latent_space.py: the latents in output/
+    python viz_latent_space.py --vis_type tsne
+
+Points are coloured by class. Also scores each 2-D picture: the projection's trustworthiness, and
+the 10-nearest-neighbour accuracy in 2-D (stratified 5-fold cross-validation, seeded). Projections
+are cached in --output_dir/cache/ by the content of the latents and the parameters.
+Writes to --output_dir: projection_{vis_type}_latent_size_{N}.png and .json.
+"""
+from latentlab.cli import at_least_two, make_parser, run
+from latentlab.inputs import add_input_flags
+from latentlab.projection import METHODS
+
+
+def parse_args(argv=None):
+    p = make_parser(__doc__.split("\n")[0])
+    add_input_flags(p, "latent_space")
+    g = p.add_argument_group("step")
+    g.add_argument("--vis_type", default="umap", choices=METHODS, help="how the N-d latents are projected to 2-D")
+    g.add_argument("--folds", type=at_least_two, default=5, help="folds of the cross-validated 10-NN accuracy")
+    return p.parse_args(argv)
+
+
+def main(args) -> dict:
+    from pathlib import Path
+
+    from latentlab import artifacts, plots
+    from latentlab.cli import seed_everything
+    from latentlab.inputs import find_latents, say
+    from latentlab.metrics import KNN_K, probe_scores, trustworthiness
+    from latentlab.projection import METHOD_NAMES, axis_labels, view_2d
+
+    seed_everything(args.seed)
+    out = Path(args.output_dir)
+    latents = find_latents(args.latent_space, args.output_dir, quiet=args.quiet)
+    main_l = latents[-1]
+    method = METHOD_NAMES[args.vis_type]
+    panels, results = [], {}
+    for lat in latents:
+        xy, info = view_2d(lat.z, args.vis_type, args.seed, out / "cache", args.quiet)
+        knn = probe_scores(xy, lat.labels, ("knn",), args.folds, args.seed, KNN_K)["knn"]
+        row = {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z),
+               "drawn": "as is" if info is None else f"{method} projection",
+               f"knn{KNN_K}_accuracy_2d": knn["accuracy"], "knn_k": knn["k"]}
+        if info is not None:
+            row["trustworthiness"] = trustworthiness(lat.z, xy, seed=args.seed)
+            row[f"knn{KNN_K}_accuracy_full"] = probe_scores(lat.z, lat.labels, ("knn",), args.folds, args.seed, KNN_K)["knn"]["accuracy"]
+            row["projection"] = {"params": info["params"], "cache": info["path"], "cached": info["cached"]}
+        results[str(lat.latent_size)] = row
+        xlabel, ylabel = axis_labels(info)
+        how = "as it is" if info is None else f"{method} of the {lat.latent_size}-d latents"
+        panels.append({"xy": xy, "labels": lat.labels, "title": f"{lat.label}\n{how}", "xlabel": xlabel, "ylabel": ylabel})
+    title = f"latent spaces on {main_l.dataset} test images ({len(main_l.z)} samples), coloured by class"
+    fig = plots.latent_scatter(panels, main_l.class_names, title)
+    name = f"projection_{args.vis_type}_latent_size_{main_l.latent_size}"
+    figure = artifacts.save_figure(fig, out / f"{name}.png")
+    metrics = {"step": "latent_space", "dataset": main_l.dataset, "vis_type": args.vis_type, "figure": str(figure),
+               "models": results,
+               "notes": f"trustworthiness: sklearn.manifold.trustworthiness (5 neighbours) of the 2-D projection; "
+                        f"knn{KNN_K}_accuracy: {KNN_K}-NN on standardised coordinates, stratified {args.folds}-fold "
+                        f"cross-validation (shuffle seeded with {args.seed}), pooled out-of-fold accuracy"}
+    path = artifacts.save_json(metrics, out / f"{name}.json")
+    if not args.quiet:
+        for k, r in results.items():
+            extra = "" if "trustworthiness" not in r else (
+                f", trustworthiness {r['trustworthiness']:.3f}, {KNN_K}-NN accuracy in {k}-d {r[f'knn{KNN_K}_accuracy_full']:.3f}")
+            print(f"{r['model']} ({r['drawn']}): {KNN_K}-NN accuracy in 2-D {r[f'knn{KNN_K}_accuracy_2d']:.3f}{extra}")
+        say(False, f"wrote {figure} and {path}")
+    return metrics
+
+
+if __name__ == "__main__":
+    run(main, parse_args())

@@ -1,0 +1,92 @@
+"""Step 2: test images beside their reconstructions by the 2-d and the N-d model, and each model's
+reconstruction error on the whole test set beside PCA at the same size.
+
+    python viz_reconstruction.py --model_path output/model_latent_size_256.pth --test_data output/test_data.pth
+    python viz_reconstruction.py            # after train.py: finds both models through output/test_data.pth
+
+Writes to --output_dir: reconstruction_latent_size_{N}.png (originals, then one row per model and
+PCA, the class name over each column) and reconstruction_latent_size_{N}.json (MSE, PSNR, SSIM).
+"""
+from latentlab.cli import make_parser, positive_int, run
+from latentlab.inputs import add_input_flags
+
+
+def parse_args(argv=None):
+    p = make_parser(__doc__.split("\n")[0])
+    add_input_flags(p, "model_path", "test_data", "pca_baseline")
+    g = p.add_argument_group("step")
+    g.add_argument("--num_images", type=positive_int, default=8, help="test images in the figure (a seeded sample)")
+    g.add_argument("--batch_size", type=positive_int, default=512, help="images per batch for the metrics")
+    return p.parse_args(argv)
+
+
+def main(args) -> dict:
+    from pathlib import Path
+
+    import torch
+    from tqdm import tqdm
+
+    from latentlab import artifacts, plots
+    from latentlab.cli import UserError, pick_device, seed_everything
+    from latentlab.inputs import find_models, load_pca_baseline, say
+    from latentlab.metrics import pca_reconstruct_batches, reconstruct_batches, reconstruction_scores
+
+    device = pick_device(args.device)
+    seed_everything(args.seed)
+    data, data_path, models = find_models(args.model_path, args.test_data, args.output_dir, args.quiet)
+    sizes = [m.latent_size for m in models]
+    pca = load_pca_baseline(args.pca_baseline, data, data_path, sizes)
+    images, labels, names = data["images"], data["labels"], data["class_names"]
+    if args.num_images > len(images):
+        raise UserError(f"--num_images {args.num_images} but the test data holds {len(images)} images; ask for fewer")
+    main_model = models[-1]
+    out = Path(args.output_dir)
+
+    # the figure: the same seeded sample of test images in every row
+    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(args.seed))[:args.num_images].sort().values
+    shown = images[pick]
+    rows = [("original", next(pca_reconstruct_batches(shown, pca["mean"], pca["components"], 1))[0])]
+    for m in models:
+        model = artifacts.model_from_checkpoint(m.ckpt, device)
+        rows.append((f"{m.latent_size}-d {m.family}", next(reconstruct_batches(model, shown, device))[1]))
+    for k in sizes:
+        rows.append((f"PCA {k}", next(pca_reconstruct_batches(shown, pca["mean"], pca["components"], k))[1]))
+    title = f"test images and their reconstructions: {main_model.label}"
+    fig = plots.image_rows(rows, title, col_titles=[names[int(c)] for c in labels[pick]])
+    figure = artifacts.save_figure(fig, out / f"reconstruction_latent_size_{main_model.latent_size}.png")
+
+    # the metrics: every test image, one batch at a time
+    batches = -(-len(images) // args.batch_size)
+    results = {}
+    for m in models:
+        k = m.latent_size
+        model = artifacts.model_from_checkpoint(m.ckpt, device)
+        progress = tqdm(reconstruct_batches(model, images, device, args.batch_size), total=batches,
+                        desc=f"{k}-d model", disable=args.quiet, leave=False)
+        ae = reconstruction_scores(progress)
+        pk = min(k, pca["components"].shape[0])
+        base = reconstruction_scores(pca_reconstruct_batches(images, pca["mean"], pca["components"], pk, args.batch_size))
+        results[str(k)] = {"model": m.label, "model_path": str(m.path), "family": m.family, "autoencoder": ae,
+                           "pca": {**base, "components": pk}, "mse_vs_pca": ae["mse"] / base["mse"] if base["mse"] > 0 else None}
+    metrics = {"step": "reconstruction", "dataset": data["dataset"], "test_data": str(data_path),
+               "test_images": len(images), "figure": str(figure), "models": results,
+               "notes": "MSE over every pixel value in [0, 1]; PSNR = 10 log10(1 / MSE); SSIM = mean per-image SSIM "
+                        "(7x7 window, as skimage); PCA fit on the training split, not clipped"}
+    path = artifacts.save_json(metrics, out / f"reconstruction_latent_size_{main_model.latent_size}.json")
+    if not args.quiet:
+        print_table(results, len(images))
+        say(False, f"wrote {figure} and {path}")
+    return metrics
+
+
+def print_table(results: dict, n: int) -> None:
+    head = f"{'on ' + str(n) + ' test images':<44} {'MSE':>9} {'PSNR dB':>8} {'SSIM':>7}"
+    lines = [head, "-" * len(head)]
+    for k, r in results.items():
+        for name, s in ((r["model"], r["autoencoder"]), (f"PCA, {r['pca']['components']} components", r["pca"])):
+            lines.append(f"{name[:44]:<44} {s['mse']:>9.5f} {s['psnr']:>8.2f} {s['ssim']:>7.4f}")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    run(main, parse_args())
