@@ -4,6 +4,7 @@
     python train.py --latent_size 16 --dataset digits
     python train.py --latent_size 64 --dataset fashion-mnist --data_dir /usr/share/datasets/fashion-mnist
     torchrun --nproc_per_node=4 train.py --latent_size 256
+    torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 train.py --latent_size 256
 
 Writes to --output_dir: model_latent_size_{2,N}.pth, test_data.pth, pca_baseline.pth,
 train_log_latent_size_{N}.csv, training_curves.png, reconstruction snapshots, training_summary.json.
@@ -27,7 +28,7 @@ def parse_args(argv=None):
     g.add_argument("--val_fraction", type=fraction, default=0.1, help="share of the training split held out for model selection")
     g = p.add_argument_group("training")
     g.add_argument("--num_epochs", type=positive_int, default=10, help="epochs per model")
-    g.add_argument("--batch_size", type=positive_int, default=128, help="global batch size (split across torchrun processes)")
+    g.add_argument("--batch_size", type=positive_int, default=128, help="global batch size (split evenly across torchrun processes)")
     g.add_argument("--lr", type=positive_float, default=3e-3, help="peak Adam learning rate")
     g.add_argument("--lr_schedule", default="cosine", choices=["cosine", "constant"],
                    help="cosine: decay per step from --lr to 0 over --num_epochs")

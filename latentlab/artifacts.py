@@ -10,12 +10,15 @@ The contract (see DESIGN.md):
 """
 from __future__ import annotations
 
+import fnmatch
 import io
 import json
+import math
 import os
 import pickle
+import re
 import tempfile
-import zipfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +79,38 @@ def _remove(p):
         pass
 
 
+def ensure_writable(folder) -> Path:
+    """Fail at once, with one line, when folder cannot hold artifacts (not after hours of work)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".write_check.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise UserError(f"cannot write to {folder}: {e.strerror or e}; choose a writable --output_dir")
+    return folder
+
+
+# atomic_write's temp files: "." + target name + "." + mkstemp's 8 random characters + ".tmp"
+_TEMP_FILE = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temp_files(folder, targets: tuple[str, ...]) -> list[Path]:
+    """Delete the temp files atomic_write left when its process was killed mid-write, for the
+    target names matching the glob patterns `targets` (those the caller alone writes)."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = _TEMP_FILE.match(p.name)
+        if m and p.is_file() and any(fnmatch.fnmatchcase(m["target"], t) for t in targets):
+            _remove(p)
+            removed.append(p)
+    return removed
+
+
 def save_torch(obj: dict, path) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
 
@@ -106,16 +141,31 @@ def save_figure(fig, path, dpi: int = 120) -> Path:
 
 # ---------------------------------------------------------------- safe, validated loads
 def load_torch(path, kind: str, hint: str = "") -> dict:
-    """Load a .pth written by this project with weights_only=True and check its kind and version."""
+    """Load a .pth written by this project with weights_only=True and check its kind and version.
+
+    weights_only: the unpickler builds tensors and plain values only, so a file that asks to
+    import anything else (a pickled function call, a class of any module) is refused and runs
+    nothing. Any other failure to parse (random bytes, a truncated copy) is a UserError too."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise UserError(f"{path} does not exist{'; ' + hint if hint else ''}")
+    if not path.is_file():
+        raise UserError(f"{path} is not a file; pass the {kind} .pth file itself")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about odd pickle protocols in garbage
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise UserError(f"{path} was refused: it holds Python objects other than tensors and plain values "
-                        f"(weights_only load: {str(e).splitlines()[0][:100]}); only load files this project wrote")
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError, UnicodeDecodeError, AttributeError) as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise UserError(f"{path} was refused: it asks to import {found.group(1)}, and a safe (weights-only) "
+                            f"load runs no code from a file; only load files that latentlab wrote")
+        raise UserError(f"{path} is not a readable PyTorch file (bad pickle data); it may be truncated or of another kind")
+    except MemoryError:
+        raise UserError(f"not enough memory to load {path}; free memory or use a machine with more")
+    except Exception as e:  # RuntimeError (bad zip), EOFError, ValueError, IndexError, ...: unreadable input
+        if "allocate" in str(e):
+            raise UserError(f"not enough memory to load {path}; free memory or use a machine with more")
         raise UserError(f"{path} is not a readable PyTorch file ({type(e).__name__}); "
                         f"it may be truncated or of another kind")
     if not isinstance(obj, dict) or obj.get("kind") not in KINDS:
@@ -133,11 +183,69 @@ def _require(cond, path, what):
         raise UserError(f"{path} is malformed: {what}; retrain to recreate it")
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_shape(v) -> bool:
+    return isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_int(s) and s >= 1 for s in v)
+
+
+def _is_names(v) -> bool:
+    return isinstance(v, list) and all(isinstance(n, str) for n in v)
+
+
+def _parameter_shapes(config, path) -> dict:
+    """Build the model of a checkpoint's config on the meta device (no memory, no compute) and
+    return {parameter name: shape}: the config must build, and the weights must fit it."""
+    from model.autoencoder import FAMILIES, ModelConfig, build_model
+    _require(isinstance(config, dict), path, "no model config")
+    _require(config.get("family") in FAMILIES, path, f"model family {config.get('family')!r} is not one of {', '.join(FAMILIES)}")
+    _require(_is_int(config.get("latent_size")) and config["latent_size"] >= 1, path, "latent_size must be a positive integer")
+    _require(_is_shape(config.get("image_shape")), path, "image_shape must be three positive integers (C, H, W)")
+    for key in ("beta", "noise_std"):
+        v = config.get(key, 0.0)
+        _require(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, path, f"{key} must be a number >= 0")
+    try:
+        with torch.device("meta"):
+            model = build_model(ModelConfig.from_dict(config))
+    except Exception as e:  # a config this version cannot build: wrong types, sizes, ...
+        raise UserError(f"{path} is malformed: its model config does not build ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:100] if str(e) else ''}); retrain to recreate it")
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _check_weights(state, shapes: dict, path, what: str) -> None:
+    _require(isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()),
+             path, f"{what} must map parameter names to tensors")
+    missing, extra = sorted(set(shapes) - set(state)), sorted(set(state) - set(shapes))
+    _require(not missing and not extra, path, f"{what} do not fit its config "
+             f"(missing {', '.join(missing[:3]) or 'none'}; unexpected {', '.join(extra[:3]) or 'none'})")
+    for name, shape in shapes.items():
+        _require(tuple(state[name].shape) == shape and state[name].is_floating_point(), path,
+                 f"{what}: {name} is {state[name].dtype} {tuple(state[name].shape)}, its config builds float {shape}")
+
+
 def load_checkpoint(path) -> dict:
+    """A model checkpoint, checked: its config builds, its weights (selected and resume) are float
+    tensors of the shapes that config builds, and its dataset description agrees with the config."""
     ckpt = load_torch(path, "checkpoint", hint="run train.py first, or pass --model_path")
-    _require(isinstance(ckpt.get("config"), dict) and isinstance(ckpt.get("state_dict"), dict), path,
-             "no config or weights")
-    _require(isinstance(ckpt.get("dataset"), dict), path, "no dataset description")
+    shapes = _parameter_shapes(ckpt.get("config"), path)
+    _check_weights(ckpt.get("state_dict"), shapes, path, "the weights")
+    ds = ckpt.get("dataset")
+    _require(isinstance(ds, dict) and isinstance(ds.get("name"), str) and _is_names(ds.get("class_names")), path,
+             "no dataset description (name, class names)")
+    _require(list(ds.get("image_shape", ckpt["config"]["image_shape"])) == list(ckpt["config"]["image_shape"]), path,
+             f"its dataset's image shape {ds.get('image_shape')} differs from its config's {ckpt['config']['image_shape']}")
+    history = ckpt.get("history", {})
+    _require(isinstance(history, dict) and all(isinstance(v, list) for v in history.values()), path,
+             "the training history must be lists")
+    _require(isinstance(ckpt.get("train", {}), dict), path, "the training settings must be a dict")
+    if "resume" in ckpt:
+        r = ckpt["resume"]
+        _require(isinstance(r, dict) and _is_int(r.get("epoch")) and r["epoch"] >= 0
+                 and isinstance(r.get("optimizer"), dict), path, "the resume state needs epoch, weights and optimizer")
+        _check_weights(r.get("state_dict"), shapes, path, "the resume weights")
     return ckpt
 
 
@@ -154,11 +262,18 @@ def model_from_checkpoint(ckpt: dict, device="cpu", weights: str = "best"):
 
 
 def load_test_data(path) -> dict:
+    """The held-out test split, checked: uint8 (N, C, H, W) images, one integer label per image,
+    each a valid index into the class names."""
     data = load_torch(path, "test_data", hint="run train.py first, or pass --test_data")
     x, y = data.get("images"), data.get("labels")
-    _require(isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and x.dim() == 4, path,
-             "images must be a uint8 (N, C, H, W) tensor")
-    _require(isinstance(y, torch.Tensor) and y.shape == (x.shape[0],), path, "labels must match the images")
+    _require(isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and x.dim() == 4 and len(x) > 0, path,
+             "images must be a non-empty uint8 (N, C, H, W) tensor")
+    _require(isinstance(y, torch.Tensor) and y.shape == (x.shape[0],) and not y.is_floating_point()
+             and y.dtype != torch.bool, path, "labels must be one integer per image")
+    names = data.get("class_names")
+    _require(_is_names(names) and len(names) > 0, path, "class names must be a list of strings")
+    _require(bool(((y >= 0) & (y < len(names))).all()), path, f"labels must lie in 0..{len(names) - 1}")
+    _require(isinstance(data.get("dataset"), str), path, "no dataset name")
     return data
 
 
@@ -174,6 +289,30 @@ def check_test_data_matches(data: dict, ckpt: dict, data_path, model_path) -> No
                         f"was trained on {ckpt['dataset'].get('name')!r}; pass matching files")
 
 
+def load_pca_baseline(path) -> dict:
+    """The PCA baseline, checked: float mean (D,) and components (k, D), D = C*H*W of its image shape."""
+    pca = load_torch(path, "pca_baseline", hint="run train.py first")
+    shape = pca.get("image_shape")
+    _require(_is_shape(shape) and isinstance(pca.get("dataset"), str), path, "no dataset name or image shape")
+    d = math.prod(shape)
+    mean, comps = pca.get("mean"), pca.get("components")
+    _require(isinstance(mean, torch.Tensor) and mean.is_floating_point() and mean.shape == (d,), path,
+             f"mean must be a float vector of {d} values")
+    _require(isinstance(comps, torch.Tensor) and comps.is_floating_point() and comps.dim() == 2
+             and comps.shape[1] == d and comps.shape[0] >= 1, path, f"components must be a float (k, {d}) matrix")
+    _require(bool(torch.isfinite(mean).all() and torch.isfinite(comps).all()), path, "it holds non-finite values")
+    _require(isinstance(pca.get("scores", {}), dict), path, "scores must be a dict")
+    return pca
+
+
+def check_pca_matches(pca: dict, ckpt: dict, pca_path, model_path) -> None:
+    """The PCA baseline must come from the model's dataset and image shape."""
+    if list(pca["image_shape"]) != list(ckpt["config"]["image_shape"]) or pca["dataset"] != ckpt["dataset"].get("name"):
+        raise UserError(f"PCA baseline {pca_path} is for {pca['dataset']} images of shape {tuple(pca['image_shape'])} "
+                        f"but model {model_path} is for {ckpt['dataset'].get('name')} images of shape "
+                        f"{tuple(ckpt['config']['image_shape'])}; pass the files of the same training")
+
+
 def save_latents(path, latents: np.ndarray, meta: dict) -> tuple[Path, Path]:
     """latents: float32 (samples, N). meta (JSON beside it) holds labels, test indices and the rest."""
     path = Path(path)
@@ -185,35 +324,65 @@ def save_latents(path, latents: np.ndarray, meta: dict) -> tuple[Path, Path]:
 
 
 def load_latents(path) -> tuple[np.ndarray, dict]:
+    """Latents (float32 (samples, N)) and their meta (labels, ...), checked against each other.
+    allow_pickle=False: an object array (pickled Python objects) is refused, never unpickled."""
     path = Path(path)
+    hint = "re-run encode_latent_space.py"
     if not path.is_file():
         raise UserError(f"{path} does not exist; run encode_latent_space.py first, or pass --latent_space")
     try:
         z = np.load(path, allow_pickle=False)
     except ValueError as e:
-        raise UserError(f"{path} was refused: {str(e).splitlines()[0][:120]} (pickled objects are never loaded)")
-    except (OSError, EOFError) as e:
-        raise UserError(f"{path} is not a readable .npy file ({type(e).__name__}); re-run encode_latent_space.py")
+        if "allow_pickle" in str(e):
+            raise UserError(f"{path} was refused: it holds pickled Python objects, which are never loaded; {hint}")
+        raise UserError(f"{path} is not a readable .npy file ({str(e).splitlines()[0][:80] if str(e) else 'ValueError'}); {hint}")
+    except MemoryError:
+        raise UserError(f"not enough memory to load {path}")
+    except Exception as e:  # OSError, EOFError, SyntaxError in a forged header, ...: unreadable input
+        raise UserError(f"{path} is not a readable .npy file ({type(e).__name__}); {hint}")
     if not isinstance(z, np.ndarray):  # np.load opens any zip archive (a .pth, an .npz) as an NpzFile
         z.close()
         raise UserError(f"{path} is a zip archive (a .pth or .npz?), not a .npy latent array; "
                         f"pass a latent_space_size_{{N}}.npy written by encode_latent_space.py")
-    if z.ndim != 2 or z.dtype.kind != "f":
+    if not isinstance(z, np.ndarray) or z.ndim != 2 or z.dtype.kind != "f" or z.shape[0] == 0:
         raise UserError(f"{path} is not a latent array: expected float (samples, size), found "
                         f"{getattr(z, 'dtype', type(z))} of shape {getattr(z, 'shape', '?')}")
     meta_path = path.with_suffix(".json")
     try:
         meta = json.loads(meta_path.read_text())
     except FileNotFoundError:
-        raise UserError(f"{meta_path} is missing: the latents need their labels; re-run encode_latent_space.py")
-    except (ValueError, OSError, UnicodeDecodeError) as e:
-        raise UserError(f"{meta_path} is not valid JSON ({type(e).__name__}); re-run encode_latent_space.py")
+        raise UserError(f"{meta_path} is missing: the latents need their labels; {hint}")
+    except (ValueError, OSError, UnicodeDecodeError, RecursionError) as e:
+        raise UserError(f"{meta_path} is not valid JSON ({type(e).__name__}); {hint}")
     if not isinstance(meta, dict) or meta.get("kind") != "latents":
-        raise UserError(f"{meta_path} does not describe latents; re-run encode_latent_space.py")
+        raise UserError(f"{meta_path} does not describe latents; {hint}")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{meta_path} has format version {meta.get('format_version')}, this version reads "
+                        f"{FORMAT_VERSION}; {hint}")
+    if meta.get("shape", list(z.shape)) != list(z.shape):
+        raise UserError(f"{path} holds an array of shape {list(z.shape)} but {meta_path} describes {meta.get('shape')}: "
+                        f"the two files do not belong together; {hint}")
+    if meta.get("latent_size", z.shape[1]) != z.shape[1]:
+        raise UserError(f"{path} has latents of size {z.shape[1]} but {meta_path} says latent_size "
+                        f"{meta.get('latent_size')}; {hint}")
     labels = meta.get("labels")
-    if not isinstance(labels, list) or len(labels) != z.shape[0]:
-        raise UserError(f"{meta_path} has {len(labels) if isinstance(labels, list) else 'no'} labels "
-                        f"for {z.shape[0]} latents; re-run encode_latent_space.py")
+    if not isinstance(labels, list) or len(labels) != z.shape[0] or not all(_is_int(v) for v in labels):
+        raise UserError(f"{meta_path} has {len(labels) if isinstance(labels, list) else 'no'} integer labels "
+                        f"for {z.shape[0]} latents; {hint}")
     if not np.isfinite(z).all():
         raise UserError(f"{path} holds non-finite values; re-encode with a healthy model")
     return z.astype(np.float32, copy=False), meta
+
+
+def check_latents_match(latents: np.ndarray, meta: dict, ckpt: dict, latents_path, model_path) -> None:
+    """Latents must come from the model: their width is its latent size, and their dataset (when
+    the meta names one) is the model's."""
+    size = ckpt["config"]["latent_size"]
+    if latents.shape[1] != size:
+        raise UserError(f"latents {latents_path} have size {latents.shape[1]} but model {model_path} has latent "
+                        f"size {size}; encode with that model, or pass the matching --latent_space")
+    ds = meta.get("dataset")
+    ds = ds.get("name") if isinstance(ds, dict) else ds
+    if ds is not None and ds != ckpt["dataset"].get("name"):
+        raise UserError(f"latents {latents_path} are of dataset {ds!r} but model {model_path} was trained on "
+                        f"{ckpt['dataset'].get('name')!r}; pass matching files")

@@ -3,6 +3,7 @@ the way a user error becomes one line on stderr and exit status 2."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import sys
@@ -29,7 +30,7 @@ def make_parser(description: str) -> Parser:
     parser = Parser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     common = parser.add_argument_group("common")
     common.add_argument("--output_dir", default="output", help="where artifacts are read and written")
-    common.add_argument("--seed", type=int, default=0, help="seed for random, numpy and torch")
+    common.add_argument("--seed", type=seed_int, default=0, help="seed for random, numpy and torch (0 to 2**32-1)")
     common.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                         help="auto picks cuda, then mps, then cpu")
     common.add_argument("--quiet", action="store_true", help="no progress bars or tables")
@@ -45,6 +46,8 @@ def _ranged(kind, low=None, high=None, low_inclusive=True, allow=()):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}")
+        if not math.isfinite(value):  # float("nan") passes every comparison below
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number")
         if low is not None and (value < low if low_inclusive else value <= low):
             raise argparse.ArgumentTypeError(f"{text} must be {'>=' if low_inclusive else '>'} {low}")
         if high is not None and value > high:
@@ -61,6 +64,7 @@ nonneg_float = _ranged(float, 0.0)
 fraction = _ranged(float, 0.0, 0.9, low_inclusive=False)
 count_or_all = _ranged(int, 1, allow=("all",))
 at_least_two = _ranged(int, 2)
+seed_int = _ranged(int, 0, 2**32 - 1)  # numpy takes seeds below 2**32
 
 
 def seed_everything(seed: int) -> None:
@@ -82,7 +86,11 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "cuda":
         if not torch.cuda.is_available():
             raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        local_rank, count = int(os.environ.get("LOCAL_RANK", 0)), torch.cuda.device_count()
+        if local_rank >= count:
+            raise UserError(f"process with LOCAL_RANK {local_rank} has no GPU: only {count} visible on this machine; "
+                            f"start at most {count} processes per machine (torchrun --nproc_per_node={count})")
+        return torch.device("cuda", local_rank)
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UserError("--device mps was asked for but MPS is not available; use --device cpu or auto")
     return torch.device(name)

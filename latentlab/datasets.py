@@ -237,14 +237,19 @@ def _folder(path, image_size, seed):
     if not files:
         raise UserError(f"folder dataset {root} has no images: expected one sub-folder per class "
                         f"holding {', '.join(sorted(IMAGE_SUFFIXES))} files")
+    found = sorted({classes[i] for _, i in files})
+    if len(found) < 2:
+        raise UserError(f"folder dataset {root} has images of one class only ({found[0]}); the later steps "
+                        f"compare classes: give at least two sub-folders, one per class")
     images = []
     for f, _ in files:
         try:
             with Image.open(f) as img:
                 img.load()
                 images.append(img.copy())
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            raise UserError(f"cannot read image {f}: {e}; remove or replace the file")
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+            raise UserError(f"cannot read image {f}: {str(e).splitlines()[0][:120] if str(e) else type(e).__name__}; "
+                            f"remove or replace the file")
     channels = 1 if all(img.mode in ("L", "1", "I;16", "I") for img in images) else 3
     x = _pil_to_uint8(images, image_size or 32, channels)
     y = torch.tensor([i for _, i in files], dtype=torch.int64)
@@ -273,6 +278,9 @@ def load_dataset(name: str, data_dir: str | None = None, image_size: int | None 
         trx, tr_y, tex, te_y, classes, split = _torchvision(key, root, image_size)
     else:
         raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    if len(tex) == 0:
+        raise UserError(f"dataset {name} leaves no images for the test split (every class has one image); "
+                        f"add images")
     if image_size:
         trx, tex = resize_uint8(trx, image_size), resize_uint8(tex, image_size)
     return ImageData(key, trx.contiguous(), tr_y.long(), tex.contiguous(), te_y.long(), list(classes), split)

@@ -12,10 +12,14 @@ from latentlab import artifacts, plots
 from latentlab.cli import UserError, pick_device, seed_everything
 from latentlab.datasets import load_dataset
 from latentlab.metrics import fit_pca, model_mse, pca_mse, psnr, to_float
-from latentlab.training import Dist, TrainSettings, init_distributed, place_data, split_train_val, train_model, write_log
+from latentlab.training import (Dist, TrainSettings, close_distributed, init_distributed, load_in_turn, local_batch_size,
+                                place_data, run_agreed, split_train_val, train_model, write_log)
 from model.autoencoder import ModelConfig
 
 SNAPSHOT_IMAGES = 8
+# What train.py writes: the names whose temp files, left by a killed run, it removes at its start.
+OUTPUTS = ("model_latent_size_*.pth", "test_data.pth", "pca_baseline.pth", "train_log_latent_size_*.csv",
+           "training_curves.png", "reconstructions_latent_size_*_epoch_*.png", "training_summary.json")
 
 
 def model_sizes(latent_size: int) -> list[int]:
@@ -48,13 +52,30 @@ def snapshot(model, images_u8, device, epoch: int, latent_size: int, family: str
 
 
 def run_training(args) -> dict:
-    """args: the namespace of train.py's parser. Returns {latent_size: summary row}."""
+    """args: the namespace of train.py's parser. Returns {latent_size: summary row}.
+
+    Under torchrun every process runs this; rank 0 alone writes. Every check that can fail on
+    the user's input runs on all processes alike (or is agreed on), so they stop together."""
     device = pick_device(args.device)
     d = init_distributed(device)
+    try:
+        rows = _run_training(args, device, d)
+    except UserError:
+        close_distributed(d)  # the processes agreed on the error: all of them are here
+        raise
+    close_distributed(d)  # the last step (write_summary) was agreed on: all processes are here
+    return rows
+
+
+def _run_training(args, device, d: Dist) -> dict:
     seed_everything(args.seed)
     out = Path(args.output_dir)
     quiet = args.quiet or not d.main
-    data = load_dataset(args.dataset, data_dir=args.data_dir, image_size=args.image_size)
+    local_batch_size(args.batch_size, d)
+    artifacts.ensure_writable(out)
+    if d.main:
+        artifacts.remove_stale_temp_files(out, OUTPUTS)
+    data = load_in_turn(lambda: load_dataset(args.dataset, data_dir=args.data_dir, image_size=args.image_size), device, d)
     if len(data.train_x) < 4:
         raise UserError(f"dataset {args.dataset} has only {len(data.train_x)} training images; it needs at least 4")
     train_idx, val_idx = split_train_val(len(data.train_x), args.val_fraction, args.seed)
@@ -65,14 +86,16 @@ def run_training(args) -> dict:
               f"{f', {d.world} processes' if d.world > 1 else ''}")
     dataset_meta = {"name": data.name, "class_names": data.class_names, "image_shape": list(data.image_shape),
                     "split": data.split, "num_train": len(train_idx), "num_val": len(val_idx)}
-    if d.main:
+
+    def write_test_data_and_baseline():
         artifacts.save_torch({
             "kind": "test_data", "format_version": artifacts.FORMAT_VERSION, "dataset": data.name,
             "images": data.test_x, "labels": data.test_y, "class_names": data.class_names,
             "split": data.split, "models": [artifacts.checkpoint_path(out, k).name for k in sizes],
             "latent_sizes": sizes,
         }, artifacts.test_data_path(out))
-        baseline = fit_pca_baseline(data, train_idx, sizes, out)
+        return fit_pca_baseline(data, train_idx, sizes, out)
+    baseline = run_agreed(write_test_data_and_baseline, device, d, main_only=True)
 
     settings = TrainSettings(num_epochs=args.num_epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
                              patience=args.patience, seed=args.seed, val_fraction=args.val_fraction,
@@ -95,17 +118,18 @@ def run_training(args) -> dict:
         ckpt = train_model(config, train_x, train_idx, val_idx, settings, device, path, meta,
                            resume=args.resume, d=d, on_epoch=on_epoch)
         histories[f"{k}-d"] = {**ckpt["history"], "best_epoch": ckpt["best_epoch"]}
+        row = run_agreed(lambda: summarise(ckpt, data, device, baseline, path), device, d, main_only=True)
         if d.main:
-            rows[k] = summarise(ckpt, data, device, baseline, path)
-    if d.main:
+            rows[k] = row
+
+    def write_summary():
         title = f"{args.model} autoencoder on {data.name}: training curves"
         artifacts.save_figure(plots.training_curves(histories, title), out / "training_curves.png")
         artifacts.save_json({"dataset": data.name, "model": args.model, "models": rows},
                             out / "training_summary.json")
         if not quiet:
             print_summary(rows, out)
-    if d.world > 1:
-        torch.distributed.barrier()
+    run_agreed(write_summary, device, d, main_only=True)
     return rows
 
 

@@ -70,12 +70,56 @@ def init_distributed(device: torch.device) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def close_distributed(d: Dist) -> None:
+    """Leave the process group that init_distributed joined, so every process exits cleanly."""
+    if d.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _all_reduce_sum(values: list[float], device, d: Dist) -> list[float]:
     if d.world == 1:
         return values
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
+
+
+def all_ranks_ok(ok: bool, device, d: Dist) -> bool:
+    """True when ok is true on every process (one tiny all-reduce under torchrun)."""
+    return _all_reduce_sum([0.0 if ok else 1.0], device, d)[0] == 0
+
+
+def run_agreed(fn, device, d: Dist, main_only: bool = False):
+    """fn() on every process (on rank 0 alone when main_only), then agree: a UserError on any
+    process stops all of them here, each with one line, instead of leaving the others waiting in
+    the next collective until a timeout. Returns fn's result (None where it did not run)."""
+    result, err = None, None
+    if d.main or not main_only:
+        try:
+            result = fn()
+        except UserError as e:
+            err = e
+    if not all_ranks_ok(err is None, device, d):
+        raise err or UserError(f"process {d.rank} of {d.world} stops: another process failed (its message is above)")
+    return result
+
+
+def load_in_turn(load, device, d: Dist):
+    """load() on every process, local rank 0 of each machine first: a dataset it downloads lands
+    once, and the others then read its files. Errors stop every process (run_agreed)."""
+    first = run_agreed(load if d.local_rank == 0 else (lambda: None), device, d)
+    if d.world == 1:
+        return first
+    later = run_agreed(load if d.local_rank != 0 else (lambda: None), device, d)
+    return first if d.local_rank == 0 else later
+
+
+def local_batch_size(batch_size: int, d: Dist) -> int:
+    """--batch_size is the global batch: each of the W processes takes batch_size / W per step."""
+    if batch_size % d.world:
+        raise UserError(f"--batch_size {batch_size} is the global batch and must split evenly across the "
+                        f"{d.world} processes; use a multiple of {d.world}")
+    return batch_size // d.world
 
 
 # ---------------------------------------------------------------- data
@@ -100,12 +144,17 @@ def place_data(x_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def epoch_shard(n: int, seed: int, epoch: int, d: Dist) -> torch.Tensor:
     """This process's share of a seeded permutation of range(n): disjoint across ranks, padded by
-    wrapping round so every rank takes the same number of steps, and every item is covered."""
+    wrapping round so every rank takes the same number of steps, and every item is covered.
+
+    Ranks take every W-th item (rank r: perm[r::W]), so with the global batch B split evenly
+    (b = B / W per rank), step i of the W ranks together sees perm[i*B:(i+1)*B], exactly the
+    batch of step i in one process: a DDP run follows the single-process run, up to summation
+    order and the at most W-1 wrapped items of the last step."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     perm = torch.randperm(n, generator=g)
     if d.world > 1:
-        per_rank = math.ceil(n / d.world)
-        perm = torch.cat([perm, perm[: per_rank * d.world - n]])
+        total = math.ceil(n / d.world) * d.world
+        perm = perm.repeat(math.ceil(total / n))[:total]  # wrap round (more than once when n < world)
         perm = perm[d.rank::d.world]
     return perm
 
@@ -177,6 +226,45 @@ def evaluate(model, x_u8: torch.Tensor, idx: torch.Tensor, device, batch: int, a
     return obj_sum / max(n_img, 1), mse_sum / max(n_img, 1)
 
 
+CHECK_EVERY = 20  # steps between checks that the running loss is finite (one host sync each)
+HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_mse", "seconds", "images_per_s")
+
+
+def _diverged(config: ModelConfig, what: str, value, epoch: int, where: str, ckpt_path: Path, lr: float) -> UserError:
+    kept = (f"the last good checkpoint ({ckpt_path}, epoch {epoch}) is kept" if epoch > 0
+            else "no checkpoint of it was written")
+    return UserError(f"training of the latent-{config.latent_size} {config.family} model diverged: the {what} became "
+                     f"{value} in epoch {epoch + 1}{where}; {kept}; lower --lr (now {lr:g}) and retry")
+
+
+def _finite_everywhere(value, device, d: Dist) -> bool:
+    return all_ranks_ok(bool(torch.isfinite(torch.as_tensor(value)).all()), device, d)
+
+
+def _load_resume(ckpt_path: Path, config: ModelConfig, meta: dict, train_meta: dict, model, opt):
+    """The checkpoint to resume from (None when there is none yet), loaded into model and opt."""
+    if not ckpt_path.is_file():
+        return None
+    ckpt = artifacts.load_checkpoint(ckpt_path)
+    for key in ("batch_size", "lr", "lr_schedule", "seed", "val_fraction"):
+        if ckpt.get("train", {}).get(key) != train_meta[key]:
+            raise UserError(f"--resume: {ckpt_path} was trained with {key}={ckpt.get('train', {}).get(key)}, "
+                            f"not {train_meta[key]}; use the same flags or drop --resume")
+    if ckpt["config"] != config.to_dict() or ckpt["dataset"].get("name") != meta["dataset"]["name"]:
+        raise UserError(f"--resume: {ckpt_path} holds another model or dataset "
+                        f"({ckpt['config']['family']}, {ckpt['dataset'].get('name')}); "
+                        f"use the same flags or drop --resume")
+    if "resume" not in ckpt or set(ckpt["history"]) != set(HISTORY_KEYS):
+        raise UserError(f"--resume: {ckpt_path} has no resume state or history; drop --resume to start over")
+    try:
+        model.load_state_dict(ckpt["resume"]["state_dict"])
+        opt.load_state_dict(ckpt["resume"]["optimizer"])
+    except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as e:
+        raise UserError(f"--resume: the optimizer state in {ckpt_path} does not fit the model "
+                        f"({type(e).__name__}); drop --resume to start over")
+    return ckpt
+
+
 def train_model(config: ModelConfig, train_x: torch.Tensor, train_idx: torch.Tensor, val_idx: torch.Tensor,
                 settings: TrainSettings, device: torch.device, ckpt_path: Path, meta: dict,
                 resume: bool = False, d: Dist = Dist(), on_epoch=None) -> dict:
@@ -187,31 +275,35 @@ def train_model(config: ModelConfig, train_x: torch.Tensor, train_idx: torch.Ten
     on_epoch(epoch, model, ckpt): called on rank 0 after each checkpoint (snapshots, logs).
     """
     torch.manual_seed(settings.seed)  # the same initial weights for the same seed and config
-    model = build_model(config).to(device)
+    try:
+        model = build_model(config).to(device)
+    except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        if not isinstance(e, MemoryError) and "memory" not in str(e) and "allocate" not in str(e):
+            raise
+        raise UserError(f"the latent-{config.latent_size} {config.family} model does not fit in memory on {device}; "
+                        f"lower --latent_size or --image_size")
     amp = device.type == "cuda"  # bf16 autocast on GPUs; fp32 on CPU, where bf16 is slower
     channels_last = config.family != "mlp"  # faster convolutions on CPUs (~1.25x measured) and GPUs
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    history = {k: [] for k in ("epoch", "train_loss", "val_loss", "val_mse", "seconds", "images_per_s")}
+    history = {k: [] for k in HISTORY_KEYS}
     best_state, start = None, 0
     train_meta = {k: v for k, v in asdict(settings).items() if k != "quiet"}
+    local_batch = local_batch_size(settings.batch_size, d)
 
-    if resume and ckpt_path.is_file():
-        ckpt = artifacts.load_checkpoint(ckpt_path)
-        for key in ("batch_size", "lr", "lr_schedule", "seed", "val_fraction"):
-            if ckpt["train"].get(key) != train_meta[key]:
-                raise UserError(f"--resume: {ckpt_path} was trained with {key}={ckpt['train'].get(key)}, "
-                                f"not {train_meta[key]}; use the same flags or drop --resume")
-        if ckpt["config"] != config.to_dict() or ckpt["dataset"].get("name") != meta["dataset"]["name"]:
-            raise UserError(f"--resume: {ckpt_path} holds another model or dataset "
-                            f"({ckpt['config']['family']}, {ckpt['dataset'].get('name')}); "
-                            f"use the same flags or drop --resume")
-        model.load_state_dict(ckpt["resume"]["state_dict"])
-        opt.load_state_dict(ckpt["resume"]["optimizer"])
+    ckpt = run_agreed(lambda: _load_resume(ckpt_path, config, meta, train_meta, model, opt), device, d) if resume else None
+    if ckpt is not None:
         history = {k: list(v) for k, v in ckpt["history"].items()}
         best_state = ckpt["state_dict"]
         start = ckpt["resume"]["epoch"] + 1
+    if d.world > 1:  # every process must resume from the same epoch (one file on a shared file system)
+        total, squares = _all_reduce_sum([float(start), float(start) ** 2], device, d)
+        if total * total != d.world * squares:  # equality (Cauchy-Schwarz) only when all starts are equal
+            raise UserError(f"--resume: the processes found different checkpoints at {ckpt_path} (this one: "
+                            f"{'none' if ckpt is None else f'epoch {start}'}); put --output_dir on a file system "
+                            f"every machine shares")
+    if ckpt is not None:
         if ckpt.get("stopped_early") or start >= settings.num_epochs:
             if d.main and not settings.quiet:
                 print(f"{ckpt_path.name}: already finished ({start} epochs), skipping")
@@ -220,7 +312,6 @@ def train_model(config: ModelConfig, train_x: torch.Tensor, train_idx: torch.Ten
     net = model
     if d.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    local_batch = max(1, settings.batch_size // d.world)
     ckpt = None
     stopped_early = False
     for epoch in range(start, settings.num_epochs):
@@ -240,26 +331,32 @@ def train_model(config: ModelConfig, train_x: torch.Tensor, train_idx: torch.Ten
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             x_in = x + config.noise_std * torch.randn_like(x) if config.noise_std > 0 else x  # denoising
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits, kl = net(x_in)
-            loss = model.objective(logits, kl, x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            try:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    logits, kl = net(x_in)
+                loss = model.objective(logits, kl, x)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+            except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError in torch >= 2.5
+                raise UserError(f"out of memory on {device} with {local_batch} images per step "
+                                f"(--batch_size {settings.batch_size}); lower --batch_size")
             opt.step()
             loss_sum += loss.detach() * len(idx)  # a tensor: no device sync per step
             seen += len(idx)
-            if i % 20 == 0 or i == steps - 1:
+            if (i + 1) % CHECK_EVERY == 0 or i == steps - 1:  # NaN and inf stay in the sum: stop early
+                if not _finite_everywhere(loss_sum, device, d):
+                    raise _diverged(config, "loss", float(loss_sum), epoch, f" (by step {i + 1} of {steps})",
+                                    ckpt_path, settings.lr)
+            if not bar.disable and (i % 20 == 0 or i == steps - 1):
                 bar.set_postfix(loss=f"{loss.item():.5f}",
                                 img_s=f"{seen * d.world / (time.perf_counter() - t0):.0f}")
             bar.update(1)
         bar.close()
         train_loss, seen_all = _all_reduce_sum([float(loss_sum), float(seen)], device, d)
         train_loss /= seen_all
-        if not math.isfinite(train_loss):
-            raise UserError(f"training of the latent-{config.latent_size} model diverged: the loss became "
-                            f"{train_loss} in epoch {epoch + 1}; the last good checkpoint ({ckpt_path}) is kept; "
-                            f"lower --lr and retry")
         val_loss, val_mse = evaluate(model, train_x, val_idx, device, 1024, amp, d)
+        if not math.isfinite(val_loss):
+            raise _diverged(config, "validation loss", val_loss, epoch, "", ckpt_path, settings.lr)
         seconds = time.perf_counter() - t0
         for k, v in zip(history, (epoch, train_loss, val_loss, val_mse, seconds, seen_all / seconds)):
             history[k].append(v)
@@ -274,16 +371,18 @@ def train_model(config: ModelConfig, train_x: torch.Tensor, train_idx: torch.Ten
         ckpt = {
             "kind": "checkpoint", "format_version": artifacts.FORMAT_VERSION,
             "config": config.to_dict(), "state_dict": best_state, **meta,
-            "train": train_meta, "history": history, "best_epoch": best_epoch,
+            "train": {**train_meta, "processes": d.world}, "history": history, "best_epoch": best_epoch,
             "finished": stopped_early or epoch + 1 >= settings.num_epochs, "stopped_early": stopped_early,
             "resume": {"epoch": epoch, "state_dict": _state_to_cpu(model.state_dict()),
                        "optimizer": _optimizer_to_cpu(opt.state_dict())},
             "versions": library_versions(),
         }
-        if d.main:
+
+        def write():
             artifacts.save_torch(ckpt, ckpt_path)
             if on_epoch:
                 on_epoch(epoch, model, ckpt)
+        run_agreed(write, device, d, main_only=True)  # a full disk on rank 0 stops every rank
         if stopped_early:
             if d.main and not settings.quiet:
                 tqdm.write(f"latent {config.latent_size:>4} | early stop: no better validation loss for "
