@@ -165,6 +165,9 @@ def confusion_figure(panels: list[tuple[np.ndarray, str]], class_names: list, ti
         _heatmap(fig, ax, share, class_names, class_names, "predicted class", "true class",
                  "share of the true class", ".2f")
         ax.set_title(panel_title, fontsize=9)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
 
 
 # ---------------------------------------------------------------- generation (viz_generation.py)
