@@ -89,7 +89,7 @@ def main(args) -> dict:
                         f"stratified {args.folds}-fold cross-validation, shuffle seeded with {args.seed}: each sample is "
                         f"predicted by a classifier fit on the other folds; accuracy and macro-F1 over all held-out "
                         f"predictions, fold_accuracy_std across folds. linear = logistic regression, knn = 10-NN, "
-                        f"mlp = one hidden layer of 256 ReLU units; all on standardised features"}
+                        f"mlp = one hidden layer of 256 ReLU units, on standardised features; knn on the features as they are"}
     path = artifacts.save_json(metrics, out / f"classification_latent_size_{main_l.latent_size}.json")
     if not args.quiet:
         print_table(results, args.probes)

@@ -48,20 +48,22 @@ def main(args) -> dict:
 
     from latentlab import artifacts, generation as gen, plots
     from latentlab.cli import UserError, pick_device, seed_everything
-    from latentlab.metrics import to_float
+    from latentlab.inputs import find_models
+    from latentlab.metrics import encode_images, to_float
 
     if args.steps < 2:
         raise UserError(f"--steps {args.steps} is too few: an interpolation needs at least its two ends")
     seed_everything(args.seed)
     device = pick_device(args.device)
     out = Path(args.output_dir)
-    data, models = gen.load_models_for(args.test_data, args.model_path, out, device)
+    data, _, models = find_models(args.model_path, args.test_data, out, args.quiet)
+    nets = {m.latent_size: artifacts.model_from_checkpoint(m.ckpt, device) for m in models}
     images, labels = data["images"], data["labels"]
     names = list(data.get("class_names") or [])
     class_names = [gen.class_name(names, k) for k in range(max(len(names), int(labels.max()) + 1))]
     gen.check_indices(args.index, len(images))
     dataset = data.get("dataset", "?")
-    latents = {m.latent_size: gen.encode_images(m.model, images, device, quiet=args.quiet) for m in models}
+    latents = {k: torch.from_numpy(encode_images(net, images, device)) for k, net in nets.items()}
     modes = ("sample", "interpolate", "traverse") if args.mode == "all" else (args.mode,)
     written = {}
 
@@ -81,7 +83,7 @@ def main(args) -> dict:
         for m in models:
             z, source = gen.sample_latents(m.family, latents[m.latent_size], args.num_samples, args.seed)
             _, ncols = gen.grid_shape(args.num_samples)
-            fig = plots.image_grid(gen.decode_latents(m.model, z, device),
+            fig = plots.image_grid(gen.decode_latents(nets[m.latent_size], z, device),
                                    title(m, f"{args.num_samples} new images decoded from latents {source}"), ncols)
             save(fig, f"samples_latent_size_{m.latent_size}")
 
@@ -91,7 +93,7 @@ def main(args) -> dict:
         rows = []
         for m in models:
             z = gen.interpolate_latents(latents[m.latent_size][a], latents[m.latent_size][b], args.steps)
-            rows.append((f"{m.latent_size}-d", torch.cat([ends[:1], gen.decode_latents(m.model, z, device), ends[1:]])))
+            rows.append((f"{m.latent_size}-d", torch.cat([ends[:1], gen.decode_latents(nets[m.latent_size], z, device), ends[1:]])))
         ts = [f"t={t:.2f}" for t in torch.linspace(0, 1, args.steps).tolist()]
         cols = [f"image {a}\nclass {cls(a)}", *ts, f"image {b}\nclass {cls(b)}"]
         big = models[-1]
@@ -109,7 +111,7 @@ def main(args) -> dict:
                 grid, xs, ys = gen.manifold_grid(z_test, args.grid_size)
                 outside = gen.share_outside(z_test, xs, ys)
                 fig = plots.latent_manifold(
-                    gen.decode_latents(m.model, grid, device), xs.numpy(), ys.numpy(), z_test.numpy(),
+                    gen.decode_latents(nets[m.latent_size], grid, device), xs.numpy(), ys.numpy(), z_test.numpy(),
                     labels.numpy(), class_names,
                     title(m, f"The 2-d latent space: decodings over the 1st-99th percentile box of the test latents "
                              f"({outside:.0%} of the test points lie outside it)"))
@@ -119,7 +121,7 @@ def main(args) -> dict:
                 std = z_test.double().std(dim=0, unbiased=False)
                 offsets = gen.traversal_offsets(args.max_std, args.traverse_steps)
                 grid = gen.traversal_latents(z_test[a], dims, std, offsets)  # (dims, offsets, N)
-                decoded = gen.decode_latents(m.model, grid.flatten(0, 1), device).unflatten(0, grid.shape[:2])
+                decoded = gen.decode_latents(nets[m.latent_size], grid.flatten(0, 1), device).unflatten(0, grid.shape[:2])
                 original = to_float(images[a:a + 1])
                 rows = [(f"dim {d}\n(std {std[d]:.2f})", torch.cat([original, decoded[i]]))
                         for i, d in enumerate(dims.tolist())]

@@ -59,7 +59,7 @@ def main(args) -> dict:
     metrics = {"step": "latent_space", "dataset": main_l.dataset, "vis_type": args.vis_type, "figure": str(figure),
                "models": results,
                "notes": f"trustworthiness: sklearn.manifold.trustworthiness (5 neighbours) of the 2-D projection; "
-                        f"knn{KNN_K}_accuracy: {KNN_K}-NN on standardised coordinates, stratified {args.folds}-fold "
+                        f"knn{KNN_K}_accuracy: {KNN_K}-NN on the coordinates as they are, stratified {args.folds}-fold "
                         f"cross-validation (shuffle seeded with {args.seed}), pooled out-of-fold accuracy"}
     path = artifacts.save_json(metrics, out / f"{name}.json")
     if not args.quiet:

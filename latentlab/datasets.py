@@ -8,7 +8,6 @@ data/<name>/. With neither, a UserError says which files to place where.
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -7,80 +7,19 @@ Latents are float32 (n, latent_size) on the CPU; images are float (n, C, H, W) i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
-from latentlab import artifacts
 from latentlab.cli import UserError
-from latentlab.metrics import to_float
 
 
-# ---------------------------------------------------------------- finding the models
-@dataclass
-class LoadedModel:
-    path: Path
-    ckpt: dict
-    model: torch.nn.Module
-
-    @property
-    def latent_size(self) -> int:
-        return int(self.ckpt["config"]["latent_size"])
-
-    @property
-    def family(self) -> str:
-        return self.ckpt["config"]["family"]
-
-
+# ---------------------------------------------------------------- naming, decoding in batches
 def describe_model(config: dict) -> str:
     """'conv autoencoder', 'denoising mlp autoencoder (noise std 0.2)', 'VAE (beta 1)', ..."""
     family = config["family"]
     noise = float(config.get("noise_std", 0.0) or 0.0)
     name = f"VAE (beta {config.get('beta', 1.0):g})" if family == "vae" else f"{family} autoencoder"
     return f"denoising {name}, noise std {noise:g}" if noise > 0 else name
-
-
-def load_models_for(test_data_path, model_path, output_dir, device) -> tuple[dict, list[LoadedModel]]:
-    """The test data and the models to generate from, smallest latent size first.
-
-    model_path None: the largest model named in the test data (the N-d one), in the test data's
-    folder. The 2-d model is the `model_latent_size_2.pth` beside the N-d checkpoint, used when it
-    is there. Each model must match the test data (dataset, image shape)."""
-    test_data_path = Path(test_data_path) if test_data_path else artifacts.test_data_path(output_dir)
-    data = artifacts.load_test_data(test_data_path)
-    if len(data["images"]) == 0:
-        raise UserError(f"{test_data_path} holds no test images; retrain with a dataset that has a test split")
-    if model_path is None:
-        sizes = data.get("latent_sizes")
-        if not isinstance(sizes, list) or not sizes or not all(isinstance(k, int) and k > 0 for k in sizes):
-            raise UserError(f"{test_data_path} does not name its models' latent sizes; pass --model_path")
-        model_path = artifacts.checkpoint_path(test_data_path.parent, max(sizes))
-    model_path = Path(model_path)
-    paths = [model_path]
-    sibling = artifacts.checkpoint_path(model_path.parent, 2)
-    if sibling.is_file() and sibling.resolve() != model_path.resolve():
-        paths.insert(0, sibling)
-    models = []
-    for p in paths:
-        ckpt = artifacts.load_checkpoint(p)
-        artifacts.check_test_data_matches(data, ckpt, test_data_path, p)
-        models.append(LoadedModel(p, ckpt, artifacts.model_from_checkpoint(ckpt, device)))
-    models.sort(key=lambda m: m.latent_size)
-    return data, models
-
-
-# ---------------------------------------------------------------- encoding and decoding in batches
-@torch.no_grad()
-def encode_images(model, images_u8: torch.Tensor, device, batch: int = 512, quiet: bool = True) -> torch.Tensor:
-    """uint8 (n, C, H, W) -> float32 latents (n, latent_size) on the CPU; the VAE gives its
-    posterior mean. One batch on the device at a time, so memory stays bounded."""
-    model.eval()
-    parts = images_u8.split(batch)
-    out = [model.encode(to_float(p.to(device))).float().cpu()
-           for p in tqdm(parts, desc="encoding test images", disable=quiet or len(parts) < 4, leave=False)]
-    return torch.cat(out) if out else torch.zeros(0, model.config.latent_size)
 
 
 @torch.no_grad()

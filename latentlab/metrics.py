@@ -158,9 +158,10 @@ KNN_K = 10
 
 
 def make_probe(name: str, seed: int = 0, knn_k: int = KNN_K):
-    """A classifier on standardised features (the scaler is fit on the training folds only):
-    linear = multinomial logistic regression, knn = k-nearest neighbours (Euclidean),
-    mlp = one hidden layer of 256 ReLU units (Adam, 300 iterations)."""
+    """A classifier: linear = multinomial logistic regression and mlp = one hidden layer of 256
+    ReLU units (Adam, 300 iterations), both on features standardised on the training folds only;
+    knn = k-nearest neighbours (Euclidean) on the features as they are, so it measures the
+    space's own geometry (standardising would blow up PCA's low-variance components)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.neural_network import MLPClassifier
@@ -169,7 +170,7 @@ def make_probe(name: str, seed: int = 0, knn_k: int = KNN_K):
     if name == "linear":
         clf = LogisticRegression(max_iter=1000)
     elif name == "knn":
-        clf = KNeighborsClassifier(n_neighbors=knn_k)
+        return KNeighborsClassifier(n_neighbors=knn_k)
     elif name == "mlp":
         clf = MLPClassifier(hidden_layer_sizes=(256,), max_iter=300, random_state=seed)
     else:

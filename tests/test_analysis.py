@@ -289,7 +289,7 @@ CASES = {
     "latent file of another size than its model": lambda out, tmp, shrunk: (
         "viz_kmeans_latent_space", ["--latent_space", _latents_copy(out / "latent_space_size_8.npy", tmp / "z", "z.npy",
                                                                     lambda m: m.update(latent_size=256))],
-        "holds latents of size 8 but its JSON says the model's size is 256"),
+        "says latent_size 256"),
     "checkpoint given as latents": lambda out, tmp, shrunk: (
         "viz_latent_space", ["--latent_space", out / "model_latent_size_8.pth"], "not a .npy latent array"),
     "latents of other test data": lambda out, tmp, shrunk: (

@@ -10,7 +10,7 @@ import torch
 import torch.multiprocessing as mp
 from hypothesis import given, settings, strategies as st
 
-from conftest import ROOT
+from conftest import ROOT, run_script
 from latentlab import artifacts
 from latentlab.cli import UserError
 from latentlab.training import (Dist, TrainSettings, close_distributed, epoch_shard, init_distributed, local_batch_size,
@@ -144,11 +144,14 @@ def torchrun(*args, nproc=2):
                           env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
 
 
-def test_torchrun_trains_resumes_and_matches_one_process(trained, tmp_path):
-    """torchrun with 2 gloo processes, interrupted after 3 epochs and resumed to 6, against the
-    single-process `trained` run of the same flags (global batch 64)."""
-    out = tmp_path / "out"
-    common = ["--latent_size", 8, "--dataset", "digits", "--batch_size", 64, "--output_dir", out]
+def test_torchrun_trains_resumes_and_matches_one_process(tmp_path):
+    """torchrun with 2 gloo processes, stopped after 3 epochs and resumed to 6, against one process
+    doing the same (global batch 64; the cosine schedule follows each call's --num_epochs)."""
+    out, single = tmp_path / "out", tmp_path / "single"
+    common = ["--latent_size", 8, "--dataset", "digits", "--batch_size", 64]
+    run_script("train.py", *common, "--output_dir", single, "--num_epochs", 3, "--quiet")
+    run_script("train.py", *common, "--output_dir", single, "--num_epochs", 6, "--resume", "--quiet")
+    common += ["--output_dir", out]
     first = torchrun(*common, "--num_epochs", 3, "--quiet")
     assert first.returncode == 0, first.stderr[-3000:]
     assert artifacts.load_checkpoint(out / "model_latent_size_8.pth")["resume"]["epoch"] == 2
@@ -162,7 +165,7 @@ def test_torchrun_trains_resumes_and_matches_one_process(trained, tmp_path):
     artifacts.load_pca_baseline(out / "pca_baseline.pth")
     for k in (2, 8):
         ddp = artifacts.load_checkpoint(out / f"model_latent_size_{k}.pth")
-        one = artifacts.load_checkpoint(trained / f"model_latent_size_{k}.pth")
+        one = artifacts.load_checkpoint(single / f"model_latent_size_{k}.pth")
         artifacts.check_test_data_matches(test, ddp, "test", "model")
         model = artifacts.model_from_checkpoint(ddp)
         assert model.encode(test["images"][:4].float() / 255).shape == (4, k)

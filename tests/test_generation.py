@@ -8,7 +8,7 @@ import viz_generation
 from conftest import run_script
 from latentlab import artifacts, generation as gen, plots
 from latentlab.cli import UserError
-from latentlab.metrics import to_float
+from latentlab.metrics import encode_images, to_float
 
 AE_FIGURES = ["generation_samples_latent_size_2.png", "generation_samples_latent_size_8.png",
               "generation_interpolation_latent_size_8.png", "generation_manifold_latent_size_2.png",
@@ -123,7 +123,7 @@ def test_interpolation_ends_decode_to_the_reconstructions(trained):
     data = artifacts.load_test_data(trained / "test_data.pth")
     for k in (2, 8):
         model = artifacts.model_from_checkpoint(artifacts.load_checkpoint(trained / f"model_latent_size_{k}.pth"))
-        z = gen.encode_images(model, data["images"], "cpu", batch=50)  # batches of 50: the last one is short
+        z = torch.from_numpy(encode_images(model, data["images"], "cpu", batch=50))  # batches of 50: the last one is short
         x = to_float(data["images"][[10, 200]])
         with torch.no_grad():
             assert torch.allclose(z[[10, 200]], model.encode(x), atol=1e-5)

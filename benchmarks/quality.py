@@ -1,0 +1,138 @@
+"""Quality with the README defaults: train, then score reconstructions and latents against PCA.
+
+    python benchmarks/quality.py --dataset fashion-mnist --data_dir /usr/share/datasets/fashion-mnist
+    python benchmarks/quality.py --dataset digits --latent_size 16     # a quick look, offline
+
+Runs the steps as a user runs them, each in its own process with its defaults (train.py with only
+--latent_size, --dataset and --data_dir; then encode_latent_space.py --num_samples all,
+viz_reconstruction.py, classify_latent_space.py, viz_kmeans_latent_space.py in latent and in UMAP
+space), reads the JSON each step wrote, and prints one table per latent size beside PCA at the same
+size and raw pixels, with the goals of issues 2 and 3 and whether they were met. The table is also
+written as quality.md and quality.json in --output_dir. --skip_training scores a finished run again.
+"""
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# (metric, latent size or "N", comparison, goal) from the issues, for Fashion-MNIST with the defaults
+GOALS = {
+    ("test_mse", "N"): ("<=", 0.0015), ("test_mse", 2): ("<=", 0.028),
+    ("linear", "N"): (">=", 0.87), ("knn", "N"): (">=", 0.88), ("nmi_umap", "N"): (">=", 0.67),
+    ("knn", 2): (">=", 0.70),
+}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--latent_size", type=int, default=256)
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--data_dir", default=None)
+    p.add_argument("--output_dir", default="output/quality")
+    p.add_argument("--skip_training", action="store_true", help="score the run already in --output_dir")
+    p.add_argument("--train_args", nargs=argparse.REMAINDER, default=[],
+                   help="more train.py flags, after everything else (e.g. --train_args --num_epochs 3)")
+    return p.parse_args(argv)
+
+
+def step(script: str, *args, seconds: dict) -> None:
+    """Run one step in its own process, as a user does; stop the benchmark if it fails."""
+    cmd = [sys.executable, str(ROOT / script), *map(str, args)]
+    print("$", " ".join(cmd[1:]), flush=True)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT)
+    seconds[script if script not in seconds else f"{script} {' '.join(map(str, args[-2:]))}"] = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"{script} failed with status {proc.returncode}")
+
+
+def collect(out: Path, n: int) -> dict:
+    """{latent size: {"autoencoder": {...}, "pca": {...}, "raw_pixels": {...}}} from the steps' JSON."""
+    read = lambda name: json.loads((out / name).read_text())
+    train = read("training_summary.json")["models"]
+    recon = read(f"reconstruction_latent_size_{n}.json")["models"]
+    cls = read(f"classification_latent_size_{n}.json")["models"]
+    km = {space: read(f"kmeans_{space}_space_latent_size_{n}.json")["models"] for space in ("latent", "umap")}
+    rows = {}
+    for k in sorted(int(s) for s in train):
+        t, r, c = train[str(k)], recon[str(k)], cls[str(k)]
+        rows[k] = {
+            "autoencoder": {"test_mse": t["test_mse"], "psnr": t["test_psnr"], "ssim": r["autoencoder"]["ssim"],
+                            "linear": c["latent"]["linear"]["accuracy"], "knn": c["latent"]["knn"]["accuracy"],
+                            "mlp": c["latent"]["mlp"]["accuracy"], "nmi_latent": km["latent"][str(k)]["nmi"],
+                            "nmi_umap": km["umap"][str(k)]["nmi"], "best_epoch": t["best_epoch"],
+                            "train_seconds": t["train_seconds"]},
+            "pca": {"test_mse": t["pca_test_mse"], "psnr": t["pca_test_psnr"], "ssim": r["pca"]["ssim"],
+                    "linear": c["pca"]["linear"]["accuracy"], "knn": c["pca"]["knn"]["accuracy"],
+                    "mlp": c["pca"]["mlp"]["accuracy"]},
+            "raw_pixels": {"linear": c["raw_pixels"]["linear"]["accuracy"], "knn": c["raw_pixels"]["knn"]["accuracy"],
+                           "mlp": c["raw_pixels"]["mlp"]["accuracy"]},
+            "samples": c["samples"],
+        }
+    return rows
+
+
+def goal_text(metric: str, k: int, n: int, value: float) -> str:
+    goal = GOALS.get((metric, k)) or (GOALS.get((metric, "N")) if k == n else None)
+    if goal is None:
+        return ""
+    op, target = goal
+    met = value <= target if op == "<=" else value >= target
+    return f"goal {op} {target:g}: {'met' if met else 'MISSED'}"
+
+
+LABELS = [("test_mse", "test MSE", ".5f"), ("psnr", "PSNR dB", ".2f"), ("ssim", "SSIM", ".3f"),
+          ("linear", "linear probe acc.", ".3f"), ("knn", "10-NN acc.", ".3f"), ("mlp", "MLP acc.", ".3f"),
+          ("nmi_latent", "k-means NMI, latent space", ".3f"), ("nmi_umap", "k-means NMI, 2-d UMAP", ".3f")]
+
+
+def markdown(rows: dict, n: int) -> str:
+    sizes = list(rows)
+    head = "| metric | " + " | ".join(f"{k}-d model | PCA, {k}" for k in sizes) + " | raw pixels | goals |"
+    lines = [head, "|" + " --- |" * (2 * len(sizes) + 3)]
+    for key, label, fmt in LABELS:
+        cells, goals = [], []
+        for k in sizes:
+            ae, pca = rows[k]["autoencoder"].get(key), rows[k]["pca"].get(key)
+            cells += [format(ae, fmt) if ae is not None else "", format(pca, fmt) if pca is not None else ""]
+            if ae is not None and goal_text(key, k, n, ae):
+                goals.append(f"{k}-d: {goal_text(key, k, n, ae)}")
+        raw = rows[sizes[-1]]["raw_pixels"].get(key)
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {format(raw, fmt) if raw is not None else ''} | "
+                     + "; ".join(goals) + " |")
+    return "\n".join(lines)
+
+
+def main(args) -> dict:
+    out = Path(args.output_dir)
+    data = ["--dataset", args.dataset] + (["--data_dir", args.data_dir] if args.data_dir else [])
+    seconds = {}
+    if not args.skip_training:
+        step("train.py", "--latent_size", args.latent_size, *data, "--output_dir", out, *args.train_args, seconds=seconds)
+    o = ["--output_dir", out, "--quiet"]
+    step("encode_latent_space.py", "--num_samples", "all", *o, seconds=seconds)
+    step("viz_reconstruction.py", *o, seconds=seconds)
+    step("classify_latent_space.py", *o, seconds=seconds)
+    step("viz_kmeans_latent_space.py", *o, "--space", "latent", seconds=seconds)
+    step("viz_kmeans_latent_space.py", *o, "--space", "umap", seconds=seconds)
+    rows = collect(out, args.latent_size)
+    table = markdown(rows, args.latent_size)
+    n_samples = rows[args.latent_size]["samples"]
+    notes = (f"{args.dataset}, train.py defaults{' + ' + ' '.join(args.train_args) if args.train_args else ''}; "
+             f"MSE, PSNR over the whole test split; SSIM, probes and k-means over the {n_samples} encoded test "
+             f"images (probes: stratified 5-fold cross-validation)")
+    result = {"dataset": args.dataset, "latent_size": args.latent_size, "train_args": args.train_args,
+              "rows": {str(k): v for k, v in rows.items()}, "seconds": seconds, "notes": notes}
+    (out / "quality.json").write_text(json.dumps(result, indent=1))
+    timing = ", ".join(f"{s}: {t:.0f} s" for s, t in seconds.items())
+    (out / "quality.md").write_text(f"{notes}\n\n{table}\n\nwall time: {timing}\n")
+    print(f"\n{notes}\n\n{table}\n\nwall time: {timing}")
+    return result
+
+
+if __name__ == "__main__":
+    main(parse_args())
