@@ -39,13 +39,13 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def step(script: str, *args, seconds: dict) -> None:
+def step(script: str, *args, seconds: dict, label: str = "") -> None:
     """Run one step in its own process, as a user does; stop the benchmark if it fails."""
     cmd = [sys.executable, str(ROOT / script), *map(str, args)]
     print("$", " ".join(cmd[1:]), flush=True)
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT)
-    seconds[script if script not in seconds else f"{script} {' '.join(map(str, args[-2:]))}"] = time.perf_counter() - start
+    seconds[label or script] = time.perf_counter() - start
     if proc.returncode != 0:
         sys.exit(f"{script} failed with status {proc.returncode}")
 
@@ -117,8 +117,9 @@ def main(args) -> dict:
     step("encode_latent_space.py", "--num_samples", "all", *o, seconds=seconds)
     step("viz_reconstruction.py", *o, seconds=seconds)
     step("classify_latent_space.py", *o, seconds=seconds)
-    step("viz_kmeans_latent_space.py", *o, "--space", "latent", seconds=seconds)
-    step("viz_kmeans_latent_space.py", *o, "--space", "umap", seconds=seconds)
+    for space in ("latent", "umap"):
+        step("viz_kmeans_latent_space.py", *o, "--space", space, seconds=seconds,
+             label=f"viz_kmeans_latent_space.py --space {space}")
     rows = collect(out, args.latent_size)
     table = markdown(rows, args.latent_size)
     n_samples = rows[args.latent_size]["samples"]
