@@ -12,9 +12,9 @@ scored the same way. Writes to --output_dir: {family}_latent_size_{N}/metrics.js
 finished pair is skipped by the next sweep; an interrupted training resumes), sweep_results.csv,
 sweep_results.md, and sweep_metrics.png (one panel per metric against the latent size).
 """
+import train
 from latentlab.cli import at_least_two, count_or_all, make_parser, positive_int, run
 from model.autoencoder import FAMILIES
-from train import add_training_flags
 
 
 def parse_args(argv=None):
@@ -26,14 +26,13 @@ def parse_args(argv=None):
     g.add_argument("--num_samples", type=count_or_all, default="all",
                    help="test images encoded for the probes and k-means, a seeded sample ('all': the whole test set)")
     g.add_argument("--folds", type=at_least_two, default=5, help="folds of the probes' stratified cross-validation")
-    add_training_flags(p, one_model=False)
+    train.add_training_flags(p, one_model=False)
     return p.parse_args(argv)
 
 
 def train_args(args, family: str, latent_size: int, folder):
     """train.py's arguments for one pair: its parser's defaults, then the sweep's training flags,
     with --resume so that an interrupted training continues."""
-    import train
     targs = train.parse_args(["--latent_size", str(latent_size), "--model", family, "--output_dir", str(folder), "--resume"])
     for key in vars(targs):
         if key in vars(args) and key != "output_dir":
