@@ -27,28 +27,22 @@ def main(args) -> dict:
     from pathlib import Path
 
     import numpy as np
-    import torch
     from tqdm import tqdm
 
     from latentlab import artifacts
     from latentlab.cli import UserError, pick_device, seed_everything
     from latentlab.inputs import find_models, say
-    from latentlab.metrics import encode_images
+    from latentlab.metrics import encode_images, sample_test_items
 
     device = pick_device(args.device)
     seed_everything(args.seed)
     data, data_path, models = find_models(args.model_path, args.test_data, args.output_dir, args.quiet)
     images, labels = data["images"], data["labels"]
     total = len(images)
-    n = total if args.num_samples == "all" else min(args.num_samples, total)
-    if n < total:
-        indices = torch.randperm(total, generator=torch.Generator().manual_seed(args.seed))[:n].sort().values
-        selection = f"a random sample of {n} of the {total} test images (permutation seeded with {args.seed}), in test-set order"
-    else:
-        if args.num_samples != "all" and args.num_samples > total:
-            say(args.quiet, f"note: --num_samples {args.num_samples} but the test data holds {total} images; encoding all of them")
-        indices = torch.arange(total)
-        selection = f"all {total} test images, in test-set order"
+    indices, selection = sample_test_items(total, args.num_samples, args.seed)
+    n = len(indices)
+    if args.num_samples != "all" and args.num_samples > total:
+        say(args.quiet, f"note: --num_samples {args.num_samples} but the test data holds {total} images; encoding all of them")
     chosen = images[indices]
     out = Path(args.output_dir)
     written = {}

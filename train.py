@@ -16,9 +16,17 @@ from model.autoencoder import FAMILIES
 
 def parse_args(argv=None):
     p = make_parser(__doc__.split("\n")[0])
+    add_training_flags(p)
+    return p.parse_args(argv)
+
+
+def add_training_flags(p, one_model: bool = True) -> None:
+    """The flags of a training. one_model=False leaves out --latent_size, --model and --resume,
+    which sweep_latent_size.py sets for each of its runs."""
     g = p.add_argument_group("model")
-    g.add_argument("--latent_size", type=positive_int, required=True, help="size of the second bottleneck (the first is 2)")
-    g.add_argument("--model", default="conv", choices=FAMILIES, help="network family (vae: conv encoder/decoder)")
+    if one_model:
+        g.add_argument("--latent_size", type=positive_int, required=True, help="size of the second bottleneck (the first is 2)")
+        g.add_argument("--model", default="conv", choices=FAMILIES, help="network family (vae: conv encoder/decoder)")
     g.add_argument("--noise_std", type=nonneg_float, default=0.0, help="denoising: std of Gaussian noise on the input")
     g.add_argument("--beta", type=nonneg_float, default=1.0, help="VAE: weight of the KL term")
     g = p.add_argument_group("data")
@@ -33,9 +41,9 @@ def parse_args(argv=None):
     g.add_argument("--lr_schedule", default="cosine", choices=["cosine", "constant"],
                    help="cosine: decay per step from --lr to 0 over --num_epochs")
     g.add_argument("--patience", type=nonneg_int, default=0, help="early stopping: epochs without a better validation loss (0: off)")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted run from its last completed epoch")
+    if one_model:
+        g.add_argument("--resume", action="store_true", help="continue an interrupted run from its last completed epoch")
     g.add_argument("--snapshot_every", type=nonneg_int, default=5, help="save a reconstruction snapshot every N epochs (0: off)")
-    return p.parse_args(argv)
 
 
 def main(args):

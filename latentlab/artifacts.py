@@ -116,8 +116,7 @@ def save_torch(obj: dict, path) -> Path:
 
 
 def save_json(obj, path) -> Path:
-    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
-    return atomic_write(path, lambda f: f.write(text.encode()))
+    return save_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", path)
 
 
 def _json_default(o):
@@ -128,6 +127,10 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"cannot store {type(o).__name__} in JSON")
+
+
+def save_text(text: str, path) -> Path:
+    return atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def save_figure(fig, path, dpi: int = 120) -> Path:
@@ -175,6 +178,23 @@ def load_torch(path, kind: str, hint: str = "") -> dict:
     if obj.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{path} has format version {obj.get('format_version')}, this version reads "
                         f"{FORMAT_VERSION}; retrain with this version's train.py")
+    return obj
+
+
+def load_json(path, kind: str, hint: str) -> dict:
+    """A JSON object this project wrote, of this kind (its "kind" field) and format version; any
+    other file, or one that does not parse, is refused with one line ending in hint."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist; {hint}")
+    except (ValueError, OSError, UnicodeDecodeError, RecursionError) as e:
+        raise UserError(f"{path} is not valid JSON ({type(e).__name__}); {hint}")
+    if not isinstance(obj, dict) or obj.get("kind") != kind:
+        raise UserError(f"{path} is not a {kind} file; {hint}")
+    if obj.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path} has format version {obj.get('format_version')}, this version reads {FORMAT_VERSION}; {hint}")
     return obj
 
 
@@ -348,17 +368,9 @@ def load_latents(path) -> tuple[np.ndarray, dict]:
         raise UserError(f"{path} is not a latent array: expected float (samples, size), found "
                         f"{getattr(z, 'dtype', type(z))} of shape {getattr(z, 'shape', '?')}")
     meta_path = path.with_suffix(".json")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except FileNotFoundError:
+    if not meta_path.exists():
         raise UserError(f"{meta_path} is missing: the latents need their labels; {hint}")
-    except (ValueError, OSError, UnicodeDecodeError, RecursionError) as e:
-        raise UserError(f"{meta_path} is not valid JSON ({type(e).__name__}); {hint}")
-    if not isinstance(meta, dict) or meta.get("kind") != "latents":
-        raise UserError(f"{meta_path} does not describe latents; {hint}")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{meta_path} has format version {meta.get('format_version')}, this version reads "
-                        f"{FORMAT_VERSION}; {hint}")
+    meta = load_json(meta_path, "latents", hint)
     if meta.get("shape", list(z.shape)) != list(z.shape):
         raise UserError(f"{path} holds an array of shape {list(z.shape)} but {meta_path} describes {meta.get('shape')}: "
                         f"the two files do not belong together; {hint}")

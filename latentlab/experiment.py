@@ -51,15 +51,16 @@ def snapshot(model, images_u8, device, epoch: int, latent_size: int, family: str
     artifacts.save_figure(fig, out / f"reconstructions_latent_size_{latent_size}_epoch_{epoch + 1:03d}.png")
 
 
-def run_training(args) -> dict:
+def run_training(args, companion: bool = True) -> dict:
     """args: the namespace of train.py's parser. Returns {latent_size: summary row}.
+    companion=False trains the --latent_size model alone, without the 2-d one beside it (the sweep).
 
     Under torchrun every process runs this; rank 0 alone writes. Every check that can fail on
     the user's input runs on all processes alike (or is agreed on), so they stop together."""
     device = pick_device(args.device)
     d = init_distributed(device)
     try:
-        rows = _run_training(args, device, d)
+        rows = _run_training(args, device, d, companion)
     except UserError:
         close_distributed(d)  # the processes agreed on the error: all of them are here
         raise
@@ -67,7 +68,7 @@ def run_training(args) -> dict:
     return rows
 
 
-def _run_training(args, device, d: Dist) -> dict:
+def _run_training(args, device, d: Dist, companion: bool) -> dict:
     seed_everything(args.seed)
     out = Path(args.output_dir)
     quiet = args.quiet or not d.main
@@ -79,7 +80,7 @@ def _run_training(args, device, d: Dist) -> dict:
     if len(data.train_x) < 4:
         raise UserError(f"dataset {args.dataset} has only {len(data.train_x)} training images; it needs at least 4")
     train_idx, val_idx = split_train_val(len(data.train_x), args.val_fraction, args.seed)
-    sizes = model_sizes(args.latent_size)
+    sizes = model_sizes(args.latent_size) if companion else [args.latent_size]
     if not quiet:
         print(f"{data.name}: {len(train_idx)} train / {len(val_idx)} validation / {len(data.test_x)} test images "
               f"of shape {tuple(data.image_shape)}, {len(data.class_names)} classes; device {device}"

@@ -236,3 +236,37 @@ def latent_manifold(images: torch.Tensor, xs: np.ndarray, ys: np.ndarray, z2: np
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
+
+
+def sweep_figure(lines: dict[str, list], metrics: dict[str, tuple[str, bool]], dashed: set, title: str):
+    """One panel per metric against the latent size (log2 axis). lines: label -> [(latent size,
+    {metric: value})], one line each; labels in `dashed` (the baseline) are drawn dashed.
+    metrics: metric -> (its name, whether higher is better)."""
+    names = list(metrics)
+    ncols = 3
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 3.3 * nrows + 0.6), squeeze=False)
+    sizes = sorted({k for points in lines.values() for k, _ in points})
+    for ax, name in zip(axes.flat, names):
+        label, higher = metrics[name]
+        for line, points in lines.items():
+            points = sorted(points, key=lambda p: p[0])
+            xs, ys = [k for k, _ in points], [v[name] for _, v in points]
+            if line in dashed:
+                ax.plot(xs, ys, "s--", color="0.35", label=line, markersize=4)
+            else:
+                ax.plot(xs, ys, "o-", color=f"C{list(lines).index(line)}", label=line, markersize=5)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [str(k) for k in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("latent size (log2 scale)")
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} ({'higher' if higher else 'lower'} is better)", fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
