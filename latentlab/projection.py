@@ -154,7 +154,7 @@ def project(z: np.ndarray, method: str = "umap", dims: int = 2, seed: int = 0, c
             return emb, info
     if not quiet:
         print(f"computing the {method} projection of {n} x {z.shape[1]} latents to {dims}-d"
-              f"{' (the first UMAP of a process compiles numba code: up to a minute)' if method == 'umap' else ''}...",
+              f"{' (the first UMAP on a machine compiles numba code: up to a minute)' if method == 'umap' else ''}...",
               flush=True)
     emb = compute_projection(z, method, params)
     if path is not None:
