@@ -7,11 +7,19 @@ where key hashes the bytes of the latents, the method, every parameter and the l
 a later step (or a second run) that asks for the same projection of the same latents loads it
 instead of computing it again. Cache files are plain float32 .npy (loaded with
 allow_pickle=False), written atomically; a damaged one is computed again and replaced.
+
+UMAP runs on numba, which compiles its functions at their first call in every process (about a
+minute on a 2-core CPU). `import_umap` points numba's cache at a persistent folder
+(`$XDG_CACHE_HOME/latentlab/numba`, else `~/.cache/latentlab/numba`; an explicit NUMBA_CACHE_DIR
+wins) and turns caching on for every numba function of umap and pynndescent (their authors cache
+only some), so only the first UMAP on a machine compiles; later processes load the machine code.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sys
 import warnings
 from importlib.metadata import version
 from pathlib import Path
@@ -25,6 +33,53 @@ METHODS = ("umap", "tsne", "pca")
 METHOD_NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
 PRE_PCA_DIMS = 50  # UMAP / t-SNE start from at most this many principal components
 MIN_SAMPLES = 5
+
+
+def numba_cache_dir() -> Path:
+    """Where numba's compiled code of UMAP is kept between processes: under the user's cache."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "latentlab" / "numba"
+
+
+def _writable_dir(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        return os.access(path, os.W_OK | os.X_OK)
+    except OSError:
+        return False
+
+
+def import_umap():
+    """Import umap with numba's cache persistent and on for all of umap's and pynndescent's
+    functions (LATENTLAB_NUMBA_CACHE_ALL=0: only those their authors marked cache=True).
+    Where no cache folder can be written, umap is imported as it is (it compiles every time)."""
+    if "NUMBA_CACHE_DIR" not in os.environ and _writable_dir(numba_cache_dir()):
+        os.environ["NUMBA_CACHE_DIR"] = str(numba_cache_dir())
+        if "numba" in sys.modules:  # numba read its configuration when it was imported
+            sys.modules["numba"].config.CACHE_DIR = os.environ["NUMBA_CACHE_DIR"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numba / umap deprecation chatter at import
+        import umap
+    if os.environ.get("NUMBA_CACHE_DIR") and os.environ.get("LATENTLAB_NUMBA_CACHE_ALL", "1") != "0":
+        _cache_all_numba_functions(("umap", "pynndescent"))
+    return umap
+
+
+def _cache_all_numba_functions(packages) -> None:
+    """Turn on numba's on-disk cache for every jitted function defined at module level in these
+    packages that has not compiled yet. Numba keys each cache entry by the function's source file
+    (and its modification time), its signature and the CPU, so a stale entry is never used."""
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+    for name, module in list(sys.modules.items()):
+        if module is None or name.split(".")[0] not in packages:
+            continue
+        for obj in list(vars(module).values()):
+            if isinstance(obj, Dispatcher) and isinstance(obj._cache, NullCache) and not obj.signatures:
+                try:
+                    obj.enable_caching()
+                except Exception:  # no place to cache it (e.g. a function defined in a notebook): compile as before
+                    pass
 
 
 def projection_params(method: str, n: int, dims: int, seed: int) -> dict:
@@ -69,9 +124,9 @@ def compute_projection(z: np.ndarray, method: str, params: dict) -> np.ndarray:
         from sklearn.manifold import TSNE
         emb = TSNE(**args).fit_transform(x)
     else:
+        umap = import_umap()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "n_jobs overridden by random_state": seeded UMAP runs on one thread
-            import umap
             emb = umap.UMAP(**args).fit_transform(x)
     return np.asarray(emb, dtype=np.float32)
 
@@ -99,7 +154,7 @@ def project(z: np.ndarray, method: str = "umap", dims: int = 2, seed: int = 0, c
             return emb, info
     if not quiet:
         print(f"computing the {method} projection of {n} x {z.shape[1]} latents to {dims}-d"
-              f"{' (the first UMAP of a process compiles numba code: up to a minute)' if method == 'umap' else ''}...",
+              f"{' (the first UMAP on a machine compiles numba code: up to a minute)' if method == 'umap' else ''}...",
               flush=True)
     emb = compute_projection(z, method, params)
     if path is not None:

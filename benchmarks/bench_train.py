@@ -1,0 +1,260 @@
+"""Training throughput of train.py's loop against the machine's ceiling and the per-item PIL path.
+
+    python benchmarks/bench_train.py --dataset fashion-mnist --data_dir /usr/share/datasets/fashion-mnist
+    python benchmarks/bench_train.py --dataset digits --models conv mlp --steps 20   # offline, quick
+
+Paths, each the same model (same config, same seed, same batch size, Adam), timed over --steps
+steps after --warmup steps, --repeats times, interleaved, so that a noisy machine disturbs all of
+them alike; the median of the repeats is reported, and ratios of medians taken in the same run:
+
+- `ceiling`: the bare loop (zero_grad, forward, loss, backward, Adam step) on ready-made float
+  batches already on the device, in the layout and precision train.py uses: the machine's pace
+  for this model.
+- `train.py loop`: `latentlab.training.train_model` itself, one warm-up epoch then one timed epoch
+  over a subset of --steps batches (its own images/s, which excludes the checkpoint write; its
+  validation split here is 64 images, so the figure is the training steps' pace).
+- `PIL, w workers`: the path torchvision datasets give and the original workflow took: a Dataset
+  whose __getitem__ makes a PIL image of one item and applies ToTensor, batched by a DataLoader
+  (shuffled; --num_workers 0 and 2), the model in its default NCHW fp32 form.
+- `PIL + layout`: the same PIL path with the model in train.py's layout and precision
+  (channels_last for conv models, bf16 autocast on CUDA): separates what the data path gives
+  from what the layout gives.
+- `compiled` (--compile): train.py's step with torch.compile; its compile time is printed too, and
+  the number of images after which it pays for itself.
+
+Prints images/s per path and the ratios; writes them as JSON with --json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from latentlab.cli import pick_device  # noqa: E402
+from latentlab.datasets import load_dataset  # noqa: E402
+from latentlab.metrics import to_float  # noqa: E402
+from latentlab.training import TrainSettings, place_data, train_model  # noqa: E402
+from model.autoencoder import FAMILIES, ModelConfig, build_model  # noqa: E402
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--data_dir", default=None)
+    p.add_argument("--models", nargs="+", default=["conv"], choices=FAMILIES)
+    p.add_argument("--latent_size", type=int, default=256)
+    p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--steps", type=int, default=60, help="timed steps per path and repeat")
+    p.add_argument("--warmup", type=int, default=10, help="untimed steps before each timing")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every path")
+    p.add_argument("--num_workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers of the PIL path")
+    p.add_argument("--compile", action="store_true", help="also time train.py's step under torch.compile")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = p.parse_args(argv)
+    for name in ("latent_size", "batch_size", "steps", "repeats"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1")
+    if args.warmup < 0 or any(w < 0 for w in args.num_workers):
+        p.error("--warmup and --num_workers must be >= 0")
+    return args
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_model(config, device, train_layout: bool):
+    """The model as train_model builds it (train_layout) or in its default NCHW form."""
+    torch.manual_seed(0)
+    model = build_model(config).to(device)
+    if train_layout and config.family != "mlp":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def step_fn(model, opt, device, amp: bool):
+    def step(x):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits, kl = model(x)
+        loss = model.objective(logits, kl, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+    return step
+
+
+def time_steps(step, batches, warmup: int, steps: int, device) -> float:
+    """Images/s of step() over `steps` batches drawn from the iterator after `warmup` untimed ones."""
+    for _ in range(warmup):
+        step(next(batches))
+    sync(device)
+    t0 = time.perf_counter()
+    n = 0
+    for _ in range(steps):
+        x = next(batches)
+        step(x)
+        n += len(x)
+    sync(device)
+    return n / (time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------- the paths
+def ceiling(config, x_u8, device, args) -> float:
+    amp = device.type == "cuda"
+    model = make_model(config, device, True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    fmt = torch.channels_last if config.family != "mlp" else torch.contiguous_format
+    ready = [to_float(x_u8[i * args.batch_size:(i + 1) * args.batch_size].to(device)).contiguous(memory_format=fmt)
+             for i in range(min(16, len(x_u8) // args.batch_size))]
+    cycle = (ready[i % len(ready)] for i in range(10**9))
+    return time_steps(step_fn(model, opt, device, amp), cycle, args.warmup, args.steps, device)
+
+
+def train_loop(config, x_placed, device, args, tmp: Path) -> float:
+    """train_model over warmup + steps batches: epoch 1 warms up, epoch 2 is timed (its images/s)."""
+    n = args.steps * args.batch_size
+    train_idx, val_idx = torch.arange(n), torch.arange(n, n + 64)
+    settings = TrainSettings(num_epochs=2, batch_size=args.batch_size, quiet=True, snapshot_every=0)
+    ckpt = train_model(config, x_placed, train_idx, val_idx, settings, device, tmp / "bench.pth",
+                       {"dataset": {"name": "bench"}})
+    return ckpt["history"]["images_per_s"][-1]
+
+
+class PILImages(torch.utils.data.Dataset):
+    """What a torchvision dataset does per item: a PIL image from the stored array, then ToTensor."""
+
+    def __init__(self, x_u8: torch.Tensor, y: torch.Tensor):
+        self.x = x_u8.permute(0, 2, 3, 1).numpy()  # (N, H, W, C) as PIL wants it
+        self.y = y.numpy()
+        from torchvision import transforms
+        self.transform = transforms.ToTensor()
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        a = self.x[i]
+        img = Image.fromarray(a[:, :, 0], mode="L") if a.shape[2] == 1 else Image.fromarray(a, mode="RGB")
+        return self.transform(img), int(self.y[i])
+
+
+def pil_path(config, x_u8, y, device, args, workers: int, train_layout: bool) -> float:
+    amp = train_layout and device.type == "cuda"
+    model = make_model(config, device, train_layout)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    n = (args.warmup + args.steps) * args.batch_size
+    loader = torch.utils.data.DataLoader(PILImages(x_u8[:n], y[:n]), batch_size=args.batch_size, shuffle=True,
+                                         num_workers=workers, pin_memory=device.type == "cuda", drop_last=True)
+    fmt = torch.channels_last if train_layout and config.family != "mlp" else torch.contiguous_format
+    batches = (x.to(device, non_blocking=True).contiguous(memory_format=fmt) for x, _ in loader)
+    return time_steps(step_fn(model, opt, device, amp), batches, args.warmup, args.steps, device)
+
+
+def compiled(config, x_u8, device, args) -> tuple[float, float]:
+    """(compile seconds, steady images/s) of train.py's step under torch.compile."""
+    amp = device.type == "cuda"
+    model = make_model(config, device, True)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    step = torch.compile(step_fn(model, opt, device, amp))
+    fmt = torch.channels_last if config.family != "mlp" else torch.contiguous_format
+    ready = [to_float(x_u8[i * args.batch_size:(i + 1) * args.batch_size].to(device)).contiguous(memory_format=fmt)
+             for i in range(min(16, len(x_u8) // args.batch_size))]
+    t0 = time.perf_counter()
+    step(ready[0])
+    step(ready[1])  # the second call may compile the optimizer's graph too
+    sync(device)
+    compile_s = time.perf_counter() - t0
+    cycle = (ready[i % len(ready)] for i in range(10**9))
+    return compile_s, time_steps(step, cycle, args.warmup, args.steps, device)
+
+
+# ---------------------------------------------------------------- main
+def main(args) -> dict:
+    device = pick_device(args.device)
+    data = load_dataset(args.dataset, data_dir=args.data_dir)
+    need = (args.warmup + args.steps) * args.batch_size + 64
+    if len(data.train_x) < need:
+        reps = math.ceil(need / len(data.train_x))  # small datasets (digits): repeat the items
+        data.train_x, data.train_y = data.train_x.repeat(reps, 1, 1, 1), data.train_y.repeat(reps)
+    x_u8, y = data.train_x[:need].contiguous(), data.train_y[:need]
+    x_placed = place_data(x_u8, device)
+    print(f"{data.name}: images {tuple(data.image_shape)}, batch {args.batch_size}, {args.steps} timed steps after "
+          f"{args.warmup} warm-up, {args.repeats} interleaved repeats; device {device}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}", flush=True)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for family in args.models:
+            config = ModelConfig(family=family, latent_size=args.latent_size, image_shape=data.image_shape)
+            paths = {"ceiling": lambda: ceiling(config, x_u8, device, args),
+                     "train.py loop": lambda: train_loop(config, x_placed, device, args, Path(tmp))}
+            for w in args.num_workers:
+                paths[f"PIL, {w} workers"] = lambda w=w: pil_path(config, x_u8, y, device, args, w, False)
+            if family != "mlp" or device.type == "cuda":  # mlp on a CPU: the same model either way
+                best_w = args.num_workers[0]
+                paths[f"PIL + layout, {best_w} workers"] = lambda: pil_path(config, x_u8, y, device, args, best_w, True)
+            runs = {name: [] for name in paths}
+            for r in range(args.repeats):
+                for name, fn in paths.items():
+                    runs[name].append(fn())
+                print(f"  {family} repeat {r + 1}/{args.repeats}: "
+                      + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in runs.items()), flush=True)
+            med = {k: statistics.median(v) for k, v in runs.items()}
+            ours = med["train.py loop"]
+            pil = {k: v for k, v in med.items() if k.startswith("PIL, ")}
+            best_pil = max(pil, key=pil.get)
+            row = {"images_per_s": med, "runs": runs, "loop_vs_ceiling": ours / med["ceiling"],
+                   "loop_vs_pil": ours / pil[best_pil], "best_pil_path": best_pil}
+            layout = [k for k in med if k.startswith("PIL + layout")]
+            if layout:
+                row["layout_gain_on_pil_path"] = med[layout[0]] / pil[f"PIL, {args.num_workers[0]} workers"]
+                row["data_path_gain"] = ours / med[layout[0]]
+            if args.compile:
+                compile_s, comp = compiled(config, x_u8, device, args)
+                row["compiled"] = {"compile_seconds": compile_s, "images_per_s": comp, "vs_loop": comp / ours}
+                gain = 1 / ours - 1 / comp  # seconds saved per image
+                row["compiled"]["pays_off_after_images"] = compile_s / gain if gain > 0 else None
+            results[family] = row
+            print_row(family, row)
+    out = {"dataset": data.name, "device": str(device), "threads": torch.get_num_threads(),
+           "cpus": os.cpu_count(), "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
+           "repeats": args.repeats, "torch": torch.__version__, "models": results}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return out
+
+
+def print_row(family: str, row: dict) -> None:
+    print(f"{family}: images/s (median of repeats)")
+    for k, v in row["images_per_s"].items():
+        print(f"  {k:<28} {v:>10,.0f}")
+    print(f"  train.py loop / ceiling        {row['loop_vs_ceiling']:.2f}x   (goal >= 0.9)")
+    print(f"  train.py loop / {row['best_pil_path']:<14} {row['loop_vs_pil']:.2f}x   "
+          f"(goal >= 1.4 on a 2-core CPU, >= 10 on a GPU)")
+    if "layout_gain_on_pil_path" in row:
+        print(f"  of which: layout/precision   {row['layout_gain_on_pil_path']:.2f}x on the PIL path; "
+              f"resident uint8 data path {row['data_path_gain']:.2f}x over PIL + layout")
+    if "compiled" in row:
+        c = row["compiled"]
+        pays = "never" if c["pays_off_after_images"] is None else f"after {c['pays_off_after_images']:,.0f} images"
+        print(f"  torch.compile: {c['images_per_s']:,.0f} img/s ({c['vs_loop']:.2f}x the loop), compile "
+              f"{c['compile_seconds']:.1f} s, pays off {pays}")
+
+
+if __name__ == "__main__":
+    main(parse_args())
