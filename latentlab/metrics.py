@@ -165,6 +165,15 @@ def reconstruction_scores(batches) -> dict:
 
 # ---------------------------------------------------------------- classifier probes
 PROBES = ("linear", "knn", "mlp")
+
+
+def one_blas_thread():
+    """A context in which numpy/scipy's BLAS runs one thread. With torch loaded, its OpenMP
+    threads and OpenBLAS's threads contend for the cores: measured on a 2-core CPU, a logistic
+    regression on 8,000 x 256 latents took 47 s with 2 BLAS threads and 2.0 s with one, an MLP
+    probe 68 s and 9.9 s (benchmarks/bench_probes.py)."""
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=1, user_api="blas")
 KNN_K = 10
 
 
@@ -210,8 +219,6 @@ def probe_scores(features: np.ndarray, labels: np.ndarray, probes=PROBES, folds:
     the predictions themselves (ndarray, same order as labels). k-NN uses min(knn_k, smallest
     training fold) neighbours. progress: optional callable () -> None after each fit.
     """
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.metrics import accuracy_score, f1_score
     from sklearn.model_selection import StratifiedKFold
     features = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels)
@@ -219,24 +226,31 @@ def probe_scores(features: np.ndarray, labels: np.ndarray, probes=PROBES, folds:
     splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(features, labels))
     k = max(1, min(knn_k, min(len(tr) for tr, _ in splits)))
     out = {}
-    for name in probes:
-        pred = np.empty_like(labels)
-        fold_acc = []
-        for train, test in splits:
-            with warnings.catch_warnings():
-                # probes stop at a fixed iteration budget (same for every feature set), by design
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                clf = make_probe(name, seed, k).fit(features[train], labels[train])
-            pred[test] = clf.predict(features[test])
-            fold_acc.append(accuracy_score(labels[test], pred[test]))
-            if progress:
-                progress()
-        out[name] = {"accuracy": float(accuracy_score(labels, pred)),
-                     "macro_f1": float(f1_score(labels, pred, average="macro")),
-                     "fold_accuracy_std": float(np.std(fold_acc)), "predictions": pred}
+    with one_blas_thread():
+        for name in probes:
+            out[name] = _cross_validate(name, features, labels, splits, seed, k, progress)
     if "knn" in out:
         out["knn"]["k"] = k
     return out
+
+
+def _cross_validate(name: str, features: np.ndarray, labels: np.ndarray, splits, seed: int, k: int, progress) -> dict:
+    """One probe over the folds: pooled out-of-fold accuracy and macro-F1, per-fold spread, predictions."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import accuracy_score, f1_score
+    pred = np.empty_like(labels)
+    fold_acc = []
+    for train, test in splits:
+        with warnings.catch_warnings():
+            # probes stop at a fixed iteration budget (same for every feature set), by design
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf = make_probe(name, seed, k).fit(features[train], labels[train])
+        pred[test] = clf.predict(features[test])
+        fold_acc.append(accuracy_score(labels[test], pred[test]))
+        if progress:
+            progress()
+    return {"accuracy": float(accuracy_score(labels, pred)), "macro_f1": float(f1_score(labels, pred, average="macro")),
+            "fold_accuracy_std": float(np.std(fold_acc)), "predictions": pred}
 
 
 def linear_probe_accuracy(features, labels, folds: int = 5, seed: int = 0) -> float:
@@ -277,7 +291,8 @@ def kmeans_scores(features: np.ndarray, labels: np.ndarray, num_clusters: int, s
                         f"there are {len(features)} samples; choose --num_clusters in 2..{len(features)}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "fewer distinct clusters than k" on duplicate points: counted below
-        km = KMeans(n_clusters=num_clusters, n_init=10, random_state=seed).fit(features)
+        with one_blas_thread():
+            km = KMeans(n_clusters=num_clusters, n_init=10, random_state=seed).fit(features)
     clusters = km.labels_
     distinct = len(np.unique(clusters))
     sil = None
