@@ -22,6 +22,7 @@ demo: venv
 	$(PY) viz_kmeans_latent_space.py --output_dir $(OUT)
 	$(PY) classify_latent_space.py --output_dir $(OUT)
 	$(PY) viz_generation.py --output_dir $(OUT)
+	@echo "figures of the demo:"; for f in $(OUT)/*.png; do echo "  $$f"; done
 
 test: venv
 	$(PY) -m pytest -q
