@@ -126,7 +126,7 @@ def test_defaults_kmeans_reuses_the_umap_of_the_previous_step(pipeline):
     assert m["models"]["8"]["nmi"] > 0.2  # the clusters say something about the classes
     # the 8-d latents were drawn with the UMAP viz_latent_space.py computed: loaded, not computed again
     assert m["models"]["8"]["view"]["cached"] is True
-    assert len(list((out / "cache").glob("*.npy"))) == 1
+    assert len(list((out / "cache").glob("projection_*.npy"))) == 1
     assert "loaded from the cache" in stdout["viz_kmeans_latent_space.py"]
 
 
@@ -166,6 +166,8 @@ def test_defaults_classify(pipeline):
     assert m["models"]["8"]["latent"]["linear"]["accuracy"] > 0.5  # chance is 0.1
     assert m["models"]["8"]["raw_pixels"]["mlp"]["accuracy"] > 0.8
     assert "raw pixels" in stdout["classify_latent_space.py"]
+    # each probe's predictions are cached: 3 probes x (2 latent sets, 2 PCA sets, the raw pixels once)
+    assert len(list((out / "cache").glob("probe_*.npy"))) == 15
 
 
 def test_analysis_is_deterministic(pipeline, tmp_path):

@@ -60,6 +60,58 @@ def test_probes_never_score_a_sample_they_were_fit_on():
     assert scores["knn"]["accuracy"] < 0.45 and scores["linear"]["accuracy"] < 0.45
 
 
+def test_probes_agree_with_scikit_learn_on_real_digits():
+    """The torch probes against scikit-learn's classifiers of the same kind, on the same folds of
+    the 1797 8x8 digits: the same k-NN predictions, and a linear probe as accurate."""
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    x, y = load_digits(return_X_y=True)
+    x = x + np.random.default_rng(0).normal(0, 1e-3, x.shape)  # no exact distance ties between pixel vectors
+    ours = probe_scores(x, y, ("linear", "knn"), folds=5, seed=0)
+    knn, lin = np.empty_like(y), np.empty_like(y)
+    for tr, te in StratifiedKFold(5, shuffle=True, random_state=0).split(x, y):
+        knn[te] = KNeighborsClassifier(10).fit(x[tr], y[tr]).predict(x[te])
+        lin[te] = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(x[tr], y[tr]).predict(x[te])
+    assert (ours["knn"]["predictions"] == knn).mean() > 0.995
+    assert ours["linear"]["accuracy"] == pytest.approx((lin == y).mean(), abs=0.01)
+    assert ours["linear"]["accuracy"] > 0.9
+
+
+def test_probes_keep_any_label_values():
+    x, y = _blobs(classes=3)
+    y = np.array([3, 7, 11])[y]  # labels of a subset of classes (e.g. --num_samples drew no 0s)
+    scores = probe_scores(x, y, folds=5, seed=0)
+    for name in ("linear", "knn", "mlp"):
+        assert set(np.unique(scores[name]["predictions"])) <= {3, 7, 11} and scores[name]["accuracy"] > 0.95
+
+
+def test_probe_predictions_are_cached_by_content(tmp_path, monkeypatch):
+    from latentlab import metrics
+    x, y = _blobs()
+    fits = []
+    real = metrics.probe_predict
+    monkeypatch.setattr(metrics, "probe_predict", lambda *a, **k: fits.append(a[0]) or real(*a, **k))
+    first = probe_scores(x, y, ("linear", "knn"), folds=5, seed=0, cache_dir=tmp_path)
+    assert len(fits) == 10 and len(list(tmp_path.glob("probe_*.npy"))) == 2
+    again = probe_scores(x, y, ("linear", "knn"), folds=5, seed=0, cache_dir=tmp_path)
+    assert len(fits) == 10  # nothing fit again
+    for name in ("linear", "knn"):
+        assert again[name]["accuracy"] == first[name]["accuracy"]
+        assert again[name]["fold_accuracy_std"] == first[name]["fold_accuracy_std"]
+        assert (again[name]["predictions"] == first[name]["predictions"]).all()
+    probe_scores(x + 1e-3, y, ("knn",), folds=5, seed=0, cache_dir=tmp_path)  # other features: fit
+    probe_scores(x, y, ("knn",), folds=4, seed=0, cache_dir=tmp_path)  # other folds: fit
+    assert len(fits) == 19
+    for f in tmp_path.glob("probe_linear_*.npy"):
+        f.write_bytes(b"torn")  # a damaged entry is fit again and replaced
+    assert probe_scores(x, y, ("linear",), folds=5, seed=0, cache_dir=tmp_path)["linear"]["accuracy"] == first["linear"]["accuracy"]
+    assert len(fits) == 24
+
+
 def test_probes_refuse_too_few_samples():
     with pytest.raises(UserError, match="at least 5 samples"):
         probe_scores(np.zeros((6, 2)), np.array([0, 0, 0, 1, 1, 1]), folds=5)
@@ -152,3 +204,27 @@ def test_small_spaces_are_drawn_as_they_are():
     assert info is None and np.array_equal(xy, z)
     xy, info = projection.view_2d(z[:, :1], "umap")  # 1-d: on a zero y-axis
     assert info is None and np.array_equal(xy[:, 0], z[:, 0]) and not xy[:, 1].any()
+
+
+def test_exact_neighbours_are_scikit_learns():
+    from sklearn.neighbors import NearestNeighbors
+    x, _ = _blobs(n_per_class=400, dims=8)  # 1,600 points: two query chunks of 1,024
+    x = np.vstack([x, x[:3]])  # duplicates: each point still lists itself first
+    idx, dist = projection.exact_neighbours(x, 15)
+    assert idx.shape == dist.shape == (len(x), 15)
+    assert (idx[:, 0] == np.arange(len(x))).all() and (dist[:, 0] == 0).all()
+    ref_dist, ref_idx = NearestNeighbors(n_neighbors=15).fit(x).kneighbors(x)
+    np.testing.assert_allclose(dist, ref_dist, atol=1e-4)
+    assert np.mean([len(set(a) & set(b)) / 15 for a, b in zip(idx[:-3], ref_idx[:-3])]) > 0.999
+
+
+def test_umap_on_exact_neighbours_draws_as_well_as_umaps_own_neighbours():
+    """Given our exact neighbours, UMAP keeps the neighbourhoods it keeps with its own k-NN."""
+    x, y = _blobs(n_per_class=150, classes=6, dims=10, spread=2.0)
+    params = projection.projection_params("umap", len(x), 2, 0)
+    assert params["neighbours"] == "exact"
+    ours = projection.compute_projection(x.astype(np.float32), "umap", params)
+    theirs = projection.compute_projection(x.astype(np.float32), "umap", {**params, "neighbours": "nndescent"})
+    assert ours.shape == theirs.shape == (len(x), 2)
+    assert trustworthiness(x, ours) == pytest.approx(trustworthiness(x, theirs), abs=0.01)
+    assert knn_accuracy(ours, y) == pytest.approx(knn_accuracy(theirs, y), abs=0.03)
