@@ -12,8 +12,9 @@ hidden layer of 256); the linear probe and the MLP on standardised features, 10-
 as they are. The same classifiers run on the PCA features of the same size (pca_baseline.pth, fit
 on the training split) and on the raw pixels of the same test images. They run in torch on
 --device; each one's held-out predictions are cached in --output_dir/cache by the content of the
-features, so the raw-pixel and PCA baselines of a test set are fit once, not for every model. Writes to --output_dir: classification_latent_size_{N}.json and
-confusion_matrix_latent_size_{N}.png (the best classifier on each latent space).
+features, so the raw-pixel and PCA baselines of a test set are fit once, not for every model.
+Writes to --output_dir: classification_latent_size_{N}.json and confusion_matrix_latent_size_{N}.png
+(the best classifier on each latent space).
 """
 from latentlab.cli import at_least_two, make_parser, run
 from latentlab.inputs import add_input_flags
@@ -60,18 +61,13 @@ def main(args) -> dict:
                 "raw_pixels": to_float(x.reshape(len(x), -1)).numpy()}
 
     sets = {lat.latent_size: features(lat) for lat in latents}
-    raw_done = {}  # raw pixels of the same test items are scored once
     fits = sum(len(f) for f in sets.values()) * len(args.probes) * args.folds
     results, panels = {}, []
     with tqdm(total=fits, desc="classifiers", unit="fit", disable=args.quiet, leave=False) as bar:
         for lat in latents:
             row = {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z)}
             for name, x in sets[lat.latent_size].items():
-                key = lat.indices.tobytes()
-                if name == "raw_pixels" and key in raw_done:
-                    row[name] = raw_done[key]
-                    bar.update(len(args.probes) * args.folds)
-                    continue
+                # the cache keys on content: the raw pixels both models share are fit once
                 scores = probe_scores(x, lat.labels, args.probes, args.folds, args.seed, progress=bar.update,
                                       device=device, cache_dir=out / "cache")
                 if name == "latent":
@@ -81,8 +77,6 @@ def main(args) -> dict:
                     panels.append((cm, f"{lat.label}\n{best} probe on the latents: accuracy {scores[best]['accuracy']:.3f}"))
                 row[name] = {p: {m: v for m, v in s.items() if m != "predictions"} for p, s in scores.items()}
                 row[name]["dims"] = int(x.shape[1])
-                if name == "raw_pixels":
-                    raw_done[key] = row[name]
             results[str(lat.latent_size)] = row
     title = f"confusion matrices on held-out folds ({args.folds}-fold cross-validation over {len(main_l.z)} encoded test images)"
     figure = artifacts.save_figure(plots.confusion_figure(panels, main_l.class_names, title),

@@ -11,6 +11,7 @@ The contract (see DESIGN.md):
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import io
 import json
 import math
@@ -131,6 +132,33 @@ def _json_default(o):
 
 def save_text(text: str, path) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def save_npy(array: np.ndarray, path) -> Path:
+    return atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
+
+
+# ---------------------------------------------------------------- content-keyed cache entries
+def content_key(description: dict, *arrays: np.ndarray) -> str:
+    """The key of a cache entry: 20 hex digits of SHA-256 over a JSON description (everything
+    that decides the result) and the bytes of the input arrays."""
+    h = hashlib.sha256()
+    h.update(json.dumps(description, sort_keys=True).encode())
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:20]
+
+
+def load_cached_npy(path, valid) -> np.ndarray | None:
+    """A cache entry written by save_npy, or None when there is none, or it is damaged, or
+    valid(array) is false: the caller then computes it again (and replaces it)."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        return None
+    return array if valid(array) else None
 
 
 def save_figure(fig, path, dpi: int = 120) -> Path:
@@ -339,7 +367,7 @@ def save_latents(path, latents: np.ndarray, meta: dict) -> tuple[Path, Path]:
     latents = np.ascontiguousarray(latents, dtype=np.float32)
     meta_path = path.with_suffix(".json")
     save_json({"kind": "latents", "format_version": FORMAT_VERSION, "shape": list(latents.shape), **meta}, meta_path)
-    atomic_write(path, lambda f: np.save(f, latents, allow_pickle=False))
+    save_npy(latents, path)
     return path, meta_path
 
 

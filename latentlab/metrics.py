@@ -7,8 +7,6 @@ each image's SSIM.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import warnings
 from pathlib import Path
@@ -176,6 +174,7 @@ KNN_K = 10
 # not left underfit.
 PROBE_EPOCHS = 30
 PROBE_MIN_STEPS = 1000
+PROBE_VERSION = 1  # bump when a probe's training changes: cached predictions of older probes are not reused
 
 
 def _standardise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -299,7 +298,8 @@ def probe_scores(features: np.ndarray, labels: np.ndarray, probes=PROBES, folds:
     out = {}
     for name in probes:
         path = None if cache_dir is None else Path(cache_dir) / f"probe_{name}_{_probe_key(name, features, codes, folds, seed, k, device)}.npy"
-        pred = _load_predictions(path, len(codes), len(classes))
+        pred = artifacts.load_cached_npy(path, lambda p: p.shape == codes.shape and p.dtype.kind in "iu"
+                                         and ((p >= 0) & (p < len(classes))).all())
         if pred is None:
             pred = np.empty_like(codes)
             for train, test in splits:
@@ -307,7 +307,7 @@ def probe_scores(features: np.ndarray, labels: np.ndarray, probes=PROBES, folds:
                 if progress:
                     progress()
             if path is not None:
-                artifacts.atomic_write(path, lambda f: np.save(f, pred, allow_pickle=False))
+                artifacts.save_npy(pred, path)
         elif progress:
             for _ in splits:
                 progress()
@@ -320,30 +320,11 @@ def probe_scores(features: np.ndarray, labels: np.ndarray, probes=PROBES, folds:
     return out
 
 
-PROBE_VERSION = 1  # bump when a probe's training changes: cached predictions of older probes are not reused
-
-
 def _probe_key(name: str, features: np.ndarray, codes: np.ndarray, folds: int, seed: int, k: int, device) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps({"probe": name, "version": PROBE_VERSION, "shape": list(features.shape), "folds": folds,
-                         "seed": seed, "k": k, "epochs": [PROBE_EPOCHS, PROBE_MIN_STEPS], "device": torch.device(device).type,
-                         "torch": torch.__version__.split("+")[0]}, sort_keys=True).encode())
-    h.update(features.tobytes())
-    h.update(np.ascontiguousarray(codes, dtype=np.int64).tobytes())
-    return h.hexdigest()[:20]
-
-
-def _load_predictions(path, n: int, num_classes: int) -> np.ndarray | None:
-    """Cached out-of-fold predictions, or None when absent or not what they should be (then they are fit again)."""
-    if path is None or not path.is_file():
-        return None
-    try:
-        pred = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError):
-        return None
-    if pred.shape != (n,) or pred.dtype.kind not in "iu" or len(pred) and not 0 <= pred.min() <= pred.max() < num_classes:
-        return None
-    return pred
+    return artifacts.content_key({"probe": name, "version": PROBE_VERSION, "shape": list(features.shape), "folds": folds,
+                                  "seed": seed, "k": k, "epochs": [PROBE_EPOCHS, PROBE_MIN_STEPS],
+                                  "device": torch.device(device).type, "torch": torch.__version__.split("+")[0]},
+                                 features, codes.astype(np.int64))
 
 
 def linear_probe_accuracy(features, labels, folds: int = 5, seed: int = 0) -> float:

@@ -16,8 +16,6 @@ only some), so only the first UMAP on a machine compiles; later processes load t
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sys
 import warnings
@@ -104,11 +102,8 @@ def projection_params(method: str, n: int, dims: int, seed: int) -> dict:
 
 
 def cache_key(z: np.ndarray, method: str, params: dict) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps({"method": method, "shape": list(z.shape), "dtype": str(z.dtype), "params": params,
-                         "pre_pca_dims": PRE_PCA_DIMS, "standardised": True}, sort_keys=True).encode())
-    h.update(np.ascontiguousarray(z).tobytes())
-    return h.hexdigest()[:20]
+    return artifacts.content_key({"method": method, "shape": list(z.shape), "dtype": str(z.dtype), "params": params,
+                                  "pre_pca_dims": PRE_PCA_DIMS, "standardised": True}, z)
 
 
 def compute_projection(z: np.ndarray, method: str, params: dict) -> np.ndarray:
@@ -177,7 +172,8 @@ def project(z: np.ndarray, method: str = "umap", dims: int = 2, seed: int = 0, c
     if cache_dir is not None:
         path = Path(cache_dir) / f"projection_{method}_{dims}d_{cache_key(z, method, params)}.npy"
         info["path"] = str(path)
-        emb = _load_cached(path, (n, dims))
+        emb = artifacts.load_cached_npy(path, lambda e: e.shape == (n, dims) and e.dtype == np.float32
+                                        and np.isfinite(e).all())
         if emb is not None:
             info["cached"] = True
             if not quiet:
@@ -189,20 +185,8 @@ def project(z: np.ndarray, method: str = "umap", dims: int = 2, seed: int = 0, c
               flush=True)
     emb = compute_projection(z, method, params)
     if path is not None:
-        artifacts.atomic_write(path, lambda f: np.save(f, emb, allow_pickle=False))
+        artifacts.save_npy(emb, path)
     return emb, info
-
-
-def _load_cached(path: Path, shape: tuple) -> np.ndarray | None:
-    if not path.is_file():
-        return None
-    try:
-        emb = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError):
-        return None  # damaged: compute again (and replace it)
-    if emb.shape != shape or emb.dtype != np.float32 or not np.isfinite(emb).all():
-        return None
-    return emb
 
 
 def view_2d(z: np.ndarray, method: str, seed: int = 0, cache_dir=None, quiet: bool = True) -> tuple[np.ndarray, dict | None]:
