@@ -40,13 +40,14 @@ def main(args) -> dict:
     panels, results = [], {}
     for lat in latents:
         xy, info = view_2d(lat.z, args.vis_type, args.seed, out / "cache", args.quiet)
-        knn = probe_scores(xy, lat.labels, ("knn",), args.folds, args.seed, KNN_K)["knn"]
+        knn = probe_scores(xy, lat.labels, ("knn",), args.folds, args.seed, KNN_K, cache_dir=out / "cache")["knn"]
         row = {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z),
                "drawn": "as is" if info is None else f"{method} projection",
                f"knn{KNN_K}_accuracy_2d": knn["accuracy"], "knn_k": knn["k"]}
         if info is not None:
             row["trustworthiness"] = trustworthiness(lat.z, xy, seed=args.seed)
-            row[f"knn{KNN_K}_accuracy_full"] = probe_scores(lat.z, lat.labels, ("knn",), args.folds, args.seed, KNN_K)["knn"]["accuracy"]
+            row[f"knn{KNN_K}_accuracy_full"] = probe_scores(lat.z, lat.labels, ("knn",), args.folds, args.seed, KNN_K,
+                                                            cache_dir=out / "cache")["knn"]["accuracy"]
             row["projection"] = {"params": info["params"], "cache": info["path"], "cached": info["cached"]}
         results[str(lat.latent_size)] = row
         xlabel, ylabel = axis_labels(info)

@@ -35,6 +35,12 @@ PRE_PCA_DIMS = 50  # UMAP / t-SNE start from at most this many principal compone
 # cannot come from numba's on-disk cache (it takes the distance function as an argument), so it
 # compiled for 20 s in every fresh process, twice the rest of a 10k UMAP.
 EXACT_NEIGHBOURS_MAX = 50_000
+# UMAP's layout runs 500 epochs up to 10,000 samples and 200 above by default. From this many
+# samples it runs 200: on the 256-d latents of Fashion-MNIST test images, 200 epochs gave the same
+# trustworthiness (within 0.003), 2-D 10-NN accuracy (within 0.005) and k-means NMI (within 0.015)
+# as 500 at 5,000 and 10,000 samples, in 2.5x less time; at 1,000 samples they lost up to 0.02 of
+# 10-NN accuracy, so smaller sets keep 500 (they take a second or two).
+UMAP_SHORT_LAYOUT_FROM = 5_000
 MIN_SAMPLES = 5
 
 
@@ -89,6 +95,7 @@ def projection_params(method: str, n: int, dims: int, seed: int) -> dict:
     """Everything that decides the result, for n samples. Stored in the cache key."""
     if method == "umap":  # the version comes from the package metadata: importing umap takes seconds
         return {"n_components": dims, "n_neighbors": min(15, n - 1), "min_dist": 0.1, "random_state": seed,
+                "n_epochs": 200 if n >= UMAP_SHORT_LAYOUT_FROM else 500,
                 "neighbours": "exact" if n <= EXACT_NEIGHBOURS_MAX else "nndescent", "version": version("umap-learn")}
     import sklearn
     if method == "tsne":

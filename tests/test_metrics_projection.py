@@ -7,8 +7,8 @@ from skimage.metrics import structural_similarity
 
 from latentlab import projection
 from latentlab.cli import UserError
-from latentlab.metrics import (cluster_purity, kmeans_nmi, kmeans_scores, knn_accuracy, linear_probe_accuracy, probe_scores,
-                               reconstruction_scores, ssim, trustworthiness)
+from latentlab.metrics import (_train_mlp, cluster_purity, kmeans_nmi, kmeans_scores, knn_accuracy, linear_probe_accuracy, macro_f1,
+                               probe_scores, reconstruction_scores, ssim, stratified_folds, trustworthiness)
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32), (1, 28, 28), (3, 5, 6)])
@@ -79,6 +79,55 @@ def test_probes_agree_with_scikit_learn_on_real_digits():
     assert (ours["knn"]["predictions"] == knn).mean() > 0.995
     assert ours["linear"]["accuracy"] == pytest.approx((lin == y).mean(), abs=0.01)
     assert ours["linear"]["accuracy"] > 0.9
+
+
+@pytest.mark.filterwarnings("ignore:The least populated class")
+@pytest.mark.parametrize("folds,seed", [(2, 0), (5, 0), (5, 3), (7, 11)])
+def test_stratified_folds_are_scikit_learns(folds, seed):
+    from sklearn.model_selection import StratifiedKFold
+    rng = np.random.default_rng(seed)
+    for labels in (np.repeat(np.arange(10), 100), rng.integers(0, 6, 503), np.array(list("cabbagecabbage") * 3),
+                   np.r_[np.zeros(40, int), np.ones(folds, int), np.full(17, 9)]):
+        expect = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))
+        got = stratified_folds(labels, folds, seed)
+        assert len(got) == folds
+        for (tr, te), (etr, ete) in zip(got, expect):
+            np.testing.assert_array_equal(tr, etr)
+            np.testing.assert_array_equal(te, ete)
+
+
+def test_macro_f1_is_scikit_learns():
+    from sklearn.metrics import f1_score
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 5, 300)
+    for pred in (truth, rng.integers(0, 5, 300), np.where(rng.random(300) < 0.3, 7, truth), np.zeros(300, int)):
+        assert macro_f1(truth, pred) == pytest.approx(f1_score(truth, pred, average="macro", zero_division=0), abs=1e-12)
+
+
+@pytest.mark.parametrize("n,d", [(300, 2), (517, 20)])
+def test_mlp_probe_trains_as_autograd_and_torch_adam_do(n, d, monkeypatch):
+    """The MLP probe's written-out gradients and Adam step against torch.nn + autograd +
+    torch.optim.Adam with the same initialisation and batches: the same weights after training."""
+    from latentlab import metrics
+    monkeypatch.setattr(metrics, "PROBE_EPOCHS", 2)
+    monkeypatch.setattr(metrics, "PROBE_MIN_STEPS", 5)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(n, d, generator=g), torch.randint(0, 4, (n,), generator=g)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(d, 256), torch.nn.ReLU(), torch.nn.Linear(256, 4))
+    init = net[2].weight.detach().clone()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    order = torch.Generator().manual_seed(0)
+    epochs = max(2, -(-5 // -(-n // 256)))
+    for _ in range(epochs):
+        for idx in torch.randperm(n, generator=order).split(256):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x[idx]), y[idx]).backward()
+            opt.step()
+    ours = _train_mlp(x, y, 4, seed=0)
+    for a, b in zip(ours, (net[0].weight, net[0].bias, net[2].weight, net[2].bias)):
+        torch.testing.assert_close(a, b.detach(), rtol=0, atol=1e-5)  # Adam magnifies rounding where v ~ 0
+    assert (ours[2] - init).abs().max() > 1e-3  # it trained
 
 
 def test_probes_keep_any_label_values():
@@ -228,3 +277,16 @@ def test_umap_on_exact_neighbours_draws_as_well_as_umaps_own_neighbours():
     assert ours.shape == theirs.shape == (len(x), 2)
     assert trustworthiness(x, ours) == pytest.approx(trustworthiness(x, theirs), abs=0.01)
     assert knn_accuracy(ours, y) == pytest.approx(knn_accuracy(theirs, y), abs=0.03)
+
+
+def test_umap_runs_a_short_layout_from_5000_samples_and_draws_as_well():
+    """From UMAP_SHORT_LAYOUT_FROM samples the layout runs 200 epochs instead of 500: the picture
+    keeps its neighbourhoods and its classes apart as well."""
+    assert projection.projection_params("umap", projection.UMAP_SHORT_LAYOUT_FROM - 1, 2, 0)["n_epochs"] == 500
+    x, y = _blobs(n_per_class=500, classes=10, dims=10, spread=2.0)
+    params = projection.projection_params("umap", len(x), 2, 0)
+    assert len(x) >= projection.UMAP_SHORT_LAYOUT_FROM and params["n_epochs"] == 200
+    short = projection.compute_projection(x.astype(np.float32), "umap", params)
+    long = projection.compute_projection(x.astype(np.float32), "umap", {**params, "n_epochs": 500})
+    assert trustworthiness(x, short) == pytest.approx(trustworthiness(x, long), abs=0.01)
+    assert knn_accuracy(short, y) == pytest.approx(knn_accuracy(long, y), abs=0.02)
