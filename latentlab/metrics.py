@@ -184,7 +184,7 @@ KNN_K = 10
 # not left underfit.
 PROBE_EPOCHS = 30
 PROBE_MIN_STEPS = 1000
-PROBE_VERSION = 2  # bump when a probe's training changes: cached predictions of older probes are not reused
+PROBE_VERSION = 3  # bump when a probe's training changes: cached predictions of older probes are not reused
 
 
 def _standardise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,33 +194,39 @@ def _standardise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor,
     return (train - mean) / std, (test - mean) / std
 
 
-def _fit_linear(x, y, test, num_classes: int, seed: int, k: int, c: float = 1.0, max_iter: int = 100):
-    """Multinomial logistic regression, L2 penalty as scikit-learn's default (C = 1), full-batch
-    L-BFGS. The gradient is written out with the features transposed: torch's autograd on
-    X @ W with 10 outputs ran 3x slower on a 2-core CPU (skinny matrix products)."""
+def _fit_linear(x, y, test, num_classes: int, seed: int, k: int, c: float = 1.0, max_iter: int = 100,
+                chunk: int = 2048):
+    """Multinomial logistic regression, L2 penalty as scikit-learn's default (C = 1, on the
+    weights, not the bias), full-batch L-BFGS (torch's, strong Wolfe line search) up to max_iter
+    iterations. The loss and gradient are written out (torch's autograd on X @ W with 10 outputs
+    ran 3x slower on a 2-core CPU) and computed `chunk` rows at a time, so each evaluation reads
+    the features from memory once: 1.5x faster on 784-d pixels, which do not fit in the cache."""
     n, d = x.shape
-    xt = x.t().contiguous()
     w = torch.zeros(num_classes, d, device=x.device)
     b = torch.zeros(num_classes, device=x.device)
     lam = 1.0 / (c * n)
-    rows = torch.arange(n, device=x.device)
     # stops where scikit-learn's lbfgs stops by default: gradient entries below 1e-4 (tol), or max_iter
     opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, history_size=10, tolerance_grad=1e-4,
                             line_search_fn="strong_wolfe")
 
     def closure():
         with torch.no_grad():
-            logp = torch.addmm(b[:, None], w, xt).log_softmax(0)  # (classes, n)
-            loss = -logp[y, rows].mean() + 0.5 * lam * (w * w).sum()
-            g = logp.exp_()
-            g[y, rows] -= 1
-            g /= n
-            w.grad = g @ x + lam * w
-            b.grad = g.sum(1)
-        return loss
+            w.grad, b.grad = torch.mul(w, lam), torch.zeros_like(b)
+            nll = torch.zeros((), device=x.device)
+            for start in range(0, n, chunk):
+                xc, yc = x[start:start + chunk], y[start:start + chunk]
+                rows = torch.arange(len(xc), device=x.device)
+                logp = torch.addmm(b, xc, w.t()).log_softmax(1)
+                nll -= logp[rows, yc].sum()
+                p = logp.exp_()  # d(mean cross-entropy)/d(logits) = (softmax - one-hot) / n
+                p[rows, yc] -= 1
+                p /= n
+                w.grad.addmm_(p.t(), xc)
+                b.grad.add_(p.sum(0))
+        return nll / n + 0.5 * lam * (w * w).sum()
 
     opt.step(closure)
-    return (test @ w.t() + b).argmax(1)
+    return torch.addmm(b, test, w.t()).argmax(1)
 
 
 def _train_mlp(x, y, num_classes: int, seed: int, hidden: int = 256, batch: int = 256, lr: float = 1e-3,
