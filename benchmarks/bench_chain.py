@@ -77,6 +77,10 @@ def run_chain(out: Path, env: dict, device: str) -> dict:
     return times
 
 
+def total_line(total: float, goal: float, note: str) -> str:
+    return f"  {'total':<20} {total:7.1f} s = {total / goal:.2f}x the {goal:.0f} s goal ({note})"
+
+
 def main(args) -> dict:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,8 +97,7 @@ def main(args) -> dict:
             times = run_chain(out, env, args.device)
             total = sum(times.values())
             summary = json.loads((out / "latent_space_size_256.json").read_text()) if (out / "latent_space_size_256.json").is_file() else {}
-            print(f"  {'total':<20} {total:7.1f} s = {total / args.goal:.2f}x the {args.goal:.0f} s goal "
-                  f"({len(summary.get('labels', [])) or 'all'} test images)", flush=True)
+            print(total_line(total, args.goal, f"{len(summary.get('labels', [])) or 'all'} test images"), flush=True)
             results.append({"numba_cache": cache, "steps": times, "total_s": total, "vs_goal": total / args.goal})
     out = {"trained": args.trained, "cpus": os.cpu_count(), "goal_s": args.goal, "passes": results}
     later = results[1:]
@@ -104,8 +107,8 @@ def main(args) -> dict:
         print(f"median of passes 2-{len(results)} (numba cache of pass 1):", flush=True)
         for name, _ in STEPS:
             print(f"  {name:<20} {median[name]:7.1f} s", flush=True)
-        print(f"  {'total':<20} {total:7.1f} s = {total / args.goal:.2f}x the {args.goal:.0f} s goal "
-              f"(range {min(r['total_s'] for r in later):.1f}-{max(r['total_s'] for r in later):.1f} s)", flush=True)
+        spread = f"range {min(r['total_s'] for r in later):.1f}-{max(r['total_s'] for r in later):.1f} s"
+        print(total_line(total, args.goal, spread), flush=True)
         out["median_of_later_passes"] = {"steps": median, "total_s": total, "vs_goal": total / args.goal}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))

@@ -209,13 +209,15 @@ def _fit_linear(x, y, test, num_classes: int, seed: int, k: int, c: float = 1.0,
     opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, history_size=10, tolerance_grad=1e-4,
                             line_search_fn="strong_wolfe")
 
+    all_rows = torch.arange(min(chunk, n), device=x.device)
+
     def closure():
         with torch.no_grad():
             w.grad, b.grad = torch.mul(w, lam), torch.zeros_like(b)
             nll = torch.zeros((), device=x.device)
             for start in range(0, n, chunk):
                 xc, yc = x[start:start + chunk], y[start:start + chunk]
-                rows = torch.arange(len(xc), device=x.device)
+                rows = all_rows[:len(xc)]
                 logp = torch.addmm(b, xc, w.t()).log_softmax(1)
                 nll -= logp[rows, yc].sum()
                 p = logp.exp_()  # d(mean cross-entropy)/d(logits) = (softmax - one-hot) / n
@@ -239,7 +241,7 @@ def _train_mlp(x, y, num_classes: int, seed: int, hidden: int = 256, batch: int 
     initialisation, batches, gradients and update; tested against them), with the gradients and the
     update written out in place into preallocated buffers, all parameters in one flat tensor: on a
     2-core CPU autograd and the optimiser's per-step overhead made a fit 1.3x (784 inputs) to 4x
-    (2 inputs) slower, and torch.optim's first use imports torch._dynamo (2 s)."""
+    (2 inputs) slower."""
     n, d = x.shape
     dev = x.device
     epochs = max(PROBE_EPOCHS, math.ceil(PROBE_MIN_STEPS / math.ceil(n / batch)))
