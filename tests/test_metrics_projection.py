@@ -130,6 +130,22 @@ def test_mlp_probe_trains_as_autograd_and_torch_adam_do(n, d, monkeypatch):
     assert (ours[2] - init).abs().max() > 1e-3  # it trained
 
 
+def test_probe_fits_side_by_side_predict_as_one_after_another():
+    """Fits in worker threads (on a CPU, one per core) give exactly the predictions of the same
+    fits run one at a time: no fit draws from a shared random generator or writes another's
+    buffers. torch's thread count and global random state are as they were."""
+    x, y = _blobs(n_per_class=40, dims=20, spread=8.0)  # overlapping classes: the probes disagree somewhere
+    threads, rng = torch.get_num_threads(), torch.random.get_rng_state()
+    alone = probe_scores(x, y, folds=5, seed=0, workers=1)
+    side_by_side = probe_scores(x, y, folds=5, seed=0, workers=4)
+    assert torch.get_num_threads() == threads and torch.equal(torch.random.get_rng_state(), rng)
+    for name in ("linear", "knn", "mlp"):
+        assert 0.5 < alone[name]["accuracy"] < 1
+        assert (alone[name]["predictions"] == side_by_side[name]["predictions"]).all(), name
+    with pytest.raises(ValueError, match="workers"):
+        probe_scores(x, y, workers=0)
+
+
 def test_probes_keep_any_label_values():
     x, y = _blobs(classes=3)
     y = np.array([3, 7, 11])[y]  # labels of a subset of classes (e.g. --num_samples drew no 0s)
