@@ -298,7 +298,8 @@ def load_checkpoint(path) -> dict:
 
 
 def model_from_checkpoint(ckpt: dict, device="cpu", weights: str = "best"):
-    """Rebuild the model from the checkpoint alone (config + weights), in eval mode."""
+    """Rebuild the model from the checkpoint alone (config + weights), in eval mode; conv models in
+    channels_last memory format as they trained (inputs may come in either format)."""
     from model.autoencoder import build_model
     try:
         model = build_model(ckpt["config"])
@@ -306,6 +307,8 @@ def model_from_checkpoint(ckpt: dict, device="cpu", weights: str = "best"):
         model.load_state_dict(state)
     except (ValueError, RuntimeError, KeyError, TypeError) as e:
         raise UserError(f"the checkpoint's weights do not fit its config ({str(e).splitlines()[0][:120]}); retrain")
+    if model.config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     return model.to(device).eval()
 
 

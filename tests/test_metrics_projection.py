@@ -208,6 +208,21 @@ def test_trustworthiness_of_a_faithful_projection():
     assert trustworthiness(x, rng.normal(size=x.shape)) < 0.8
 
 
+@pytest.mark.parametrize("n, k", [(120, 5), (9, 5), (700, 12)])
+def test_trustworthiness_is_scikit_learns(n, k):
+    """Equal to sklearn.manifold.trustworthiness on a projection that keeps some neighbours and
+    loses others, in chunks smaller than n, and with k clipped below n / 2 as scikit-learn needs."""
+    from sklearn.manifold import trustworthiness as sklearn_trustworthiness
+    rng = np.random.default_rng(n)
+    high = rng.normal(size=(n, 30))
+    low = high[:, :2] + rng.normal(0, 0.5, (n, 2))
+    theirs = sklearn_trustworthiness(high, low, n_neighbors=min(k, (n - 1) // 2))
+    assert theirs < 0.99  # neighbours lost: the penalty counts
+    assert trustworthiness(high, low, n_neighbors=k, chunk=64) == pytest.approx(theirs, abs=1e-12)
+    # float32 latents: scikit-learn's distances are float32, ours float64, so near-ties may order apart
+    assert trustworthiness(high.astype(np.float32), low, n_neighbors=k) == pytest.approx(theirs, abs=1e-5)
+
+
 @pytest.fixture
 def counted(monkeypatch):
     """Count the projections really computed."""

@@ -53,3 +53,27 @@ def test_config_round_trips_through_a_plain_dict():
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown model family"):
         ModelConfig(family="transformer")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (3, 7, 7)])
+def test_a_loaded_model_computes_what_it_trained_as(family, shape):
+    """model_from_checkpoint puts conv models in channels_last (as training does): the same latents
+    and reconstructions as the plain layout, whatever layout the input comes in."""
+    from latentlab.artifacts import model_from_checkpoint
+    torch.manual_seed(0)
+    config = ModelConfig(family=family, latent_size=8, image_shape=shape)
+    plain = build_model(config).eval()
+    loaded = model_from_checkpoint({"config": config.to_dict(), "state_dict": plain.state_dict()})
+    weights = [p for p in loaded.parameters() if p.dim() == 4]
+    if family == "mlp":
+        assert not weights
+    else:
+        assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    x = torch.rand(5, *shape)
+    with torch.no_grad():
+        for inputs in (x, x.contiguous(memory_format=torch.channels_last)):
+            torch.testing.assert_close(loaded.encode(inputs), plain.encode(x), rtol=0, atol=1e-5)
+            rec = loaded.reconstruct(inputs)
+            torch.testing.assert_close(rec, plain.reconstruct(x), rtol=0, atol=1e-5)
+            assert rec.reshape(5, -1).shape == (5, x[0].numel())
