@@ -427,10 +427,10 @@ def probe_workers(device, workers: int | None = None) -> int:
     (the cores, or what OMP_NUM_THREADS / torch.set_num_threads asked for); on a GPU, one.
 
     On a CPU each fit runs on one thread, in its own worker thread (see _run_fits). The probes are
-    small: a 2-d MLP step is a few dozen tiny kernels, and the 784-d one's matrix products are
-    256 x 784. Split over the cores, each kernel mostly waits on the others; fits side by side keep
-    every core busy (on a 2-core CPU step 6's probes ran 1.2-1.5x faster). And a fit's float sums
-    no longer depend on how many cores the machine has: any CPU gets the same predictions."""
+    small: a 2-d MLP step is a few dozen tiny kernels, too small to split over cores, and even the
+    784-d one's 256 x 784 products gain little from a second thread. Fits side by side keep every
+    core busy (on a 2-core CPU step 6 ran 1.28x faster). And a fit's float sums no longer depend on
+    how many cores the machine has: any CPU gets the same predictions."""
     if workers is not None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
@@ -445,14 +445,15 @@ def _run_fits(fit, jobs: list, workers: int, progress=None):
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     threads = torch.get_num_threads()
+    pool = ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,))
     try:
-        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            futures = {pool.submit(fit, *job): job for job in jobs}
-            for future in as_completed(futures):
-                yield futures[future], future.result()
-                if progress:
-                    progress()
-    finally:
+        futures = {pool.submit(fit, *job): job for job in jobs}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+            if progress:
+                progress()
+    finally:  # on an error or Ctrl-C, the fits not yet started are dropped, not waited for
+        pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(threads)
 
 

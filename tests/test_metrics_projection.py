@@ -1,5 +1,7 @@
 """The analysis library on small synthetic data: SSIM against scikit-image, reconstruction scores,
 classifier probes that never see the samples they score, k-means scores, and the projection cache."""
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -144,6 +146,25 @@ def test_probe_fits_side_by_side_predict_as_one_after_another():
         assert (alone[name]["predictions"] == side_by_side[name]["predictions"]).all(), name
     with pytest.raises(ValueError, match="workers"):
         probe_scores(x, y, workers=0)
+
+
+def test_a_failing_probe_fit_stops_the_others(monkeypatch):
+    """An error in one fit reaches the caller without the fits not yet started being run first
+    (a Ctrl-C would otherwise wait for all of them), and torch's thread count is restored."""
+    from latentlab import metrics
+    x, y = _blobs()
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) > 1:
+            time.sleep(0.2)  # the other fits take a while: the first error comes back before they end
+        raise RuntimeError("fit failed")
+    monkeypatch.setattr(metrics, "probe_predict", failing)
+    threads = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="fit failed"):
+        probe_scores(x, y, folds=5, seed=0, workers=2)
+    assert 1 <= len(calls) < 15 and torch.get_num_threads() == threads
 
 
 def test_probes_keep_any_label_values():
