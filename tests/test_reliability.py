@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
 
 import train
 from conftest import ROOT, run_script
@@ -255,10 +255,12 @@ def test_random_bytes_are_refused_cleanly(samples, kind, data):
 
 @FUZZ
 @given(kind=st.sampled_from(sorted(LOADERS) + ["latents_json"]), cut=st.floats(0.0, 0.999))
+@example(kind="latents_json", cut=0.998046875)  # found by CI: only the final newline cut
 def test_truncated_artifacts_are_refused_cleanly(samples, kind, cut):
     real, work = samples
     whole = real[kind]
     part = whole[:int(len(whole) * cut)]
+    assume(whole[len(part):].strip())  # a cut of the final newline alone leaves a complete JSON file
     with pytest.raises(UserError):
         if kind == "latents_json":
             _load_bytes(work, "latents", real["latents"], part)
