@@ -132,10 +132,12 @@ def test_mlp_probe_trains_as_autograd_and_torch_adam_do(n, d, monkeypatch):
     assert (ours[2] - init).abs().max() > 1e-3  # it trained
 
 
-def test_probe_fits_side_by_side_predict_as_one_after_another():
+def test_probe_fits_side_by_side_predict_as_one_after_another(monkeypatch):
     """Fits in worker threads (on a CPU, one per core) give exactly the predictions of the same
     fits run one at a time: no fit draws from a shared random generator or writes another's
     buffers. torch's thread count and global random state are as they were."""
+    from latentlab import metrics
+    monkeypatch.setattr(metrics, "PROBE_MIN_STEPS", 100)  # a shorter MLP budget: the same code runs
     x, y = _blobs(n_per_class=40, dims=20, spread=8.0)  # overlapping classes: the probes disagree somewhere
     threads, rng = torch.get_num_threads(), torch.random.get_rng_state()
     alone = probe_scores(x, y, folds=5, seed=0, workers=1)
