@@ -41,6 +41,9 @@ def add_training_flags(p, one_model: bool = True) -> None:
     g.add_argument("--lr_schedule", default="cosine", choices=["cosine", "constant"],
                    help="cosine: decay per step from --lr to 0 over --num_epochs")
     g.add_argument("--patience", type=nonneg_int, default=0, help="early stopping: epochs without a better validation loss (0: off)")
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="autocast of the forward pass; auto: bf16 on CUDA GPUs, and on CPUs with native bf16 "
+                        "(AVX512-BF16 or AMX) for images of 16x16 or more, fp32 elsewhere")
     if one_model:
         g.add_argument("--resume", action="store_true", help="continue an interrupted run from its last completed epoch")
     g.add_argument("--snapshot_every", type=nonneg_int, default=5, help="save a reconstruction snapshot every N epochs (0: off)")

@@ -100,7 +100,7 @@ def _run_training(args, device, d: Dist, companion: bool) -> dict:
 
     settings = TrainSettings(num_epochs=args.num_epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
                              patience=args.patience, seed=args.seed, val_fraction=args.val_fraction,
-                             snapshot_every=args.snapshot_every, quiet=quiet)
+                             snapshot_every=args.snapshot_every, precision=args.precision, quiet=quiet)
     train_x = place_data(data.train_x, device)
     shots = data.train_x[val_idx[:SNAPSHOT_IMAGES]]
     histories, rows = {}, {}

@@ -34,7 +34,8 @@ METRICS = {"test_mse": ("test MSE", False), "test_psnr": ("test PSNR (dB)", True
            "kmeans_nmi": ("k-means NMI", True)}
 # the flags that make a pair's numbers what they are; a finished pair is reused only when they agree
 SETTINGS = ("dataset", "image_size", "val_fraction", "noise_std", "beta", "num_epochs", "batch_size", "lr",
-            "lr_schedule", "patience", "seed", "num_samples", "folds")
+            "lr_schedule", "patience", "precision", "seed", "num_samples", "folds")
+OLDER_DEFAULTS = {"precision": "auto"}  # settings added later: what a sweep made before them ran with
 PCA = "pca"
 KIND = "sweep_metrics"
 TABLE_COLUMNS = ("family", "latent_size", *METRICS, "epochs_run", "train_seconds")
@@ -68,8 +69,9 @@ def load_finished(folder, settings: dict) -> dict | None:
             isinstance(m["metrics"].get(k), (int, float)) for k in METRICS):
         raise UserError(f"{path} is malformed: it lacks its settings or metrics; {redo}")
     for k, v in settings.items():
-        if m["settings"].get(k) != v:
-            raise UserError(f"{path} was swept with --{k} {m['settings'].get(k)}, not {v}; use the same flags, "
+        was = m["settings"].get(k, OLDER_DEFAULTS.get(k))
+        if was != v:
+            raise UserError(f"{path} was swept with --{k} {was}, not {v}; use the same flags, "
                             f"another --output_dir, or {redo}")
     return m
 

@@ -99,6 +99,36 @@ def test_resume_ends_identical_to_an_uninterrupted_run(tmp_path, monkeypatch):
         assert ha["val_loss"] == hb["val_loss"]
 
 
+def test_precision_auto_picks_bf16_where_it_was_faster(monkeypatch):
+    from latentlab import training
+    cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
+    assert training.use_bf16("auto", cuda, (1, 8, 8))
+    assert training.use_bf16("bf16", cpu, (1, 8, 8)) and not training.use_bf16("fp32", cuda, (3, 32, 32))
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    assert training.use_bf16("auto", cpu, (1, 28, 28)) and training.use_bf16("auto", cpu, (3, 16, 16))
+    assert not training.use_bf16("auto", cpu, (1, 8, 8)) and not training.use_bf16("auto", cpu, (3, 15, 16))
+    assert not training.use_bf16("auto", mps, (1, 28, 28))
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    assert not training.use_bf16("auto", cpu, (1, 28, 28))
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        training.use_bf16("fp16", cpu, (1, 28, 28))
+
+
+def test_precision_flag_trains_under_bf16_autocast_and_is_recorded(tmp_path):
+    common = ["--latent_size", 2, "--dataset", "digits", "--num_epochs", 1, "--quiet", "--model", "mlp"]
+    losses = {}
+    for p in ("fp32", "bf16"):
+        run_script("train.py", *common, "--precision", p, "--output_dir", tmp_path / p)
+        ckpt = torch.load(tmp_path / p / "model_latent_size_2.pth", weights_only=True)
+        assert ckpt["train"]["precision"] == p and ckpt["train"]["autocast"] == p
+        losses[p] = ckpt["history"]["train_loss"][0]
+    assert losses["bf16"] != losses["fp32"]  # the forward pass did run in bf16 ...
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)  # ... and trained the same model
+    proc = run_script("train.py", *common, "--num_epochs", 2, "--precision", "fp32", "--resume",
+                      "--output_dir", tmp_path / "bf16", check=False)
+    assert proc.returncode == 2 and "precision=bf16, not fp32" in proc.stderr
+
+
 def test_cosine_schedule_decays_to_zero_and_constant_stays():
     from latentlab.training import TrainSettings, learning_rate
     s = TrainSettings(num_epochs=2, lr=0.01)
