@@ -46,7 +46,9 @@ def main(argv=None):
     z, meta = artifacts.load_latents(args.latent_space)
     labels = np.unique(np.asarray(meta["labels"]), return_inverse=True)[1]
     if args.raw_pixels:
-        images = artifacts.load_test_data(meta["test_data"])["images"][np.asarray(meta["indices"])]
+        beside = artifacts.test_data_path(Path(args.latent_space).parent)  # still found when the folder was moved
+        source = beside if beside.is_file() else meta["test_data"]
+        images = artifacts.load_test_data(source)["images"][np.asarray(meta["indices"])]
         z, what = to_float(images.reshape(len(images), -1)).numpy(), "raw pixels"
     else:
         what = f"{z.shape[1]}-d latents"

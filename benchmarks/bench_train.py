@@ -5,11 +5,13 @@
 
 Paths, each the same model (same config, same seed, same batch size, Adam), timed over --steps
 steps after --warmup steps, --repeats times, interleaved, so that a noisy machine disturbs all of
-them alike; the median of the repeats is reported, and ratios of medians taken in the same run:
+them alike; the median of the repeats is reported, and each ratio is the median of the repeats'
+ratios (the two paths of a ratio ran seconds apart, so the drift of a shared machine cancels):
 
 - `ceiling`: the bare loop (zero_grad, forward, loss, backward, Adam step) on ready-made float
-  batches already on the device, in the layout and precision train.py uses: the machine's pace
-  for this model.
+  batches already on the device, in the layout and precision train.py uses (--precision, as
+  train.py's flag: auto picks bf16 autocast on CUDA and on CPUs with native bf16): the machine's
+  pace for this model.
 - `train.py loop`: `latentlab.training.train_model` itself, one warm-up epoch then one timed epoch
   over a subset of --steps batches (its own images/s, which excludes the checkpoint write; its
   validation split here is 64 images, so the figure is the training steps' pace).
@@ -17,8 +19,9 @@ them alike; the median of the repeats is reported, and ratios of medians taken i
   whose __getitem__ makes a PIL image of one item and applies ToTensor, batched by a DataLoader
   (shuffled; --num_workers 0 and 2), the model in its default NCHW fp32 form.
 - `PIL + layout`: the same PIL path with the model in train.py's layout and precision
-  (channels_last for conv models, bf16 autocast on CUDA): separates what the data path gives
-  from what the layout gives.
+  (channels_last for conv models, and bf16 autocast where --precision picks it): separates what
+  the data path gives from what the layout and precision give. Run with --precision fp32 to see
+  the layout alone.
 - `compiled` (--compile): train.py's step with torch.compile; its compile time is printed too, and
   the number of images after which it pays for itself.
 
@@ -43,7 +46,7 @@ import torch  # noqa: E402
 from latentlab.cli import pick_device  # noqa: E402
 from latentlab.datasets import load_dataset  # noqa: E402
 from latentlab.metrics import to_float  # noqa: E402
-from latentlab.training import TrainSettings, place_data, train_model  # noqa: E402
+from latentlab.training import PRECISIONS, TrainSettings, place_data, train_model, use_bf16  # noqa: E402
 from model.autoencoder import FAMILIES, ModelConfig, build_model  # noqa: E402
 
 
@@ -59,6 +62,7 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=10, help="untimed steps before each timing")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every path")
     p.add_argument("--num_workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers of the PIL path")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="train.py's --precision")
     p.add_argument("--compile", action="store_true", help="also time train.py's step under torch.compile")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -114,7 +118,7 @@ def time_steps(step, batches, warmup: int, steps: int, device) -> float:
 
 # ---------------------------------------------------------------- the paths
 def ceiling(config, x_u8, device, args) -> float:
-    amp = device.type == "cuda"
+    amp = use_bf16(args.precision, device, config.image_shape)
     model = make_model(config, device, True)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     fmt = torch.channels_last if config.family != "mlp" else torch.contiguous_format
@@ -128,7 +132,8 @@ def train_loop(config, x_placed, device, args, tmp: Path) -> float:
     """train_model over warmup + steps batches: epoch 1 warms up, epoch 2 is timed (its images/s)."""
     n = args.steps * args.batch_size
     train_idx, val_idx = torch.arange(n), torch.arange(n, n + 64)
-    settings = TrainSettings(num_epochs=2, batch_size=args.batch_size, quiet=True, snapshot_every=0)
+    settings = TrainSettings(num_epochs=2, batch_size=args.batch_size, quiet=True, snapshot_every=0,
+                             precision=args.precision)
     ckpt = train_model(config, x_placed, train_idx, val_idx, settings, device, tmp / "bench.pth",
                        {"dataset": {"name": "bench"}})
     return ckpt["history"]["images_per_s"][-1]
@@ -154,7 +159,7 @@ class PILImages(torch.utils.data.Dataset):
 
 
 def pil_path(config, x_u8, y, device, args, workers: int, train_layout: bool) -> float:
-    amp = train_layout and device.type == "cuda"
+    amp = train_layout and use_bf16(args.precision, device, config.image_shape)
     model = make_model(config, device, train_layout)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     n = (args.warmup + args.steps) * args.batch_size
@@ -167,7 +172,7 @@ def pil_path(config, x_u8, y, device, args, workers: int, train_layout: bool) ->
 
 def compiled(config, x_u8, device, args) -> tuple[float, float]:
     """(compile seconds, steady images/s) of train.py's step under torch.compile."""
-    amp = device.type == "cuda"
+    amp = use_bf16(args.precision, device, config.image_shape)
     model = make_model(config, device, True)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     step = torch.compile(step_fn(model, opt, device, amp))
@@ -195,7 +200,9 @@ def main(args) -> dict:
     x_placed = place_data(x_u8, device)
     print(f"{data.name}: images {tuple(data.image_shape)}, batch {args.batch_size}, {args.steps} timed steps after "
           f"{args.warmup} warm-up, {args.repeats} interleaved repeats; device {device}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}", flush=True)
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}; train.py's precision (--precision "
+          f"{args.precision}): {'bf16 autocast' if use_bf16(args.precision, device, data.image_shape) else 'fp32'}",
+          flush=True)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for family in args.models:
@@ -204,7 +211,7 @@ def main(args) -> dict:
                      "train.py loop": lambda: train_loop(config, x_placed, device, args, Path(tmp))}
             for w in args.num_workers:
                 paths[f"PIL, {w} workers"] = lambda w=w: pil_path(config, x_u8, y, device, args, w, False)
-            if family != "mlp" or device.type == "cuda":  # mlp on a CPU: the same model either way
+            if family != "mlp" or use_bf16(args.precision, device, config.image_shape):  # else the same model either way
                 best_w = args.num_workers[0]
                 paths[f"PIL + layout, {best_w} workers"] = lambda: pil_path(config, x_u8, y, device, args, best_w, True)
             runs = {name: [] for name in paths}
@@ -217,12 +224,15 @@ def main(args) -> dict:
             ours = med["train.py loop"]
             pil = {k: v for k, v in med.items() if k.startswith("PIL, ")}
             best_pil = max(pil, key=pil.get)
-            row = {"images_per_s": med, "runs": runs, "loop_vs_ceiling": ours / med["ceiling"],
-                   "loop_vs_pil": ours / pil[best_pil], "best_pil_path": best_pil}
+
+            def ratio(a, b):  # the median of the repeats' ratios: each repeat ran its paths back to back
+                return statistics.median(x / y for x, y in zip(runs[a], runs[b]))
+            row = {"images_per_s": med, "runs": runs, "loop_vs_ceiling": ratio("train.py loop", "ceiling"),
+                   "loop_vs_pil": ratio("train.py loop", best_pil), "best_pil_path": best_pil}
             layout = [k for k in med if k.startswith("PIL + layout")]
             if layout:
-                row["layout_gain_on_pil_path"] = med[layout[0]] / pil[f"PIL, {args.num_workers[0]} workers"]
-                row["data_path_gain"] = ours / med[layout[0]]
+                row["layout_gain_on_pil_path"] = ratio(layout[0], f"PIL, {args.num_workers[0]} workers")
+                row["data_path_gain"] = ratio("train.py loop", layout[0])
             if args.compile:
                 compile_s, comp = compiled(config, x_u8, device, args)
                 row["compiled"] = {"compile_seconds": compile_s, "images_per_s": comp, "vs_loop": comp / ours}
@@ -230,7 +240,8 @@ def main(args) -> dict:
                 row["compiled"]["pays_off_after_images"] = compile_s / gain if gain > 0 else None
             results[family] = row
             print_row(family, row)
-    out = {"dataset": data.name, "device": str(device), "threads": torch.get_num_threads(),
+    out = {"dataset": data.name, "device": str(device), "threads": torch.get_num_threads(), "precision": args.precision,
+           "bf16_autocast": use_bf16(args.precision, device, data.image_shape),
            "cpus": os.cpu_count(), "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
            "repeats": args.repeats, "torch": torch.__version__, "models": results}
     if args.json:
