@@ -11,6 +11,7 @@ train_log_latent_size_{N}.csv, training_curves.png, reconstruction snapshots, tr
 """
 from latentlab.cli import fraction, make_parser, nonneg_float, nonneg_int, positive_float, positive_int, run
 from latentlab.datasets import DATASETS
+from latentlab.training import PRECISIONS
 from model.autoencoder import FAMILIES
 
 
@@ -41,7 +42,7 @@ def add_training_flags(p, one_model: bool = True) -> None:
     g.add_argument("--lr_schedule", default="cosine", choices=["cosine", "constant"],
                    help="cosine: decay per step from --lr to 0 over --num_epochs")
     g.add_argument("--patience", type=nonneg_int, default=0, help="early stopping: epochs without a better validation loss (0: off)")
-    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+    g.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="autocast of the forward pass; auto: bf16 on CUDA GPUs, and on CPUs with native bf16 "
                         "(AVX512-BF16 or AMX) for images of 16x16 or more, fp32 elsewhere")
     if one_model:

@@ -198,10 +198,11 @@ def main(args) -> dict:
         data.train_x, data.train_y = data.train_x.repeat(reps, 1, 1, 1), data.train_y.repeat(reps)
     x_u8, y = data.train_x[:need].contiguous(), data.train_y[:need]
     x_placed = place_data(x_u8, device)
+    bf16 = use_bf16(args.precision, device, data.image_shape)  # what train.py's loop runs in
     print(f"{data.name}: images {tuple(data.image_shape)}, batch {args.batch_size}, {args.steps} timed steps after "
           f"{args.warmup} warm-up, {args.repeats} interleaved repeats; device {device}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}; train.py's precision (--precision "
-          f"{args.precision}): {'bf16 autocast' if use_bf16(args.precision, device, data.image_shape) else 'fp32'}",
+          f"{args.precision}): {'bf16 autocast' if bf16 else 'fp32'}",
           flush=True)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -211,7 +212,7 @@ def main(args) -> dict:
                      "train.py loop": lambda: train_loop(config, x_placed, device, args, Path(tmp))}
             for w in args.num_workers:
                 paths[f"PIL, {w} workers"] = lambda w=w: pil_path(config, x_u8, y, device, args, w, False)
-            if family != "mlp" or use_bf16(args.precision, device, config.image_shape):  # else the same model either way
+            if family != "mlp" or bf16:  # else the same model either way
                 best_w = args.num_workers[0]
                 paths[f"PIL + layout, {best_w} workers"] = lambda: pil_path(config, x_u8, y, device, args, best_w, True)
             runs = {name: [] for name in paths}
@@ -241,7 +242,7 @@ def main(args) -> dict:
             results[family] = row
             print_row(family, row)
     out = {"dataset": data.name, "device": str(device), "threads": torch.get_num_threads(), "precision": args.precision,
-           "bf16_autocast": use_bf16(args.precision, device, data.image_shape),
+           "bf16_autocast": bf16,
            "cpus": os.cpu_count(), "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
            "repeats": args.repeats, "torch": torch.__version__, "models": results}
     if args.json:

@@ -282,8 +282,9 @@ def _load_resume(ckpt_path: Path, config: ModelConfig, meta: dict, train_meta: d
     ckpt = artifacts.load_checkpoint(ckpt_path)
     defaults = asdict(TrainSettings())  # for settings newer than the checkpoint
     for key in ("batch_size", "lr", "lr_schedule", "seed", "val_fraction", "precision"):
-        if ckpt.get("train", {}).get(key, defaults[key]) != train_meta[key]:
-            raise UserError(f"--resume: {ckpt_path} was trained with {key}={ckpt.get('train', {}).get(key, defaults[key])}, "
+        was = ckpt.get("train", {}).get(key, defaults[key])
+        if was != train_meta[key]:
+            raise UserError(f"--resume: {ckpt_path} was trained with {key}={was}, "
                             f"not {train_meta[key]}; use the same flags or drop --resume")
     if ckpt["config"] != config.to_dict() or ckpt["dataset"].get("name") != meta["dataset"]["name"]:
         raise UserError(f"--resume: {ckpt_path} holds another model or dataset "
