@@ -1,12 +1,15 @@
 """Every figure: labelled axes, titles that say what and which model, PNG via save_figure."""
 from __future__ import annotations
 
+import functools
+
 import matplotlib
 
 matplotlib.use("Agg")  # headless: figures are files
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
 
 
 def image_for_display(x: torch.Tensor) -> np.ndarray:
@@ -63,16 +66,29 @@ def training_curves(histories: dict[str, dict], title: str):
 
 
 # ---------------------------------------------------------------- latent spaces, clusters, confusion
-def class_colors(n: int) -> list:
-    """n distinct colours: tab10, tab20, then tab20 + tab20b + tab20c (60), then a sampled colormap."""
+# Kelly's 22 colours of maximum contrast (Kelly 1965), less white and black: distinct up to 20
+# classes, where tab20 pairs each hue with a lighter copy of itself
+KELLY = ("#f3c300", "#875692", "#f38400", "#a1caf1", "#be0032", "#c2b280", "#848482", "#008856", "#e68fac",
+         "#0067a5", "#f99379", "#604e97", "#f6a600", "#b3446c", "#dcd300", "#882d17", "#8db600", "#654522",
+         "#e25822", "#2b3d26")
+
+
+@functools.lru_cache(maxsize=None)
+def class_colors(n: int) -> tuple:
+    """The one palette of every figure: n distinct colours, colour i always for class i of a
+    dataset. tab10 up to 10 classes, Kelly's colours up to 20, then Kelly's followed by the
+    colours farthest from all chosen so far (Glasbey et al. 2007's greedy rule, in RGB)."""
     if n <= 10:
-        return [plt.cm.tab10(i) for i in range(n)]
-    if n <= 20:
-        return [plt.cm.tab20(i) for i in range(n)]
-    if n <= 60:
-        return ([plt.cm.tab20(i) for i in range(20)] + [plt.cm.tab20b(i) for i in range(20)]
-                + [plt.cm.tab20c(i) for i in range(20)])[:n]
-    return [plt.cm.turbo(v) for v in np.linspace(0, 1, n)]
+        return tuple(plt.cm.tab10(i) for i in range(n))
+    chosen = [matplotlib.colors.to_rgb(c) for c in KELLY[:n]]
+    levels = np.linspace(0.1, 0.9, 9)  # no near-white or near-black: they vanish on the background or the text
+    candidates = np.stack(np.meshgrid(levels, levels, levels), -1).reshape(-1, 3)
+    nearest = np.min(np.linalg.norm(candidates[:, None] - np.array(chosen)[None], axis=-1), axis=1)
+    while len(chosen) < n:
+        pick = candidates[nearest.argmax()]
+        chosen.append(tuple(pick))
+        nearest = np.minimum(nearest, np.linalg.norm(candidates - pick, axis=1))
+    return tuple((*c, 1.0) for c in chosen)
 
 
 def _point_size(n: int) -> float:
@@ -171,25 +187,23 @@ def confusion_figure(panels: list[tuple[np.ndarray, str]], class_names: list, ti
 
 
 # ---------------------------------------------------------------- generation (viz_generation.py)
-def tile_images(images: torch.Tensor, ncols: int, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
-    """images (n, C, H, W) in [0, 1] -> one mosaic array imshow draws, ncols images per row, row by
-    row, with pad pixels of pad_value between them (0: a seamless mosaic)."""
-    n, c, h, w = images.shape
-    rows = -(-n // ncols)
-    canvas = torch.full((c, rows * (h + pad) - pad, ncols * (w + pad) - pad), pad_value)
-    for i, img in enumerate(images.detach().float().clamp(0, 1).cpu()):
-        r, col = divmod(i, ncols)
-        canvas[:, r * (h + pad):r * (h + pad) + h, col * (w + pad):col * (w + pad) + w] = img
-    return image_for_display(canvas)
+def mosaic(images: torch.Tensor, ncols: int, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
+    """images (n, C, H, W) in [0, 1] -> one array imshow draws, ncols images per row, pad pixels of
+    pad_value between them. torchvision's make_grid also pads the outer border: cropped, so that
+    the manifold's extent maps image centres to grid points."""
+    grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=ncols, padding=pad, pad_value=pad_value)
+    if pad:
+        grid = grid[:, pad:-pad, pad:-pad]
+    return image_for_display(grid)
 
 
 def image_grid(images: torch.Tensor, title: str, ncols: int):
     """A grid of images (n, C, H, W) in [0, 1], drawn as one mosaic (fast for hundreds of images)."""
-    mosaic = tile_images(images, ncols)
+    tiles = mosaic(images, ncols)
     rows = -(-len(images) // ncols)
     side = min(0.9, 9.0 / max(ncols, rows))  # inches per image: the figure stays under ~9 inches
     fig, ax = plt.subplots(figsize=(max(ncols * side, 5.0), rows * side + 0.8))
-    ax.imshow(mosaic, cmap="gray" if images.shape[1] == 1 else None, vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(tiles, cmap="gray" if images.shape[1] == 1 else None, vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(title, fontsize=10, wrap=True)
     fig.tight_layout()
@@ -218,7 +232,7 @@ def latent_manifold(images: torch.Tensor, xs: np.ndarray, ys: np.ndarray, z2: np
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, 6.8), sharex=True, sharey=True)
     # a 1-pixel white line between the decodings keeps neighbours apart; the extent still maps
     # each image's centre to its grid point within half a pixel
-    left.imshow(tile_images(images, nx, pad=1), cmap="gray" if images.shape[1] == 1 else None,
+    left.imshow(mosaic(images, nx, pad=1), cmap="gray" if images.shape[1] == 1 else None,
                 vmin=0, vmax=1, extent=extent, aspect="auto", interpolation="nearest")
     left.set_title(f"decoded {nx} x {ny} grid of latent points", fontsize=10)
     class_scatter(right, z2, labels, class_names)

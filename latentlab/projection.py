@@ -8,8 +8,8 @@ a later step (or a second run) that asks for the same projection of the same lat
 instead of computing it again. Cache files are plain float32 .npy (loaded with
 allow_pickle=False), written atomically; a damaged one is computed again and replaced.
 
-UMAP runs on numba, which compiles its functions at their first call in every process (about a
-minute on a 2-core CPU). `import_umap` points numba's cache at a persistent folder
+UMAP runs on numba, which compiles its functions at their first call in every process.
+`import_umap` points numba's cache at a persistent folder
 (`$XDG_CACHE_HOME/latentlab/numba`, else `~/.cache/latentlab/numba`; an explicit NUMBA_CACHE_DIR
 wins) and turns caching on for every numba function of umap and pynndescent (their authors cache
 only some), so only the first UMAP on a machine compiles; later processes load the machine code.
@@ -30,16 +30,13 @@ from latentlab.cli import UserError
 METHODS = ("umap", "tsne", "pca")
 METHOD_NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
 PRE_PCA_DIMS = 50  # UMAP / t-SNE start from at most this many principal components
-# Up to this many samples, UMAP gets exact nearest neighbours computed here (torch, a few seconds
-# for 50k x 50) instead of building pynndescent's approximate graph: pynndescent's nn_descent
-# cannot come from numba's on-disk cache (it takes the distance function as an argument), so it
-# compiled for 20 s in every fresh process, twice the rest of a 10k UMAP.
+# Up to this many samples, UMAP gets exact nearest neighbours computed here (torch) instead of
+# pynndescent's approximate graph, whose nn_descent takes the distance function as an argument and
+# so cannot come from numba's on-disk cache: it would compile in every fresh process.
 EXACT_NEIGHBOURS_MAX = 50_000
 # UMAP's layout runs 500 epochs up to 10,000 samples and 200 above by default. From this many
-# samples it runs 200: on the 256-d latents of Fashion-MNIST test images, 200 epochs gave the same
-# trustworthiness (within 0.003), 2-D 10-NN accuracy (within 0.005) and k-means NMI (within 0.015)
-# as 500 at 5,000 and 10,000 samples, in 2.5x less time; at 1,000 samples they lost up to 0.02 of
-# 10-NN accuracy, so smaller sets keep 500 (they take a second or two).
+# samples it runs 200, which scored as 500 on trustworthiness, 2-D k-NN and k-means NMI
+# (docs/performance.md); smaller sets keep 500, where 200 lost accuracy.
 UMAP_SHORT_LAYOUT_FROM = 5_000
 MIN_SAMPLES = 5
 
@@ -76,18 +73,18 @@ def import_umap():
 
 def _cache_all_numba_functions(packages) -> None:
     """Turn on numba's on-disk cache for every jitted function defined at module level in these
-    packages that has not compiled yet. Numba keys each cache entry by the function's source file
-    (and its modification time), its signature and the CPU, so a stale entry is never used."""
-    from numba.core.caching import NullCache
+    packages that has not compiled yet, so a fresh process loads UMAP's machine code instead of
+    compiling it (see docs/performance.md). Numba keys each entry by the function's source file and
+    its modification time, its signature and the CPU, so a stale entry is never used."""
     from numba.core.dispatcher import Dispatcher
     for name, module in list(sys.modules.items()):
         if module is None or name.split(".")[0] not in packages:
             continue
         for obj in list(vars(module).values()):
-            if isinstance(obj, Dispatcher) and isinstance(obj._cache, NullCache) and not obj.signatures:
+            if isinstance(obj, Dispatcher) and not obj.signatures:
                 try:
                     obj.enable_caching()
-                except Exception:  # no place to cache it (e.g. a function defined in a notebook): compile as before
+                except Exception:  # no place to cache it (e.g. a function defined in a notebook): it compiles
                     pass
 
 

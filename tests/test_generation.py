@@ -110,13 +110,23 @@ def test_interpolation_line_and_the_choice_of_images():
         gen.check_indices([1, 2, 3], 6)
 
 
-def test_tile_images_places_image_i_at_row_i_div_ncols():
+def test_mosaic_places_image_i_at_row_i_div_ncols_with_no_outer_border():
     imgs = torch.arange(5, dtype=torch.float32).view(5, 1, 1, 1).expand(5, 1, 2, 3) / 10
-    mosaic = plots.tile_images(imgs, ncols=2, pad=1, pad_value=1.0)
-    assert mosaic.shape == (3 * 3 - 1, 2 * 4 - 1)
-    assert (mosaic[0:2, 0:3] == 0.0).all() and (mosaic[0:2, 4:7] == pytest.approx(0.1))
-    assert (mosaic[6:8, 0:3] == pytest.approx(0.4)) and (mosaic[6:8, 4:7] == 1.0).all()  # empty slot: padding
-    assert (mosaic[2, :] == 1.0).all() and (mosaic[:, 3] == 1.0).all()
+    tiles = plots.mosaic(imgs, ncols=2, pad=1, pad_value=1.0)[..., 0]  # grey images come back as RGB
+    assert tiles.shape == (3 * 3 - 1, 2 * 4 - 1)
+    assert (tiles[0:2, 0:3] == 0.0).all() and (tiles[0:2, 4:7] == pytest.approx(0.1))
+    assert (tiles[6:8, 0:3] == pytest.approx(0.4)) and (tiles[6:8, 4:7] == 1.0).all()  # empty slot: padding
+    assert (tiles[2, :] == 1.0).all() and (tiles[:, 3] == 1.0).all()
+
+
+def test_class_colors_are_distinct_for_every_dataset_size():
+    import matplotlib.colors
+    import numpy as np
+    for n in (2, 10, 11, 20, 43, 62):
+        colors = plots.class_colors(n)
+        rgb = np.array([matplotlib.colors.to_rgb(c) for c in colors])
+        gaps = np.linalg.norm(rgb[:, None] - rgb[None], axis=-1) + np.eye(n) * 9
+        assert len(colors) == n and gaps.min() > 0.1, (n, gaps.min())
 
 
 def test_interpolation_ends_decode_to_the_reconstructions(trained):
