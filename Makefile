@@ -1,11 +1,12 @@
 # make demo: build .venv, then run every step on the embedded dataset (offline).
 # make test: build .venv with the test tools, then run the test suite.
+# make test-fast: the same without the tests marked slow (subprocesses, torchrun, notebook, fuzz).
 PYTHON ?= python3
 VENV ?= .venv
 PY = $(VENV)/bin/python
 OUT ?= output/demo
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test test-fast clean
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
@@ -26,6 +27,9 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -q
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) output/demo

@@ -3,6 +3,7 @@ the way a user error becomes one line on stderr and exit status 2."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import random
@@ -35,6 +36,8 @@ def make_parser(description: str) -> Parser:
                         help="auto picks cuda, then mps, then cpu")
     common.add_argument("--quiet", action="store_true", help="no progress bars or tables")
     common.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    common.add_argument("--wait_for_lock", action="store_true",
+                        help="when another process is writing into --output_dir, wait for it instead of stopping")
     return parser
 
 
@@ -97,9 +100,15 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def run(main, args) -> None:
-    """Run a step's main(args); a UserError becomes one line and exit status 2 (--debug: traceback)."""
+    """Run a step's main(args) holding the writer lock of its --output_dir (rank 0 alone under
+    torchrun: the other ranks do not write); a UserError becomes one line and exit status 2
+    (--debug: traceback)."""
     try:
-        main(args)
+        with contextlib.ExitStack() as stack:
+            output_dir = getattr(args, "output_dir", None)
+            if output_dir is not None and os.environ.get("RANK", "0") == "0":
+                stack.callback(_writer_lock(output_dir, getattr(args, "wait_for_lock", False)).release)
+            main(args)
     except UserError as e:
         if getattr(args, "debug", False):
             traceback.print_exc()
@@ -108,3 +117,15 @@ def run(main, args) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
+
+
+def _writer_lock(output_dir, wait: bool):
+    """The held lock of --output_dir (latentlab.locking), its failures worded for the user."""
+    from latentlab import locking
+    try:
+        return locking.FolderLock(output_dir, wait=wait).acquire()
+    except locking.FolderBusy as e:
+        raise UserError(f"{output_dir} is being written by {e}; wait for it to finish, pass --wait_for_lock, "
+                        f"or choose another --output_dir")
+    except OSError as e:
+        raise UserError(f"cannot write to {output_dir}: {e.strerror or e}; choose a writable --output_dir")
