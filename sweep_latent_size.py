@@ -12,8 +12,10 @@ scored the same way. Writes to --output_dir: {family}_latent_size_{N}/metrics.js
 finished pair is skipped by the next sweep; an interrupted training resumes), sweep_results.csv,
 sweep_results.md, and sweep_metrics.png (one panel per metric against the latent size).
 """
-import train
+import argparse
+
 from latentlab.cli import at_least_two, count_or_all, make_parser, positive_int, run
+from latentlab.settings import add_training_flags
 from model.autoencoder import FAMILIES
 
 
@@ -26,18 +28,15 @@ def parse_args(argv=None):
     g.add_argument("--num_samples", type=count_or_all, default="all",
                    help="test images encoded for the probes and k-means, a seeded sample ('all': the whole test set)")
     g.add_argument("--folds", type=at_least_two, default=5, help="folds of the probes' stratified cross-validation")
-    train.add_training_flags(p, one_model=False)
+    add_training_flags(p, per_run=False)
     return p.parse_args(argv)
 
 
-def train_args(args, family: str, latent_size: int, folder):
-    """train.py's arguments for one pair: its parser's defaults, then the sweep's training flags,
-    with --resume so that an interrupted training continues."""
-    targs = train.parse_args(["--latent_size", str(latent_size), "--model", family, "--output_dir", str(folder), "--resume"])
-    for key in vars(targs):
-        if key in vars(args) and key != "output_dir":
-            setattr(targs, key, getattr(args, key))
-    return targs
+def train_args(args, family: str, latent_size: int, folder) -> argparse.Namespace:
+    """train.py's arguments for one pair: the sweep's training flags, the pair's family and size,
+    and --resume so that an interrupted training continues."""
+    return argparse.Namespace(**{**vars(args), "latent_size": latent_size, "model": family,
+                                 "output_dir": str(folder), "resume": True})
 
 
 def main(args) -> dict:

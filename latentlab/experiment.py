@@ -12,8 +12,9 @@ from latentlab import artifacts, plots
 from latentlab.cli import UserError, pick_device, seed_everything
 from latentlab.datasets import load_dataset
 from latentlab.metrics import fit_pca, model_mse, pca_mse, psnr, to_float
-from latentlab.training import (Dist, TrainSettings, close_distributed, init_distributed, load_in_turn, local_batch_size,
-                                place_data, run_agreed, split_train_val, train_model, write_log)
+from latentlab.distributed import World, close_distributed, init_distributed, load_in_turn, local_batch_size, run_agreed
+from latentlab.settings import Settings
+from latentlab.training import TrainingSplit, place_data, split_train_val, train_model, write_log
 from model.autoencoder import ModelConfig
 
 SNAPSHOT_IMAGES = 8
@@ -57,81 +58,78 @@ def run_training(args, companion: bool = True) -> dict:
 
     Under torchrun every process runs this; rank 0 alone writes. Every check that can fail on
     the user's input runs on all processes alike (or is agreed on), so they stop together."""
-    device = pick_device(args.device)
-    d = init_distributed(device)
+    settings = Settings.from_args(args)
+    world = init_distributed(pick_device(args.device))
     try:
-        rows = _run_training(args, device, d, companion)
+        rows = train_and_summarise(settings, Path(args.output_dir), world, args.quiet or not world.main, companion)
     except UserError:
-        close_distributed(d)  # the processes agreed on the error: all of them are here
+        close_distributed(world)  # the processes agreed on the error: all of them are here
         raise
-    close_distributed(d)  # the last step (write_summary) was agreed on: all processes are here
+    close_distributed(world)  # the last step (write_summary) was agreed on: all processes are here
     return rows
 
 
-def _run_training(args, device, d: Dist, companion: bool) -> dict:
-    seed_everything(args.seed)
-    out = Path(args.output_dir)
-    quiet = args.quiet or not d.main
-    local_batch_size(args.batch_size, d)
+def train_and_summarise(settings: Settings, out: Path, world: World, quiet: bool, companion: bool) -> dict:
+    seed_everything(settings.seed)
+    local_batch_size(settings.batch_size, world)
     artifacts.ensure_writable(out)
-    if d.main:
+    if world.main:
         artifacts.remove_stale_temp_files(out, OUTPUTS)
-    data = load_in_turn(lambda: load_dataset(args.dataset, data_dir=args.data_dir, image_size=args.image_size), device, d)
+    data = load_in_turn(lambda: load_dataset(settings.dataset, data_dir=settings.data_dir,
+                                             image_size=settings.image_size), world)
     if len(data.train_x) < 4:
-        raise UserError(f"dataset {args.dataset} has only {len(data.train_x)} training images; it needs at least 4")
-    train_idx, val_idx = split_train_val(len(data.train_x), args.val_fraction, args.seed)
-    sizes = model_sizes(args.latent_size) if companion else [args.latent_size]
+        raise UserError(f"dataset {settings.dataset} has only {len(data.train_x)} training images; it needs at least 4")
+    split = TrainingSplit(place_data(data.train_x, world.device),
+                          *split_train_val(len(data.train_x), settings.val_fraction, settings.seed))
+    sizes = model_sizes(settings.latent_size) if companion else [settings.latent_size]
     if not quiet:
-        print(f"{data.name}: {len(train_idx)} train / {len(val_idx)} validation / {len(data.test_x)} test images "
-              f"of shape {tuple(data.image_shape)}, {len(data.class_names)} classes; device {device}"
-              f"{f', {d.world} processes' if d.world > 1 else ''}")
-    dataset_meta = {"name": data.name, "class_names": data.class_names, "image_shape": list(data.image_shape),
-                    "split": data.split, "num_train": len(train_idx), "num_val": len(val_idx)}
+        print(f"{data.name}: {len(split.train)} train / {len(split.val)} validation / {len(data.test_x)} test images "
+              f"of shape {tuple(data.image_shape)}, {len(data.class_names)} classes; device {world.device}"
+              f"{f', {world.size} processes' if world.size > 1 else ''}")
+    baseline = run_agreed(lambda: write_test_data_and_baseline(data, split.train, sizes, out), world, main_only=True)
 
-    def write_test_data_and_baseline():
-        artifacts.save_torch({
-            "kind": "test_data", "format_version": artifacts.FORMAT_VERSION, "dataset": data.name,
-            "images": data.test_x, "labels": data.test_y, "class_names": data.class_names,
-            "split": data.split, "models": [artifacts.checkpoint_path(out, k).name for k in sizes],
-            "latent_sizes": sizes,
-        }, artifacts.test_data_path(out))
-        return fit_pca_baseline(data, train_idx, sizes, out)
-    baseline = run_agreed(write_test_data_and_baseline, device, d, main_only=True)
-
-    settings = TrainSettings(num_epochs=args.num_epochs, batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
-                             patience=args.patience, seed=args.seed, val_fraction=args.val_fraction,
-                             snapshot_every=args.snapshot_every, precision=args.precision, quiet=quiet)
-    train_x = place_data(data.train_x, device)
-    shots = data.train_x[val_idx[:SNAPSHOT_IMAGES]]
+    meta = {"dataset": {"name": data.name, "class_names": data.class_names, "image_shape": list(data.image_shape),
+                        "split": data.split, "num_train": len(split.train), "num_val": len(split.val)},
+            "seed": settings.seed}
+    shots = data.train_x[split.val[:SNAPSHOT_IMAGES]]
     histories, rows = {}, {}
     for k in sizes:
-        config = ModelConfig(family=args.model, latent_size=k, image_shape=data.image_shape,
-                             beta=args.beta, noise_std=args.noise_std)
+        config = ModelConfig(family=settings.model, latent_size=k, image_shape=data.image_shape,
+                             beta=settings.beta, noise_std=settings.noise_std)
         path = artifacts.checkpoint_path(out, k)
 
         def on_epoch(epoch, model, ckpt, k=k):
             write_log(ckpt["history"], out / f"train_log_latent_size_{k}.csv")
             last = epoch + 1 >= settings.num_epochs or ckpt["stopped_early"]
             if settings.snapshot_every and ((epoch + 1) % settings.snapshot_every == 0 or last):
-                snapshot(model, shots, device, epoch, k, args.model, out)
+                snapshot(model, shots, world.device, epoch, k, settings.model, out)
 
-        meta = {"dataset": dataset_meta, "seed": args.seed}
-        ckpt = train_model(config, train_x, train_idx, val_idx, settings, device, path, meta,
-                           resume=args.resume, d=d, on_epoch=on_epoch)
+        ckpt = train_model(config, split, settings, path, meta, world, on_epoch=on_epoch, quiet=quiet)
         histories[f"{k}-d"] = {**ckpt["history"], "best_epoch": ckpt["best_epoch"]}
-        row = run_agreed(lambda: summarise(ckpt, data, device, baseline, path), device, d, main_only=True)
-        if d.main:
+        row = run_agreed(lambda: summarise(ckpt, data, world.device, baseline, path), world, main_only=True)
+        if world.main:
             rows[k] = row
 
     def write_summary():
-        title = f"{args.model} autoencoder on {data.name}: training curves"
+        title = f"{settings.model} autoencoder on {data.name}: training curves"
         artifacts.save_figure(plots.training_curves(histories, title), out / "training_curves.png")
-        artifacts.save_json({"dataset": data.name, "model": args.model, "models": rows},
+        artifacts.save_json({"dataset": data.name, "model": settings.model, "models": rows},
                             out / "training_summary.json")
         if not quiet:
             print_summary(rows, out)
-    run_agreed(write_summary, device, d, main_only=True)
+    run_agreed(write_summary, world, main_only=True)
     return rows
+
+
+def write_test_data_and_baseline(data, train_idx, sizes, out: Path) -> dict:
+    """test_data.pth (the held-out test split, for the later steps) and the PCA baseline."""
+    artifacts.save_torch({
+        "kind": "test_data", "format_version": artifacts.FORMAT_VERSION, "dataset": data.name,
+        "images": data.test_x, "labels": data.test_y, "class_names": data.class_names,
+        "split": data.split, "models": [artifacts.checkpoint_path(out, k).name for k in sizes],
+        "latent_sizes": sizes,
+    }, artifacts.test_data_path(out))
+    return fit_pca_baseline(data, train_idx, sizes, out)
 
 
 def summarise(ckpt: dict, data, device, baseline: dict, path: Path) -> dict:

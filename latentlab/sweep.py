@@ -27,15 +27,14 @@ from latentlab.cli import UserError
 from latentlab.inputs import FAMILY_NAMES, find_models, load_pca_baseline, load_trained_test_data
 from latentlab.metrics import (KNN_K, encode_images, kmeans_nmi, pca_encode, pca_reconstruct_batches, probe_scores,
                                reconstruct_batches, reconstruction_scores, sample_test_items)
+from latentlab.settings import RESULT_SETTINGS, recorded_value
 
 # metric -> (what it is, for table headers and panel titles; does higher mean better)
 METRICS = {"test_mse": ("test MSE", False), "test_psnr": ("test PSNR (dB)", True), "test_ssim": ("test SSIM", True),
            "linear_probe": ("linear-probe accuracy", True), "knn": (f"{KNN_K}-NN accuracy", True),
            "kmeans_nmi": ("k-means NMI", True)}
 # the flags that make a pair's numbers what they are; a finished pair is reused only when they agree
-SETTINGS = ("dataset", "image_size", "val_fraction", "noise_std", "beta", "num_epochs", "batch_size", "lr",
-            "lr_schedule", "patience", "precision", "seed", "num_samples", "folds")
-OLDER_DEFAULTS = {"precision": "auto"}  # settings added later: what a sweep made before them ran with
+SETTINGS = (*RESULT_SETTINGS, "num_samples", "folds")
 PCA = "pca"
 KIND = "sweep_metrics"
 TABLE_COLUMNS = ("family", "latent_size", *METRICS, "epochs_run", "train_seconds")
@@ -69,7 +68,7 @@ def load_finished(folder, settings: dict) -> dict | None:
             isinstance(m["metrics"].get(k), (int, float)) for k in METRICS):
         raise UserError(f"{path} is malformed: it lacks its settings or metrics; {redo}")
     for k, v in settings.items():
-        was = m["settings"].get(k, OLDER_DEFAULTS.get(k))
+        was = recorded_value(m["settings"], k)
         if was != v:
             raise UserError(f"{path} was swept with --{k} {was}, not {v}; use the same flags, "
                             f"another --output_dir, or {redo}")

@@ -13,8 +13,10 @@ from hypothesis import given, settings, strategies as st
 from conftest import ROOT, run_script
 from latentlab import artifacts
 from latentlab.cli import UserError
-from latentlab.training import (Dist, TrainSettings, close_distributed, epoch_shard, init_distributed, local_batch_size,
-                                run_agreed, train_model)
+from latentlab.distributed import (World, close_distributed, epoch_shard, init_distributed, local_batch_size,
+                                   run_agreed, same_everywhere)
+from latentlab.settings import Settings
+from latentlab.training import TrainingSplit, train_model
 from model.autoencoder import ModelConfig
 
 
@@ -22,7 +24,7 @@ from model.autoencoder import ModelConfig
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(1, 300), world=st.integers(1, 8), seed=st.integers(0, 2**32 - 1), epoch=st.integers(0, 50))
 def test_epoch_shards_cover_every_item_once_up_to_the_padding(n, world, seed, epoch):
-    shards = [epoch_shard(n, seed, epoch, Dist(rank=r, world=world)) for r in range(world)]
+    shards = [epoch_shard(n, seed, epoch, World(rank=r, size=world)) for r in range(world)]
     per_rank = -(-n // world)
     assert all(len(s) == per_rank for s in shards)  # the same number of steps on every rank
     everything = torch.cat(shards)
@@ -32,8 +34,8 @@ def test_epoch_shards_cover_every_item_once_up_to_the_padding(n, world, seed, ep
     if n >= world:  # each item at most twice
         assert max(torch.bincount(everything).tolist()) <= 2
     # seeded: the same seed and epoch give the same shards; the single process takes the whole permutation
-    assert torch.equal(shards[0], epoch_shard(n, seed, epoch, Dist(rank=0, world=world)))
-    single = epoch_shard(n, seed, epoch, Dist())
+    assert torch.equal(shards[0], epoch_shard(n, seed, epoch, World(rank=0, size=world)))
+    single = epoch_shard(n, seed, epoch, World())
     assert sorted(single.tolist()) == list(range(n))
 
 
@@ -43,8 +45,8 @@ def test_step_i_of_all_ranks_together_is_step_i_of_one_process(n, world, local_b
     """Why a DDP run follows the single-process run with the same global batch."""
     if n % world:
         n += world - n % world  # without padding the match is exact
-    shards = [epoch_shard(n, seed, 3, Dist(rank=r, world=world)) for r in range(world)]
-    single = epoch_shard(n, seed, 3, Dist())
+    shards = [epoch_shard(n, seed, 3, World(rank=r, size=world)) for r in range(world)]
+    single = epoch_shard(n, seed, 3, World())
     batch = local_batch * world
     for i in range(-(-n // batch)):
         together = torch.cat([s[i * local_batch:(i + 1) * local_batch] for s in shards])
@@ -52,9 +54,9 @@ def test_step_i_of_all_ranks_together_is_step_i_of_one_process(n, world, local_b
 
 
 def test_shards_change_with_the_epoch_and_the_seed():
-    d = Dist(rank=1, world=2)
-    assert not torch.equal(epoch_shard(100, 0, 0, d), epoch_shard(100, 0, 1, d))
-    assert not torch.equal(epoch_shard(100, 0, 0, d), epoch_shard(100, 1, 0, d))
+    world = World(rank=1, size=2)
+    assert not torch.equal(epoch_shard(100, 0, 0, world), epoch_shard(100, 0, 1, world))
+    assert not torch.equal(epoch_shard(100, 0, 0, world), epoch_shard(100, 1, 0, world))
 
 
 # ---------------------------------------------------------------- every family, two processes
@@ -70,33 +72,33 @@ def _tiny_data():
     return (img[:, None] * 255).round().to(torch.uint8)
 
 
-def _train_all(out, d):
-    x = _tiny_data()
-    train_idx, val_idx = torch.arange(0, 112), torch.arange(112, 128)
-    s = TrainSettings(num_epochs=2, batch_size=16, lr=2e-3, seed=5, quiet=True)
+def _train_all(out, world):
+    split = TrainingSplit(_tiny_data(), torch.arange(0, 112), torch.arange(112, 128))
+    s = Settings(latent_size=3, num_epochs=2, batch_size=16, lr=2e-3, seed=5)
     meta = {"dataset": {"name": "blobs", "class_names": ["blob"], "image_shape": [1, 8, 8]}}
     for family, noise in FAMILIES:
         for k in (2, 3):  # both bottlenecks
             cfg = ModelConfig(family=family, latent_size=k, image_shape=(1, 8, 8), noise_std=noise)
-            train_model(cfg, x, train_idx, val_idx, s, torch.device("cpu"), out / f"{family}_{k}.pth", meta, d=d)
+            train_model(cfg, split, s, out / f"{family}_{k}.pth", meta, world, quiet=True)
 
 
 def _worker(rank, world, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    d = init_distributed(torch.device("cpu"))
-    assert d.world == world and torch.distributed.get_backend() == "gloo"
-    _train_all(out, d)
+    w = init_distributed(torch.device("cpu"))
+    assert (w.rank, w.size) == (rank, world) and torch.distributed.get_backend() == "gloo"
+    _train_all(out, w)
+    assert same_everywhere(7.0, w) and not same_everywhere(float(rank), w)
 
     def fails_on_rank_1():
-        if d.rank == 1:
+        if w.rank == 1:
             raise UserError("rank 1 cannot read its file")
     try:  # an error on one process stops both, each with one line, instead of a hang
-        run_agreed(fails_on_rank_1, torch.device("cpu"), d)
+        run_agreed(fails_on_rank_1, w)
     except UserError as e:
         (out / f"error_{rank}.txt").write_text(str(e))
-    close_distributed(d)
+    close_distributed(w)
     assert not torch.distributed.is_initialized()
 
 
@@ -112,7 +114,7 @@ def test_every_family_trains_the_same_in_two_processes(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), tmp_path / "ddp"), nprocs=2, join=True)
     torch.set_num_threads(1)
     try:
-        _train_all(tmp_path / "one", Dist())
+        _train_all(tmp_path / "one", World())
     finally:
         torch.set_num_threads(os.cpu_count() or 1)
     assert (tmp_path / "ddp" / "error_1.txt").read_text() == "rank 1 cannot read its file"
@@ -173,13 +175,13 @@ def test_torchrun_trains_resumes_and_matches_one_process(tmp_path):
         assert len(ddp["history"]["val_loss"]) == 6 and ddp["test_metrics"]["test_mse"] > 0
         # Both runs see the same 64 images at every step (digits: 1294 training images, even, so
         # no padding), and DDP averages the two halves' gradients: they differ by float summation
-        # order only (measured: ~1e-7 relative). 1e-3 is far below one epoch's progress (~20%),
-        # so a lost shard, a doubled step or a wrong average fails it.
+        # order only. 1e-3 is far below one epoch's progress, so a lost shard, a doubled step or a
+        # wrong average fails it.
         assert ddp["history"]["val_loss"] == pytest.approx(one["history"]["val_loss"], rel=1e-3)
     assert (out / "training_curves.png").is_file() and (out / "training_summary.json").is_file()
 
 
 def test_the_global_batch_must_split_evenly():
-    assert local_batch_size(64, Dist(rank=1, world=4)) == 16
+    assert local_batch_size(64, World(rank=1, size=4)) == 16
     with pytest.raises(UserError, match="--batch_size 63 is the global batch and must split evenly across the 2"):
-        local_batch_size(63, Dist(rank=0, world=2))
+        local_batch_size(63, World(rank=0, size=2))

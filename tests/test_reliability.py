@@ -19,7 +19,8 @@ from conftest import ROOT, run_script
 from latentlab import artifacts
 from latentlab.cli import UserError, run
 from latentlab.datasets import load_dataset
-from latentlab.training import Dist, TrainSettings, train_model
+from latentlab.settings import Settings
+from latentlab.training import TrainingSplit, train_model
 from model.autoencoder import Autoencoder, ModelConfig
 
 
@@ -354,8 +355,8 @@ def test_a_non_finite_loss_stops_within_the_epoch_and_keeps_the_last_good_checkp
     meta = {"dataset": {"name": "noise", "class_names": ["a"], "image_shape": [1, 8, 8]}}
     with pytest.raises(UserError, match=r"latent-2 mlp model diverged: the loss became nan in epoch 2 \(by step 20 of 32\); "
                                         r"the last good checkpoint \(.*m.pth, epoch 1\) is kept; lower --lr"):
-        train_model(cfg, x, torch.arange(128), torch.arange(128, 160), TrainSettings(num_epochs=4, batch_size=4, quiet=True),
-                    torch.device("cpu"), path, meta, d=Dist())
+        train_model(cfg, TrainingSplit(x, torch.arange(128), torch.arange(128, 160)),
+                    Settings(latent_size=2, num_epochs=4, batch_size=4), path, meta, quiet=True)
     assert calls["train"] == 32 + 20  # stopped at the first check after the NaN, not at the epoch's end
     kept = artifacts.load_checkpoint(path)
     assert kept["resume"]["epoch"] == 0 and all(torch.isfinite(v).all() for v in kept["resume"]["state_dict"].values())

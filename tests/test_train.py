@@ -1,17 +1,21 @@
 """train.py end to end on the embedded digits, as a user runs it."""
 import csv
+import dataclasses
 import gzip
 import socket
 import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import run_script
+from conftest import ROOT, run_script
 from latentlab import artifacts
 from latentlab.cli import UserError
 from latentlab.datasets import load_dataset, read_idx
+from latentlab.settings import MIN_IMAGE_SIZE, RESUME_MUST_MATCH, Settings, flag_table, recorded
 
 
 def test_both_models_learn_and_artifacts_describe_themselves(trained):
@@ -99,7 +103,7 @@ def test_resume_ends_identical_to_an_uninterrupted_run(tmp_path, monkeypatch):
         assert ha["val_loss"] == hb["val_loss"]
 
 
-def test_precision_auto_picks_bf16_where_it_was_faster(monkeypatch):
+def test_precision_auto_picks_bf16_on_cuda_and_native_bf16_cpus_for_large_images(monkeypatch):
     from latentlab import training
     cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
     assert training.use_bf16("auto", cuda, (1, 8, 8))
@@ -130,13 +134,98 @@ def test_precision_flag_trains_under_bf16_autocast_and_is_recorded(tmp_path):
 
 
 def test_cosine_schedule_decays_to_zero_and_constant_stays():
-    from latentlab.training import TrainSettings, learning_rate
-    s = TrainSettings(num_epochs=2, lr=0.01)
+    from latentlab.training import learning_rate
+    s = Settings(latent_size=2, num_epochs=2, lr=0.01)
     assert learning_rate(s, 0, 10) == pytest.approx(0.01)
     assert learning_rate(s, 10, 10) == pytest.approx(0.005)
     assert learning_rate(s, 20, 10) == pytest.approx(0.0)
     s.lr_schedule = "constant"
     assert learning_rate(s, 15, 10) == 0.01
+
+
+# ---------------------------------------------------------------- the settings, declared once
+def test_every_setting_is_a_train_flag_with_its_default_and_the_sweep_takes_all_but_the_per_run_ones():
+    import sweep_latent_size
+    import train
+    args = train.parse_args(["--latent_size", "4"])
+    s = Settings.from_args(args)
+    for f in dataclasses.fields(Settings):
+        assert hasattr(args, f.name), f.name
+        if f.default is not dataclasses.MISSING:
+            assert getattr(s, f.name) == f.default, f.name
+    sweep_args = vars(sweep_latent_size.parse_args([]))
+    per_run = {f.name for f in dataclasses.fields(Settings) if f.metadata["per_run"]}
+    assert per_run == {"latent_size", "model", "resume"}
+    assert {f.name for f in dataclasses.fields(Settings)} - per_run <= set(sweep_args)
+    assert not per_run & set(sweep_args)
+    from latentlab.sweep import SETTINGS
+    assert set(SETTINGS) <= set(sweep_args) and "data_dir" not in SETTINGS and "num_epochs" in SETTINGS
+
+
+def test_readme_flag_table_is_the_rendered_one():
+    readme = (ROOT / "README.md").read_text()
+    start, end = "<!-- train-flags -->\n", "<!-- /train-flags -->"
+    assert readme.count(start) == 1 and readme.count(end) == 1
+    table = readme[readme.index(start) + len(start):readme.index(end)]
+    assert table == flag_table()
+    assert all(f"`--{f.name}`" in table for f in dataclasses.fields(Settings))
+
+
+def test_too_small_an_image_size_is_refused_in_one_line(capsys):
+    import train
+    from model.autoencoder import conv_stages
+    assert conv_stages(MIN_IMAGE_SIZE, MIN_IMAGE_SIZE, 4) == 1 and conv_stages(MIN_IMAGE_SIZE - 2, MIN_IMAGE_SIZE - 2, 4) == 0
+    with pytest.raises(SystemExit) as e:
+        train.parse_args(["--latent_size", "4", "--image_size", str(MIN_IMAGE_SIZE - 1)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"argument --image_size: {MIN_IMAGE_SIZE - 1} is too small: use {MIN_IMAGE_SIZE} or more" in err
+    assert train.parse_args(["--latent_size", "4", "--image_size", str(MIN_IMAGE_SIZE)]).image_size == MIN_IMAGE_SIZE
+
+
+def _checkpoint_of(settings, config, dataset="digits"):
+    from latentlab.training import HISTORY_KEYS
+    return {"config": config.to_dict(), "dataset": {"name": dataset}, "train": recorded(settings),
+            "history": {k: [] for k in HISTORY_KEYS}, "resume": {}}
+
+
+@pytest.mark.parametrize("name", RESUME_MUST_MATCH)
+def test_resume_refuses_a_checkpoint_of_another_setting(tmp_path, name):
+    from latentlab.training import check_resume
+    from model.autoencoder import ModelConfig
+    was = Settings(latent_size=4)
+    config = ModelConfig(latent_size=4, image_shape=(1, 8, 8))
+    ckpt = _checkpoint_of(was, config)
+    check_resume(ckpt, tmp_path, was, config, "digits")  # the same settings resume
+    changed = {"val_fraction": 0.2, "batch_size": 64, "lr": 1e-3, "lr_schedule": "constant", "precision": "fp32",
+               "seed": 1}[name]
+    now = dataclasses.replace(was, **{name: changed})
+    with pytest.raises(UserError, match=f"trained with {name}={getattr(was, name)}, not {changed}; use the same flags"):
+        check_resume(ckpt, tmp_path, now, config, "digits")
+    # the settings that may change between runs: more epochs, other patience, snapshots
+    check_resume(ckpt, tmp_path, dataclasses.replace(was, num_epochs=20, patience=3, snapshot_every=0), config, "digits")
+    with pytest.raises(UserError, match="holds another model or dataset"):
+        check_resume(ckpt, tmp_path, was, dataclasses.replace(config, noise_std=0.1), "digits")
+    with pytest.raises(UserError, match="holds another model or dataset"):
+        check_resume(ckpt, tmp_path, was, config, "mnist")
+
+
+def test_a_checkpoint_older_than_the_precision_setting_resumes_as_auto(tmp_path):
+    from latentlab.training import check_resume
+    from model.autoencoder import ModelConfig
+    settings, config = Settings(latent_size=4), ModelConfig(latent_size=4, image_shape=(1, 8, 8))
+    ckpt = _checkpoint_of(settings, config)
+    del ckpt["train"]["precision"]
+    check_resume(ckpt, tmp_path, settings, config, "digits")
+    with pytest.raises(UserError, match="precision=auto, not bf16"):
+        check_resume(ckpt, tmp_path, dataclasses.replace(settings, precision="bf16"), config, "digits")
+
+
+def test_a_benchmark_given_a_bad_input_says_so_in_one_line():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--dataset", "imagenet"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "unknown dataset 'imagenet'" in proc.stderr
 
 
 def test_same_seed_same_numbers(tmp_path):

@@ -1,0 +1,151 @@
+"""Every training setting, declared once: `Settings`, one field per setting with its help text.
+
+From it come train.py's flags (add_training_flags), the settings a checkpoint must share to be
+resumed (RESUME_MUST_MATCH), the settings that make a sweep's numbers (RESULT_SETTINGS), the
+checkpoint's record of the training (recorded) and the README's flag table (flag_table).
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, dataclass, field, fields
+
+from latentlab.cli import fraction, make_parser, nonneg_float, nonneg_int, positive_float, positive_int
+from latentlab.datasets import DATASETS
+from model.autoencoder import FAMILIES
+
+PRECISIONS = ("auto", "fp32", "bf16")
+# the smallest square the conv encoder halves once (model.autoencoder.conv_stages: even, > 4 pixels)
+MIN_IMAGE_SIZE = 6
+
+
+def image_size(text: str) -> int:
+    size = positive_int(text)
+    if size < MIN_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"{size} is too small: use {MIN_IMAGE_SIZE} or more, the smallest size "
+                                          f"the conv encoder halves at least once")
+    return size
+
+
+def setting(default=MISSING, *, help: str, group: str, type=None, choices=None, shown: str | None = None,
+            per_run: bool = False, makes_results: bool = True, resume_must_match: bool = False,
+            recorded: bool = False, older=None, shared: bool = False):
+    """A Settings field.
+
+    group: its argparse group. shown: the default as the docs show it, where the value (None) says
+    nothing. per_run: the sweep sets it for each of its runs. makes_results: another value gives
+    other numbers. resume_must_match: --resume refuses a checkpoint trained with another value.
+    recorded: kept in the checkpoint's "train" record. older: the value of records that predate
+    the setting. shared: its flag is one that every step has (latentlab.cli.make_parser).
+    """
+    return field(default=default, metadata=dict(
+        help=help, group=group, type=type, choices=choices, shown=shown, per_run=per_run,
+        makes_results=makes_results, resume_must_match=resume_must_match, recorded=recorded, older=older,
+        shared=shared))
+
+
+@dataclass
+class Settings:
+    latent_size: int = setting(help="size of the second bottleneck (the first is 2)", group="model",
+                               type=positive_int, shown="(required)", per_run=True)
+    model: str = setting("conv", help="network family (vae: the conv encoder/decoder with a sampled bottleneck)",
+                         group="model", choices=FAMILIES, per_run=True)
+    noise_std: float = setting(0.0, help="denoising: std of the Gaussian noise on the input (the target stays "
+                                         "clean); any family", group="model", type=nonneg_float)
+    beta: float = setting(1.0, help="VAE: weight of the KL term", group="model", type=nonneg_float)
+    dataset: str = setting("gtsrb", help=f"one of: {', '.join(DATASETS)}", group="data")
+    data_dir: str | None = setting(None, help="folder holding the dataset's files", group="data",
+                                   shown="data/<name>/", makes_results=False)
+    image_size: int | None = setting(None, help=f"resize images to this square size (at least {MIN_IMAGE_SIZE})",
+                                     group="data", type=image_size, shown="native (32 for gtsrb and folders)")
+    val_fraction: float = setting(0.1, help="share of the training split held out for model selection",
+                                  group="data", type=fraction, resume_must_match=True, recorded=True)
+    num_epochs: int = setting(10, help="epochs per model", group="training", type=positive_int, recorded=True)
+    batch_size: int = setting(128, help="global batch size (under torchrun, split evenly across the processes)",
+                              group="training", type=positive_int, resume_must_match=True, recorded=True)
+    lr: float = setting(3e-3, help="peak Adam learning rate", group="training", type=positive_float,
+                        resume_must_match=True, recorded=True)
+    lr_schedule: str = setting("cosine", help="cosine: per-step decay from --lr to 0 over --num_epochs; "
+                                              "constant: --lr throughout", group="training",
+                               choices=("cosine", "constant"), resume_must_match=True, recorded=True)
+    patience: int = setting(0, help="early stopping after this many epochs without a better validation loss "
+                                    "(0: off)", group="training", type=nonneg_int, recorded=True)
+    precision: str = setting("auto", help="autocast of the forward pass; auto: bf16 on CUDA GPUs, and on CPUs with "
+                                          "native bf16 (AVX512-BF16 or AMX) for images of 16x16 pixels or more, "
+                                          "fp32 elsewhere", group="training", choices=PRECISIONS,
+                             resume_must_match=True, recorded=True, older="auto")
+    resume: bool = setting(False, help="continue an interrupted (or killed) run from its last completed epoch",
+                           group="training", per_run=True, makes_results=False)
+    snapshot_every: int = setting(5, help="a reconstruction snapshot every N epochs (0: off)", group="training",
+                                  type=nonneg_int, makes_results=False, recorded=True)
+    seed: int = setting(0, help="seed of the weights, the split, the shuffling and the noise", group="common",
+                        shared=True, resume_must_match=True, recorded=True)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Settings":
+        """The settings in a namespace of train.py's flags (other attributes are ignored)."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
+def names(**metadata) -> tuple[str, ...]:
+    """The settings whose metadata has these values, in declaration order."""
+    return tuple(f.name for f in fields(Settings) if all(f.metadata[k] == v for k, v in metadata.items()))
+
+
+RESUME_MUST_MATCH = names(resume_must_match=True)  # the model's config and dataset are compared whole
+RESULT_SETTINGS = names(makes_results=True, per_run=False)  # the sweep's folder names hold the per-run ones
+RECORDED = names(recorded=True)
+OLDER = {f.name: f.metadata["older"] for f in fields(Settings) if f.metadata["older"] is not None}
+
+
+def recorded(settings: Settings) -> dict:
+    """What the checkpoint's "train" dict keeps of the settings."""
+    return {k: getattr(settings, k) for k in RECORDED}
+
+
+def recorded_value(record: dict, name: str):
+    """A setting's value in a record (a checkpoint's "train", a sweep pair's "settings"); for a
+    record older than the setting, the value runs had before it existed (None: unknown)."""
+    return record.get(name, OLDER.get(name))
+
+
+def add_training_flags(parser, per_run: bool = True) -> None:
+    """train.py's flags, one per setting. per_run=False leaves out --latent_size, --model and
+    --resume, which sweep_latent_size.py sets for each of its runs."""
+    groups = {}
+    for f in fields(Settings):
+        m = f.metadata
+        if m["shared"] or (m["per_run"] and not per_run):
+            continue
+        if m["group"] not in groups:
+            groups[m["group"]] = parser.add_argument_group(m["group"])
+        help_text = m["help"]
+        if f.default is None or f.default is MISSING:  # argparse would add "(default: None)"; "%(default).0s" stops it
+            help_text += (f" (default: {m['shown']})" if f.default is None else "") + "%(default).0s"
+        if isinstance(f.default, bool):
+            groups[m["group"]].add_argument(f"--{f.name}", action="store_true", help=help_text)
+        elif f.default is MISSING:
+            groups[m["group"]].add_argument(f"--{f.name}", type=m["type"], required=True, help=help_text)
+        else:
+            groups[m["group"]].add_argument(f"--{f.name}", type=m["type"], choices=m["choices"], default=f.default,
+                                            help=help_text)
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, str):
+        return f"`{value}`"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def flag_table() -> str:
+    """train.py's flags as the README's markdown table: one row per setting, then the shared flags."""
+    lines = ["| flag | default | what |", "| --- | --- | --- |"]
+    for f in fields(Settings):
+        if not f.metadata["shared"]:
+            shown = f.metadata["shown"] if f.default is None or f.default is MISSING else _shown(f.default)
+            lines.append(f"| `--{f.name}` | {shown} | {f.metadata['help']} |")
+    common = vars(make_parser("").parse_args([]))
+    lines.append(f"| {', '.join(f'`--{k}`' for k in common)} | {', '.join(_shown(v) for v in common.values())} "
+                 f"| shared by every step (see `python train.py --help`) |")
+    return "\n".join(lines) + "\n"
