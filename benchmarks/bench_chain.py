@@ -7,14 +7,14 @@ Copies the trained output folder (train.py's files only) to a temporary folder, 
 a subprocess with its default flags: encode_latent_space.py --num_samples all (every test image),
 viz_reconstruction.py, viz_latent_space.py (UMAP), viz_kmeans_latent_space.py,
 classify_latent_space.py. Prints each step's seconds, the total, and its ratio to the goal
-(--goal, 90 s on a 2-core CPU). Wall time by nature: run it on a quiet machine.
+(--goal). Wall time by nature: run it on a quiet machine.
 
 --numba_cache: `user` (the default) leaves numba's cache where latentlab keeps it (under the user's
 cache: a later run, as users see it once UMAP ran on the machine); `cold` gives the steps an empty
 one (the first run on a machine: UMAP compiles). --passes N runs the chain N times, each into a
 fresh copy, passes 2..N with the numba cache the first pass left (so `--numba_cache cold --passes 4`
-gives the first run on a machine and, as the median of three, a later one). Shared CPUs vary by
-10-20% from one run to the next: take the median, not one pass.
+gives the first run on a machine and, as the median of three, a later one). Shared CPUs vary from one run
+to the next: take the median, not one pass.
 """
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from latentlab.cli import Parser, positive_float, positive_int, run  # noqa: E402
+
 STEPS = [
     ("encode", ["encode_latent_space.py", "--num_samples", "all"]),
     ("reconstruct", ["viz_reconstruction.py"]),
@@ -41,17 +45,14 @@ TRAINED_FILES = ("model_latent_size_*.pth", "test_data.pth", "pca_baseline.pth")
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--trained", required=True, help="an output folder of train.py")
     p.add_argument("--numba_cache", default="user", choices=["user", "cold"])
-    p.add_argument("--passes", type=int, default=1, help="runs of the chain; passes 2.. reuse pass 1's numba cache")
-    p.add_argument("--goal", type=float, default=90.0, help="seconds the whole chain should stay under")
+    p.add_argument("--passes", type=positive_int, default=1, help="runs of the chain; passes 2.. reuse pass 1's numba cache")
+    p.add_argument("--goal", type=positive_float, default=90.0, help="seconds the whole chain should stay under")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
-    if args.passes < 1:
-        p.error("--passes must be at least 1")
     if not (Path(args.trained) / "test_data.pth").is_file():
         p.error(f"{args.trained} holds no test_data.pth; train first (see the docstring)")
     return args
@@ -116,4 +117,4 @@ def main(args) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run(main, parse_args())

@@ -20,18 +20,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from latentlab.cli import Parser, positive_int, run  # noqa: E402
+
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model_path", required=True, help="a checkpoint written by train.py")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data_dir", default=None)
-    p.add_argument("--batch_size", type=int, default=512)
+    p.add_argument("--batch_size", type=positive_int, default=512)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     args = p.parse_args(argv)
-    if args.batch_size < 1:
-        p.error("--batch_size must be >= 1")
     if not Path(args.model_path).is_file():
         p.error(f"{args.model_path} does not exist; train first (see the docstring)")
     return args
@@ -77,4 +76,4 @@ def main(args) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run(main, parse_args())

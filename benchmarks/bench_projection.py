@@ -34,10 +34,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from latentlab.cli import Parser, run  # noqa: E402
+
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--latents", default=None, help="a .npy of latents (samples x dims); default: synthetic")
     p.add_argument("--samples", type=int, default=10000, help="synthetic latents: how many")
     p.add_argument("--dims", type=int, default=256, help="synthetic latents: their size")
@@ -159,4 +160,4 @@ if __name__ == "__main__":
     if a.worker:
         print(json.dumps(worker(a)))
     else:
-        main(a)
+        run(main, a)

@@ -15,7 +15,7 @@ ratios (the two paths of a ratio ran seconds apart, so the drift of a shared mac
 - `train.py loop`: `latentlab.training.train_model` itself, one warm-up epoch then one timed epoch
   over a subset of --steps batches (its own images/s, which excludes the checkpoint write; its
   validation split here is 64 images, so the figure is the training steps' pace).
-- `PIL, w workers`: the path torchvision datasets give and the original workflow took: a Dataset
+- `PIL, w workers`: the path torchvision datasets give: a Dataset
   whose __getitem__ makes a PIL image of one item and applies ToTensor, batched by a DataLoader
   (shuffled; --num_workers 0 and 2), the model in its default NCHW fp32 form.
 - `PIL + layout`: the same PIL path with the model in train.py's layout and precision
@@ -43,36 +43,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from latentlab.cli import pick_device  # noqa: E402
+from latentlab.cli import Parser, nonneg_int, pick_device, positive_int, run  # noqa: E402
 from latentlab.datasets import load_dataset  # noqa: E402
+from latentlab.distributed import World  # noqa: E402
 from latentlab.metrics import to_float  # noqa: E402
-from latentlab.training import PRECISIONS, TrainSettings, place_data, train_model, use_bf16  # noqa: E402
+from latentlab.settings import PRECISIONS, Settings  # noqa: E402
+from latentlab.training import TrainingSplit, place_data, train_model, use_bf16  # noqa: E402
 from model.autoencoder import FAMILIES, ModelConfig, build_model  # noqa: E402
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data_dir", default=None)
     p.add_argument("--models", nargs="+", default=["conv"], choices=FAMILIES)
-    p.add_argument("--latent_size", type=int, default=256)
-    p.add_argument("--batch_size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=60, help="timed steps per path and repeat")
-    p.add_argument("--warmup", type=int, default=10, help="untimed steps before each timing")
-    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats of every path")
-    p.add_argument("--num_workers", type=int, nargs="+", default=[0, 2], help="DataLoader workers of the PIL path")
+    p.add_argument("--latent_size", type=positive_int, default=256)
+    p.add_argument("--batch_size", type=positive_int, default=128)
+    p.add_argument("--steps", type=positive_int, default=60, help="timed steps per path and repeat")
+    p.add_argument("--warmup", type=nonneg_int, default=10, help="untimed steps before each timing")
+    p.add_argument("--repeats", type=positive_int, default=3, help="interleaved repeats of every path")
+    p.add_argument("--num_workers", type=nonneg_int, nargs="+", default=[0, 2], help="DataLoader workers of the PIL path")
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="train.py's --precision")
     p.add_argument("--compile", action="store_true", help="also time train.py's step under torch.compile")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
-    args = p.parse_args(argv)
-    for name in ("latent_size", "batch_size", "steps", "repeats"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be >= 1")
-    if args.warmup < 0 or any(w < 0 for w in args.num_workers):
-        p.error("--warmup and --num_workers must be >= 0")
-    return args
+    return p.parse_args(argv)
 
 
 def sync(device):
@@ -131,11 +126,11 @@ def ceiling(config, x_u8, device, args) -> float:
 def train_loop(config, x_placed, device, args, tmp: Path) -> float:
     """train_model over warmup + steps batches: epoch 1 warms up, epoch 2 is timed (its images/s)."""
     n = args.steps * args.batch_size
-    train_idx, val_idx = torch.arange(n), torch.arange(n, n + 64)
-    settings = TrainSettings(num_epochs=2, batch_size=args.batch_size, quiet=True, snapshot_every=0,
-                             precision=args.precision)
-    ckpt = train_model(config, x_placed, train_idx, val_idx, settings, device, tmp / "bench.pth",
-                       {"dataset": {"name": "bench"}})
+    split = TrainingSplit(x_placed, torch.arange(n), torch.arange(n, n + 64))
+    settings = Settings(latent_size=config.latent_size, num_epochs=2, batch_size=args.batch_size, snapshot_every=0,
+                        precision=args.precision)
+    ckpt = train_model(config, split, settings, tmp / "bench.pth", {"dataset": {"name": "bench"}},
+                       World(device=device), quiet=True)
     return ckpt["history"]["images_per_s"][-1]
 
 
@@ -256,7 +251,7 @@ def print_row(family: str, row: dict) -> None:
         print(f"  {k:<28} {v:>10,.0f}")
     print(f"  train.py loop / ceiling        {row['loop_vs_ceiling']:.2f}x   (goal >= 0.9)")
     print(f"  train.py loop / {row['best_pil_path']:<14} {row['loop_vs_pil']:.2f}x   "
-          f"(goal >= 1.4 on a 2-core CPU, >= 10 on a GPU)")
+          f"(goal >= 1.4 on a CPU, >= 10 on a GPU)")
     if "layout_gain_on_pil_path" in row:
         print(f"  of which: layout/precision   {row['layout_gain_on_pil_path']:.2f}x on the PIL path; "
               f"resident uint8 data path {row['data_path_gain']:.2f}x over PIL + layout")
@@ -268,4 +263,4 @@ def print_row(family: str, row: dict) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run(main, parse_args())

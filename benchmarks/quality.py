@@ -18,6 +18,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from latentlab.cli import Parser, positive_int, run  # noqa: E402
 
 # (metric, latent size or "N", comparison, goal) from the issues, for Fashion-MNIST with the defaults
 GOALS = {
@@ -28,8 +31,8 @@ GOALS = {
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--latent_size", type=int, default=256)
+    p = Parser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--latent_size", type=positive_int, default=256)
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data_dir", default=None)
     p.add_argument("--output_dir", default="output/quality")
@@ -136,4 +139,4 @@ def main(args) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    run(main, parse_args())
