@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from latentlab.cli import Parser, positive_int, run  # noqa: E402
+from latentlab.cli import Parser, positive_int  # noqa: E402
 
 # (metric, latent size or "N", comparison, goal) from the issues, for Fashion-MNIST with the defaults
 GOALS = {
@@ -39,7 +39,10 @@ def parse_args(argv=None):
     p.add_argument("--skip_training", action="store_true", help="score the run already in --output_dir")
     p.add_argument("--train_args", nargs=argparse.REMAINDER, default=[],
                    help="more train.py flags, after everything else (e.g. --train_args --num_epochs 3)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.skip_training and not (Path(args.output_dir) / "training_summary.json").is_file():
+        p.error(f"--skip_training: {args.output_dir} holds no finished training (training_summary.json)")
+    return args
 
 
 def step(script: str, *args, seconds: dict, label: str = "") -> None:
@@ -139,4 +142,4 @@ def main(args) -> dict:
 
 
 if __name__ == "__main__":
-    run(main, parse_args())
+    main(parse_args())  # not cli.run: the steps it starts take the lock of --output_dir themselves
