@@ -21,6 +21,7 @@ from model.autoencoder import ModelConfig
 
 
 # ---------------------------------------------------------------- the shards
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(n=st.integers(1, 300), world=st.integers(1, 8), seed=st.integers(0, 2**32 - 1), epoch=st.integers(0, 50))
 def test_epoch_shards_cover_every_item_once_up_to_the_padding(n, world, seed, epoch):
@@ -39,6 +40,7 @@ def test_epoch_shards_cover_every_item_once_up_to_the_padding(n, world, seed, ep
     assert sorted(single.tolist()) == list(range(n))
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 300), world=st.integers(1, 6), local_batch=st.integers(1, 40), seed=st.integers(0, 1000))
 def test_step_i_of_all_ranks_together_is_step_i_of_one_process(n, world, local_batch, seed):
@@ -108,6 +110,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_every_family_trains_the_same_in_two_processes(tmp_path):
     (tmp_path / "ddp").mkdir()
     (tmp_path / "one").mkdir()
@@ -146,6 +149,7 @@ def torchrun(*args, nproc=2):
                           env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
 
 
+@pytest.mark.slow
 def test_torchrun_trains_resumes_and_matches_one_process(tmp_path):
     """torchrun with 2 gloo processes, stopped after 3 epochs and resumed to 6, against one process
     doing the same (global batch 64; the cosine schedule follows each call's --num_epochs)."""

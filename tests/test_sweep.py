@@ -11,6 +11,8 @@ from conftest import run_script
 from latentlab import artifacts
 from latentlab.sweep import METRICS, family_name, metrics_path, run_dir
 
+pytestmark = pytest.mark.slow  # every test reads one sweep of four trainings
+
 FLAGS = ["--latent_sizes", "4", "2", "--models", "mlp", "vae", "--dataset", "digits", "--num_epochs", "2",
          "--batch_size", "64", "--snapshot_every", "0"]
 PAIRS = [(f, k) for f in ("mlp", "vae", "pca") for k in (2, 4)]

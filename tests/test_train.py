@@ -18,6 +18,7 @@ from latentlab.datasets import load_dataset, read_idx
 from latentlab.settings import MIN_IMAGE_SIZE, RESUME_MUST_MATCH, Settings, flag_table, recorded
 
 
+@pytest.mark.slow
 def test_both_models_learn_and_artifacts_describe_themselves(trained):
     for k in (2, 8):
         ckpt = torch.load(trained / f"model_latent_size_{k}.pth", weights_only=True)
@@ -49,12 +50,14 @@ def test_both_models_learn_and_artifacts_describe_themselves(trained):
         assert (trained / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_latent_size_2_trains_one_model(tmp_path):
     run_script("train.py", "--latent_size", 2, "--dataset", "digits", "--num_epochs", 1,
                "--output_dir", tmp_path, "--quiet", "--model", "mlp")
     assert sorted(p.name for p in tmp_path.glob("model_*.pth")) == ["model_latent_size_2.pth"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family,extra", [("vae", ["--beta", "0.5"]), ("mlp", ["--noise_std", "0.2"])])
 def test_other_families_train(tmp_path, family, extra):
     run_script("train.py", "--latent_size", 4, "--dataset", "digits", "--num_epochs", 3, "--batch_size", 64,
@@ -72,6 +75,7 @@ class Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_ends_identical_to_an_uninterrupted_run(tmp_path, monkeypatch):
     """A run interrupted after its second epoch, then resumed, ends bit-identical to one that was not."""
     import train
@@ -118,6 +122,7 @@ def test_precision_auto_picks_bf16_on_cuda_and_native_bf16_cpus_for_large_images
         training.use_bf16("fp16", cpu, (1, 28, 28))
 
 
+@pytest.mark.slow
 def test_precision_flag_trains_under_bf16_autocast_and_is_recorded(tmp_path):
     common = ["--latent_size", 2, "--dataset", "digits", "--num_epochs", 1, "--quiet", "--model", "mlp"]
     losses = {}
@@ -221,6 +226,7 @@ def test_a_checkpoint_older_than_the_precision_setting_resumes_as_auto(tmp_path)
         check_resume(ckpt, tmp_path, dataclasses.replace(settings, precision="bf16"), config, "digits")
 
 
+@pytest.mark.slow
 def test_a_benchmark_given_a_bad_input_says_so_in_one_line():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--dataset", "imagenet"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -228,6 +234,7 @@ def test_a_benchmark_given_a_bad_input_says_so_in_one_line():
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "unknown dataset 'imagenet'" in proc.stderr
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers(tmp_path):
     args = ["--latent_size", 3, "--dataset", "digits", "--num_epochs", 2, "--quiet", "--model", "mlp"]
     run_script("train.py", *args, "--output_dir", tmp_path / "a")
@@ -237,6 +244,7 @@ def test_same_seed_same_numbers(tmp_path):
     assert ha["train_loss"] == hb["train_loss"] and ha["val_loss"] == hb["val_loss"]
 
 
+@pytest.mark.slow
 def test_early_stopping_stops_and_keeps_the_best_epoch(tmp_path):
     # a learning rate this high makes the validation loss stall at once
     run_script("train.py", "--latent_size", 2, "--dataset", "digits", "--num_epochs", 30, "--quiet",
