@@ -45,7 +45,7 @@ import torch  # noqa: E402
 
 from latentlab.cli import pick_device  # noqa: E402
 from latentlab.datasets import load_dataset  # noqa: E402
-from latentlab.metrics import to_float  # noqa: E402
+from latentlab.datasets import to_float  # noqa: E402
 from latentlab.training import PRECISIONS, TrainSettings, place_data, train_model, use_bf16  # noqa: E402
 from model.autoencoder import FAMILIES, ModelConfig, build_model  # noqa: E402
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from latentlab import artifacts
 from latentlab.cli import UserError
-from latentlab.metrics import to_float
+from latentlab.datasets import to_float
 from model.autoencoder import ModelConfig, build_model
 
 try:

@@ -8,7 +8,8 @@ import viz_generation
 from conftest import run_script
 from latentlab import artifacts, generation as gen, plots
 from latentlab.cli import UserError
-from latentlab.metrics import encode_images, to_float
+from latentlab.datasets import to_float
+from latentlab.inference import encode_images
 
 AE_FIGURES = ["generation_samples_latent_size_2.png", "generation_samples_latent_size_8.png",
               "generation_interpolation_latent_size_8.png", "generation_manifold_latent_size_2.png",
