@@ -10,6 +10,7 @@ given device.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -201,6 +202,7 @@ def probe_scores_of_sets(sets: dict, probes=PROBES, folds: int = 5, seed: int = 
                 artifacts.save_npy(pred, path)
         return pred
 
+    from sklearn.exceptions import ConvergenceWarning
     from threadpoolctl import threadpool_limits
     if workers is None:
         workers = max(1, torch.get_num_threads()) if torch.device(device).type == "cpu" else 1
@@ -210,7 +212,9 @@ def probe_scores_of_sets(sets: dict, probes=PROBES, folds: int = 5, seed: int = 
     # fits side by side in threads share the cores (torch's and scikit-learn's kernels release the
     # GIL), each on one thread: every thread pool (torch's, OpenMP's, BLAS's) at one, so none
     # contends with another for the cores; restored after
-    with threadpool_limits(limits=1), ThreadPoolExecutor(min(workers, len(jobs)), initializer=_one_thread) as pool:
+    with warnings.catch_warnings(), threadpool_limits(limits=1), ThreadPoolExecutor(min(workers, len(jobs)), initializer=_one_thread) as pool:
+        # the linear probe's budget is scikit-learn's default max_iter, as in step 6's notes
+        warnings.simplefilter("ignore", ConvergenceWarning)
         try:
             for job, pred in zip(jobs, pool.map(run, jobs)):
                 preds[job] = pred
