@@ -18,7 +18,7 @@ Writes to --output_dir: classification_latent_size_{N}.json and confusion_matrix
 """
 from latentlab.cli import at_least_two, make_parser, run
 from latentlab.inputs import add_input_flags
-from latentlab.metrics import PROBES
+from latentlab.probes import PROBES
 
 
 def parse_args(argv=None):
@@ -33,13 +33,15 @@ def parse_args(argv=None):
 def main(args) -> dict:
     from pathlib import Path
 
-    import numpy as np
+    from sklearn.metrics import confusion_matrix
     from tqdm import tqdm
 
     from latentlab import artifacts, plots
     from latentlab.cli import pick_device, seed_everything
+    from latentlab.datasets import to_float
     from latentlab.inputs import check_latents_match, find_latents, load_pca_baseline, load_trained_test_data, say
-    from latentlab.metrics import PROBE_EPOCHS, PROBE_MIN_STEPS, check_folds, pca_encode, probe_scores, to_float
+    from latentlab.pca import pca_encode
+    from latentlab.probes import PROBE_EPOCHS, PROBE_MIN_STEPS, check_folds, probe_scores_of_sets
 
     seed_everything(args.seed)
     device = pick_device(args.device)
@@ -60,24 +62,24 @@ def main(args) -> dict:
         return {"latent": lat.z, "pca": pca_encode(x, pca["mean"], pca["components"], k).numpy(),
                 "raw_pixels": to_float(x.reshape(len(x), -1)).numpy()}
 
-    sets = {lat.latent_size: features(lat) for lat in latents}
-    fits = sum(len(f) for f in sets.values()) * len(args.probes) * args.folds
+    sets = {(lat.latent_size, name): (x, lat.labels) for lat in latents for name, x in features(lat).items()}
+    with tqdm(total=len(sets) * len(args.probes) * args.folds, desc="classifiers", unit="fit", disable=args.quiet,
+              leave=False) as bar:
+        # every feature set at once, side by side; the raw pixels both models share are fit once
+        scored = probe_scores_of_sets(sets, args.probes, args.folds, args.seed, progress=bar.update, device=device,
+                                      cache_dir=out / "cache")
     results, panels = {}, []
-    with tqdm(total=fits, desc="classifiers", unit="fit", disable=args.quiet, leave=False) as bar:
-        for lat in latents:
-            row = {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z)}
-            for name, x in sets[lat.latent_size].items():
-                # the cache keys on content: the raw pixels both models share are fit once
-                scores = probe_scores(x, lat.labels, args.probes, args.folds, args.seed, progress=bar.update,
-                                      device=device, cache_dir=out / "cache")
-                if name == "latent":
-                    best = max(scores, key=lambda p: scores[p]["accuracy"])
-                    cm = np.zeros((len(lat.class_names),) * 2, dtype=np.int64)
-                    np.add.at(cm, (lat.labels, scores[best]["predictions"]), 1)
-                    panels.append((cm, f"{lat.label}\n{best} probe on the latents: accuracy {scores[best]['accuracy']:.3f}"))
-                row[name] = {p: {m: v for m, v in s.items() if m != "predictions"} for p, s in scores.items()}
-                row[name]["dims"] = int(x.shape[1])
-            results[str(lat.latent_size)] = row
+    for lat in latents:
+        row = {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z)}
+        for name in ("latent", "pca", "raw_pixels"):
+            scores = scored[lat.latent_size, name]
+            if name == "latent":
+                best = max(scores, key=lambda p: scores[p]["accuracy"])
+                cm = confusion_matrix(lat.labels, scores[best]["predictions"], labels=range(len(lat.class_names)))
+                panels.append((cm, f"{lat.label}\n{best} probe on the latents: accuracy {scores[best]['accuracy']:.3f}"))
+            row[name] = {p: {m: v for m, v in s.items() if m != "predictions"} for p, s in scores.items()}
+            row[name]["dims"] = int(sets[lat.latent_size, name][0].shape[1])
+        results[str(lat.latent_size)] = row
     title = f"confusion matrices on held-out folds ({args.folds}-fold cross-validation over {len(main_l.z)} encoded test images)"
     figure = artifacts.save_figure(plots.confusion_figure(panels, main_l.class_names, title),
                                    out / f"confusion_matrix_latent_size_{main_l.latent_size}.png")

@@ -32,7 +32,7 @@ def main(args) -> dict:
     from latentlab import artifacts
     from latentlab.cli import UserError, pick_device, seed_everything
     from latentlab.inputs import find_models, say
-    from latentlab.metrics import encode_images, sample_test_items
+    from latentlab.inference import encode_images, sample_test_items
 
     device = pick_device(args.device)
     seed_everything(args.seed)

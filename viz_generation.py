@@ -49,7 +49,8 @@ def main(args) -> dict:
     from latentlab import artifacts, generation as gen, plots
     from latentlab.cli import UserError, pick_device, seed_everything
     from latentlab.inputs import find_models
-    from latentlab.metrics import encode_images, to_float
+    from latentlab.datasets import to_float
+    from latentlab.inference import encode_images
 
     if args.steps < 2:
         raise UserError(f"--steps {args.steps} is too few: an interpolation needs at least its two ends")

@@ -37,7 +37,7 @@ def main(args) -> dict:
     from latentlab import artifacts, plots
     from latentlab.cli import UserError, seed_everything
     from latentlab.inputs import find_latents, say
-    from latentlab.metrics import kmeans_scores
+    from latentlab.scores import kmeans_scores
     from latentlab.projection import METHOD_NAMES, axis_labels, clustering_space, view_2d
 
     seed_everything(args.seed)

@@ -29,7 +29,8 @@ def main(args) -> dict:
     from latentlab import artifacts, plots
     from latentlab.cli import seed_everything
     from latentlab.inputs import find_latents, say
-    from latentlab.metrics import KNN_K, probe_scores, trustworthiness
+    from latentlab.probes import KNN_K, probe_scores
+    from latentlab.scores import trustworthiness
     from latentlab.projection import METHOD_NAMES, axis_labels, view_2d
 
     seed_everything(args.seed)

@@ -29,7 +29,9 @@ def main(args) -> dict:
     from latentlab import artifacts, plots
     from latentlab.cli import UserError, pick_device, seed_everything
     from latentlab.inputs import find_models, load_pca_baseline, say
-    from latentlab.metrics import pca_reconstruct_batches, reconstruct_batches, reconstruction_scores
+    from latentlab.inference import reconstruct_batches
+    from latentlab.pca import pca_reconstruct_batches
+    from latentlab.scores import reconstruction_scores
 
     device = pick_device(args.device)
     seed_everything(args.seed)

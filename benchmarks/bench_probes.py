@@ -1,14 +1,13 @@
-"""Step 6's probes (torch, metrics.probe_predict) against scikit-learn's classifiers of the same
-kind, which step 6 ran before, on one fold, in one run.
+"""Step 6's probes (latentlab.probes) against scikit-learn's classifiers of the same kind, on the
+same stratified folds: LogisticRegression, KNeighborsClassifier(10) and MLPClassifier (256 hidden,
+Adam, lr 1e-3, batches of 256, the same number of epochs), the first and last on standardised
+features.
 
-    python benchmarks/bench_probes.py --latent_space output/quality/latent_space_size_256.npy
-    python benchmarks/bench_probes.py --latent_space output/quality/latent_space_size_256.npy --raw_pixels
+    python benchmarks/bench_probes.py --latent_space output/latent_space_size_256.npy
+    python benchmarks/bench_probes.py --latent_space output/latent_space_size_256.npy --raw_pixels
+    python benchmarks/bench_probes.py --digits
 
-Fits each probe on 80% of the latents (or of the raw pixels of the same test images) and scores
-it on the other 20%, both ways: scikit-learn's LogisticRegression (max_iter 1000), KNeighbors
-(10) and MLPClassifier (256 hidden, 300 iterations), with numpy's BLAS on one thread (with torch
-loaded, two BLAS threads made them 8x slower on a 2-core CPU), against the torch probes. Prints
-the seconds, the accuracies, and the speed ratio.
+Prints each side's out-of-fold accuracy and seconds, and the accuracy difference.
 """
 import argparse
 import sys
@@ -19,55 +18,82 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def sklearn_probe(name: str):
+def sklearn_probe(name: str, epochs: int):
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
+    from latentlab.probes import KNN_K, MLP_BATCH, MLP_HIDDEN, MLP_LR, MLP_WEIGHT_DECAY
     if name == "knn":
-        return KNeighborsClassifier(n_neighbors=10)
-    clf = LogisticRegression(max_iter=1000) if name == "linear" else MLPClassifier((256,), max_iter=300, random_state=0)
-    return make_pipeline(StandardScaler(), clf)
+        return KNeighborsClassifier(n_neighbors=KNN_K)
+    if name == "linear":
+        return make_pipeline(StandardScaler(), LogisticRegression())
+    return make_pipeline(StandardScaler(), MLPClassifier((MLP_HIDDEN,), alpha=MLP_WEIGHT_DECAY, batch_size=MLP_BATCH,
+                                                         learning_rate_init=MLP_LR, max_iter=epochs, n_iter_no_change=epochs,
+                                                         random_state=0))
+
+
+def load_features(args):
+    """(features (n, d) float32, labels (n,), what they are in words)."""
+    import numpy as np
+
+    from latentlab import artifacts
+    from latentlab.cli import UserError
+    from latentlab.datasets import to_float
+    if args.digits:
+        from sklearn.datasets import load_digits
+        x, y = load_digits(return_X_y=True)
+        return x.astype(np.float32), y, "the 1797 8x8 digits' pixels"
+    if not args.latent_space:
+        raise UserError("give --latent_space (a latent_space_size_{N}.npy written by encode_latent_space.py) or --digits")
+    z, meta = artifacts.load_latents(args.latent_space)
+    labels = np.asarray(meta["labels"])
+    if not args.raw_pixels:
+        return np.asarray(z, np.float32), labels, f"{z.shape[1]}-d latents of {len(z)} test images"
+    beside = artifacts.test_data_path(Path(args.latent_space).parent)  # still found when the folder was moved
+    images = artifacts.load_test_data(beside if beside.is_file() else meta["test_data"])["images"][np.asarray(meta["indices"])]
+    return to_float(images.reshape(len(images), -1)).numpy(), labels, f"raw pixels of {len(images)} test images"
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--latent_space", required=True, help="a latent_space_size_{N}.npy written by encode_latent_space.py")
+    p.add_argument("--latent_space", help="a latent_space_size_{N}.npy written by encode_latent_space.py")
     p.add_argument("--raw_pixels", action="store_true", help="the raw pixels of the same test images instead of the latents")
+    p.add_argument("--digits", action="store_true", help="scikit-learn's 8x8 digits instead of a latents file")
     p.add_argument("--probes", nargs="+", default=["linear", "knn", "mlp"], choices=["linear", "knn", "mlp"])
+    p.add_argument("--folds", type=int, default=5)
     args = p.parse_args(argv)
-    import numpy as np
-    import torch
-    from sklearn.model_selection import train_test_split
+    import math
 
-    from latentlab import artifacts
-    from latentlab.metrics import one_blas_thread, probe_predict, to_float
-    z, meta = artifacts.load_latents(args.latent_space)
-    labels = np.unique(np.asarray(meta["labels"]), return_inverse=True)[1]
-    if args.raw_pixels:
-        beside = artifacts.test_data_path(Path(args.latent_space).parent)  # still found when the folder was moved
-        source = beside if beside.is_file() else meta["test_data"]
-        images = artifacts.load_test_data(source)["images"][np.asarray(meta["indices"])]
-        z, what = to_float(images.reshape(len(images), -1)).numpy(), "raw pixels"
-    else:
-        what = f"{z.shape[1]}-d latents"
-    tr, te = train_test_split(np.arange(len(z)), test_size=0.2, stratify=labels, random_state=0)
-    x, y = np.asarray(z, np.float32), labels
-    print(f"{what}: fit on {len(tr)}, scored on {len(te)}; torch {torch.get_num_threads()} threads")
-    print(f"{'probe':<7} {'scikit-learn s':>15} {'acc':>6} {'torch s':>8} {'acc':>6} {'speed-up':>9}")
-    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    import numpy as np
+    from sklearn.model_selection import StratifiedKFold
+    from threadpoolctl import threadpool_limits
+
+    from latentlab import probes
+    x, labels, what = load_features(args)
+    y = np.unique(labels, return_inverse=True)[1].reshape(-1)
+    splits = list(StratifiedKFold(args.folds, shuffle=True, random_state=0).split(x, y))
+    n_train = max(len(tr) for tr, _ in splits)
+    per_epoch = math.ceil(n_train / probes.MLP_BATCH)
+    epochs = max(probes.PROBE_EPOCHS, math.ceil(probes.PROBE_MIN_STEPS / per_epoch))
+    print(f"{what}, {args.folds}-fold cross-validation")
+    print(f"{'probe':<7} {'scikit-learn acc':>17} {'s':>6} {'latentlab acc':>14} {'s':>6} {'difference':>11}")
     for name in args.probes:
         start = time.perf_counter()
-        with warnings.catch_warnings(), one_blas_thread():
-            warnings.simplefilter("ignore")
-            sk_acc = (sklearn_probe(name).fit(x[tr], y[tr]).predict(x[te]) == y[te]).mean()
-        sk = time.perf_counter() - start
+        pred = np.empty_like(y)
+        with warnings.catch_warnings(), threadpool_limits(limits=1):
+            warnings.simplefilter("ignore")  # MLPClassifier's "maximum iterations reached"
+            for tr, te in splits:
+                pred[te] = sklearn_probe(name, epochs).fit(x[tr], y[tr]).predict(x[te])
+        theirs, theirs_s = (pred == y).mean(), time.perf_counter() - start
         start = time.perf_counter()
-        pred = probe_predict(name, xt[tr], yt[tr], xt[te], int(y.max()) + 1).numpy()
-        ours = time.perf_counter() - start
-        print(f"{name:<7} {sk:>15.1f} {sk_acc:>6.3f} {ours:>8.1f} {(pred == y[te]).mean():>6.3f} {sk / ours:>8.1f}x")
+        ours = probes.probe_scores(x, y, (name,), args.folds, seed=0)[name]["accuracy"]
+        ours_s = time.perf_counter() - start
+        print(f"{name:<7} {theirs:>17.4f} {theirs_s:>6.1f} {ours:>14.4f} {ours_s:>6.1f} {ours - theirs:>+11.4f}", flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    from latentlab.cli import run
+    run(main, sys.argv[1:])

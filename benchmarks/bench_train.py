@@ -46,7 +46,7 @@ import torch  # noqa: E402
 from latentlab.cli import Parser, nonneg_int, pick_device, positive_int, run  # noqa: E402
 from latentlab.datasets import load_dataset  # noqa: E402
 from latentlab.distributed import World  # noqa: E402
-from latentlab.metrics import to_float  # noqa: E402
+from latentlab.datasets import to_float  # noqa: E402
 from latentlab.settings import PRECISIONS, Settings  # noqa: E402
 from latentlab.training import TrainingSplit, place_data, train_model, use_bf16  # noqa: E402
 from model.autoencoder import FAMILIES, ModelConfig, build_model  # noqa: E402

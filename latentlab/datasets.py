@@ -62,6 +62,11 @@ class ImageData:
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+def to_float(x_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 in [0, 1] (the model's input normalisation)."""
+    return x_u8.float().div_(255.0)
+
+
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (plain or .gz): magic (0, 0, dtype, ndim), big-endian dims, then data."""
     path = Path(path)

@@ -10,8 +10,10 @@ from tqdm import tqdm
 
 from latentlab import artifacts, plots
 from latentlab.cli import UserError, pick_device, seed_everything
-from latentlab.datasets import load_dataset
-from latentlab.metrics import fit_pca, model_mse, pca_mse, psnr, to_float
+from latentlab.datasets import load_dataset, to_float
+from latentlab.inference import model_mse
+from latentlab.pca import fit_pca, pca_mse
+from latentlab.scores import psnr
 from latentlab.distributed import World, close_distributed, init_distributed, load_in_turn, local_batch_size, run_agreed
 from latentlab.settings import Settings
 from latentlab.training import TrainingSplit, place_data, split_train_val, train_model, write_log

@@ -25,8 +25,10 @@ import numpy as np
 from latentlab import artifacts
 from latentlab.cli import UserError
 from latentlab.inputs import FAMILY_NAMES, find_models, load_pca_baseline, load_trained_test_data
-from latentlab.metrics import (KNN_K, encode_images, kmeans_nmi, pca_encode, pca_reconstruct_batches, probe_scores,
-                               reconstruct_batches, reconstruction_scores, sample_test_items)
+from latentlab.inference import encode_images, reconstruct_batches, sample_test_items
+from latentlab.pca import pca_encode, pca_reconstruct_batches
+from latentlab.probes import KNN_K, probe_scores
+from latentlab.scores import kmeans_nmi, reconstruction_scores
 from latentlab.settings import RESULT_SETTINGS, recorded_value
 
 # metric -> (what it is, for table headers and panel titles; does higher mean better)

@@ -22,9 +22,9 @@ from tqdm import tqdm
 
 from latentlab import artifacts
 from latentlab.cli import UserError
-from latentlab.distributed import World, all_ranks_ok, all_reduce_sum, local_batch_size, run_agreed, epoch_shard, \
-    same_everywhere
-from latentlab.metrics import to_float
+from latentlab.datasets import to_float
+from latentlab.distributed import (World, all_ranks_ok, all_reduce_sum, epoch_shard, local_batch_size, run_agreed,
+                                   same_everywhere)
 from latentlab.settings import PRECISIONS, RESUME_MUST_MATCH, Settings, recorded, recorded_value
 from model.autoencoder import ModelConfig, build_model
 

@@ -54,7 +54,8 @@ def assert_png(path):
 
 
 def snapshot(folder):
-    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    """Every file's bytes, but the writer lock's, which names each step that ran."""
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".latentlab.lock"}
 
 
 # ---------------------------------------------------------------- no arguments, in order

@@ -32,7 +32,7 @@ def test_both_models_learn_and_artifacts_describe_themselves(trained):
         assert set(ckpt["resume"]) == {"epoch", "state_dict", "optimizer"}
         assert ckpt["test_metrics"]["test_mse"] > 0
         # the model is rebuilt from the checkpoint alone, and reproduces the stored test MSE
-        from latentlab.metrics import model_mse
+        from latentlab.inference import model_mse
         model = artifacts.model_from_checkpoint(ckpt)
         test = torch.load(trained / "test_data.pth", weights_only=True)
         assert model.encode(test["images"][:5].float() / 255).shape == (5, k)

@@ -1,0 +1,60 @@
+"""The PCA baseline: principal components of the training images, and the coordinates,
+reconstructions and reconstruction error of images under the first k of them."""
+from __future__ import annotations
+
+import torch
+
+from latentlab.datasets import to_float
+
+
+def fit_pca(train_x: torch.Tensor, k: int, exact_max_dim: int = 4096, max_samples: int = 20000, seed: int = 0):
+    """PCA of uint8 images (N, C, H, W) -> (mean (D,), components (k', D)), k' = min(k, D, N).
+
+    Exact (eigendecomposition of the covariance, float64) up to exact_max_dim pixel values;
+    above that, randomized SVD (Halko et al. 2011) on at most max_samples images.
+    """
+    n, d = train_x.shape[0], train_x[0].numel()
+    k = min(k, d, n)
+    if d <= exact_max_dim:
+        mean = torch.zeros(d, dtype=torch.float64)
+        cov = torch.zeros(d, d, dtype=torch.float64)
+        for part in train_x.split(8192):
+            xf = to_float(part.reshape(len(part), -1)).double()
+            mean += xf.sum(0)
+            cov += xf.T @ xf
+        mean /= n
+        cov = cov / n - torch.outer(mean, mean)
+        evals, evecs = torch.linalg.eigh(cov)  # ascending
+        comps = evecs[:, -k:].flip(1).T.float()  # (k, D), largest variance first
+        return mean.float(), comps.contiguous()
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(n, generator=g)[:max_samples]
+    xf = to_float(train_x[idx].reshape(len(idx), -1))
+    mean = xf.mean(0)
+    torch.manual_seed(seed)
+    _, _, v = torch.svd_lowrank(xf - mean, q=min(k + 10, *xf.shape), niter=4)
+    return mean, v[:, :k].T.contiguous()
+
+
+def pca_encode(x_u8: torch.Tensor, mean: torch.Tensor, comps: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, C, H, W) uint8 -> (N, k) PCA coordinates."""
+    return (to_float(x_u8.reshape(len(x_u8), -1)) - mean) @ comps[:k].T
+
+
+def pca_reconstruct_batches(x_u8: torch.Tensor, mean: torch.Tensor, comps: torch.Tensor, k: int, batch: int = 8192):
+    """Yield (originals, reconstructions from the first k principal components) float batches of
+    shape (B, C, H, W), in order. The reconstructions are not clipped to [0, 1]."""
+    c = comps[:k]
+    for part in x_u8.split(batch):
+        xf = to_float(part.reshape(len(part), -1))  # (B, D)
+        rec = (xf - mean) @ c.T @ c + mean
+        yield xf.view(part.shape), rec.view(part.shape)
+
+
+def pca_mse(x_u8: torch.Tensor, mean: torch.Tensor, comps: torch.Tensor, k: int, batch: int = 8192) -> float:
+    """MSE of reconstructing x from its first k principal components (no clipping)."""
+    total, count = 0.0, 0
+    for xf, rec in pca_reconstruct_batches(x_u8, mean, comps, k, batch):
+        total += (rec - xf).pow(2).sum().item()
+        count += xf.numel()
+    return total / count

@@ -1,0 +1,250 @@
+"""Classifier probes on features, scored by stratified k-fold cross-validation: each sample is
+predicted by a classifier fit on the other folds only, never on itself.
+
+linear = scikit-learn's logistic regression and mlp = one hidden layer of 256 ReLU units (torch,
+every fold's MLP trained at once), both on features standardised on each training fold; knn =
+k-nearest neighbours (Euclidean, torch) on the features as they are, so it measures the space's own
+geometry (standardising would blow up PCA's low-variance components). The torch probes run on the
+given device.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from latentlab import artifacts
+from latentlab.cli import UserError
+
+PROBES = ("linear", "knn", "mlp")
+KNN_K = 10
+# The MLP probe's fixed budget, the same for every feature set and never tuned on held-out data:
+# PROBE_EPOCHS passes over the training folds, and at least PROBE_MIN_STEPS optimiser steps, so a
+# small set (the demo classifies 359 test digits: 287 per training fold, 2 batches an epoch) is
+# not left underfit.
+PROBE_EPOCHS = 30
+PROBE_MIN_STEPS = 1000
+MLP_HIDDEN, MLP_BATCH, MLP_LR, MLP_WEIGHT_DECAY = 256, 256, 1e-3, 1e-4
+PROBE_VERSION = 5  # bump when a probe's training changes: cached predictions of older probes are not reused
+
+
+def check_folds(labels: np.ndarray, folds: int) -> None:
+    """Stratified k-fold needs at least `folds` samples in the largest class and two classes."""
+    counts = np.bincount(np.unique(labels, return_inverse=True)[1])
+    if len(counts) < 2:
+        raise UserError("the samples hold a single class; a classifier needs at least two "
+                        "(encode more with --num_samples)")
+    if counts.max() < folds:
+        raise UserError(f"{folds}-fold cross-validation needs a class with at least {folds} samples, the largest has "
+                        f"{counts.max()}; encode more with --num_samples or lower --folds")
+
+
+def _standardise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale each feature by the training fold's mean and std (constant features stay constant)."""
+    mean, std = train.mean(0), train.std(0)
+    std = torch.where(std > 1e-12, std, torch.ones_like(std))
+    return (train - mean) / std, (test - mean) / std
+
+
+def linear_predict(x: np.ndarray, y: np.ndarray, test: np.ndarray, c: float = 1.0) -> np.ndarray:
+    """scikit-learn's LogisticRegression (multinomial, L2 with C = 1, lbfgs) fit on (x, y),
+    the class of each test row."""
+    from sklearn.linear_model import LogisticRegression
+    return LogisticRegression(C=c).fit(x, y).predict(test)
+
+
+def knn_predict(x, y, test, num_classes: int, k: int, chunk: int = 2048) -> torch.Tensor:
+    """Majority vote of the k nearest training points (Euclidean), ties to the smaller class index
+    as scikit-learn's KNeighborsClassifier; queries in chunks, so memory stays bounded."""
+    out = []
+    for q in test.split(chunk):
+        nearest = torch.cdist(q, x).topk(k, largest=False).indices
+        out.append(F.one_hot(y[nearest], num_classes).sum(1).argmax(1))
+    return torch.cat(out)
+
+
+def init_mlps(folds: int, d: int, num_classes: int, generator: torch.Generator, device="cpu") -> list[torch.Tensor]:
+    """One MLP per fold, stacked: [w1 (F, d, h), b1 (F, 1, h), w2 (F, h, classes), b2 (F, 1, classes)],
+    each drawn as torch.nn.Linear draws it (uniform in +-1/sqrt(fan_in)), from `generator` rather
+    than the global one, which fits on other threads share."""
+    params = []
+    for n_in, n_out in ((d, MLP_HIDDEN), (MLP_HIDDEN, num_classes)):
+        bound = 1 / math.sqrt(n_in)
+        params += [torch.empty(folds, *shape).uniform_(-bound, bound, generator=generator).to(device)
+                   for shape in ((n_in, n_out), (1, n_out))]
+    return params
+
+
+def mlp_forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """(F, B, d) -> (F, B, classes): each fold's batch through its own MLP."""
+    w1, b1, w2, b2 = params
+    return torch.baddbmm(b2, torch.baddbmm(b1, x, w1).relu(), w2)
+
+
+def mlp_batches(train_sizes: list[int], generator: torch.Generator) -> torch.Tensor:
+    """(F, steps, MLP_BATCH) positions into each fold's training rows. Each fold streams its own
+    seeded permutations, epoch after epoch, cut into full batches, so folds of different sizes take
+    the same number of steps of the same size; the budget is that of the largest fold."""
+    per_epoch = math.ceil(max(train_sizes) / MLP_BATCH)
+    steps = max(PROBE_EPOCHS, math.ceil(PROBE_MIN_STEPS / per_epoch)) * per_epoch
+    out = []
+    for n in train_sizes:
+        stream = torch.cat([torch.randperm(n, generator=generator) for _ in range(math.ceil(steps * MLP_BATCH / n))])
+        out.append(stream[:steps * MLP_BATCH].view(steps, MLP_BATCH))
+    return torch.stack(out)
+
+
+def train_mlps(params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, batches: torch.Tensor) -> None:
+    """Train the fold-stacked MLPs in place: x (F, n, d) and y (F, n) each fold's training rows,
+    batches (F, steps, B) from mlp_batches. The loss is the sum over folds of each fold's mean
+    cross-entropy and Adam works per element, so this is F independent fits in one."""
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=MLP_LR, weight_decay=MLP_WEIGHT_DECAY, fused=x.device.type in ("cpu", "cuda"))
+    folds = torch.arange(len(x), device=x.device)[:, None]
+    for step in range(batches.shape[1]):
+        idx = batches[:, step]  # (F, B)
+        logits = mlp_forward(params, x[folds, idx])
+        loss = F.cross_entropy(logits.flatten(0, 1), y[folds, idx].flatten()) * len(x)  # equal batches: sum of fold means
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    for p in params:
+        p.requires_grad_(False)
+
+
+def _out_of_fold(name: str, x: torch.Tensor, y: torch.Tensor, splits, num_classes: int, seed: int, k: int) -> np.ndarray:
+    """Each sample's class predicted by the probe fit on the other folds: (n,) int64."""
+    pred = torch.empty(len(y), dtype=torch.int64, device=x.device)
+    folds = [(torch.as_tensor(tr, device=x.device), torch.as_tensor(te, device=x.device)) for tr, te in splits]
+    if name == "knn":
+        for tr, te in folds:
+            pred[te] = knn_predict(x[tr], y[tr], x[te], num_classes, k)
+    elif name == "linear":  # on the CPU, in numpy
+        for tr, te in folds:
+            train_x, test_x = _standardise(x[tr], x[te])
+            pred[te] = torch.as_tensor(linear_predict(train_x.cpu().numpy(), y[tr].cpu().numpy(), test_x.cpu().numpy()))
+    else:
+        scaled = [_standardise(x[tr], x[te]) for tr, te in folds]
+        n_max = max(len(tr) for tr, _ in folds)
+        train_x = torch.zeros(len(folds), n_max, x.shape[1], device=x.device)  # padded rows are never drawn
+        train_y = torch.zeros(len(folds), n_max, dtype=torch.int64, device=x.device)
+        for f, ((tr, _), (s_tr, _)) in enumerate(zip(folds, scaled)):
+            train_x[f, :len(tr)], train_y[f, :len(tr)] = s_tr, y[tr]
+        g = torch.Generator().manual_seed(seed)
+        params = init_mlps(len(folds), x.shape[1], num_classes, g, x.device)
+        train_mlps(params, train_x, train_y, mlp_batches([len(tr) for tr, _ in folds], g).to(x.device))
+        for f, ((_, te), (_, s_te)) in enumerate(zip(folds, scaled)):
+            pred[te] = mlp_forward([p[f:f + 1] for p in params], s_te[None])[0].argmax(1)
+    return pred.cpu().numpy()
+
+
+def probe_scores(features: np.ndarray, labels: np.ndarray, probes=PROBES, folds: int = 5, seed: int = 0,
+                 knn_k: int = KNN_K, progress=None, device="cpu", cache_dir=None, workers: int | None = None) -> dict:
+    """probe_scores_of_sets for one feature set."""
+    return probe_scores_of_sets({0: (features, labels)}, probes, folds, seed, knn_k, progress, device, cache_dir, workers)[0]
+
+
+def probe_scores_of_sets(sets: dict, probes=PROBES, folds: int = 5, seed: int = 0, knn_k: int = KNN_K, progress=None,
+                         device="cpu", cache_dir=None, workers: int | None = None) -> dict:
+    """Score classifiers on each feature set by stratified k-fold cross-validation:
+    sets {key: (features (n, d), labels (n,))} -> {key: {probe: {"accuracy", "macro_f1",
+    "fold_accuracy_std", "predictions"}}}, the scores over the pooled out-of-fold predictions, the
+    spread of the per-fold accuracies, and the predictions themselves (same order as labels). The
+    folds are StratifiedKFold(folds, shuffle=True, random_state=seed). k-NN uses min(knn_k,
+    smallest training fold) neighbours. progress: optional callable () -> None after each fold's fit.
+
+    cache_dir: where each probe's out-of-fold predictions are kept, keyed by the content of the
+    features and labels, the probe, the folds, the seed, k and the device type, so features
+    scored once (the raw pixels and PCA baselines of a test set, above all) are not fit again;
+    sets of the same content are fit once.
+
+    workers: fits (one probe on one set, all folds) run at once, each on one thread (default: on a
+    CPU one per core, as the probes are too small to split over cores; on a GPU one).
+    """
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.model_selection import StratifiedKFold
+    unknown = [name for name in probes if name not in PROBES]
+    if unknown:
+        raise ValueError(f"unknown probe {unknown[0]!r}; choose from {PROBES}")
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    plans, jobs = {}, {}
+    for key, (features, labels) in sets.items():
+        labels = np.asarray(labels)
+        check_folds(labels, folds)
+        classes, codes = np.unique(labels, return_inverse=True)
+        codes = codes.reshape(-1)
+        splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(codes)), codes))
+        k = max(1, min(knn_k, min(len(tr) for tr, _ in splits)))
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        plans[key] = (classes, codes, splits, k, {})
+        for name in probes:
+            job = _probe_key(name, features, codes, folds, seed, k, device)
+            jobs.setdefault(job, (name, features, codes, splits, len(classes), k))
+            plans[key][4][name] = job
+
+    def run(job):
+        name, features, codes, splits, num_classes, k = jobs[job]
+        path = None if cache_dir is None else Path(cache_dir) / f"probe_{name}_{job}.npy"
+        pred = artifacts.load_cached_npy(path, lambda p: p.shape == codes.shape and p.dtype.kind in "iu"
+                                         and ((p >= 0) & (p < num_classes)).all())
+        if pred is None:
+            x, y = torch.as_tensor(features).to(device), torch.as_tensor(codes).to(device)
+            pred = _out_of_fold(name, x, y, splits, num_classes, seed, k)
+            if path is not None:
+                artifacts.save_npy(pred, path)
+        return pred
+
+    from sklearn.exceptions import ConvergenceWarning
+    from threadpoolctl import threadpool_limits
+    if workers is None:
+        workers = max(1, torch.get_num_threads()) if torch.device(device).type == "cpu" else 1
+    threads = torch.get_num_threads()
+    uses = Counter(job for *_, names in plans.values() for job in names.values())  # (set, probe) pairs per fit
+    preds = {}
+    # fits side by side in threads share the cores (torch's and scikit-learn's kernels release the
+    # GIL), each on one thread: every thread pool (torch's, OpenMP's, BLAS's) at one, so none
+    # contends with another for the cores; restored after
+    with warnings.catch_warnings(), threadpool_limits(limits=1), ThreadPoolExecutor(min(workers, len(jobs)), initializer=_one_thread) as pool:
+        # the linear probe's budget is scikit-learn's default max_iter, as in step 6's notes
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        try:
+            for job, pred in zip(jobs, pool.map(run, jobs)):
+                preds[job] = pred
+                for _ in range(folds * uses[job] if progress else 0):
+                    progress()
+        finally:  # on an error or Ctrl-C, the fits not yet started are dropped, not waited for
+            pool.shutdown(wait=True, cancel_futures=True)
+            torch.set_num_threads(threads)
+    out = {}
+    for key, (classes, codes, splits, k, names) in plans.items():
+        out[key] = {}
+        for name, job in names.items():
+            pred = preds[job]
+            fold_acc = [accuracy_score(codes[test], pred[test]) for _, test in splits]
+            out[key][name] = {"accuracy": float(accuracy_score(codes, pred)),
+                              "macro_f1": float(f1_score(codes, pred, average="macro", zero_division=0)),
+                              "fold_accuracy_std": float(np.std(fold_acc)), "predictions": classes[pred]}
+        if "knn" in out[key]:
+            out[key]["knn"]["k"] = k
+    return out
+
+
+def _one_thread() -> None:
+    from threadpoolctl import threadpool_limits
+    torch.set_num_threads(1)
+    threadpool_limits(limits=1)  # this thread's OpenMP (scikit-learn's own copy) and BLAS
+
+
+def _probe_key(name: str, features: np.ndarray, codes: np.ndarray, folds: int, seed: int, k: int, device) -> str:
+    return artifacts.content_key({"probe": name, "version": PROBE_VERSION, "shape": list(features.shape), "folds": folds,
+                                  "seed": seed, "k": k, "epochs": [PROBE_EPOCHS, PROBE_MIN_STEPS],
+                                  "device": torch.device(device).type, "torch": torch.__version__.split("+")[0]},
+                                 features, codes.astype(np.int64))

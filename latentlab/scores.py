@@ -1,0 +1,126 @@
+"""Scores of reconstructions (MSE, PSNR, SSIM), of k-means clusters against the classes, and of
+projections (trustworthiness).
+
+All errors are in [0, 1] pixel units: MSE is the mean over every pixel value of the set, and
+PSNR = 10 log10(1 / MSE) of that set-wide MSE (peak value 1). SSIM is the mean over images of
+each image's SSIM.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import torch
+
+from latentlab.cli import UserError
+
+SILHOUETTE_MAX_SAMPLES = 5000  # silhouette and trustworthiness are O(n^2): score a seeded subsample above this
+
+
+def psnr(mse: float) -> float:
+    return 10.0 * math.log10(1.0 / mse) if mse > 0 else float("inf")
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor, win_size: int = 7) -> np.ndarray:
+    """SSIM of each image pair (Wang et al. 2004): (B, C, H, W) x2 in [0, 1] -> (B,) float64, as
+    skimage.metrics.structural_similarity computes it with its defaults (7x7 uniform window,
+    sample covariance, the mean over the window positions inside the image and over channels).
+    Images smaller than 7 pixels use the largest odd window that fits (at least 3).
+
+    The batch goes to scikit-image as one tall image (C, B*H, W), so it is filtered in one call;
+    a window centred inside an image's own valid region sees only that image's pixels."""
+    from skimage.metrics import structural_similarity
+    b, c, h, w = x.shape
+    win = min(win_size, h, w)
+    win -= 1 - win % 2  # odd
+    if win < 3:
+        raise ValueError(f"SSIM needs images of at least 3x3 pixels, got {(h, w)}")
+
+    def tall(t):
+        return t.double().permute(1, 0, 2, 3).reshape(c, b * h, w).numpy()
+    _, full = structural_similarity(tall(x), tall(y), win_size=win, data_range=1.0, channel_axis=0, full=True)
+    pad = win // 2
+    return full.reshape(c, b, h, w)[:, :, pad:h - pad, pad:w - pad].mean(axis=(0, 2, 3))
+
+
+def reconstruction_scores(batches) -> dict:
+    """batches: (originals, reconstructions) float pairs (B, C, H, W), e.g. from
+    inference.reconstruct_batches or pca.pca_reconstruct_batches. Returns the set-wide MSE, its
+    PSNR, and the mean per-image SSIM."""
+    sq, count, ssim_sum, images = 0.0, 0, 0.0, 0
+    for x, rec in batches:
+        sq += (rec - x).pow(2).sum().item()
+        count += x.numel()
+        ssim_sum += float(ssim(x, rec).sum())
+        images += len(x)
+    mse = sq / count
+    return {"mse": mse, "psnr": psnr(mse), "ssim": ssim_sum / images}
+
+
+def one_blas_thread():
+    """A context in which numpy/scipy's BLAS runs one thread: with torch loaded, its OpenMP threads
+    and OpenBLAS's threads would contend for the same cores. k-means runs in it."""
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def cluster_purity(labels: np.ndarray, clusters: np.ndarray) -> float:
+    """Share of samples whose class is the majority class of their cluster."""
+    from sklearn.metrics.cluster import contingency_matrix
+    return float(contingency_matrix(labels, clusters).max(axis=0).sum() / len(labels))
+
+
+def kmeans_scores(features: np.ndarray, labels: np.ndarray, num_clusters: int, seed: int = 0) -> tuple[dict, np.ndarray, np.ndarray]:
+    """k-means (k-means++, 10 restarts, seeded) on the features, scored against the classes.
+
+    Returns (scores, cluster of each sample (n,), centroids (k, d)). Scores: NMI and ARI against the
+    labels, cluster purity, and the silhouette of the clusters in the space they were found in
+    (on a seeded subsample of SILHOUETTE_MAX_SAMPLES; None when fewer than 2 or more than n - 1
+    distinct clusters came out, where it is undefined).
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, silhouette_score
+    features = np.asarray(features, dtype=np.float64)
+    labels = np.asarray(labels)
+    if not 2 <= num_clusters <= len(features):
+        raise UserError(f"k-means with {num_clusters} clusters needs at least that many samples and 2 clusters, "
+                        f"there are {len(features)} samples; choose --num_clusters in 2..{len(features)}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "fewer distinct clusters than k" on duplicate points: counted below
+        with one_blas_thread():
+            km = KMeans(n_clusters=num_clusters, n_init=10, random_state=seed).fit(features)
+    clusters = km.labels_
+    distinct = len(np.unique(clusters))
+    sil = None
+    if 2 <= distinct <= len(features) - 1:
+        sil = float(silhouette_score(features, clusters, sample_size=min(len(features), SILHOUETTE_MAX_SAMPLES),
+                                     random_state=seed))
+    scores = {"nmi": float(normalized_mutual_info_score(labels, clusters)),
+              "ari": float(adjusted_rand_score(labels, clusters)),
+              "purity": cluster_purity(labels, clusters), "silhouette": sil,
+              "num_clusters": int(num_clusters), "distinct_clusters": distinct}
+    return scores, clusters, km.cluster_centers_
+
+
+def trustworthiness(high: np.ndarray, low: np.ndarray, n_neighbors: int = 5, seed: int = 0) -> float:
+    """sklearn.manifold.trustworthiness of a projection (Venna & Kaski), on a seeded subsample of
+    SILHOUETTE_MAX_SAMPLES points: 1 when the k nearest neighbours of every point in the projection
+    are among its k nearest in the full space. k is clipped below n / 2, as scikit-learn needs."""
+    from sklearn.manifold import trustworthiness as sklearn_trustworthiness
+    n = len(high)
+    if n > SILHOUETTE_MAX_SAMPLES:
+        keep = np.random.default_rng(seed).choice(n, SILHOUETTE_MAX_SAMPLES, replace=False)
+        high, low, n = high[keep], low[keep], SILHOUETTE_MAX_SAMPLES
+    k = min(n_neighbors, (n - 1) // 2)
+    if k < 1:
+        raise UserError(f"trustworthiness needs at least 3 samples, there are {n}; encode more with --num_samples")
+    return float(sklearn_trustworthiness(np.asarray(high).reshape(n, -1), np.asarray(low).reshape(n, -1), n_neighbors=k))
+
+
+def kmeans_nmi(z: np.ndarray, labels: np.ndarray, num_clusters: int, space: str = "latent", umap_dims: int = 2,
+               seed: int = 0, cache_dir=None) -> float:
+    """NMI against the labels of k-means on the latents (space "latent") or on their UMAP reduction
+    (space "umap"), as viz_kmeans_latent_space.py --space computes it."""
+    from latentlab.projection import clustering_space
+    return kmeans_scores(clustering_space(z, space, umap_dims, seed, cache_dir)[0], labels, num_clusters, seed)[0]["nmi"]
