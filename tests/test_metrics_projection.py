@@ -49,7 +49,7 @@ def _blobs(n_per_class=30, classes=4, dims=5, spread=0.3, seed=0):
     return centres[labels] + rng.normal(0, spread, (len(labels), dims)), labels
 
 
-def __knn_accuracy(x, y):
+def _knn_accuracy(x, y):
     return probe_scores(x, y, ("knn",))["knn"]["accuracy"]
 
 
