@@ -36,22 +36,24 @@ def main(args) -> dict:
     from sklearn.metrics import confusion_matrix
     from tqdm import tqdm
 
-    from latentlab import artifacts, plots
-    from latentlab.cli import pick_device, seed_everything
+    from latentlab import files, plots
+    from latentlab.artifacts import check_latents_match
+    from latentlab.cli import pick_device, seed_everything, worded
     from latentlab.datasets import to_float
-    from latentlab.inputs import check_latents_match, find_latents, load_pca_baseline, load_trained_test_data, say
+    from latentlab.inputs import find_latents, find_pca_baseline, find_test_data, say
     from latentlab.pca import pca_encode
     from latentlab.probes import PROBE_EPOCHS, PROBE_MIN_STEPS, check_folds, probe_scores_of_sets
 
     seed_everything(args.seed)
     device = pick_device(args.device)
     out = Path(args.output_dir)
-    data, data_path = load_trained_test_data(args.test_data, args.output_dir)
+    data, data_path = find_test_data(args.test_data, args.output_dir)
     latents = find_latents(args.latent_space, args.output_dir, data, args.quiet)
     for lat in latents:
         check_latents_match(lat, data, data_path)
-        check_folds(lat.labels, args.folds)
-    pca = load_pca_baseline(args.pca_baseline, data, data_path, [lat.latent_size for lat in latents])
+        with worded("encode more with encode_latent_space.py --num_samples, or lower --folds"):
+            check_folds(lat.labels, args.folds)
+    pca = find_pca_baseline(args.pca_baseline, data, data_path, [lat.latent_size for lat in latents])
     images = data["images"]
     main_l = latents[-1]
 
@@ -81,7 +83,7 @@ def main(args) -> dict:
             row[name]["dims"] = int(sets[lat.latent_size, name][0].shape[1])
         results[str(lat.latent_size)] = row
     title = f"confusion matrices on held-out folds ({args.folds}-fold cross-validation over {len(main_l.z)} encoded test images)"
-    figure = artifacts.save_figure(plots.confusion_figure(panels, main_l.class_names, title),
+    figure = files.save_figure(plots.confusion_figure(panels, main_l.class_names, title),
                                    out / f"confusion_matrix_latent_size_{main_l.latent_size}.png")
     metrics = {"step": "classification", "dataset": main_l.dataset, "folds": args.folds, "seed": args.seed,
                "probes": args.probes, "figure": str(figure), "models": results,
@@ -91,7 +93,7 @@ def main(args) -> dict:
                         f"predictions, fold_accuracy_std across folds. linear = logistic regression (L2, C=1, L-BFGS up to 100 "
                         f"iterations), mlp = one hidden layer of 256 ReLU units (Adam, {PROBE_EPOCHS} epochs and at least {PROBE_MIN_STEPS} steps), both on "
                         f"standardised features; knn = 10-NN on the features as they are"}
-    path = artifacts.save_json(metrics, out / f"classification_latent_size_{main_l.latent_size}.json")
+    path = files.save_json(metrics, out / f"classification_latent_size_{main_l.latent_size}.json")
     if not args.quiet:
         print_table(results, args.probes)
         say(False, f"wrote {figure} and {path}")

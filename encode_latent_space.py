@@ -29,9 +29,10 @@ def main(args) -> dict:
     import numpy as np
     from tqdm import tqdm
 
-    from latentlab import artifacts
+    from latentlab import artifacts, files
     from latentlab.cli import UserError, pick_device, seed_everything
     from latentlab.inputs import find_models, say
+    from model.autoencoder import model_from_checkpoint
     from latentlab.inference import encode_images, sample_test_items
 
     device = pick_device(args.device)
@@ -47,7 +48,7 @@ def main(args) -> dict:
     out = Path(args.output_dir)
     written = {}
     for m in models:
-        model = artifacts.model_from_checkpoint(m.ckpt, device)
+        model = model_from_checkpoint(m.ckpt, device)
         with tqdm(total=n, unit="img", desc=f"encoding with the {m.latent_size}-d model", disable=args.quiet, leave=False) as bar:
             z = encode_images(model, chosen, device, args.batch_size, progress=bar.update)
         if not np.isfinite(z).all():
@@ -56,7 +57,7 @@ def main(args) -> dict:
                 "dataset": data["dataset"], "model_path": str(m.path), "latent_size": m.latent_size,
                 "family": m.family, "test_data": str(data_path), "selection": selection, "seed": args.seed,
                 "latent": "posterior mean" if m.family == "vae" else "encoder output"}
-        path, _ = artifacts.save_latents(artifacts.latents_path(out, m.latent_size), z, meta)
+        path, _ = artifacts.save_latents(files.latents_path(out, m.latent_size), z, meta)
         written[str(m.latent_size)] = {"path": str(path), "shape": list(z.shape), "model": m.label}
         say(args.quiet, f"{m.label}: {z.shape[0]} x {z.shape[1]} latents -> {path}")
     say(args.quiet, f"encoded {selection}")

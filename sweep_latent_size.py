@@ -43,7 +43,7 @@ def main(args) -> dict:
     import time
     from pathlib import Path
 
-    from latentlab import artifacts
+    from latentlab import files
     from latentlab.cli import pick_device, seed_everything
     from latentlab.experiment import run_training
     from latentlab.inputs import say
@@ -51,7 +51,7 @@ def main(args) -> dict:
                                  settings_of, to_markdown, table_rows, write_outputs)
 
     t0 = time.perf_counter()
-    out = artifacts.ensure_writable(Path(args.output_dir))
+    out = files.ensure_writable(Path(args.output_dir))
     device = pick_device(args.device)
     sizes, families = sorted(set(args.latent_sizes)), list(dict.fromkeys(args.models))
     settings = settings_of(args)
@@ -79,7 +79,7 @@ def main(args) -> dict:
             run_training(train_args(args, family, k, folder), companion=False)
             seed_everything(args.seed)
             rec = evaluate_model(folder, settings, device)
-        artifacts.save_json(rec, metrics_path(folder))  # last: the pair is finished
+        files.save_json(rec, metrics_path(folder))  # last: the pair is finished
         done[(family, k)] = rec
         m = rec["metrics"]
         say(args.quiet, f"{name}: MSE {m['test_mse']:.4f}, PSNR {m['test_psnr']:.2f} dB, SSIM {m['test_ssim']:.3f}, "

@@ -13,17 +13,14 @@ generation_manifold_latent_size_2.png, generation_traversal_latent_size_{N}.png.
 from pathlib import Path
 
 from latentlab.cli import make_parser, nonneg_int, positive_float, positive_int, run
+from latentlab.inputs import add_input_flags
 
 MODES = ("sample", "interpolate", "traverse", "all")
 
 
 def parse_args(argv=None):
     p = make_parser(__doc__.split("\n")[0])
-    g = p.add_argument_group("inputs")
-    g.add_argument("--model_path", default=None,
-                   help="the N-d checkpoint; when not given, the largest model named in the test data. "
-                        "model_latent_size_2.pth beside it is used too")
-    g.add_argument("--test_data", default=None, help="test_data.pth; when not given, <output_dir>/test_data.pth")
+    add_input_flags(p, "model_path", "test_data")
     g = p.add_argument_group("generation")
     g.add_argument("--mode", default="all", choices=MODES, help="which figures to draw")
     g.add_argument("--num_samples", type=positive_int, default=64, help="sample: images in the grid")
@@ -42,15 +39,28 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def check_indices(index, n: int) -> None:
+    """--index: one or two indices of test images, each in range."""
+    from latentlab.cli import UserError
+    if index is None:
+        return
+    if len(index) > 2:
+        raise UserError(f"--index takes one or two test image indices, got {len(index)}")
+    for i in index:
+        if not 0 <= i < n:
+            raise UserError(f"--index {i} is out of range: the test data has {n} images (0..{n - 1})")
+
+
 def main(args) -> dict:
     """Draw the figures of --mode; returns {figure name: path written}."""
     import torch
 
-    from latentlab import artifacts, generation as gen, plots
-    from latentlab.cli import UserError, pick_device, seed_everything
-    from latentlab.inputs import find_models
+    from latentlab import files, generation as gen, plots
+    from latentlab.cli import UserError, pick_device, seed_everything, worded
     from latentlab.datasets import to_float
     from latentlab.inference import encode_images
+    from latentlab.inputs import find_models
+    from model.autoencoder import model_from_checkpoint
 
     if args.steps < 2:
         raise UserError(f"--steps {args.steps} is too few: an interpolation needs at least its two ends")
@@ -58,24 +68,24 @@ def main(args) -> dict:
     device = pick_device(args.device)
     out = Path(args.output_dir)
     data, _, models = find_models(args.model_path, args.test_data, out, args.quiet)
-    nets = {m.latent_size: artifacts.model_from_checkpoint(m.ckpt, device) for m in models}
+    nets = {m.latent_size: model_from_checkpoint(m.ckpt, device) for m in models}
     images, labels = data["images"], data["labels"]
     names = list(data.get("class_names") or [])
     class_names = [gen.class_name(names, k) for k in range(max(len(names), int(labels.max()) + 1))]
-    gen.check_indices(args.index, len(images))
+    check_indices(args.index, len(images))
     dataset = data.get("dataset", "?")
     latents = {k: torch.from_numpy(encode_images(net, images, device)) for k, net in nets.items()}
     modes = ("sample", "interpolate", "traverse") if args.mode == "all" else (args.mode,)
     written = {}
 
     def save(fig, name):
-        path = artifacts.save_figure(fig, out / f"generation_{name}.png")
+        path = files.save_figure(fig, out / f"generation_{name}.png")
         written[name] = path
         if not args.quiet:
             print(f"wrote {path}")
 
     def title(m, what):
-        return f"{what}\n{gen.describe_model(m.ckpt['config'])}, latent size {m.latent_size}, {dataset}"
+        return f"{what}\n{m.label}"
 
     def cls(i):
         return class_names[labels[i]]
@@ -89,7 +99,8 @@ def main(args) -> dict:
             save(fig, f"samples_latent_size_{m.latent_size}")
 
     if "interpolate" in modes:
-        a, b = gen.pick_pair(labels, args.index, args.seed)
+        with worded("pass the test data of a larger training"):
+            a, b = gen.pick_pair(labels, args.index, args.seed)
         ends = to_float(images[[a, b]])
         rows = []
         for m in models:
@@ -100,7 +111,7 @@ def main(args) -> dict:
         big = models[-1]
         sizes = " and ".join(str(m.latent_size) for m in models)
         what = (f"Interpolation in latent space from test image {a} (class {cls(a)}) to test image {b} (class {cls(b)})\n"
-                f"{gen.describe_model(big.ckpt['config'])}, latent size{'s' if len(models) > 1 else ''} {sizes}, {dataset}; "
+                f"{big.name}, latent size{'s' if len(models) > 1 else ''} {sizes}, {dataset}; "
                 f"originals at both ends")
         save(plots.image_rows(rows, what, col_titles=cols), f"interpolation_latent_size_{big.latent_size}")
 

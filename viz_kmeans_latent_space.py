@@ -2,7 +2,7 @@
 
     python viz_kmeans_latent_space.py --latent_space output/latent_space_size_256.npy --num_clusters 43
     python viz_kmeans_latent_space.py                   # after encode_latent_space.py: one cluster per class
-    python viz_kmeans_latent_space.py --space umap      # cluster a UMAP reduction, as the original did
+    python viz_kmeans_latent_space.py --space umap      # cluster a UMAP reduction (as N2D does)
 
 k-means (k-means++, 10 restarts, seeded) runs on the latents themselves (--space latent) or on
 their --umap_dims-d UMAP reduction (--space umap, cached with the projections of
@@ -25,7 +25,7 @@ def parse_args(argv=None):
     g.add_argument("--space", default="latent", choices=("latent", "umap"),
                    help="cluster the latents themselves, or their UMAP reduction")
     g.add_argument("--umap_dims", type=positive_int, default=2,
-                   help="--space umap: dimensions of the UMAP reduction (the original used 50)")
+                   help="--space umap: dimensions of the UMAP reduction (N2D uses 10 for 10 classes)")
     g.add_argument("--vis_type", default="umap", choices=METHODS,
                    help="how a space of more than 2 dimensions is drawn in 2-D for the figure")
     return p.parse_args(argv)
@@ -34,8 +34,8 @@ def parse_args(argv=None):
 def main(args) -> dict:
     from pathlib import Path
 
-    from latentlab import artifacts, plots
-    from latentlab.cli import UserError, seed_everything
+    from latentlab import files, plots
+    from latentlab.cli import UserError, seed_everything, worded
     from latentlab.inputs import find_latents, say
     from latentlab.scores import kmeans_scores
     from latentlab.projection import METHOD_NAMES, axis_labels, clustering_space, view_2d
@@ -56,31 +56,32 @@ def main(args) -> dict:
         raise UserError(f"--umap_dims {args.umap_dims} needs at least {args.umap_dims + 2} latents, there are {n}; "
                         f"lower --umap_dims or encode more samples")
     results, figures = {}, []
-    for lat in latents:
-        feats, info = clustering_space(lat.z, args.space, args.umap_dims, args.seed, cache, args.quiet)
-        space = f"the {lat.latent_size}-d latent space" if info is None else f"its {args.umap_dims}-d UMAP"
-        detail = None if info is None else {"params": info["params"], "cache": info["path"], "cached": info["cached"]}
-        scores, clusters, _ = kmeans_scores(feats, lat.labels, k, args.seed)
-        if feats.shape[1] <= 2:  # the clustered space is the view: centroids are exact
-            xy, view, drawn = view_2d(feats, "pca")[0], space, None
-            xlabel, ylabel = ("UMAP 1", "UMAP 2") if args.space == "umap" else axis_labels(None)
-        else:
-            xy, vinfo = view_2d(lat.z, args.vis_type, args.seed, cache, args.quiet)
-            view, (xlabel, ylabel) = f"a {METHOD_NAMES[args.vis_type]} view of the latents", axis_labels(vinfo)
-            drawn = {"method": args.vis_type, "cache": vinfo["path"], "cached": vinfo["cached"]}
-        title = f"k-means on {lat.label}, clustered in {space}"
-        fig = plots.kmeans_figure(xy, clusters, lat.labels, lat.class_names, title, xlabel, ylabel, view)
-        figure = artifacts.save_figure(fig, out / f"kmeans_{args.space}_space_latent_size_{lat.latent_size}.png")
-        figures.append(str(figure))
-        results[str(lat.latent_size)] = {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z),
-                                         "clustered_in": space, **scores, "umap": detail, "view": drawn,
-                                         "figure": str(figure)}
+    with worded("encode more with encode_latent_space.py --num_samples"):
+        for lat in latents:
+            feats, info = clustering_space(lat.z, args.space, args.umap_dims, args.seed, cache, args.quiet)
+            space = f"the {lat.latent_size}-d latent space" if info is None else f"its {args.umap_dims}-d UMAP"
+            detail = None if info is None else {"params": info["params"], "cache": info["path"], "cached": info["cached"]}
+            scores, clusters, _ = kmeans_scores(feats, lat.labels, k, args.seed)
+            if feats.shape[1] <= 2:  # the clustered space is the view: centroids are exact
+                xy, view, drawn = view_2d(feats, "pca")[0], space, None
+                xlabel, ylabel = ("UMAP 1", "UMAP 2") if args.space == "umap" else axis_labels(None)
+            else:
+                xy, vinfo = view_2d(lat.z, args.vis_type, args.seed, cache, args.quiet)
+                view, (xlabel, ylabel) = f"a {METHOD_NAMES[args.vis_type]} view of the latents", axis_labels(vinfo)
+                drawn = {"method": args.vis_type, "cache": vinfo["path"], "cached": vinfo["cached"]}
+            title = f"k-means on {lat.label}, clustered in {space}"
+            fig = plots.kmeans_figure(xy, clusters, lat.labels, lat.class_names, title, xlabel, ylabel, view)
+            figure = files.save_figure(fig, out / f"kmeans_{args.space}_space_latent_size_{lat.latent_size}.png")
+            figures.append(str(figure))
+            results[str(lat.latent_size)] = {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z),
+                                             "clustered_in": space, **scores, "umap": detail, "view": drawn,
+                                             "figure": str(figure)}
     metrics = {"step": "kmeans", "dataset": main_l.dataset, "space": args.space, "num_clusters": k,
                "classes": len(main_l.class_names), "models": results,
                "notes": "NMI, ARI: sklearn normalized_mutual_info_score / adjusted_rand_score of clusters vs classes; "
                         "purity: share of samples in their cluster's majority class; silhouette: in the space "
                         "clustered (Euclidean, at most 5000 samples)"}
-    path = artifacts.save_json(metrics, out / f"kmeans_{args.space}_space_latent_size_{main_l.latent_size}.json")
+    path = files.save_json(metrics, out / f"kmeans_{args.space}_space_latent_size_{main_l.latent_size}.json")
     if not args.quiet:
         head = f"{'k-means, ' + str(k) + ' clusters':<44} {'NMI':>6} {'ARI':>6} {'purity':>7} {'silhouette':>10}"
         print("\n".join([head, "-" * len(head)] + [

@@ -23,47 +23,55 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def view_and_score(lat, args, cache):
+    """(the metrics row, the figure panel) of one latent space: its 2-D view, k-NN in the view and,
+    for a projection, trustworthiness and k-NN in the latents themselves."""
+    from latentlab.probes import KNN_K, probe_scores
+    from latentlab.projection import METHOD_NAMES, axis_labels, view_2d
+    from latentlab.scores import trustworthiness
+
+    xy, info = view_2d(lat.z, args.vis_type, args.seed, cache, args.quiet)
+    knn = probe_scores(xy, lat.labels, ("knn",), args.folds, args.seed, KNN_K, cache_dir=cache)["knn"]
+    method = METHOD_NAMES[args.vis_type]
+    row = {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z),
+           "drawn": "as is" if info is None else f"{method} projection",
+           f"knn{KNN_K}_accuracy_2d": knn["accuracy"], "knn_k": knn["k"]}
+    if info is not None:
+        row["trustworthiness"] = trustworthiness(lat.z, xy, seed=args.seed)
+        full = probe_scores(lat.z, lat.labels, ("knn",), args.folds, args.seed, KNN_K, cache_dir=cache)["knn"]
+        row[f"knn{KNN_K}_accuracy_full"] = full["accuracy"]
+        row["projection"] = {"params": info["params"], "cache": info["path"], "cached": info["cached"]}
+    xlabel, ylabel = axis_labels(info)
+    how = "as it is" if info is None else f"{method} of the {lat.latent_size}-d latents"
+    return row, {"xy": xy, "labels": lat.labels, "title": f"{lat.label}\n{how}", "xlabel": xlabel, "ylabel": ylabel}
+
+
 def main(args) -> dict:
     from pathlib import Path
 
-    from latentlab import artifacts, plots
-    from latentlab.cli import seed_everything
+    from latentlab import files, plots
+    from latentlab.cli import seed_everything, worded
     from latentlab.inputs import find_latents, say
-    from latentlab.probes import KNN_K, probe_scores
-    from latentlab.scores import trustworthiness
-    from latentlab.projection import METHOD_NAMES, axis_labels, view_2d
+    from latentlab.probes import KNN_K
 
     seed_everything(args.seed)
     out = Path(args.output_dir)
     latents = find_latents(args.latent_space, args.output_dir, quiet=args.quiet)
     main_l = latents[-1]
-    method = METHOD_NAMES[args.vis_type]
-    panels, results = [], {}
-    for lat in latents:
-        xy, info = view_2d(lat.z, args.vis_type, args.seed, out / "cache", args.quiet)
-        knn = probe_scores(xy, lat.labels, ("knn",), args.folds, args.seed, KNN_K, cache_dir=out / "cache")["knn"]
-        row = {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z),
-               "drawn": "as is" if info is None else f"{method} projection",
-               f"knn{KNN_K}_accuracy_2d": knn["accuracy"], "knn_k": knn["k"]}
-        if info is not None:
-            row["trustworthiness"] = trustworthiness(lat.z, xy, seed=args.seed)
-            row[f"knn{KNN_K}_accuracy_full"] = probe_scores(lat.z, lat.labels, ("knn",), args.folds, args.seed, KNN_K,
-                                                            cache_dir=out / "cache")["knn"]["accuracy"]
-            row["projection"] = {"params": info["params"], "cache": info["path"], "cached": info["cached"]}
-        results[str(lat.latent_size)] = row
-        xlabel, ylabel = axis_labels(info)
-        how = "as it is" if info is None else f"{method} of the {lat.latent_size}-d latents"
-        panels.append({"xy": xy, "labels": lat.labels, "title": f"{lat.label}\n{how}", "xlabel": xlabel, "ylabel": ylabel})
+    with worded("encode more with encode_latent_space.py --num_samples"):
+        views = [view_and_score(lat, args, out / "cache") for lat in latents]
+    results = {str(lat.latent_size): row for lat, (row, _) in zip(latents, views)}
+    panels = [panel for _, panel in views]
     title = f"latent spaces on {main_l.dataset} test images ({len(main_l.z)} samples), coloured by class"
     fig = plots.latent_scatter(panels, main_l.class_names, title)
     name = f"projection_{args.vis_type}_latent_size_{main_l.latent_size}"
-    figure = artifacts.save_figure(fig, out / f"{name}.png")
+    figure = files.save_figure(fig, out / f"{name}.png")
     metrics = {"step": "latent_space", "dataset": main_l.dataset, "vis_type": args.vis_type, "figure": str(figure),
                "models": results,
                "notes": f"trustworthiness: sklearn.manifold.trustworthiness (5 neighbours) of the 2-D projection; "
                         f"knn{KNN_K}_accuracy: {KNN_K}-NN on the coordinates as they are, stratified {args.folds}-fold "
                         f"cross-validation (shuffle seeded with {args.seed}), pooled out-of-fold accuracy"}
-    path = artifacts.save_json(metrics, out / f"{name}.json")
+    path = files.save_json(metrics, out / f"{name}.json")
     if not args.quiet:
         for k, r in results.items():
             extra = "" if "trustworthiness" not in r else (

@@ -26,9 +26,10 @@ def main(args) -> dict:
     import torch
     from tqdm import tqdm
 
-    from latentlab import artifacts, plots
+    from latentlab import files, plots
     from latentlab.cli import UserError, pick_device, seed_everything
-    from latentlab.inputs import find_models, load_pca_baseline, say
+    from latentlab.inputs import find_models, find_pca_baseline, say
+    from model.autoencoder import model_from_checkpoint
     from latentlab.inference import reconstruct_batches
     from latentlab.pca import pca_reconstruct_batches
     from latentlab.scores import reconstruction_scores
@@ -37,7 +38,7 @@ def main(args) -> dict:
     seed_everything(args.seed)
     data, data_path, models = find_models(args.model_path, args.test_data, args.output_dir, args.quiet)
     sizes = [m.latent_size for m in models]
-    pca = load_pca_baseline(args.pca_baseline, data, data_path, sizes)
+    pca = find_pca_baseline(args.pca_baseline, data, data_path, sizes)
     images, labels, names = data["images"], data["labels"], data["class_names"]
     if args.num_images > len(images):
         raise UserError(f"--num_images {args.num_images} but the test data holds {len(images)} images; ask for fewer")
@@ -49,20 +50,20 @@ def main(args) -> dict:
     shown = images[pick]
     rows = [("original", next(pca_reconstruct_batches(shown, pca["mean"], pca["components"], 1))[0])]
     for m in models:
-        model = artifacts.model_from_checkpoint(m.ckpt, device)
+        model = model_from_checkpoint(m.ckpt, device)
         rows.append((f"{m.latent_size}-d {m.family}", next(reconstruct_batches(model, shown, device))[1]))
     for k in sizes:
         rows.append((f"PCA {k}", next(pca_reconstruct_batches(shown, pca["mean"], pca["components"], k))[1]))
     title = f"test images and their reconstructions: {main_model.label}"
     fig = plots.image_rows(rows, title, col_titles=[names[int(c)] for c in labels[pick]])
-    figure = artifacts.save_figure(fig, out / f"reconstruction_latent_size_{main_model.latent_size}.png")
+    figure = files.save_figure(fig, out / f"reconstruction_latent_size_{main_model.latent_size}.png")
 
     # the metrics: every test image, one batch at a time
     batches = -(-len(images) // args.batch_size)
     results = {}
     for m in models:
         k = m.latent_size
-        model = artifacts.model_from_checkpoint(m.ckpt, device)
+        model = model_from_checkpoint(m.ckpt, device)
         progress = tqdm(reconstruct_batches(model, images, device, args.batch_size), total=batches,
                         desc=f"{k}-d model", disable=args.quiet, leave=False)
         ae = reconstruction_scores(progress)
@@ -74,7 +75,7 @@ def main(args) -> dict:
                "test_images": len(images), "figure": str(figure), "models": results,
                "notes": "MSE over every pixel value in [0, 1]; PSNR = 10 log10(1 / MSE); SSIM = mean per-image SSIM "
                         "(7x7 window, as skimage); PCA fit on the training split, not clipped"}
-    path = artifacts.save_json(metrics, out / f"reconstruction_latent_size_{main_model.latent_size}.json")
+    path = files.save_json(metrics, out / f"reconstruction_latent_size_{main_model.latent_size}.json")
     if not args.quiet:
         print_table(results, len(images))
         say(False, f"wrote {figure} and {path}")

@@ -49,12 +49,13 @@ def main(args) -> dict:
     from latentlab.datasets import load_dataset
     from latentlab.inference import encode_images
     from latentlab.scores import kmeans_scores
+    from model.autoencoder import model_from_checkpoint
 
     device = pick_device(args.device)
     data = load_dataset(args.dataset, data_dir=args.data_dir)
     images = torch.cat([data.train_x, data.test_x])
     labels = torch.cat([data.train_y, data.test_y]).numpy()
-    model = artifacts.model_from_checkpoint(artifacts.load_checkpoint(args.model_path), device)
+    model = model_from_checkpoint(artifacts.load_checkpoint(args.model_path), device)
     before = peak_rss_mb()
     print(f"{data.name}: {len(images)} images {tuple(images.shape[1:])} ({images.numel() / 2**20:.0f} MiB as uint8), "
           f"latent size {model.config.latent_size}, device {device}, {torch.get_num_threads()} threads; "

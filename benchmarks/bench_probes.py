@@ -39,7 +39,7 @@ def load_features(args):
     """(features (n, d) float32, labels (n,), what they are in words)."""
     import numpy as np
 
-    from latentlab import artifacts
+    from latentlab import artifacts, files
     from latentlab.cli import UserError
     from latentlab.datasets import to_float
     if args.digits:
@@ -48,12 +48,12 @@ def load_features(args):
         return x.astype(np.float32), y, "the 1797 8x8 digits' pixels"
     if not args.latent_space:
         raise UserError("give --latent_space (a latent_space_size_{N}.npy written by encode_latent_space.py) or --digits")
-    z, meta = artifacts.load_latents(args.latent_space)
-    labels = np.asarray(meta["labels"])
+    latents = artifacts.load_latents(args.latent_space)
+    z, labels = latents.z, latents.labels
     if not args.raw_pixels:
-        return np.asarray(z, np.float32), labels, f"{z.shape[1]}-d latents of {len(z)} test images"
-    beside = artifacts.test_data_path(Path(args.latent_space).parent)  # still found when the folder was moved
-    images = artifacts.load_test_data(beside if beside.is_file() else meta["test_data"])["images"][np.asarray(meta["indices"])]
+        return z, labels, f"{z.shape[1]}-d latents of {len(z)} test images"
+    beside = files.test_data_path(Path(args.latent_space).parent)  # still found when the folder was moved
+    images = artifacts.load_test_data(beside if beside.is_file() else latents.meta["test_data"])["images"][latents.indices]
     return to_float(images.reshape(len(images), -1)).numpy(), labels, f"raw pixels of {len(images)} test images"
 
 

@@ -69,7 +69,7 @@ def synthetic(samples: int, dims: int, seed: int = 0):
 def load_latents(args):
     if args.latents:
         from latentlab.artifacts import load_latents as load
-        return load(args.latents)[0]
+        return load(args.latents).z
     return synthetic(args.samples, args.dims)
 
 

@@ -1,229 +1,21 @@
-"""Save and load the artifacts of output/: checkpoints, test data, the PCA baseline, latents,
-JSON metrics and figures. Writes are atomic; loads are safe (weights_only, allow_pickle=False)
-and validated, and a file of the wrong kind or version is refused with one clear line.
-
-The contract (see DESIGN.md):
-  model_latent_size_{N}.pth   kind "checkpoint": weights + config + dataset + history + resume state
-  test_data.pth               kind "test_data": held-out images, labels, class names, split, models
-  pca_baseline.pth            kind "pca_baseline": mean + components fit on the training split
-  latent_space_size_{N}.npy   float32 (samples, N), with latent_space_size_{N}.json beside it
+"""What each artifact of output/ must hold, checked when it is loaded: one validator per kind
+(checkpoint, test data, PCA baseline, latents) and the checks that two files belong together.
+Every step loads through these, so a file of the wrong kind, version or shape is refused with one
+line naming the file and the fix. Where files live and how they are written is files.py.
 """
 from __future__ import annotations
 
-import fnmatch
-import hashlib
-import io
-import json
 import math
-import os
-import pickle
 import re
-import tempfile
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from latentlab.cli import UserError
-
-FORMAT_VERSION = 1
-KINDS = ("checkpoint", "test_data", "pca_baseline")
-
-
-def checkpoint_path(output_dir, latent_size: int) -> Path:
-    return Path(output_dir) / f"model_latent_size_{latent_size}.pth"
-
-
-def test_data_path(output_dir) -> Path:
-    return Path(output_dir) / "test_data.pth"
-
-
-def pca_path(output_dir) -> Path:
-    return Path(output_dir) / "pca_baseline.pth"
-
-
-def latents_path(output_dir, latent_size: int) -> Path:
-    return Path(output_dir) / f"latent_space_size_{latent_size}.npy"
-
-
-# ---------------------------------------------------------------- atomic writes
-def atomic_write(path, write) -> Path:
-    """Call write(file_object) on a temp file in path's folder, fsync it, then os.replace it onto
-    path: a crash at any moment leaves the old file or the new one, never a torn one."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise UserError(f"cannot write to {path.parent}: {e.strerror or e}; choose a writable --output_dir")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        _remove(tmp)
-        raise UserError(f"cannot write {path}: {e.strerror or e} (disk full or not writable?); "
-                        f"free space or choose another --output_dir")
-    except BaseException:
-        _remove(tmp)
-        raise
-    return path
-
-
-def _remove(p):
-    try:
-        os.unlink(p)
-    except OSError:
-        pass
-
-
-def ensure_writable(folder) -> Path:
-    """Fail at once, with one line, when folder cannot hold artifacts (not after hours of work)."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".write_check.", suffix=".tmp")
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as e:
-        raise UserError(f"cannot write to {folder}: {e.strerror or e}; choose a writable --output_dir")
-    return folder
-
-
-# atomic_write's temp files: "." + target name + "." + mkstemp's 8 random characters + ".tmp"
-_TEMP_FILE = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
-
-
-def remove_stale_temp_files(folder, targets: tuple[str, ...]) -> list[Path]:
-    """Delete the temp files atomic_write left when its process was killed mid-write, for the
-    target names matching the glob patterns `targets` (those the caller alone writes)."""
-    removed = []
-    folder = Path(folder)
-    if not folder.is_dir():
-        return removed
-    for p in folder.iterdir():
-        m = _TEMP_FILE.match(p.name)
-        if m and p.is_file() and any(fnmatch.fnmatchcase(m["target"], t) for t in targets):
-            _remove(p)
-            removed.append(p)
-    return removed
-
-
-def save_torch(obj: dict, path) -> Path:
-    return atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def save_json(obj, path) -> Path:
-    return save_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", path)
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, (np.ndarray, torch.Tensor)):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"cannot store {type(o).__name__} in JSON")
-
-
-def save_text(text: str, path) -> Path:
-    return atomic_write(path, lambda f: f.write(text.encode()))
-
-
-def save_npy(array: np.ndarray, path) -> Path:
-    return atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
-
-
-# ---------------------------------------------------------------- content-keyed cache entries
-def content_key(description: dict, *arrays: np.ndarray) -> str:
-    """The key of a cache entry: 20 hex digits of SHA-256 over a JSON description (everything
-    that decides the result) and the bytes of the input arrays."""
-    h = hashlib.sha256()
-    h.update(json.dumps(description, sort_keys=True).encode())
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:20]
-
-
-def load_cached_npy(path, valid) -> np.ndarray | None:
-    """A cache entry written by save_npy, or None when there is none, or it is damaged, or
-    valid(array) is false: the caller then computes it again (and replaces it)."""
-    if path is None or not Path(path).is_file():
-        return None
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError):
-        return None
-    return array if valid(array) else None
-
-
-def save_figure(fig, path, dpi: int = 120) -> Path:
-    """Save a matplotlib figure as PNG atomically, then close it."""
-    import matplotlib.pyplot as plt
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write(path, lambda f: f.write(buf.getvalue()))
-
-
-# ---------------------------------------------------------------- safe, validated loads
-def load_torch(path, kind: str, hint: str = "") -> dict:
-    """Load a .pth written by this project with weights_only=True and check its kind and version.
-
-    weights_only: the unpickler builds tensors and plain values only, so a file that asks to
-    import anything else (a pickled function call, a class of any module) is refused and runs
-    nothing. Any other failure to parse (random bytes, a truncated copy) is a UserError too."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path} does not exist{'; ' + hint if hint else ''}")
-    if not path.is_file():
-        raise UserError(f"{path} is not a file; pass the {kind} .pth file itself")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch warns about odd pickle protocols in garbage
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL ([\w.]+)", str(e))
-        if found:
-            raise UserError(f"{path} was refused: it asks to import {found.group(1)}, and a safe (weights-only) "
-                            f"load runs no code from a file; only load files that latentlab wrote")
-        raise UserError(f"{path} is not a readable PyTorch file (bad pickle data); it may be truncated or of another kind")
-    except MemoryError:
-        raise UserError(f"not enough memory to load {path}; free memory or use a machine with more")
-    except Exception as e:  # RuntimeError (bad zip), EOFError, ValueError, IndexError, ...: unreadable input
-        if "allocate" in str(e):
-            raise UserError(f"not enough memory to load {path}; free memory or use a machine with more")
-        raise UserError(f"{path} is not a readable PyTorch file ({type(e).__name__}); "
-                        f"it may be truncated or of another kind")
-    if not isinstance(obj, dict) or obj.get("kind") not in KINDS:
-        raise UserError(f"{path} is not a latentlab artifact (expected a {kind} written by train.py)")
-    if obj["kind"] != kind:
-        raise UserError(f"{path} is a {obj['kind']}, not a {kind}{'; ' + hint if hint else ''}")
-    if obj.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path} has format version {obj.get('format_version')}, this version reads "
-                        f"{FORMAT_VERSION}; retrain with this version's train.py")
-    return obj
-
-
-def load_json(path, kind: str, hint: str) -> dict:
-    """A JSON object this project wrote, of this kind (its "kind" field) and format version; any
-    other file, or one that does not parse, is refused with one line ending in hint."""
-    path = Path(path)
-    try:
-        obj = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist; {hint}")
-    except (ValueError, OSError, UnicodeDecodeError, RecursionError) as e:
-        raise UserError(f"{path} is not valid JSON ({type(e).__name__}); {hint}")
-    if not isinstance(obj, dict) or obj.get("kind") != kind:
-        raise UserError(f"{path} is not a {kind} file; {hint}")
-    if obj.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path} has format version {obj.get('format_version')}, this version reads {FORMAT_VERSION}; {hint}")
-    return obj
+from latentlab.files import FORMAT_VERSION, load_json, load_torch, save_json, save_npy
+from model.autoencoder import FAMILIES, ModelConfig, build_model, describe
 
 
 def _require(cond, path, what):
@@ -246,7 +38,6 @@ def _is_names(v) -> bool:
 def _parameter_shapes(config, path) -> dict:
     """Build the model of a checkpoint's config on the meta device (no memory, no compute) and
     return {parameter name: shape}: the config must build, and the weights must fit it."""
-    from model.autoencoder import FAMILIES, ModelConfig, build_model
     _require(isinstance(config, dict), path, "no model config")
     _require(config.get("family") in FAMILIES, path, f"model family {config.get('family')!r} is not one of {', '.join(FAMILIES)}")
     _require(_is_int(config.get("latent_size")) and config["latent_size"] >= 1, path, "latent_size must be a positive integer")
@@ -297,24 +88,39 @@ def load_checkpoint(path) -> dict:
     return ckpt
 
 
-def model_from_checkpoint(ckpt: dict, device="cpu", weights: str = "best"):
-    """Rebuild the model from the checkpoint alone (config + weights), in eval mode; conv models in
-    channels_last memory format as they trained (inputs may come in either format)."""
-    from model.autoencoder import build_model
-    try:
-        model = build_model(ckpt["config"])
-        state = ckpt["state_dict"] if weights == "best" else ckpt["resume"]["state_dict"]
-        model.load_state_dict(state)
-    except (ValueError, RuntimeError, KeyError, TypeError) as e:
-        raise UserError(f"the checkpoint's weights do not fit its config ({str(e).splitlines()[0][:120]}); retrain")
-    if model.config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model.to(device).eval()
+@dataclass
+class CheckpointFile:
+    """A checked checkpoint and the path it was read from."""
+    path: Path
+    ckpt: dict
+
+    @property
+    def latent_size(self) -> int:
+        return int(self.ckpt["config"]["latent_size"])
+
+    @property
+    def family(self) -> str:
+        return self.ckpt["config"]["family"]
+
+    @property
+    def dataset(self) -> str:
+        return self.ckpt["dataset"]["name"]
+
+    @property
+    def name(self) -> str:
+        """The model without its size: 'VAE (beta 1)', 'denoising conv autoencoder (noise std 0.2)'."""
+        config = self.ckpt["config"]
+        return describe(self.family, noise_std=config.get("noise_std", 0.0), beta=config.get("beta"))
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}, latent size {self.latent_size}, {self.dataset}"
 
 
+# ---------------------------------------------------------------- test data
 def load_test_data(path) -> dict:
     """The held-out test split, checked: uint8 (N, C, H, W) images, one integer label per image,
-    each a valid index into the class names."""
+    each a valid index into the class names, and the models of the training it belongs to."""
     data = load_torch(path, "test_data", hint="run train.py first, or pass --test_data")
     x, y = data.get("images"), data.get("labels")
     _require(isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and x.dim() == 4 and len(x) > 0, path,
@@ -325,11 +131,15 @@ def load_test_data(path) -> dict:
     _require(_is_names(names) and len(names) > 0, path, "class names must be a list of strings")
     _require(bool(((y >= 0) & (y < len(names))).all()), path, f"labels must lie in 0..{len(names) - 1}")
     _require(isinstance(data.get("dataset"), str), path, "no dataset name")
+    sizes, models = data.get("latent_sizes"), data.get("models")
+    _require(isinstance(sizes, list) and sizes and all(_is_int(k) and k > 0 for k in sizes)
+             and isinstance(models, list) and len(models) == len(sizes), path,
+             "it does not name the models it belongs to")
     return data
 
 
 def check_test_data_matches(data: dict, ckpt: dict, data_path, model_path) -> None:
-    """The test data must belong to the model: same dataset, same image shape."""
+    """The test data must belong to the model: same dataset, same image shape, and named in it."""
     shape = tuple(data["images"].shape[1:])
     model_shape = tuple(ckpt["config"]["image_shape"])
     if shape != model_shape:
@@ -338,11 +148,15 @@ def check_test_data_matches(data: dict, ckpt: dict, data_path, model_path) -> No
     if data.get("dataset") != ckpt["dataset"].get("name"):
         raise UserError(f"test data {data_path} is from dataset {data.get('dataset')!r} but model {model_path} "
                         f"was trained on {ckpt['dataset'].get('name')!r}; pass matching files")
+    if Path(model_path).name not in data["models"]:
+        raise UserError(f"test data {data_path} belongs to {', '.join(data['models'])}, not to {model_path}; "
+                        f"pass the test_data.pth written by the training of {Path(model_path).name}")
 
 
+# ---------------------------------------------------------------- PCA baseline
 def load_pca_baseline(path) -> dict:
     """The PCA baseline, checked: float mean (D,) and components (k, D), D = C*H*W of its image shape."""
-    pca = load_torch(path, "pca_baseline", hint="run train.py first")
+    pca = load_torch(path, "pca_baseline", hint="run train.py first, or pass --pca_baseline")
     shape = pca.get("image_shape")
     _require(_is_shape(shape) and isinstance(pca.get("dataset"), str), path, "no dataset name or image shape")
     d = math.prod(shape)
@@ -356,12 +170,50 @@ def load_pca_baseline(path) -> dict:
     return pca
 
 
-def check_pca_matches(pca: dict, ckpt: dict, pca_path, model_path) -> None:
-    """The PCA baseline must come from the model's dataset and image shape."""
-    if list(pca["image_shape"]) != list(ckpt["config"]["image_shape"]) or pca["dataset"] != ckpt["dataset"].get("name"):
-        raise UserError(f"PCA baseline {pca_path} is for {pca['dataset']} images of shape {tuple(pca['image_shape'])} "
-                        f"but model {model_path} is for {ckpt['dataset'].get('name')} images of shape "
-                        f"{tuple(ckpt['config']['image_shape'])}; pass the files of the same training")
+def check_pca_matches(pca: dict, data: dict, pca_path, data_path, sizes) -> None:
+    """The PCA baseline was fit on the test data's dataset and image shape, with a component for
+    every latent size in sizes (up to the number of pixel values)."""
+    same = "pass the pca_baseline.pth of the same training"
+    shape = tuple(pca["image_shape"])
+    if shape != tuple(data["images"].shape[1:]) or pca["dataset"] != data["dataset"]:
+        raise UserError(f"PCA baseline {pca_path} is for {pca['dataset']} images of shape {shape} but {data_path} "
+                        f"holds {data['dataset']} images of shape {tuple(data['images'].shape[1:])}; {same}")
+    need = min(max(sizes), math.prod(shape))
+    if pca["components"].shape[0] < need:
+        raise UserError(f"PCA baseline {pca_path} has {pca['components'].shape[0]} components, latent size "
+                        f"{max(sizes)} needs {need}; {same}")
+
+
+# ---------------------------------------------------------------- latents
+@dataclass
+class Latents:
+    """Checked latents: z float32 (samples, latent_size); labels and indices int64 (samples,),
+    indices being the rows of the test data that were encoded."""
+    path: Path
+    z: np.ndarray
+    meta: dict
+    labels: np.ndarray
+    indices: np.ndarray
+
+    @property
+    def latent_size(self) -> int:
+        return self.z.shape[1]
+
+    @property
+    def class_names(self) -> list:
+        return self.meta["class_names"]
+
+    @property
+    def dataset(self) -> str:
+        return self.meta["dataset"]
+
+    @property
+    def family(self) -> str:
+        return self.meta.get("family", "?")
+
+    @property
+    def label(self) -> str:
+        return describe(self.family, self.latent_size, self.dataset)
 
 
 def save_latents(path, latents: np.ndarray, meta: dict) -> tuple[Path, Path]:
@@ -374,10 +226,8 @@ def save_latents(path, latents: np.ndarray, meta: dict) -> tuple[Path, Path]:
     return path, meta_path
 
 
-def load_latents(path) -> tuple[np.ndarray, dict]:
-    """Latents (float32 (samples, N)) and their meta (labels, ...), checked against each other.
-    allow_pickle=False: an object array (pickled Python objects) is refused, never unpickled."""
-    path = Path(path)
+def _load_array(path) -> np.ndarray:
+    """allow_pickle=False: an object array (pickled Python objects) is refused, never unpickled."""
     hint = "re-run encode_latent_space.py"
     if not path.is_file():
         raise UserError(f"{path} does not exist; run encode_latent_space.py first, or pass --latent_space")
@@ -395,37 +245,56 @@ def load_latents(path) -> tuple[np.ndarray, dict]:
         z.close()
         raise UserError(f"{path} is a zip archive (a .pth or .npz?), not a .npy latent array; "
                         f"pass a latent_space_size_{{N}}.npy written by encode_latent_space.py")
-    if not isinstance(z, np.ndarray) or z.ndim != 2 or z.dtype.kind != "f" or z.shape[0] == 0:
+    if z.ndim != 2 or z.dtype.kind != "f" or z.shape[0] == 0:
         raise UserError(f"{path} is not a latent array: expected float (samples, size), found "
-                        f"{getattr(z, 'dtype', type(z))} of shape {getattr(z, 'shape', '?')}")
-    meta_path = path.with_suffix(".json")
-    if not meta_path.exists():
-        raise UserError(f"{meta_path} is missing: the latents need their labels; {hint}")
-    meta = load_json(meta_path, "latents", hint)
-    if meta.get("shape", list(z.shape)) != list(z.shape):
-        raise UserError(f"{path} holds an array of shape {list(z.shape)} but {meta_path} describes {meta.get('shape')}: "
-                        f"the two files do not belong together; {hint}")
-    if meta.get("latent_size", z.shape[1]) != z.shape[1]:
-        raise UserError(f"{path} has latents of size {z.shape[1]} but {meta_path} says latent_size "
-                        f"{meta.get('latent_size')}; {hint}")
-    labels = meta.get("labels")
-    if not isinstance(labels, list) or len(labels) != z.shape[0] or not all(_is_int(v) for v in labels):
-        raise UserError(f"{meta_path} has {len(labels) if isinstance(labels, list) else 'no'} integer labels "
-                        f"for {z.shape[0]} latents; {hint}")
+                        f"{z.dtype} of shape {z.shape}")
     if not np.isfinite(z).all():
         raise UserError(f"{path} holds non-finite values; re-encode with a healthy model")
-    return z.astype(np.float32, copy=False), meta
+    return z.astype(np.float32, copy=False)
 
 
-def check_latents_match(latents: np.ndarray, meta: dict, ckpt: dict, latents_path, model_path) -> None:
-    """Latents must come from the model: their width is its latent size, and their dataset (when
-    the meta names one) is the model's."""
-    size = ckpt["config"]["latent_size"]
-    if latents.shape[1] != size:
-        raise UserError(f"latents {latents_path} have size {latents.shape[1]} but model {model_path} has latent "
-                        f"size {size}; encode with that model, or pass the matching --latent_space")
-    ds = meta.get("dataset")
-    ds = ds.get("name") if isinstance(ds, dict) else ds
-    if ds is not None and ds != ckpt["dataset"].get("name"):
-        raise UserError(f"latents {latents_path} are of dataset {ds!r} but model {model_path} was trained on "
-                        f"{ckpt['dataset'].get('name')!r}; pass matching files")
+def load_latents(path) -> Latents:
+    """latent_space_size_{N}.npy and its JSON, checked against each other: shape, size, labels,
+    indices, class names."""
+    path = Path(path)
+    z = _load_array(path)
+    meta_path, again = path.with_suffix(".json"), "re-run encode_latent_space.py"
+    if not meta_path.exists():
+        raise UserError(f"{meta_path} is missing: the latents need their labels; {again}")
+    meta = load_json(meta_path, "latents", again)
+    if meta.get("shape", list(z.shape)) != list(z.shape):
+        raise UserError(f"{path} holds an array of shape {list(z.shape)} but {meta_path} describes {meta.get('shape')}: "
+                        f"the two files do not belong together; {again}")
+    if meta.get("latent_size") != z.shape[1]:
+        raise UserError(f"{path} holds latents of size {z.shape[1]} but {meta_path} says latent_size "
+                        f"{meta.get('latent_size')}; {again}")
+    named = re.fullmatch(r"latent_space_size_(\d+)\.npy", path.name)
+    if named and int(named.group(1)) != z.shape[1]:
+        raise UserError(f"{path} is named for size {named.group(1)} but holds latents of size {z.shape[1]}; "
+                        f"pass the file of the model you mean, or {again}")
+    names, labels, indices = meta.get("class_names"), meta.get("labels"), meta.get("indices")
+    if not _is_names(names) or not isinstance(meta.get("dataset"), str):
+        raise UserError(f"{meta_path} has no class names or dataset; {again}")
+    if not isinstance(labels, list) or len(labels) != len(z) or not all(_is_int(v) for v in labels):
+        raise UserError(f"{meta_path} has {len(labels) if isinstance(labels, list) else 'no'} integer labels "
+                        f"for {len(z)} latents; {again}")
+    if not isinstance(indices, list) or len(indices) != len(z) or not all(_is_int(v) for v in indices):
+        raise UserError(f"{meta_path} does not say which test items were encoded; {again}")
+    labels, indices = np.asarray(labels, dtype=np.int64), np.asarray(indices, dtype=np.int64)
+    if labels.min() < 0 or labels.max() >= len(names):
+        raise UserError(f"{meta_path} has labels outside its {len(names)} classes; {again}")
+    return Latents(path, z, meta, labels, indices)
+
+
+def check_latents_match(latents: Latents, data: dict, data_path) -> None:
+    """The latents were encoded from this test data: same dataset, indices inside it, same labels."""
+    if latents.dataset != data["dataset"]:
+        raise UserError(f"{latents.path} was encoded from dataset {latents.dataset!r} but {data_path} holds "
+                        f"{data['dataset']!r}; pass the test data of the same training")
+    n = len(data["labels"])
+    if latents.indices.min() < 0 or latents.indices.max() >= n:
+        raise UserError(f"{latents.path} refers to test items beyond the {n} of {data_path}; "
+                        f"pass the test data it was encoded from, or re-run encode_latent_space.py")
+    if not np.array_equal(data["labels"].numpy()[latents.indices], latents.labels):
+        raise UserError(f"the labels stored with {latents.path} differ from those of the same items in {data_path}; "
+                        f"it was encoded from other test data: re-run encode_latent_space.py")

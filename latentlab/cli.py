@@ -99,6 +99,16 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+@contextlib.contextmanager
+def worded(hint: str):
+    """Word the ValueError a library function raises for input it cannot use (too few samples,
+    ...) for the user of a step: the library's sentence, then what to do with this step's flags."""
+    try:
+        yield
+    except ValueError as e:
+        raise UserError(f"{e}; {hint}") from e
+
+
 def run(main, args) -> None:
     """Run a step's main(args) holding the writer lock of its --output_dir (rank 0 alone under
     torchrun: the other ranks do not write); a UserError becomes one line and exit status 2

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from latentlab import artifacts, plots
+from latentlab import files, plots
 from latentlab.cli import UserError, pick_device, seed_everything
 from latentlab.datasets import load_dataset, to_float
 from latentlab.inference import model_mse
@@ -17,7 +17,7 @@ from latentlab.scores import psnr
 from latentlab.distributed import World, close_distributed, init_distributed, load_in_turn, local_batch_size, run_agreed
 from latentlab.settings import Settings
 from latentlab.training import TrainingSplit, place_data, split_train_val, train_model, write_log
-from model.autoencoder import ModelConfig
+from model.autoencoder import ModelConfig, describe
 
 SNAPSHOT_IMAGES = 8
 # What train.py writes: the names whose temp files, left by a killed run, it removes at its start.
@@ -37,10 +37,10 @@ def fit_pca_baseline(data, train_idx, sizes, out: Path) -> dict:
     for k in sizes:
         mse = pca_mse(data.test_x, mean, comps, k)
         scores[str(k)] = {"test_mse": mse, "test_psnr": psnr(mse), "components": min(k, comps.shape[0])}
-    baseline = {"kind": "pca_baseline", "format_version": artifacts.FORMAT_VERSION, "dataset": data.name,
+    baseline = {"kind": "pca_baseline", "format_version": files.FORMAT_VERSION, "dataset": data.name,
                 "image_shape": list(data.image_shape), "mean": mean, "components": comps, "scores": scores,
                 "fit_on": f"{len(train_idx)} training images (validation split excluded)"}
-    artifacts.save_torch(baseline, artifacts.pca_path(out))
+    files.save_torch(baseline, files.pca_path(out))
     return baseline
 
 
@@ -50,8 +50,8 @@ def snapshot(model, images_u8, device, epoch: int, latent_size: int, family: str
         x = to_float(images_u8.to(device))
         rec = model.reconstruct(x).float().cpu()
     fig = plots.image_rows([("original", x.cpu()), (f"{latent_size}-d", rec)],
-                           f"{family} autoencoder, latent size {latent_size}: validation images after epoch {epoch + 1}")
-    artifacts.save_figure(fig, out / f"reconstructions_latent_size_{latent_size}_epoch_{epoch + 1:03d}.png")
+                           f"{describe(family, latent_size)}: validation images after epoch {epoch + 1}")
+    files.save_figure(fig, out / f"reconstructions_latent_size_{latent_size}_epoch_{epoch + 1:03d}.png")
 
 
 def run_training(args, companion: bool = True) -> dict:
@@ -74,9 +74,9 @@ def run_training(args, companion: bool = True) -> dict:
 def train_and_summarise(settings: Settings, out: Path, world: World, quiet: bool, companion: bool) -> dict:
     seed_everything(settings.seed)
     local_batch_size(settings.batch_size, world)
-    artifacts.ensure_writable(out)
+    files.ensure_writable(out)
     if world.main:
-        artifacts.remove_stale_temp_files(out, OUTPUTS)
+        files.remove_stale_temp_files(out, OUTPUTS)
     data = load_in_turn(lambda: load_dataset(settings.dataset, data_dir=settings.data_dir,
                                              image_size=settings.image_size), world)
     if len(data.train_x) < 4:
@@ -98,7 +98,7 @@ def train_and_summarise(settings: Settings, out: Path, world: World, quiet: bool
     for k in sizes:
         config = ModelConfig(family=settings.model, latent_size=k, image_shape=data.image_shape,
                              beta=settings.beta, noise_std=settings.noise_std)
-        path = artifacts.checkpoint_path(out, k)
+        path = files.checkpoint_path(out, k)
 
         def on_epoch(epoch, model, ckpt, k=k):
             write_log(ckpt["history"], out / f"train_log_latent_size_{k}.csv")
@@ -114,8 +114,8 @@ def train_and_summarise(settings: Settings, out: Path, world: World, quiet: bool
 
     def write_summary():
         title = f"{settings.model} autoencoder on {data.name}: training curves"
-        artifacts.save_figure(plots.training_curves(histories, title), out / "training_curves.png")
-        artifacts.save_json({"dataset": data.name, "model": settings.model, "models": rows},
+        files.save_figure(plots.training_curves(histories, title), out / "training_curves.png")
+        files.save_json({"dataset": data.name, "model": settings.model, "models": rows},
                             out / "training_summary.json")
         if not quiet:
             print_summary(rows, out)
@@ -125,18 +125,18 @@ def train_and_summarise(settings: Settings, out: Path, world: World, quiet: bool
 
 def write_test_data_and_baseline(data, train_idx, sizes, out: Path) -> dict:
     """test_data.pth (the held-out test split, for the later steps) and the PCA baseline."""
-    artifacts.save_torch({
-        "kind": "test_data", "format_version": artifacts.FORMAT_VERSION, "dataset": data.name,
+    files.save_torch({
+        "kind": "test_data", "format_version": files.FORMAT_VERSION, "dataset": data.name,
         "images": data.test_x, "labels": data.test_y, "class_names": data.class_names,
-        "split": data.split, "models": [artifacts.checkpoint_path(out, k).name for k in sizes],
+        "split": data.split, "models": [files.checkpoint_path(out, k).name for k in sizes],
         "latent_sizes": sizes,
-    }, artifacts.test_data_path(out))
+    }, files.test_data_path(out))
     return fit_pca_baseline(data, train_idx, sizes, out)
 
 
 def summarise(ckpt: dict, data, device, baseline: dict, path: Path) -> dict:
     """Score the selected (best-validation) weights on the test split; store the scores in the checkpoint."""
-    from latentlab.artifacts import model_from_checkpoint
+    from model.autoencoder import model_from_checkpoint
     model = model_from_checkpoint(ckpt, device)
     k = ckpt["config"]["latent_size"]
     test_mse = model_mse(model, data.test_x, device)
@@ -148,7 +148,7 @@ def summarise(ckpt: dict, data, device, baseline: dict, path: Path) -> dict:
            "mse_vs_pca": test_mse / pca["test_mse"] if pca["test_mse"] > 0 else float("nan"),
            "train_seconds": sum(ckpt["history"]["seconds"])}
     ckpt["test_metrics"] = row
-    artifacts.save_torch(ckpt, path)
+    files.save_torch(ckpt, path)
     return row
 
 
@@ -159,5 +159,5 @@ def print_summary(rows: dict, out: Path) -> None:
         lines.append(f"{k:>6} {r['best_epoch']:>7} {r['val_mse']:>9.5f} {r['test_mse']:>9.5f} {r['test_psnr']:>8.2f} "
                      f"{r['pca_test_mse']:>9.5f} {r['pca_test_psnr']:>7.2f} {r['mse_vs_pca']:>7.2f} {r['train_seconds']:>7.0f}")
     tqdm.write("\n".join(lines))
-    tqdm.write(f"artifacts in {out}/: {', '.join(artifacts.checkpoint_path(out, k).name for k in rows)}, "
+    tqdm.write(f"artifacts in {out}/: {', '.join(files.checkpoint_path(out, k).name for k in rows)}, "
                f"test_data.pth, pca_baseline.pth, training_curves.png, training_summary.json")

@@ -10,18 +10,9 @@ import math
 
 import torch
 
-from latentlab.cli import UserError
 
 
-# ---------------------------------------------------------------- naming, decoding in batches
-def describe_model(config: dict) -> str:
-    """'conv autoencoder', 'denoising mlp autoencoder (noise std 0.2)', 'VAE (beta 1)', ..."""
-    family = config["family"]
-    noise = float(config.get("noise_std", 0.0) or 0.0)
-    name = f"VAE (beta {config.get('beta', 1.0):g})" if family == "vae" else f"{family} autoencoder"
-    return f"denoising {name}, noise std {noise:g}" if noise > 0 else name
-
-
+# ---------------------------------------------------------------- decoding in batches
 @torch.no_grad()
 def decode_latents(model, z: torch.Tensor, device, batch: int = 512) -> torch.Tensor:
     """float latents (n, latent_size) -> images (n, C, H, W) in [0, 1], float32 on the CPU."""
@@ -74,7 +65,7 @@ def pick_pair(labels: torch.Tensor, index: list[int] | None, seed: int) -> tuple
     index = list(index or [])
     g = torch.Generator().manual_seed(seed)
     if n < 2 and len(index) < 2:
-        raise UserError("interpolation needs at least two test images; the test data has fewer")
+        raise ValueError("interpolation needs at least two test images; the test data has fewer")
     a = index[0] if index else int(torch.randint(n, (1,), generator=g))
     if len(index) >= 2:
         return a, index[1]
@@ -82,17 +73,6 @@ def pick_pair(labels: torch.Tensor, index: list[int] | None, seed: int) -> tuple
     if len(others) == 0:
         others = torch.tensor([i for i in range(n) if i != a])
     return a, int(others[torch.randint(len(others), (1,), generator=g)])
-
-
-def check_indices(index, n: int) -> None:
-    """--index: one or two indices of test images, each in range."""
-    if index is None:
-        return
-    if len(index) > 2:
-        raise UserError(f"--index takes one or two test image indices, got {len(index)}")
-    for i in index:
-        if not 0 <= i < n:
-            raise UserError(f"--index {i} is out of range: the test data has {n} images (0..{n - 1})")
 
 
 # ---------------------------------------------------------------- traversal

@@ -19,8 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from latentlab import artifacts
-from latentlab.cli import UserError
+from latentlab import files
 
 PROBES = ("linear", "knn", "mlp")
 KNN_K = 10
@@ -38,11 +37,10 @@ def check_folds(labels: np.ndarray, folds: int) -> None:
     """Stratified k-fold needs at least `folds` samples in the largest class and two classes."""
     counts = np.bincount(np.unique(labels, return_inverse=True)[1])
     if len(counts) < 2:
-        raise UserError("the samples hold a single class; a classifier needs at least two "
-                        "(encode more with --num_samples)")
+        raise ValueError("the samples hold a single class; a classifier needs at least two")
     if counts.max() < folds:
-        raise UserError(f"{folds}-fold cross-validation needs a class with at least {folds} samples, the largest has "
-                        f"{counts.max()}; encode more with --num_samples or lower --folds")
+        raise ValueError(f"{folds}-fold cross-validation needs a class with at least {folds} samples, the largest has "
+                         f"{counts.max()}")
 
 
 def _standardise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,13 +191,13 @@ def probe_scores_of_sets(sets: dict, probes=PROBES, folds: int = 5, seed: int = 
     def run(job):
         name, features, codes, splits, num_classes, k = jobs[job]
         path = None if cache_dir is None else Path(cache_dir) / f"probe_{name}_{job}.npy"
-        pred = artifacts.load_cached_npy(path, lambda p: p.shape == codes.shape and p.dtype.kind in "iu"
+        pred = files.load_cached_npy(path, lambda p: p.shape == codes.shape and p.dtype.kind in "iu"
                                          and ((p >= 0) & (p < num_classes)).all())
         if pred is None:
             x, y = torch.as_tensor(features).to(device), torch.as_tensor(codes).to(device)
             pred = _out_of_fold(name, x, y, splits, num_classes, seed, k)
             if path is not None:
-                artifacts.save_npy(pred, path)
+                files.save_npy(pred, path)
         return pred
 
     from sklearn.exceptions import ConvergenceWarning
@@ -244,7 +242,7 @@ def _one_thread() -> None:
 
 
 def _probe_key(name: str, features: np.ndarray, codes: np.ndarray, folds: int, seed: int, k: int, device) -> str:
-    return artifacts.content_key({"probe": name, "version": PROBE_VERSION, "shape": list(features.shape), "folds": folds,
+    return files.content_key({"probe": name, "version": PROBE_VERSION, "shape": list(features.shape), "folds": folds,
                                   "seed": seed, "k": k, "epochs": [PROBE_EPOCHS, PROBE_MIN_STEPS],
                                   "device": torch.device(device).type, "torch": torch.__version__.split("+")[0]},
                                  features, codes.astype(np.int64))

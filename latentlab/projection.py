@@ -1,9 +1,9 @@
 """UMAP / t-SNE / PCA of latents, cached by input content.
 
 Every method first standardises each latent dimension (zero mean, unit variance); UMAP and t-SNE
-then start from the first 50 principal components when there are more than 50 dimensions, as the
-original workflow did. The result is cached in `<cache_dir>/projection_{method}_{dims}d_{key}.npy`,
-where key hashes the bytes of the latents, the method, every parameter and the library version, so
+then start from the first 50 principal components when there are more than 50 dimensions (the
+usual denoising step before a neighbour graph). The result is cached in
+`<cache_dir>/projection_{method}_{dims}d_{key}.npy`, where key hashes the bytes of the latents, the method, every parameter and the library version, so
 a later step (or a second run) that asks for the same projection of the same latents loads it
 instead of computing it again. Cache files are plain float32 .npy (loaded with
 allow_pickle=False), written atomically; a damaged one is computed again and replaced.
@@ -24,8 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latentlab import artifacts
-from latentlab.cli import UserError
+from latentlab import files
 
 METHODS = ("umap", "tsne", "pca")
 METHOD_NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
@@ -97,16 +96,16 @@ def projection_params(method: str, n: int, dims: int, seed: int) -> dict:
     import sklearn
     if method == "tsne":
         if dims > 3:
-            raise UserError(f"t-SNE projects to at most 3 dimensions, {dims} were asked for; use umap or pca")
+            raise ValueError(f"t-SNE projects to at most 3 dimensions, {dims} were asked for; use umap or pca")
         return {"n_components": dims, "perplexity": float(min(30.0, (n - 1) / 3)), "init": "pca",
                 "random_state": seed, "version": sklearn.__version__}
     if method == "pca":
         return {"n_components": dims, "random_state": seed, "version": sklearn.__version__}
-    raise UserError(f"unknown projection {method!r}; choose one of {', '.join(METHODS)}")
+    raise ValueError(f"unknown projection {method!r}; choose one of {', '.join(METHODS)}")
 
 
 def cache_key(z: np.ndarray, method: str, params: dict) -> str:
-    return artifacts.content_key({"method": method, "shape": list(z.shape), "dtype": str(z.dtype), "params": params,
+    return files.content_key({"method": method, "shape": list(z.shape), "dtype": str(z.dtype), "params": params,
                                   "pre_pca_dims": PRE_PCA_DIMS, "standardised": True}, z)
 
 
@@ -168,15 +167,15 @@ def project(z: np.ndarray, method: str = "umap", dims: int = 2, seed: int = 0, c
     z = np.ascontiguousarray(z, dtype=np.float32)
     n = len(z)
     if n < max(MIN_SAMPLES, dims + 2):
-        raise UserError(f"a {dims}-d {method} projection needs at least {max(MIN_SAMPLES, dims + 2)} latents, "
-                        f"there are {n}; encode more with --num_samples")
+        raise ValueError(f"a {dims}-d {method} projection needs at least {max(MIN_SAMPLES, dims + 2)} latents, "
+                         f"there are {n}")
     params = projection_params(method, n, dims, seed)
     info = {"method": method, "params": params, "cached": False, "path": None}
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / f"projection_{method}_{dims}d_{cache_key(z, method, params)}.npy"
         info["path"] = str(path)
-        emb = artifacts.load_cached_npy(path, lambda e: e.shape == (n, dims) and e.dtype == np.float32
+        emb = files.load_cached_npy(path, lambda e: e.shape == (n, dims) and e.dtype == np.float32
                                         and np.isfinite(e).all())
         if emb is not None:
             info["cached"] = True
@@ -189,7 +188,7 @@ def project(z: np.ndarray, method: str = "umap", dims: int = 2, seed: int = 0, c
               flush=True)
     emb = compute_projection(z, method, params)
     if path is not None:
-        artifacts.save_npy(emb, path)
+        files.save_npy(emb, path)
     return emb, info
 
 
@@ -217,4 +216,4 @@ def clustering_space(z: np.ndarray, space: str, umap_dims: int = 2, seed: int = 
         return z, None
     if space == "umap":
         return project(z, "umap", umap_dims, seed, cache_dir, quiet)
-    raise UserError(f"unknown clustering space {space!r}; choose latent or umap")
+    raise ValueError(f"unknown clustering space {space!r}; choose latent or umap")

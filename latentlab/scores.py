@@ -13,7 +13,6 @@ import warnings
 import numpy as np
 import torch
 
-from latentlab.cli import UserError
 
 SILHOUETTE_MAX_SAMPLES = 5000  # silhouette and trustworthiness are O(n^2): score a seeded subsample above this
 
@@ -84,8 +83,8 @@ def kmeans_scores(features: np.ndarray, labels: np.ndarray, num_clusters: int, s
     features = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels)
     if not 2 <= num_clusters <= len(features):
-        raise UserError(f"k-means with {num_clusters} clusters needs at least that many samples and 2 clusters, "
-                        f"there are {len(features)} samples; choose --num_clusters in 2..{len(features)}")
+        raise ValueError(f"k-means needs 2 to {len(features)} clusters for {len(features)} samples, "
+                         f"not {num_clusters}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "fewer distinct clusters than k" on duplicate points: counted below
         with one_blas_thread():
@@ -114,7 +113,7 @@ def trustworthiness(high: np.ndarray, low: np.ndarray, n_neighbors: int = 5, see
         high, low, n = high[keep], low[keep], SILHOUETTE_MAX_SAMPLES
     k = min(n_neighbors, (n - 1) // 2)
     if k < 1:
-        raise UserError(f"trustworthiness needs at least 3 samples, there are {n}; encode more with --num_samples")
+        raise ValueError(f"trustworthiness needs at least 3 samples, there are {n}")
     return float(sklearn_trustworthiness(np.asarray(high).reshape(n, -1), np.asarray(low).reshape(n, -1), n_neighbors=k))
 
 

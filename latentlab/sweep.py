@@ -22,14 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from latentlab import artifacts
+from latentlab import files
 from latentlab.cli import UserError
-from latentlab.inputs import FAMILY_NAMES, find_models, load_pca_baseline, load_trained_test_data
+from latentlab.inputs import find_models, find_pca_baseline, find_test_data
 from latentlab.inference import encode_images, reconstruct_batches, sample_test_items
 from latentlab.pca import pca_encode, pca_reconstruct_batches
 from latentlab.probes import KNN_K, probe_scores
 from latentlab.scores import kmeans_nmi, reconstruction_scores
 from latentlab.settings import RESULT_SETTINGS, recorded_value
+from model.autoencoder import describe, model_from_checkpoint
 
 # metric -> (what it is, for table headers and panel titles; does higher mean better)
 METRICS = {"test_mse": ("test MSE", False), "test_psnr": ("test PSNR (dB)", True), "test_ssim": ("test SSIM", True),
@@ -43,7 +44,7 @@ TABLE_COLUMNS = ("family", "latent_size", *METRICS, "epochs_run", "train_seconds
 
 
 def family_name(family: str) -> str:
-    return "PCA" if family == PCA else FAMILY_NAMES.get(family, family)
+    return "PCA" if family == PCA else describe(family)
 
 
 def run_dir(output_dir, family: str, latent_size: int) -> Path:
@@ -65,7 +66,7 @@ def load_finished(folder, settings: dict) -> dict | None:
     if not path.exists():
         return None
     redo = f"delete {folder} to redo this pair"
-    m = artifacts.load_json(path, KIND, redo)
+    m = files.load_json(path, KIND, redo)
     if not isinstance(m.get("settings"), dict) or not isinstance(m.get("metrics"), dict) or not all(
             isinstance(m["metrics"].get(k), (int, float)) for k in METRICS):
         raise UserError(f"{path} is malformed: it lacks its settings or metrics; {redo}")
@@ -91,7 +92,7 @@ def evaluate_model(folder, settings: dict, device) -> dict:
     """Score the model that run_training left in folder; returns the record metrics.json holds."""
     data, _, models = find_models(None, None, folder, quiet=True)
     m = models[-1]
-    model = artifacts.model_from_checkpoint(m.ckpt, device)
+    model = model_from_checkpoint(m.ckpt, device)
     images, labels = data["images"], data["labels"]
     idx, selection = sample_test_items(len(images), settings["num_samples"], settings["seed"])
     z = encode_images(model, images[idx], device)
@@ -107,8 +108,8 @@ def evaluate_model(folder, settings: dict, device) -> dict:
 
 def evaluate_pca(trained_folder, latent_size: int, settings: dict) -> dict:
     """Score PCA with latent_size components, from the baseline a training of that size wrote."""
-    data, data_path = load_trained_test_data(None, trained_folder)
-    pca = load_pca_baseline(None, data, data_path, [latent_size])
+    data, data_path = find_test_data(None, trained_folder)
+    pca = find_pca_baseline(None, data, data_path, [latent_size])
     mean, comps = pca["mean"], pca["components"]
     k = min(latent_size, comps.shape[0])  # no more components than pixel values
     images, labels = data["images"], data["labels"]
@@ -116,11 +117,11 @@ def evaluate_pca(trained_folder, latent_size: int, settings: dict) -> dict:
     metrics = score(pca_reconstruct_batches(images, mean, comps, k), pca_encode(images[idx], mean, comps, k).numpy(),
                     labels[idx].numpy(), len(data["class_names"]), settings["folds"], settings["seed"])
     return record(PCA, latent_size, data, settings, metrics, selection, model=f"PCA, {k} components",
-                  components=k, pca_baseline=str(artifacts.pca_path(trained_folder)), fit_on=pca.get("fit_on"))
+                  components=k, pca_baseline=str(files.pca_path(trained_folder)), fit_on=pca.get("fit_on"))
 
 
 def record(family, latent_size, data, settings, metrics, selection, **extra) -> dict:
-    return {"kind": KIND, "format_version": artifacts.FORMAT_VERSION, "family": family, "latent_size": latent_size,
+    return {"kind": KIND, "format_version": files.FORMAT_VERSION, "family": family, "latent_size": latent_size,
             "dataset": data["dataset"], "settings": settings, "metrics": metrics, "test_images": len(data["images"]),
             "encoded": selection, **extra}
 
@@ -156,11 +157,11 @@ def write_outputs(records: list[dict], output_dir, title: str) -> dict:
     from latentlab import plots
     out = Path(output_dir)
     rows = table_rows(records)
-    paths = {"csv": artifacts.save_text(to_csv(rows), out / "sweep_results.csv"),
-             "markdown": artifacts.save_text(to_markdown(rows), out / "sweep_results.md")}
+    paths = {"csv": files.save_text(to_csv(rows), out / "sweep_results.csv"),
+             "markdown": files.save_text(to_markdown(rows), out / "sweep_results.md")}
     lines = {}
     for r in rows:
         lines.setdefault(family_name(r["family"]), []).append((r["latent_size"], {k: r[k] for k in METRICS}))
     fig = plots.sweep_figure(lines, METRICS, dashed={family_name(PCA)}, title=title)
-    paths["figure"] = artifacts.save_figure(fig, out / "sweep_metrics.png", dpi=100)
+    paths["figure"] = files.save_figure(fig, out / "sweep_metrics.png", dpi=100)
     return paths

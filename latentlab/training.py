@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
-from latentlab import artifacts
+from latentlab import artifacts, files
 from latentlab.cli import UserError
 from latentlab.datasets import to_float
 from latentlab.distributed import (World, all_ranks_ok, all_reduce_sum, epoch_shard, local_batch_size, run_agreed,
@@ -100,7 +100,7 @@ def write_log(history: dict, path: Path) -> None:
     w.writerow(HISTORY_KEYS)
     for row in zip(*(history[k] for k in HISTORY_KEYS)):
         w.writerow([row[0] + 1, *row[1:]])
-    artifacts.atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+    files.atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
 
 
 def _to_cpu(value):
@@ -291,7 +291,7 @@ def train_model(config: ModelConfig, split: TrainingSplit, settings: Settings, p
                        f"{' *' if best_epoch == epoch else ''}")
         stopped_early = bool(settings.patience and epoch - best_epoch >= settings.patience)
         ckpt = {
-            "kind": "checkpoint", "format_version": artifacts.FORMAT_VERSION,
+            "kind": "checkpoint", "format_version": files.FORMAT_VERSION,
             "config": config.to_dict(), "state_dict": best_state, **meta,
             "train": {**recorded(settings), "processes": world.size, "autocast": "bf16" if amp else "fp32"},
             "history": history, "best_epoch": best_epoch,
@@ -302,7 +302,7 @@ def train_model(config: ModelConfig, split: TrainingSplit, settings: Settings, p
         }
 
         def write():
-            artifacts.save_torch(ckpt, path)
+            files.save_torch(ckpt, path)
             if on_epoch:
                 on_epoch(epoch, model, ckpt)
         run_agreed(write, world, main_only=True)  # a full disk on rank 0 stops every rank

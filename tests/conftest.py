@@ -12,6 +12,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+# Fixtures that run the scripts in processes of their own: a test that uses one is marked slow,
+# so `make test-fast` (-m "not slow") leaves it out.
+SUBPROCESS_FIXTURES = {"trained", "trained_copy", "pipeline", "samples", "sweep", "start_training", "torchrun"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SUBPROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def run_script(script, *args, check=True, env=None, timeout=600):
     """Run one of the step scripts in its own process, as a user does; returns CompletedProcess."""
     cmd = [sys.executable, str(ROOT / script), *map(str, args)]

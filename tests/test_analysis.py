@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from conftest import run_script
-from latentlab import artifacts
+from latentlab import files
 from latentlab.cli import run
+from model.autoencoder import model_from_checkpoint
 
 STEPS = ["viz_reconstruction.py", "encode_latent_space.py", "viz_latent_space.py",
          "viz_kmeans_latent_space.py", "classify_latent_space.py"]
@@ -94,7 +95,7 @@ def test_defaults_encode(pipeline):
         assert meta["latent_size"] == k and meta["family"] == "conv" and meta["dataset"] == "digits"
         assert meta["class_names"] == test["class_names"]
         # the stored latents are what the model gives for those images
-        model = artifacts.model_from_checkpoint(torch.load(out / f"model_latent_size_{k}.pth", weights_only=True))
+        model = model_from_checkpoint(torch.load(out / f"model_latent_size_{k}.pth", weights_only=True))
         with torch.no_grad():
             expect = model.encode(test["images"][:20].float() / 255).numpy()
         np.testing.assert_allclose(z[:20], expect, rtol=1e-5, atol=1e-5)
@@ -261,7 +262,7 @@ def shrunk_test_data(pipeline, tmp_path):
     data = torch.load(out / "test_data.pth", weights_only=True)
     data["images"] = torch.nn.functional.interpolate(data["images"].float(), size=16).round().to(torch.uint8)
     path = tmp_path / "shrunk" / "test_data.pth"
-    artifacts.save_torch(data, path)
+    files.save_torch(data, path)
     return path
 
 

@@ -16,6 +16,7 @@ from latentlab.cli import UserError
 from latentlab.distributed import (World, close_distributed, epoch_shard, init_distributed, local_batch_size,
                                    run_agreed, same_everywhere)
 from latentlab.settings import Settings
+from model.autoencoder import model_from_checkpoint
 from latentlab.training import TrainingSplit, train_model
 from model.autoencoder import ModelConfig
 
@@ -128,7 +129,7 @@ def test_every_family_trains_the_same_in_two_processes(tmp_path):
             one = artifacts.load_checkpoint(tmp_path / "one" / f"{family}_{k}.pth")
             assert ddp["state_dict"].keys() == one["state_dict"].keys()  # no "module." prefixes
             assert ddp["train"]["processes"] == 2 and one["train"]["processes"] == 1
-            artifacts.model_from_checkpoint(ddp)
+            model_from_checkpoint(ddp)
             a, b = ddp["history"]["val_loss"], one["history"]["val_loss"]
             if noise == 0 and family != "vae":
                 # the same batches, gradients averaged by DDP: equal up to float summation order
@@ -173,7 +174,7 @@ def test_torchrun_trains_resumes_and_matches_one_process(tmp_path):
         ddp = artifacts.load_checkpoint(out / f"model_latent_size_{k}.pth")
         one = artifacts.load_checkpoint(single / f"model_latent_size_{k}.pth")
         artifacts.check_test_data_matches(test, ddp, "test", "model")
-        model = artifacts.model_from_checkpoint(ddp)
+        model = model_from_checkpoint(ddp)
         assert model.encode(test["images"][:4].float() / 255).shape == (4, k)
         assert ddp["state_dict"].keys() == one["state_dict"].keys()
         assert len(ddp["history"]["val_loss"]) == 6 and ddp["test_metrics"]["test_mse"] > 0

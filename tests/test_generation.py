@@ -6,10 +6,11 @@ from PIL import Image
 
 import viz_generation
 from conftest import run_script
-from latentlab import artifacts, generation as gen, plots
+from latentlab import artifacts, files, generation as gen, plots
 from latentlab.cli import UserError
 from latentlab.datasets import to_float
 from latentlab.inference import encode_images
+from model.autoencoder import model_from_checkpoint
 
 AE_FIGURES = ["generation_samples_latent_size_2.png", "generation_samples_latent_size_8.png",
               "generation_interpolation_latent_size_8.png", "generation_manifold_latent_size_2.png",
@@ -105,13 +106,15 @@ def test_interpolation_line_and_the_choice_of_images():
         a, b = gen.pick_pair(labels, None, seed)
         assert labels[a] != labels[b] and (a, b) == gen.pick_pair(labels, None, seed)
         assert gen.pick_pair(labels, [2], seed)[0] == 2 and labels[gen.pick_pair(labels, [2], seed)[1]] != 0
-    with pytest.raises(UserError, match="out of range: the test data has 6 images"):
-        gen.check_indices([2, 6], 6)
+    with pytest.raises(UserError, match="--index 6 is out of range: the test data has 6 images"):
+        viz_generation.check_indices([2, 6], 6)
     with pytest.raises(UserError, match="one or two"):
-        gen.check_indices([1, 2, 3], 6)
+        viz_generation.check_indices([1, 2, 3], 6)
+    with pytest.raises(ValueError, match="at least two test images"):
+        gen.pick_pair(labels[:1], None, seed=0)
 
 
-def test_mosaic_places_image_i_at_row_i_div_ncols_with_no_outer_border():
+def test_image_grid_places_image_i_at_row_i_div_ncols_with_no_outer_border():
     imgs = torch.arange(5, dtype=torch.float32).view(5, 1, 1, 1).expand(5, 1, 2, 3) / 10
     tiles = plots.mosaic(imgs, ncols=2, pad=1, pad_value=1.0)[..., 0]  # grey images come back as RGB
     assert tiles.shape == (3 * 3 - 1, 2 * 4 - 1)
@@ -133,7 +136,7 @@ def test_class_colors_are_distinct_for_every_dataset_size():
 def test_interpolation_ends_decode_to_the_reconstructions(trained):
     data = artifacts.load_test_data(trained / "test_data.pth")
     for k in (2, 8):
-        model = artifacts.model_from_checkpoint(artifacts.load_checkpoint(trained / f"model_latent_size_{k}.pth"))
+        model = model_from_checkpoint(artifacts.load_checkpoint(trained / f"model_latent_size_{k}.pth"))
         z = torch.from_numpy(encode_images(model, data["images"], "cpu", batch=50))  # batches of 50: the last one is short
         x = to_float(data["images"][[10, 200]])
         with torch.no_grad():
@@ -177,6 +180,7 @@ def test_main_returns_the_written_paths_and_finds_a_lone_model(trained, tmp_path
     assert all(p.is_file() and p.parent == tmp_path / "f" for p in written.values())
 
 
+@pytest.mark.slow
 def test_vae_end_to_end(tmp_path):
     run_script("train.py", "--latent_size", 4, "--dataset", "digits", "--num_epochs", 2, "--model", "vae",
                "--snapshot_every", 0, "--output_dir", tmp_path, "--quiet")
@@ -207,7 +211,7 @@ def test_test_data_of_another_model_is_refused(trained, tmp_path):
     other = {**torch.load(trained / "test_data.pth", weights_only=True)}
     other["images"] = torch.zeros(4, 1, 6, 6, dtype=torch.uint8)
     other["labels"] = torch.zeros(4, dtype=torch.int64)
-    artifacts.save_torch(other, tmp_path / "test_data.pth")
+    files.save_torch(other, tmp_path / "test_data.pth")
     args = viz_generation.parse_args(["--model_path", str(trained / "model_latent_size_8.pth"),
                                       "--test_data", str(tmp_path / "test_data.pth"), "--output_dir", str(tmp_path)])
     with pytest.raises(UserError, match=r"shape \(1, 6, 6\).*expects \(1, 8, 8\)"):

@@ -66,6 +66,7 @@ def test_wait_for_lock_waits_for_the_first_writer_then_runs(tmp_path):
     assert artifacts.load_test_data(out / "test_data.pth")["models"] == ["model_latent_size_2.pth", "model_latent_size_4.pth"]
 
 
+@pytest.mark.slow
 def test_a_killed_holder_does_not_block_and_nesting_in_one_process_holds_once(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]);"
                                "from latentlab import locking; lock = locking.FolderLock(sys.argv[2]).acquire();"

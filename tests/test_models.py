@@ -60,7 +60,7 @@ def test_config_round_trips_through_a_plain_dict():
 def test_a_loaded_model_computes_what_it_trained_as(family, shape):
     """model_from_checkpoint puts conv models in channels_last (as training does): the same latents
     and reconstructions as the plain layout, whatever layout the input comes in."""
-    from latentlab.artifacts import model_from_checkpoint
+    from model.autoencoder import model_from_checkpoint
     torch.manual_seed(0)
     config = ModelConfig(family=family, latent_size=8, image_shape=shape)
     plain = build_model(config).eval()

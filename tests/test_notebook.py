@@ -60,6 +60,7 @@ def kernel_of_this_python(tmp_path, monkeypatch):
     return "python3"
 
 
+@pytest.mark.slow
 def test_the_notebook_runs_headless_and_shows_every_figure(tmp_path, kernel_of_this_python):
     nb = read_notebook()
     out = tmp_path / "out"

@@ -95,6 +95,7 @@ def test_pickled_objects_in_latents_are_refused_and_never_run(hostile):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_resume_from_a_hostile_checkpoint_is_refused_through_the_script(hostile, tmp_path):
     files, marker = hostile
     out = tmp_path / "out"
@@ -181,36 +182,44 @@ def test_malformed_pca_baseline_is_refused(trained, tmp_path):
 def test_mismatches_between_files_name_both_sides(trained, tmp_path):
     ckpt = artifacts.load_checkpoint(trained / "model_latent_size_8.pth")
     data = artifacts.load_test_data(trained / "test_data.pth")
-    artifacts.check_test_data_matches(data, ckpt, "t", "m")  # the files of one training agree
+    artifacts.check_test_data_matches(data, ckpt, "t", "model_latent_size_8.pth")  # the files of one training agree
+    with pytest.raises(UserError, match="belongs to model_latent_size_2.pth, model_latent_size_8.pth, not to other/M.pth"):
+        artifacts.check_test_data_matches(data, ckpt, "T.pth", "other/M.pth")
+    pca = artifacts.load_pca_baseline(trained / "pca_baseline.pth")
+    artifacts.check_pca_matches(pca, data, "p", "t", [2, 8])
+    with pytest.raises(UserError, match=r"P.pth has \d+ components, latent size 99 needs 64"):
+        artifacts.check_pca_matches({**pca, "components": pca["components"][:8]}, data, "P.pth", "T.pth", [2, 99])
     data["dataset"] = "mnist"
     with pytest.raises(UserError, match="test data T.pth is from dataset 'mnist' but model M.pth was trained on 'digits'"):
         artifacts.check_test_data_matches(data, ckpt, "T.pth", "M.pth")
-    pca = artifacts.load_pca_baseline(trained / "pca_baseline.pth")
-    artifacts.check_pca_matches(pca, ckpt, "p", "m")
-    pca["image_shape"] = [3, 8, 8]
-    with pytest.raises(UserError, match=r"PCA baseline P.pth is for digits images of shape \(3, 8, 8\) but model M.pth"):
-        artifacts.check_pca_matches(pca, ckpt, "P.pth", "M.pth")
+    with pytest.raises(UserError, match=r"PCA baseline P.pth is for digits images of shape \(1, 8, 8\) but T.pth holds mnist"):
+        artifacts.check_pca_matches(pca, data, "P.pth", "T.pth", [2, 8])
     z_path = tmp_path / "latent_space_size_2.npy"
-    artifacts.save_latents(z_path, np.zeros((4, 2)), {"labels": [0, 1, 2, 3], "dataset": "digits", "latent_size": 2})
-    z, meta = artifacts.load_latents(z_path)
-    with pytest.raises(UserError, match=r"latents Z.npy have size 2 but model M.pth has latent size 8"):
-        artifacts.check_latents_match(z, meta, ckpt, "Z.npy", "M.pth")
-    small = artifacts.load_checkpoint(trained / "model_latent_size_2.pth")
-    artifacts.check_latents_match(z, meta, small, "Z.npy", "M.pth")
-    with pytest.raises(UserError, match="latents Z.npy are of dataset 'mnist' but model M.pth was trained on 'digits'"):
-        artifacts.check_latents_match(z, {**meta, "dataset": "mnist"}, small, "Z.npy", "M.pth")
+    artifacts.save_latents(z_path, np.zeros((4, 2)), {"labels": [0, 1, 2, 3], "indices": [0, 1, 2, 3], "dataset": "digits",
+                                                      "latent_size": 2, "class_names": list("0123456789")})
+    latents = artifacts.load_latents(z_path)
+    with pytest.raises(UserError, match=r"latent_space_size_2.npy was encoded from dataset 'digits' but T.pth holds 'mnist'"):
+        artifacts.check_latents_match(latents, data, "T.pth")
+    data["dataset"] = "digits"
+    with pytest.raises(UserError, match=r"labels stored with .* differ from those of the same items in T.pth"):
+        artifacts.check_latents_match(latents, data, "T.pth")
 
 
 @pytest.mark.parametrize("meta,message", [
-    ({"labels": [0, 1, 2, 3], "latent_size": 3}, "has latents of size 2 but .* says latent_size 3"),
+    ({"latent_size": 3}, "holds latents of size 2 but .* says latent_size 3"),
     ({"labels": [0, 1, 2]}, "has 3 integer labels for 4 latents"),
-    ({"labels": [0, 1, 2, 3], "format_version": 7}, "format version 7"),
-    ({"labels": [0, 1, 2, 3], "shape": [5, 2]}, "do not belong together"),
+    ({"labels": [0, 1, 2, 12]}, "has labels outside its 10 classes"),
+    ({"indices": [0, 1]}, "does not say which test items were encoded"),
+    ({"class_names": None}, "has no class names or dataset"),
+    ({"format_version": 7}, "format version 7"),
+    ({"shape": [5, 2]}, "do not belong together"),
 ])
 def test_latents_that_contradict_their_meta_are_refused(tmp_path, meta, message):
     path = tmp_path / "latent_space_size_2.npy"
     np.save(path, np.zeros((4, 2), dtype=np.float32))
-    path.with_suffix(".json").write_text(json.dumps({"kind": "latents", "format_version": 1, **meta}))
+    whole = {"kind": "latents", "format_version": 1, "labels": [0, 1, 2, 3], "indices": [0, 1, 2, 3],
+             "latent_size": 2, "dataset": "digits", "class_names": list("0123456789")}
+    path.with_suffix(".json").write_text(json.dumps({**whole, **meta}))
     with pytest.raises(UserError, match=message):
         artifacts.load_latents(path)
 
@@ -221,7 +230,8 @@ def samples(trained, tmp_path_factory):
     """The bytes of every real artifact, and a folder for the fuzzed copies."""
     work = tmp_path_factory.mktemp("fuzz")
     artifacts.save_latents(work / "real.npy", np.random.default_rng(0).normal(size=(30, 8)),
-                           {"labels": list(range(30)), "latent_size": 8, "dataset": "digits"})
+                           {"labels": [i % 10 for i in range(30)], "indices": list(range(30)), "latent_size": 8,
+                            "dataset": "digits", "class_names": list("0123456789")})
     real = {"checkpoint": (trained / "model_latent_size_8.pth").read_bytes(),
             "test_data": (trained / "test_data.pth").read_bytes(),
             "pca_baseline": (trained / "pca_baseline.pth").read_bytes(),
@@ -328,6 +338,7 @@ def test_a_full_disk_gives_one_line_and_leaves_no_temp_files(tmp_path, monkeypat
     assert [p.name for p in out.iterdir()] == [".latentlab.lock"]  # the writer lock's file alone
 
 
+@pytest.mark.slow
 def test_an_output_dir_that_cannot_be_a_folder_gives_one_line(tmp_path):
     (tmp_path / "a_file").write_text("")
     proc = run_script("train.py", "--latent_size", 2, "--dataset", "digits", "--output_dir", tmp_path / "a_file" / "out",
@@ -370,6 +381,7 @@ def test_a_diverging_training_says_so_in_one_line(tmp_path, capsys, one_thread):
 
 
 # ---------------------------------------------------------------- options and inputs
+@pytest.mark.slow
 @pytest.mark.parametrize("flag,value,message", [
     ("--latent_size", "0", "0 must be >= 1"), ("--num_epochs", "0", "0 must be >= 1"),
     ("--batch_size", "0", "0 must be >= 1"), ("--lr", "0", "0 must be > 0.0"), ("--noise_std", "-0.1", "-0.1 must be >= 0.0"),

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from conftest import run_script
-from latentlab import artifacts
+from latentlab import artifacts, files
 from latentlab.locking import LOCK_NAME
 from latentlab.sweep import METRICS, family_name, metrics_path, run_dir
 
@@ -82,7 +82,7 @@ def test_outputs_hold_every_pair_with_finite_metrics_in_range(sweep):
     png = (out / "sweep_metrics.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) < 200_000
     for f, k in PAIRS:
-        rec = artifacts.load_json(metrics_path(run_dir(out, f, k)), "sweep_metrics", "")
+        rec = files.load_json(metrics_path(run_dir(out, f, k)), "sweep_metrics", "")
         assert rec["settings"]["num_epochs"] == 2 and rec["test_images"] == 359
         if f != "pca":  # the model of that size alone: no 2-d companion
             assert [p.name for p in run_dir(out, f, k).glob("model_*.pth")] == [f"model_latent_size_{k}.pth"]
@@ -95,8 +95,8 @@ def test_numbers_are_those_of_the_training_and_the_steps(sweep, tmp_path):
     import viz_kmeans_latent_space
     import viz_reconstruction
     out = sweep[0]
-    ours = artifacts.load_json(metrics_path(run_dir(out, "mlp", 4)), "sweep_metrics", "")["metrics"]
-    pca = artifacts.load_json(metrics_path(run_dir(out, "pca", 4)), "sweep_metrics", "")["metrics"]
+    ours = files.load_json(metrics_path(run_dir(out, "mlp", 4)), "sweep_metrics", "")["metrics"]
+    pca = files.load_json(metrics_path(run_dir(out, "pca", 4)), "sweep_metrics", "")["metrics"]
     trained = json.loads((run_dir(out, "mlp", 4) / "training_summary.json").read_text())["models"]["4"]
     assert ours["test_mse"] == pytest.approx(trained["test_mse"])
     steps = tmp_path / "steps"

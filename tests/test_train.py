@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from conftest import ROOT, run_script
-from latentlab import artifacts
+from latentlab import files
 from latentlab.cli import UserError
 from latentlab.datasets import load_dataset, read_idx
 from latentlab.settings import MIN_IMAGE_SIZE, RESUME_MUST_MATCH, Settings, flag_table, recorded
+from model.autoencoder import model_from_checkpoint
 
 
 @pytest.mark.slow
@@ -28,12 +29,12 @@ def test_both_models_learn_and_artifacts_describe_themselves(trained):
         assert hist["train_loss"][-1] < hist["train_loss"][0]
         assert ckpt["config"]["latent_size"] == k and ckpt["config"]["image_shape"] == [1, 8, 8]
         assert ckpt["dataset"]["name"] == "digits" and len(ckpt["dataset"]["class_names"]) == 10
-        assert ckpt["format_version"] == artifacts.FORMAT_VERSION and ckpt["kind"] == "checkpoint"
+        assert ckpt["format_version"] == files.FORMAT_VERSION and ckpt["kind"] == "checkpoint"
         assert set(ckpt["resume"]) == {"epoch", "state_dict", "optimizer"}
         assert ckpt["test_metrics"]["test_mse"] > 0
         # the model is rebuilt from the checkpoint alone, and reproduces the stored test MSE
         from latentlab.inference import model_mse
-        model = artifacts.model_from_checkpoint(ckpt)
+        model = model_from_checkpoint(ckpt)
         test = torch.load(trained / "test_data.pth", weights_only=True)
         assert model.encode(test["images"][:5].float() / 255).shape == (5, k)
         assert model_mse(model, test["images"], "cpu") == pytest.approx(ckpt["test_metrics"]["test_mse"], rel=1e-4)

@@ -48,6 +48,7 @@ def test_cache_all_numba_functions_writes_machine_code(monkeypatch, tmp_path):
     assert written and all(name.startswith("__init__.add") for name in written), written
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script, args", [
     ("bench_train.py", ["--steps", "0"]),
     ("bench_train.py", ["--num_workers", "-1"]),

@@ -1,0 +1,224 @@
+"""Files of output/: where each artifact lives, atomic writes, safe loads of this project's
+.pth and JSON files (kind and format version checked), and content-keyed cache entries. What each
+kind must hold is checked in artifacts.py.
+
+  model_latent_size_{N}.pth   kind "checkpoint": weights + config + dataset + history + resume state
+  test_data.pth               kind "test_data": held-out images, labels, class names, split, models
+  pca_baseline.pth            kind "pca_baseline": mean + components fit on the training split
+  latent_space_size_{N}.npy   float32 (samples, N), with latent_space_size_{N}.json beside it
+"""
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import io
+import json
+import os
+import pickle
+import re
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from latentlab.cli import UserError
+
+FORMAT_VERSION = 1
+KINDS = ("checkpoint", "test_data", "pca_baseline")
+
+
+def checkpoint_path(output_dir, latent_size: int) -> Path:
+    return Path(output_dir) / f"model_latent_size_{latent_size}.pth"
+
+
+def test_data_path(output_dir) -> Path:
+    return Path(output_dir) / "test_data.pth"
+
+
+def pca_path(output_dir) -> Path:
+    return Path(output_dir) / "pca_baseline.pth"
+
+
+def latents_path(output_dir, latent_size: int) -> Path:
+    return Path(output_dir) / f"latent_space_size_{latent_size}.npy"
+
+
+# ---------------------------------------------------------------- atomic writes
+def atomic_write(path, write) -> Path:
+    """Call write(file_object) on a temp file in path's folder, fsync it, then os.replace it onto
+    path: a crash at any moment leaves the old file or the new one, never a torn one."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise UserError(f"cannot write to {path.parent}: {e.strerror or e}; choose a writable --output_dir")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        _remove(tmp)
+        raise UserError(f"cannot write {path}: {e.strerror or e} (disk full or not writable?); "
+                        f"free space or choose another --output_dir")
+    except BaseException:
+        _remove(tmp)
+        raise
+    return path
+
+
+def _remove(p):
+    try:
+        os.unlink(p)
+    except OSError:
+        pass
+
+
+def ensure_writable(folder) -> Path:
+    """Fail at once, with one line, when folder cannot hold artifacts (not after hours of work)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".write_check.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise UserError(f"cannot write to {folder}: {e.strerror or e}; choose a writable --output_dir")
+    return folder
+
+
+# atomic_write's temp files: "." + target name + "." + mkstemp's 8 random characters + ".tmp"
+_TEMP_FILE = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temp_files(folder, targets: tuple[str, ...]) -> list[Path]:
+    """Delete the temp files atomic_write left when its process was killed mid-write, for the
+    target names matching the glob patterns `targets` (those the caller alone writes)."""
+    removed = []
+    folder = Path(folder)
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        m = _TEMP_FILE.match(p.name)
+        if m and p.is_file() and any(fnmatch.fnmatchcase(m["target"], t) for t in targets):
+            _remove(p)
+            removed.append(p)
+    return removed
+
+
+def save_torch(obj: dict, path) -> Path:
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def save_json(obj, path) -> Path:
+    return save_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", path)
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, (np.ndarray, torch.Tensor)):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot store {type(o).__name__} in JSON")
+
+
+def save_text(text: str, path) -> Path:
+    return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def save_npy(array: np.ndarray, path) -> Path:
+    return atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
+
+
+# ---------------------------------------------------------------- content-keyed cache entries
+def content_key(description: dict, *arrays: np.ndarray) -> str:
+    """The key of a cache entry: 20 hex digits of SHA-256 over a JSON description (everything
+    that decides the result) and the bytes of the input arrays."""
+    h = hashlib.sha256()
+    h.update(json.dumps(description, sort_keys=True).encode())
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:20]
+
+
+def load_cached_npy(path, valid) -> np.ndarray | None:
+    """A cache entry written by save_npy, or None when there is none, or it is damaged, or
+    valid(array) is false: the caller then computes it again (and replaces it)."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError):
+        return None
+    return array if valid(array) else None
+
+
+def save_figure(fig, path, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG atomically, then close it."""
+    import matplotlib.pyplot as plt
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+# ---------------------------------------------------------------- safe, validated loads
+def load_torch(path, kind: str, hint: str = "") -> dict:
+    """Load a .pth written by this project with weights_only=True and check its kind and version.
+
+    weights_only: the unpickler builds tensors and plain values only, so a file that asks to
+    import anything else (a pickled function call, a class of any module) is refused and runs
+    nothing. Any other failure to parse (random bytes, a truncated copy) is a UserError too."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist{'; ' + hint if hint else ''}")
+    if not path.is_file():
+        raise UserError(f"{path} is not a file; pass the {kind} .pth file itself")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about odd pickle protocols in garbage
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise UserError(f"{path} was refused: it asks to import {found.group(1)}, and a safe (weights-only) "
+                            f"load runs no code from a file; only load files that latentlab wrote")
+        raise UserError(f"{path} is not a readable PyTorch file (bad pickle data); it may be truncated or of another kind")
+    except MemoryError:
+        raise UserError(f"not enough memory to load {path}; free memory or use a machine with more")
+    except Exception as e:  # RuntimeError (bad zip), EOFError, ValueError, IndexError, ...: unreadable input
+        if "allocate" in str(e):
+            raise UserError(f"not enough memory to load {path}; free memory or use a machine with more")
+        raise UserError(f"{path} is not a readable PyTorch file ({type(e).__name__}); "
+                        f"it may be truncated or of another kind")
+    if not isinstance(obj, dict) or obj.get("kind") not in KINDS:
+        raise UserError(f"{path} is not a latentlab artifact (expected a {kind} written by train.py)")
+    if obj["kind"] != kind:
+        raise UserError(f"{path} is a {obj['kind']}, not a {kind}{'; ' + hint if hint else ''}")
+    if obj.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path} has format version {obj.get('format_version')}, this version reads "
+                        f"{FORMAT_VERSION}; retrain with this version's train.py")
+    return obj
+
+
+def load_json(path, kind: str, hint: str) -> dict:
+    """A JSON object this project wrote, of this kind (its "kind" field) and format version; any
+    other file, or one that does not parse, is refused with one line ending in hint."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist; {hint}")
+    except (ValueError, OSError, UnicodeDecodeError, RecursionError) as e:
+        raise UserError(f"{path} is not valid JSON ({type(e).__name__}); {hint}")
+    if not isinstance(obj, dict) or obj.get("kind") != kind:
+        raise UserError(f"{path} is not a {kind} file; {hint}")
+    if obj.get("format_version") != FORMAT_VERSION:
+        raise UserError(f"{path} has format version {obj.get('format_version')}, this version reads {FORMAT_VERSION}; {hint}")
+    return obj
