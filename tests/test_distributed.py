@@ -173,7 +173,7 @@ def test_torchrun_trains_resumes_and_matches_one_process(tmp_path):
     for k in (2, 8):
         ddp = artifacts.load_checkpoint(out / f"model_latent_size_{k}.pth")
         one = artifacts.load_checkpoint(single / f"model_latent_size_{k}.pth")
-        artifacts.check_test_data_matches(test, ddp, "test", "model")
+        artifacts.check_test_data_matches(test, ddp, "test", f"model_latent_size_{k}.pth")
         model = model_from_checkpoint(ddp)
         assert model.encode(test["images"][:4].float() / 255).shape == (4, k)
         assert ddp["state_dict"].keys() == one["state_dict"].keys()
