@@ -37,7 +37,7 @@ def main(args) -> dict:
     import numpy as np
     import torch
 
-    from latentlab import artifacts, explorer, plots
+    from latentlab import artifacts, explorer
     from latentlab.cli import UserError, pick_device, seed_everything
     from latentlab.generation import decode_latents, manifold_grid
     from latentlab.inference import encode_images
@@ -73,33 +73,14 @@ def main(args) -> dict:
 
     total = len(big.z)
     rows = explorer.sample_points(total, args.max_points, args.seed)
-    idx, labels, names = big.indices[rows], big.labels[rows], big.class_names
-    images = data["images"][idx]
+    images = data["images"][big.indices[rows]]
     z2 = torch.from_numpy(two.z)
     recon = {k: decode_latents(nets[k], torch.from_numpy(lat.z[rows]), device, args.batch_size)
              for k, lat in zip((2, big.latent_size), latents)}
     grid, xs, ys = manifold_grid(z2, args.grid_size)
     decoded = decode_latents(nets[2], grid, device, args.batch_size)
 
-    palette = explorer.hex_colors(plots.class_colors(len(names)))
-    colorings = {"class": ([palette[c] for c in labels], list(zip(names, palette)))}
-    for k, c in clusters.items():
-        cp = explorer.hex_colors(plots.class_colors(int(c.max()) + 1))
-        colorings[f"k-means cluster, {k}-d model"] = ([cp[j] for j in c[rows]],
-                                                       [(f"cluster {j}", cp[j]) for j in range(len(cp))])
-    right, wrong = explorer.hex_colors(plots.class_colors(10)[2:4])
-    for k, (p, probe) in preds.items():
-        ok = p[rows] == labels
-        colorings[f"{probe} classifier right / wrong, {k}-d model"] = (
-            [right if o else wrong for o in ok], [("right", right), ("wrong", wrong)])
-
-    def per_point(found, text):
-        return [", ".join(text(k, v, i) for k, v in found.items()) or "(step not run)" for i in rows]
-    columns = {"x2": two.z[rows, 0], "y2": two.z[rows, 1], "xp": xy[rows, 0], "yp": xy[rows, 1],
-               "test_index": idx, "cls": [names[c] for c in labels],
-               "kmeans": per_point(clusters, lambda k, c, i: f"cluster {c[i]} ({k}-d)"),
-               "prediction": per_point(preds, lambda k, pp, i: f"{names[pp[0][i]]} "
-                                       f"{'(right)' if pp[0][i] == big.labels[i] else '(WRONG)'} ({k}-d {pp[1]})")}
+    columns, colorings = explorer.point_data(two, big, rows, xy, clusters, preds)
     method = METHOD_NAMES[args.vis_type]
     drawn = (f"all {total} encoded test images drawn" if len(rows) == total else
              f"{len(rows)} of {total} encoded test images drawn (a sample seeded with {args.seed}; --max_points)")

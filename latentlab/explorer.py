@@ -75,6 +75,32 @@ def _img_style(var: str, w: int, h: int, cols: int) -> str:
             f"image-rendering:pixelated;background-repeat:no-repeat;border:1px solid #ccc;")
 
 
+def point_data(two, big, rows: np.ndarray, xy: np.ndarray, clusters: dict, preds: dict) -> tuple[dict, dict]:
+    """build_page's columns and colorings for the drawn rows of the 2-d latents two and the N-d
+    latents big (inputs.Latents of the same items), xy the projection of big, clusters and preds
+    from step5_clusters and step6_predictions."""
+    from latentlab import plots
+    labels, names = big.labels[rows], big.class_names
+    palette = hex_colors(plots.class_colors(len(names)))
+    colorings = {"class": ([palette[c] for c in labels], list(zip(names, palette)))}
+    for k, c in clusters.items():
+        cp = hex_colors(plots.class_colors(int(c.max()) + 1))
+        colorings[f"k-means cluster, {k}-d model"] = ([cp[j] for j in c[rows]], [(f"cluster {j}", cp[j]) for j in range(len(cp))])
+    right, wrong = hex_colors(plots.class_colors(10)[2:4])  # tab10's green and red
+    for k, (p, probe) in preds.items():
+        colorings[f"{probe} classifier right / wrong, {k}-d model"] = (
+            [right if ok else wrong for ok in p[rows] == labels], [("right", right), ("wrong", wrong)])
+
+    def per_point(found, text):
+        return [", ".join(text(k, v, i) for k, v in found.items()) or "(step not run)" for i in rows]
+    columns = {"x2": two.z[rows, 0], "y2": two.z[rows, 1], "xp": xy[rows, 0], "yp": xy[rows, 1],
+               "test_index": big.indices[rows], "cls": [names[c] for c in labels],
+               "kmeans": per_point(clusters, lambda k, c, i: f"cluster {c[i]} ({k}-d)"),
+               "prediction": per_point(preds, lambda k, pp, i: f"{names[pp[0][i]]} "
+                                       f"{'(right)' if pp[0][i] == big.labels[i] else '(WRONG)'} ({k}-d {pp[1]})")}
+    return columns, colorings
+
+
 def build_page(*, title: str, subtitle: str, columns: dict, sheets: dict, image_hw: tuple[int, int],
                grid: dict, colorings: dict, panel_titles: tuple[str, str], axis_labels: tuple, model_names: tuple,
                csv_name: str) -> str:
