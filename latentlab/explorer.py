@@ -1,14 +1,14 @@
 """The interactive latent explorer: one self-contained HTML page (bokeh, its JavaScript inline) with
 two linked scatter panels, the 2-d latents as they are and the N-d latents projected to 2-D.
 
-Images travel as sprite sheets: one PNG per set (test images, each model's reconstructions, the
+Images travel as sprite sheets: one image per set (test images, each model's reconstructions, the
 grid of decodings of the 2-d model), each image a tile of a near-square grid, in the order of the
 points. The sheets sit once in the page's head as CSS custom properties (--lx-test, ...); those
 inherit into bokeh's shadow DOM, so a tooltip, a thumbnail or the decoded view is a div that names
 the property and moves the background to its tile: no image is repeated.
 
-Reconstructions are stored as JPEG (quality RECON_JPEG_QUALITY): they are smooth, and JPEG keeps
-the page within about 15 MB at 10,000 Fashion-MNIST points; the test images stay lossless PNG.
+Reconstructions and decodings are stored as JPEG (quality RECON_JPEG_QUALITY): they are smooth,
+and JPEG stores them in well under PNG's bytes; the test images stay lossless PNG.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 THUMB_PX = 64  # a tooltip image is at least this wide: small images are magnified by whole pixels
-RECON_JPEG_QUALITY = 90
+RECON_JPEG_QUALITY = 85
 SELECTED_SHOWN = 200  # thumbnails drawn for a selection; the CSV holds all of it
 
 
@@ -144,7 +144,7 @@ def build_page(*, title: str, subtitle: str, columns: dict, sheets: dict, image_
                    name=f"panel_{k}", output_backend="canvas")
         r = p.scatter(x, y, source=source, size=size, color="color", alpha=0.75, line_color=None,
                       nonselection_alpha=0.08, selection_line_color="black", name=f"points_{k}")
-        p.add_tools(HoverTool(renderers=[r], tooltips=tooltip))
+        p.add_tools(HoverTool(renderers=[r], tooltips=tooltip, limit=1))  # the nearest point alone
         plots.append(p)
 
     gx, gy, gsize = grid["xs"], grid["ys"], grid["size"]
