@@ -98,6 +98,7 @@ def test_every_latent_is_a_point_with_its_coordinates(explored):
     np.testing.assert_allclose(np.stack([cols["xp"], cols["yp"]], 1), xy, rtol=1e-6)
     assert cols["cls"] == [meta["class_names"][c] for c in meta["labels"]]
     assert "all 359 encoded test images drawn" in html and "12x12 grid" in html
+    assert "<script src" not in html and "cdn.bokeh.org" not in html  # self-contained: opens offline
 
 
 def test_kmeans_and_predictions_are_those_of_steps_5_and_6(explored):
