@@ -100,7 +100,7 @@ def main(args) -> dict:
     for n in notes:
         say(args.quiet, f"note: {n}")
     return {"path": str(path), "points": len(rows), "total": total, "grid_size": args.grid_size, "notes": notes,
-            "kmeans": sorted(clusters), "predictions": {k: p for k, (_, p) in preds.items()}}
+            "kmeans": sorted(clusters), "predictions": {k: p for k, (_, p) in preds.items()}, "colorings": list(colorings)}
 
 
 if __name__ == "__main__":

@@ -81,21 +81,20 @@ def point_data(two, big, rows: np.ndarray, xy: np.ndarray, clusters: dict, preds
     from step5_clusters and step6_predictions."""
     from latentlab import plots
     labels, names = big.labels[rows], big.class_names
-    palette = hex_colors(plots.class_colors(len(names)))
-    colorings = {"class": ([palette[c] for c in labels], list(zip(names, palette)))}
+    colorings = {"class": (labels, list(zip(names, hex_colors(plots.class_colors(len(names))))))}
     for k, c in clusters.items():
         cp = hex_colors(plots.class_colors(int(c.max()) + 1))
-        colorings[f"k-means cluster, {k}-d model"] = ([cp[j] for j in c[rows]], [(f"cluster {j}", cp[j]) for j in range(len(cp))])
+        colorings[f"k-means cluster, {k}-d model"] = (c[rows], [(f"cluster {j}", cp[j]) for j in range(len(cp))])
     right, wrong = hex_colors(plots.class_colors(10)[2:4])  # tab10's green and red
     for k, (p, probe) in preds.items():
         colorings[f"{probe} classifier right / wrong, {k}-d model"] = (
-            [right if ok else wrong for ok in p[rows] == labels], [("right", right), ("wrong", wrong)])
+            (p[rows] != labels).astype(np.int64), [("right", right), ("wrong", wrong)])
 
     def per_point(found, text):
         return [", ".join(text(k, v, i) for k, v in found.items()) or "(step not run)" for i in rows]
     columns = {"x2": two.z[rows, 0], "y2": two.z[rows, 1], "xp": xy[rows, 0], "yp": xy[rows, 1],
                "test_index": big.indices[rows], "cls": [names[c] for c in labels],
-               "kmeans": per_point(clusters, lambda k, c, i: f"cluster {c[i]} ({k}-d)"),
+               "kmeans": per_point(clusters, lambda k, c, i: f"{c[i]} ({k}-d)"),
                "prediction": per_point(preds, lambda k, pp, i: f"{names[pp[0][i]]} "
                                        f"{'(right)' if pp[0][i] == big.labels[i] else '(WRONG)'} ({k}-d {pp[1]})")}
     return columns, colorings
@@ -109,12 +108,13 @@ def build_page(*, title: str, subtitle: str, columns: dict, sheets: dict, image_
     columns: per point, "x2", "y2" (2-d latents), "xp", "yp" (projection), "test_index", "cls"
     (class name), "kmeans", "prediction" (text for the tooltip). sheets: {"test", "rec2", "recN"}
     -> (data URL, columns), tiles in the order of the points; grid: {"sheet": (data URL, columns),
-    "xs", "ys" (the grid's coordinates), "size"}. colorings: name -> (colour of each point,
-    legend entries [(name, colour)]), the first shown at load."""
+    "xs", "ys" (the grid's coordinates), "size"}. colorings: name -> (code of each point (n,),
+    legend entries [(name, colour)], entry c the colour of code c), the first shown at load."""
     from bokeh.core.templates import get_env
     from bokeh.embed import file_html
     from bokeh.layouts import column, row
-    from bokeh.models import (Button, ColumnDataSource, CustomJS, Div, HoverTool, InlineStyleSheet, Select)
+    from bokeh.models import (Button, ColumnDataSource, CustomJS, Div, HoverTool, InlineStyleSheet,
+                              LinearColorMapper, Select)
     from bokeh.plotting import figure
     from bokeh.resources import INLINE
 
@@ -123,10 +123,14 @@ def build_page(*, title: str, subtitle: str, columns: dict, sheets: dict, image_
     tw, th = w * scale, h * scale
     n = len(columns["x2"])
     first = next(iter(colorings))
-    data = dict(columns, color=list(colorings[first][0]),
+    # colours are codes (an int column per colouring) through one colour mapper, whose palette
+    # and code column the "colour by" menu swaps
+    data = dict(columns, code=np.asarray(colorings[first][0], dtype=np.int32),
                 pos=tile_positions(n, sheets["test"][1], tw, th),
-                **{f"color_{i}": list(c) for i, (c, _) in enumerate(colorings.values())})
+                **{f"code_{i}": np.asarray(c, dtype=np.int32) for i, (c, _) in enumerate(colorings.values())})
     source = ColumnDataSource(data, name="points")
+    palettes = [[c for _, c in entries] for _, entries in colorings.values()]
+    mapper = LinearColorMapper(palette=palettes[0], low=-0.5, high=len(palettes[0]) - 0.5, name="colors")
 
     def img(var, cols, label):
         return (f'<div style="text-align:center;font-size:10px"><div class="lx-{var}" '
@@ -135,14 +139,14 @@ def build_page(*, title: str, subtitle: str, columns: dict, sheets: dict, image_
                f'<div style="display:flex;gap:4px">{img("test", sheets["test"][1], "test image")}'
                f'{img("rec2", sheets["rec2"][1], model_names[0])}{img("recN", sheets["recN"][1], model_names[1])}</div>'
                f'<div><b>@cls</b>, test index <span class="lx-index">@test_index</span></div>'
-               f'<div>k-means: @kmeans</div><div>classifier: @prediction</div></div>')
+               f'<div>k-means cluster: @kmeans</div><div>classifier: @prediction</div></div>')
     size = float(np.clip(1200 / math.sqrt(max(n, 1)), 3, 9))
     plots = []
     for k, (x, y) in enumerate((("x2", "y2"), ("xp", "yp"))):
         p = figure(title=panel_titles[k], width=520, height=500, tools="pan,wheel_zoom,box_select,lasso_select,reset",
                    active_drag="box_select", x_axis_label=axis_labels[k][0], y_axis_label=axis_labels[k][1],
                    name=f"panel_{k}", output_backend="canvas")
-        r = p.scatter(x, y, source=source, size=size, color="color", alpha=0.75, line_color=None,
+        r = p.scatter(x, y, source=source, size=size, color={"field": "code", "transform": mapper}, alpha=0.75, line_color=None,
                       nonselection_alpha=0.08, selection_line_color="black", name=f"points_{k}")
         p.add_tools(HoverTool(renderers=[r], tooltips=tooltip, limit=1))  # the nearest point alone
         plots.append(p)
@@ -165,10 +169,12 @@ def build_page(*, title: str, subtitle: str, columns: dict, sheets: dict, image_
     legends = [legend_html(entries, name) for name, (_, entries) in colorings.items()]
     legend = Div(text=legends[0], width=1060, name="legend")
     select = Select(title="colour by", value=first, options=list(colorings), name="color_by")
-    select.js_on_change("value", CustomJS(args=dict(source=source, legend=legend), code=f"""
-        const names = {json.dumps(list(colorings))}, legends = {json.dumps(legends)};
+    select.js_on_change("value", CustomJS(args=dict(source=source, legend=legend, mapper=mapper), code=f"""
+        const names = {json.dumps(list(colorings))}, legends = {json.dumps(legends)}, palettes = {json.dumps(palettes)};
         const k = names.indexOf(cb_obj.value);
-        source.data.color = source.data['color_' + k];
+        mapper.palette = palettes[k];
+        mapper.high = palettes[k].length - 0.5;
+        source.data.code = source.data['code_' + k];
         source.change.emit();
         legend.text = legends[k];
     """))

@@ -111,10 +111,13 @@ def test_kmeans_and_predictions_are_those_of_steps_5_and_6(explored):
     for i in (0, 100, 358):
         right = "(right)" if pred[i] == meta["labels"][i] else "(WRONG)"
         assert f"{meta['class_names'][pred[i]]} {right} (8-d knn)" in cols["prediction"][i]
-        assert re.fullmatch(r"cluster \d+ \(2-d\), cluster \d+ \(8-d\)", cols["kmeans"][i])
+        assert re.fullmatch(r"\d+ \(2-d\), \d+ \(8-d\)", cols["kmeans"][i])
     wrong = sum("(WRONG) (8-d" in p for p in cols["prediction"])
     acc = json.loads((out / "classification_latent_size_8.json").read_text())["models"]["8"]["latent"]["knn"]["accuracy"]
     assert wrong == round((1 - acc) * 359)
+    wrong_code = cols[f"code_{list(result['colorings']).index('knn classifier right / wrong, 8-d model')}"]
+    assert wrong_code.sum() == wrong and set(wrong_code.tolist()) <= {0, 1}
+    np.testing.assert_array_equal(cols["code_0"], meta["labels"])  # "class" first, codes are labels
 
 
 def test_sprite_tiles_are_the_test_images_and_reconstructions(explored):
@@ -324,3 +327,18 @@ def test_box_selection_lights_the_same_points_in_the_other_panel(browser, tmp_pa
     assert sorted(int(r.split(",")[0]) for r in csv[1:]) == sorted(cols["test_index"][chosen[1]].tolist())
     shot = png_pixels(driver.get_screenshot_as_png())
     assert shot.std() > 10 and len(np.unique(shot)) > 20  # not blank
+
+
+@pytest.mark.slow
+@needs_browser
+def test_colour_by_swaps_colours_and_legend(browser):
+    from selenium.webdriver.support.ui import WebDriverWait
+    driver, cols = browser
+    driver.execute_script("const select = Bokeh.documents[0].get_model_by_name('color_by');"
+                          "select.value = select.options[1];")
+    legend = "return Bokeh.documents[0].get_model_by_name('legend').text;"
+    WebDriverWait(driver, 10).until(lambda d: d.execute_script(legend).startswith("<b>k-means cluster, 2-d model</b>"))
+    assert "cluster 9" in driver.execute_script(legend)
+    code = driver.execute_script("return Array.from(Bokeh.documents[0].get_model_by_name('points').data.code);")
+    np.testing.assert_array_equal(code, cols["code_1"])
+    assert not np.array_equal(cols["code_1"], cols["code_0"])
