@@ -15,6 +15,7 @@ import io
 import re
 import statistics
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +100,7 @@ def shoot(page: Path, path: Path) -> None:
         a = ActionBuilder(driver)
         a.pointer_action.move_to_location(int(target[0]), int(target[1]))
         a.perform()
+        time.sleep(2)  # the browser decodes the sprite sheets at their first use
         png = driver.get_screenshot_as_png()
     finally:
         driver.quit()

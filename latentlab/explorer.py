@@ -3,8 +3,8 @@ two linked scatter panels, the 2-d latents as they are and the N-d latents proje
 
 Images travel as sprite sheets: one image per set (test images, each model's reconstructions, the
 grid of decodings of the 2-d model), each image a tile of a near-square grid, in the order of the
-points. The sheets sit once in the page's head as CSS custom properties (--lx-test, ...); those
-inherit into bokeh's shadow DOM, so a tooltip, a thumbnail or the decoded view is a div that names
+points. The sheets sit once in the page's head, as CSS custom properties (--lx-test, ...) once it
+opens; those inherit into bokeh's shadow DOM, so a tooltip, a thumbnail or the decoded view is a div that names
 the property and moves the background to its tile: no image is repeated.
 
 Reconstructions and decodings are stored as JPEG (quality RECON_JPEG_QUALITY): they are smooth,
@@ -23,6 +23,15 @@ import torch
 THUMB_PX = 64  # a tooltip image is at least this wide: small images are magnified by whole pixels
 RECON_JPEG_QUALITY = 85
 SELECTED_SHOWN = 200  # thumbnails drawn for a selection; the CSV holds all of it
+# Run in the page's head: each sheet's base64 text -> a blob: URL in the CSS property --lx-{name}.
+SHEETS_TO_BLOBS = """
+for (const el of document.querySelectorAll('script[data-lx-sheet]')) {
+  const text = atob(el.textContent), bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+  const url = URL.createObjectURL(new Blob([bytes], {type: el.dataset.mime}));
+  document.documentElement.style.setProperty('--lx-' + el.dataset.lxSheet, `url(${url})`);
+}
+"""
 
 
 def sample_points(n: int, max_points: int, seed: int) -> np.ndarray:
@@ -201,11 +210,14 @@ def build_page(*, title: str, subtitle: str, columns: dict, sheets: dict, image_
     grid_note = Div(text=f"<b>decoded under the cursor</b> (2-d model): the nearest cell of a {gsize}x{gsize} grid of "
                          f"decodings over the 1st-99th percentile box of the test latents", width=gscale * w + 160)
     layout = column(head, row(select, export), legend, row(*plots, column(grid_note, decoded)), chosen)
-    props = "".join(f"--lx-{k}:url({url});" for k, (url, _) in {**sheets, "grid": grid["sheet"]}.items())
-    template = get_env().from_string("{% extends 'file.html.jinja' %}{% block postamble %}"
-                                     "<style>:root{ {{- sprite_sheets -}} }</style>{% endblock %}")
+    # Browsers cap URLs (Chromium at 2 MB), so a large data: URL in CSS shows nothing: each sheet
+    # travels as base64 text and becomes a short blob: URL when the page opens
+    blobs = "".join(f'<script type="text/plain" data-lx-sheet="{k}" data-mime="{url[5:url.index(";")]}">'
+                    f'{url[url.index(",") + 1:]}</script>\n' for k, (url, _) in {**sheets, "grid": grid["sheet"]}.items())
+    template = get_env().from_string("{% extends 'file.html.jinja' %}{% block postamble %}{{ sprite_sheets }}"
+                                     "<script>" + SHEETS_TO_BLOBS + "</script>{% endblock %}")
     return file_html(layout, resources=INLINE, title=title, template=template,
-                     template_variables={"sprite_sheets": props})
+                     template_variables={"sprite_sheets": blobs})
 
 
 # ---------------------------------------------------------------- what steps 5 and 6 found, per point
