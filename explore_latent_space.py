@@ -36,6 +36,7 @@ def main(args) -> dict:
 
     import numpy as np
     import torch
+    from tqdm import tqdm
 
     from latentlab import artifacts, explorer
     from latentlab.cli import UserError, pick_device, seed_everything
@@ -84,13 +85,15 @@ def main(args) -> dict:
     method = METHOD_NAMES[args.vis_type]
     drawn = (f"all {total} encoded test images drawn" if len(rows) == total else
              f"{len(rows)} of {total} encoded test images drawn (a sample seeded with {args.seed}; --max_points)")
+    with tqdm(total=4, desc="sprite sheets", unit="sheet", disable=args.quiet, leave=False) as bar:
+        sheets = {}
+        for name, x in (("test", images), ("rec2", recon[2]), ("recN", recon[big.latent_size]), ("grid", decoded)):
+            sheets[name] = explorer.sprite_sheet(x, lossy=name != "test")
+            bar.update()
     html = explorer.build_page(
         title=f"latent explorer: {big.label}", subtitle=f"{drawn}. " + " ".join(n + "." for n in notes),
-        columns=columns, image_hw=tuple(images.shape[2:]),
-        sheets={"test": explorer.sprite_sheet(images), "rec2": explorer.sprite_sheet(recon[2], lossy=True),
-                "recN": explorer.sprite_sheet(recon[big.latent_size], lossy=True)},
-        grid={"sheet": explorer.sprite_sheet(decoded, lossy=True), "xs": xs.tolist(), "ys": ys.tolist(),
-              "size": args.grid_size},
+        columns=columns, image_hw=tuple(images.shape[2:]), sheets={k: sheets[k] for k in ("test", "rec2", "recN")},
+        grid={"sheet": sheets["grid"], "xs": xs.tolist(), "ys": ys.tolist(), "size": args.grid_size},
         colorings=colorings, panel_titles=(f"{two.label}: the latents as they are",
                                            f"{big.label}: {method} of the latents"),
         axis_labels=(axis_labels(None), axis_labels(info)), model_names=("2-d", f"{big.latent_size}-d"),

@@ -48,7 +48,7 @@ def decoded(value):
     if isinstance(value, dict) and value.get("type") == "ndarray":
         raw = base64.b64decode(value["array"]["data"])
         raw = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw  # bokeh gzips large arrays
-        return np.frombuffer(raw, dtype=value["dtype"]).reshape(value["shape"])
+        return np.frombuffer(raw, dtype=value["dtype"]).reshape(value["shape"]).copy()
     if isinstance(value, dict) and value.get("type") == "map":
         return {k: decoded(v) for k, v in value["entries"]}
     return value
