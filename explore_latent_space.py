@@ -13,7 +13,7 @@ the nearest cell of a --grid_size x --grid_size grid. Above --max_points latents
 is drawn, and the page says so.
 Writes to --output_dir: explorer_latent_size_{N}.html.
 """
-from latentlab.cli import make_parser, positive_int, run
+from latentlab.cli import at_least_two, make_parser, positive_int, run
 from latentlab.inputs import add_input_flags
 from latentlab.projection import METHODS
 
@@ -25,8 +25,8 @@ def parse_args(argv=None):
     g.add_argument("--vis_type", default="umap", choices=METHODS, help="how the N-d latents are projected to 2-D")
     g.add_argument("--max_points", type=positive_int, default=20_000,
                    help="draw at most this many latents (a seeded sample above it)")
-    g.add_argument("--grid_size", type=positive_int, default=40,
-                   help="decodings per side of the grid shown under the cursor (at least 2)")
+    g.add_argument("--grid_size", type=at_least_two, default=40,
+                   help="decodings per side of the grid shown under the cursor")
     g.add_argument("--batch_size", type=positive_int, default=512, help="images per batch when decoding")
     return p.parse_args(argv)
 
@@ -45,8 +45,6 @@ def main(args) -> dict:
     from latentlab.inputs import check_latents_match, find_latents, find_models, say
     from latentlab.projection import METHOD_NAMES, axis_labels, view_2d
 
-    if args.grid_size < 2:
-        raise UserError(f"--grid_size {args.grid_size} is too small: the grid needs at least 2 cells per side")
     seed_everything(args.seed)
     device = pick_device(args.device)
     out = artifacts.ensure_writable(Path(args.output_dir))
