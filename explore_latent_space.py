@@ -1,0 +1,108 @@
+"""The interactive explorer: one self-contained HTML page of both latent spaces, offline, no server.
+
+    python explore_latent_space.py                      # after encode_latent_space.py: the latents in output/
+    python explore_latent_space.py --latent_space output/latent_space_size_256.npy --vis_type tsne
+
+Left, the 2-d latents as they are; right, the N-d latents projected to 2-D by --vis_type (the same
+projection and cache as viz_latent_space.py). Hover a point for its test image, both models'
+reconstructions, class, test index, its k-means cluster (step 5) and its classifier's held-out
+prediction (step 6), when those steps have run. A box or lasso selection in one panel lights the
+same images in the other; it lists their thumbnails and exports as CSV. Colour by class, k-means
+cluster or classifier right / wrong. Moving over the left panel shows the 2-d model's decoding of
+the nearest cell of a --grid_size x --grid_size grid. Above --max_points latents, a seeded sample
+is drawn, and the page says so.
+Writes to --output_dir: explorer_latent_size_{N}.html.
+"""
+from latentlab.cli import at_least_two, make_parser, positive_int, run
+from latentlab.inputs import add_input_flags
+from latentlab.projection import METHODS
+
+
+def parse_args(argv=None):
+    p = make_parser(__doc__.split("\n")[0])
+    add_input_flags(p, "latent_space", "model_path", "test_data")
+    g = p.add_argument_group("step")
+    g.add_argument("--vis_type", default="umap", choices=METHODS, help="how the N-d latents are projected to 2-D")
+    g.add_argument("--max_points", type=positive_int, default=20_000,
+                   help="draw at most this many latents (a seeded sample above it)")
+    g.add_argument("--grid_size", type=at_least_two, default=40,
+                   help="decodings per side of the grid shown under the cursor")
+    g.add_argument("--batch_size", type=positive_int, default=512, help="images per batch when decoding")
+    return p.parse_args(argv)
+
+
+def main(args) -> dict:
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    from latentlab import artifacts, explorer
+    from latentlab.cli import UserError, pick_device, seed_everything
+    from latentlab.generation import decode_latents, manifold_grid
+    from latentlab.inference import encode_images
+    from latentlab.inputs import check_latents_match, find_latents, find_models, say
+    from latentlab.projection import METHOD_NAMES, axis_labels, view_2d
+
+    seed_everything(args.seed)
+    device = pick_device(args.device)
+    out = artifacts.ensure_writable(Path(args.output_dir))
+    data, data_path, models = find_models(args.model_path, args.test_data, out, args.quiet)
+    latents = find_latents(args.latent_space, out, data, args.quiet)
+    if len(models) < 2 or len(latents) < 2 or models[0].latent_size != 2:
+        raise UserError("the explorer needs both models of a training (the 2-d one and the N-d one, N > 2) and both "
+                        "latents: train with --latent_size N > 2, then run encode_latent_space.py")
+    nets = {}
+    for lat, m in zip(latents, models):
+        check_latents_match(lat, data, data_path)
+        artifacts.check_latents_match(lat.z, lat.meta, m.ckpt, lat.path, m.path)
+        nets[m.latent_size] = artifacts.model_from_checkpoint(m.ckpt, device)
+        again = encode_images(nets[m.latent_size], data["images"][lat.indices[:16]], device)
+        if not np.allclose(again, lat.z[:16], rtol=1e-3, atol=1e-3 * (np.abs(lat.z).max() + 1)):
+            raise UserError(f"{lat.path} was not encoded by {m.path} (its latents differ from the model's); "
+                            f"re-run encode_latent_space.py after this training")
+    if not np.array_equal(latents[0].indices, latents[1].indices):
+        raise UserError(f"{latents[0].path} and {latents[1].path} hold different test items; re-run encode_latent_space.py")
+    two, big = latents
+    xy, info = view_2d(big.z, args.vis_type, args.seed, out / "cache", args.quiet)
+    clusters, notes = explorer.step5_clusters(out, latents, args.seed, args.quiet)
+    preds, more = explorer.step6_predictions(out, latents, device, args.quiet)
+    notes += more
+
+    total = len(big.z)
+    rows = explorer.sample_points(total, args.max_points, args.seed)
+    images = data["images"][big.indices[rows]]
+    z2 = torch.from_numpy(two.z)
+    recon = {k: decode_latents(nets[k], torch.from_numpy(lat.z[rows]), device, args.batch_size)
+             for k, lat in zip((2, big.latent_size), latents)}
+    grid, xs, ys = manifold_grid(z2, args.grid_size)
+    decoded = decode_latents(nets[2], grid, device, args.batch_size)
+
+    columns, colorings = explorer.point_data(two, big, rows, xy, clusters, preds)
+    method = METHOD_NAMES[args.vis_type]
+    drawn = (f"all {total} encoded test images drawn" if len(rows) == total else
+             f"{len(rows)} of {total} encoded test images drawn (a sample seeded with {args.seed}; --max_points)")
+    with tqdm(total=4, desc="sprite sheets", unit="sheet", disable=args.quiet, leave=False) as bar:
+        sheets = {}
+        for name, x in (("test", images), ("rec2", recon[2]), ("recN", recon[big.latent_size]), ("grid", decoded)):
+            sheets[name] = explorer.sprite_sheet(x, lossy=name != "test")
+            bar.update()
+    html = explorer.build_page(
+        title=f"latent explorer: {big.label}", subtitle=f"{drawn}. " + " ".join(n + "." for n in notes),
+        columns=columns, image_hw=tuple(images.shape[2:]), sheets={k: sheets[k] for k in ("test", "rec2", "recN")},
+        grid={"sheet": sheets["grid"], "xs": xs.tolist(), "ys": ys.tolist(), "size": args.grid_size},
+        colorings=colorings, panel_titles=(f"{two.label}: the latents as they are",
+                                           f"{big.label}: {method} of the latents"),
+        axis_labels=(axis_labels(None), axis_labels(info)), model_names=("2-d", f"{big.latent_size}-d"),
+        csv_name=f"explorer_selection_latent_size_{big.latent_size}.csv")
+    path = artifacts.save_text(html, out / f"explorer_latent_size_{big.latent_size}.html")
+    say(args.quiet, f"wrote {path} ({len(html) / 1e6:.1f} MB; {drawn})")
+    for n in notes:
+        say(args.quiet, f"note: {n}")
+    return {"path": str(path), "points": len(rows), "total": total, "grid_size": args.grid_size, "notes": notes,
+            "kmeans": sorted(clusters), "predictions": {k: p for k, (_, p) in preds.items()}, "colorings": list(colorings)}
+
+
+if __name__ == "__main__":
+    run(main, parse_args())

@@ -1,0 +1,285 @@
+"""The interactive latent explorer: one self-contained HTML page (bokeh, its JavaScript inline) with
+two linked scatter panels, the 2-d latents as they are and the N-d latents projected to 2-D.
+
+Images travel as sprite sheets: one image per set (test images, each model's reconstructions, the
+grid of decodings of the 2-d model), each image a tile of a near-square grid, in the order of the
+points. The sheets sit once in the page's head, as CSS custom properties (--lx-test, ...) once it
+opens; those inherit into bokeh's shadow DOM, so a tooltip, a thumbnail or the decoded view is a div that names
+the property and moves the background to its tile: no image is repeated.
+
+Reconstructions and decodings are stored as JPEG (quality RECON_JPEG_QUALITY): they are smooth,
+and JPEG stores them in well under PNG's bytes; the test images stay lossless PNG.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+
+import numpy as np
+import torch
+
+THUMB_PX = 64  # a tooltip image is at least this wide: small images are magnified by whole pixels
+RECON_JPEG_QUALITY = 85
+SELECTED_SHOWN = 200  # thumbnails drawn for a selection; the CSV holds all of it
+# Run in the page's head: each sheet's base64 text -> a blob: URL in the CSS property --lx-{name}.
+SHEETS_TO_BLOBS = """
+for (const el of document.querySelectorAll('script[data-lx-sheet]')) {
+  const text = atob(el.textContent), bytes = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+  const url = URL.createObjectURL(new Blob([bytes], {type: el.dataset.mime}));
+  document.documentElement.style.setProperty('--lx-' + el.dataset.lxSheet, `url(${url})`);
+}
+"""
+
+
+def sample_points(n: int, max_points: int, seed: int) -> np.ndarray:
+    """Rows to draw: all n, or a seeded sample of max_points of them (in their order)."""
+    if n <= max_points:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
+
+
+def sprite_sheet(images: torch.Tensor, lossy: bool = False) -> tuple[str, int]:
+    """images (n, C, H, W), float in [0, 1] or uint8 -> (a data: URL of one PNG (JPEG when lossy)
+    holding them as tiles of a grid, row by row, columns of that grid)."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+    if images.dtype != torch.uint8:
+        images = images.clamp(0, 1).mul(255).round().to(torch.uint8)
+    cols = math.ceil(math.sqrt(len(images)))
+    sheet = make_grid(images, nrow=cols, padding=0)  # (3, rows * H, cols * W): grey is repeated
+    sheet = sheet[0] if images.shape[1] == 1 else sheet.permute(1, 2, 0)
+    buf, mime = io.BytesIO(), "jpeg" if lossy else "png"
+    Image.fromarray(sheet.numpy()).save(buf, format=mime, **({"quality": RECON_JPEG_QUALITY} if lossy else {}))
+    data = buf.getvalue()
+    return f"data:image/{mime};base64,{base64.b64encode(data).decode()}", cols
+
+
+def tile_positions(n: int, cols: int, width: int, height: int) -> list[str]:
+    """CSS background-position of tile i of a sheet of `cols` columns, magnified to width x height."""
+    return [f"-{(i % cols) * width}px -{(i // cols) * height}px" for i in range(n)]
+
+
+def hex_colors(colors) -> list[str]:
+    from matplotlib.colors import to_hex
+    return [to_hex(c) for c in colors]
+
+
+def legend_html(entries: list[tuple[str, str]], title: str) -> str:
+    rows = "".join(f'<span style="white-space:nowrap;margin-right:10px"><span style="display:inline-block;width:10px;'
+                   f'height:10px;border-radius:5px;background:{c}"></span> {_escape(name)}</span> ' for name, c in entries)
+    return f"<b>{_escape(title)}</b>: {rows}"
+
+
+def _escape(text) -> str:
+    import html
+    return html.escape(str(text))
+
+
+def _img_style(var: str, w: int, h: int, cols: int) -> str:
+    """Inline style of a div showing one tile of the sheet in CSS property var (position added after)."""
+    return (f"width:{w}px;height:{h}px;background-image:var({var});background-size:{cols * w}px auto;"
+            f"image-rendering:pixelated;background-repeat:no-repeat;border:1px solid #ccc;")
+
+
+def point_data(two, big, rows: np.ndarray, xy: np.ndarray, clusters: dict, preds: dict) -> tuple[dict, dict]:
+    """build_page's columns and colorings for the drawn rows of the 2-d latents two and the N-d
+    latents big (inputs.Latents of the same items), xy the projection of big, clusters and preds
+    from step5_clusters and step6_predictions."""
+    from latentlab import plots
+    labels, names = big.labels[rows], big.class_names
+    colorings = {"class": (labels, list(zip(names, hex_colors(plots.class_colors(len(names))))))}
+    for k, c in clusters.items():
+        cp = hex_colors(plots.class_colors(int(c.max()) + 1))
+        colorings[f"k-means cluster, {k}-d model"] = (c[rows], [(f"cluster {j}", cp[j]) for j in range(len(cp))])
+    right, wrong = hex_colors(plots.class_colors(10)[2:4])  # tab10's green and red
+    for k, (p, probe) in preds.items():
+        colorings[f"{probe} classifier right / wrong, {k}-d model"] = (
+            (p[rows] != labels).astype(np.int64), [("right", right), ("wrong", wrong)])
+
+    def per_point(found, text):
+        return [", ".join(text(k, v, i) for k, v in found.items()) or "(step not run)" for i in rows]
+    columns = {"x2": two.z[rows, 0], "y2": two.z[rows, 1], "xp": xy[rows, 0], "yp": xy[rows, 1],
+               "test_index": big.indices[rows], "cls": [names[c] for c in labels],
+               "kmeans": per_point(clusters, lambda k, c, i: f"{c[i]} ({k}-d)"),
+               "prediction": per_point(preds, lambda k, pp, i: f"{names[pp[0][i]]} "
+                                       f"{'(right)' if pp[0][i] == big.labels[i] else '(WRONG)'} ({k}-d {pp[1]})")}
+    return columns, colorings
+
+
+def build_page(*, title: str, subtitle: str, columns: dict, sheets: dict, image_hw: tuple[int, int],
+               grid: dict, colorings: dict, panel_titles: tuple[str, str], axis_labels: tuple, model_names: tuple,
+               csv_name: str) -> str:
+    """The whole page as one HTML string.
+
+    columns: per point, "x2", "y2" (2-d latents), "xp", "yp" (projection), "test_index", "cls"
+    (class name), "kmeans", "prediction" (text for the tooltip). sheets: {"test", "rec2", "recN"}
+    -> (data URL, columns), tiles in the order of the points; grid: {"sheet": (data URL, columns),
+    "xs", "ys" (the grid's coordinates), "size"}. colorings: name -> (code of each point (n,),
+    legend entries [(name, colour)], entry c the colour of code c), the first shown at load."""
+    from bokeh.core.templates import get_env
+    from bokeh.embed import file_html
+    from bokeh.layouts import column, row
+    from bokeh.models import (Button, ColumnDataSource, CustomJS, Div, HoverTool, InlineStyleSheet,
+                              LinearColorMapper, Select)
+    from bokeh.plotting import figure
+    from bokeh.resources import INLINE
+
+    h, w = image_hw
+    scale = max(1, math.ceil(THUMB_PX / max(h, w)))
+    tw, th = w * scale, h * scale
+    n = len(columns["x2"])
+    first = next(iter(colorings))
+    # colours are codes (an int column per colouring) through one colour mapper, whose palette
+    # and code column the "colour by" menu swaps
+    data = dict(columns, code=np.asarray(colorings[first][0], dtype=np.int32),
+                pos=tile_positions(n, sheets["test"][1], tw, th),
+                **{f"code_{i}": np.asarray(c, dtype=np.int32) for i, (c, _) in enumerate(colorings.values())})
+    source = ColumnDataSource(data, name="points")
+    palettes = [[c for _, c in entries] for _, entries in colorings.values()]
+    mapper = LinearColorMapper(palette=palettes[0], low=-0.5, high=len(palettes[0]) - 0.5, name="colors")
+
+    def img(var, cols, label):
+        return (f'<div style="text-align:center;font-size:10px"><div class="lx-{var}" '
+                f'style="{_img_style("--lx-" + var, tw, th, cols)}background-position:@pos"></div>{label}</div>')
+    tooltip = (f'<div class="lx-tooltip" style="width:{3 * tw + 24}px">'
+               f'<div style="display:flex;gap:4px">{img("test", sheets["test"][1], "test image")}'
+               f'{img("rec2", sheets["rec2"][1], model_names[0])}{img("recN", sheets["recN"][1], model_names[1])}</div>'
+               f'<div><b>@cls</b>, test index <span class="lx-index">@test_index</span></div>'
+               f'<div>k-means cluster: @kmeans</div><div>classifier: @prediction</div></div>')
+    size = float(np.clip(1200 / math.sqrt(max(n, 1)), 3, 9))
+    plots = []
+    for k, (x, y) in enumerate((("x2", "y2"), ("xp", "yp"))):
+        p = figure(title=panel_titles[k], width=520, height=500, tools="pan,wheel_zoom,box_select,lasso_select,reset",
+                   active_drag="box_select", x_axis_label=axis_labels[k][0], y_axis_label=axis_labels[k][1],
+                   name=f"panel_{k}", output_backend="canvas")
+        r = p.scatter(x, y, source=source, size=size, color={"field": "code", "transform": mapper}, alpha=0.75, line_color=None,
+                      nonselection_alpha=0.08, selection_line_color="black", name=f"points_{k}")
+        p.add_tools(HoverTool(renderers=[r], tooltips=tooltip, limit=1))  # the nearest point alone
+        plots.append(p)
+
+    gx, gy, gsize = grid["xs"], grid["ys"], grid["size"]
+    gscale = 2 * scale
+    decoded = Div(name="decoded", width=gscale * w + 160, text=(
+        f'<div class="lx-decoded" style="{_img_style("--lx-grid", gscale * w, gscale * h, grid["sheet"][1])}'
+        f'background-position:0px 0px"></div><div class="lx-where">move the mouse over the left panel</div>'))
+    plots[0].js_on_event("mousemove", CustomJS(args=dict(div=decoded), code=f"""
+        const xs = {json.dumps([float(v) for v in gx])}, ys = {json.dumps([float(v) for v in gy])}, G = {gsize};
+        const near = (v, a) => Math.min(G - 1, Math.max(0, Math.round((v - a[0]) / ((a[G - 1] - a[0]) / (G - 1) || 1))));
+        const c = near(cb_obj.x, xs), r = G - 1 - near(cb_obj.y, ys);
+        const k = r * G + c, cols = {grid["sheet"][1]}, w = {gscale * w}, h = {gscale * h};
+        div.text = `<div class="lx-decoded" data-cell="${{k}}" style="{_img_style("--lx-grid", gscale * w, gscale * h,
+                                                                                     grid["sheet"][1])}`
+            + `background-position:-${{(k % cols) * w}}px -${{Math.floor(k / cols) * h}}px"></div>`
+            + `<div class="lx-where">(${{cb_obj.x.toFixed(2)}}, ${{cb_obj.y.toFixed(2)}}): cell row ${{r + 1}}, column ${{c + 1}} of ${{G}}x${{G}}</div>`;
+    """))
+    legends = [legend_html(entries, name) for name, (_, entries) in colorings.items()]
+    legend = Div(text=legends[0], width=1060, name="legend")
+    select = Select(title="colour by", value=first, options=list(colorings), name="color_by")
+    select.js_on_change("value", CustomJS(args=dict(source=source, legend=legend, mapper=mapper), code=f"""
+        const names = {json.dumps(list(colorings))}, legends = {json.dumps(legends)}, palettes = {json.dumps(palettes)};
+        const k = names.indexOf(cb_obj.value);
+        mapper.palette = palettes[k];
+        mapper.high = palettes[k].length - 0.5;
+        source.data.code = source.data['code_' + k];
+        source.change.emit();
+        legend.text = legends[k];
+    """))
+    chosen = Div(text="select points with the box or lasso tool (toolbar) in either panel", width=1060, name="selected",
+                 stylesheets=[InlineStyleSheet(css=":host{max-height:260px;overflow-y:auto}")])
+    source.selected.js_on_change("indices", CustomJS(args=dict(source=source, div=chosen), code=f"""
+        const idx = source.selected.indices, d = source.data;
+        let html = `<b>${{idx.length}}</b> selected (both panels)` + (idx.length > {SELECTED_SHOWN} ? `, the first {SELECTED_SHOWN} shown` : '') + ':<div style="display:flex;flex-wrap:wrap;gap:2px">';
+        for (const i of idx.slice(0, {SELECTED_SHOWN}))
+            html += `<div title="test ${{d.test_index[i]}}: ${{d.cls[i]}}" style="{_img_style("--lx-test", tw, th, sheets["test"][1])}background-position:${{d.pos[i]}}"></div>`;
+        div.text = html + '</div>';
+    """))
+    export = Button(label="export selection (CSV)", name="export", width=200)
+    export.js_on_event("button_click", CustomJS(args=dict(source=source), code=f"""
+        const d = source.data, idx = source.selected.indices;
+        const rows = ['test_index,class,latent_1,latent_2,projection_1,projection_2'];
+        for (const i of idx) rows.push([d.test_index[i], JSON.stringify(d.cls[i]), d.x2[i], d.y2[i], d.xp[i], d.yp[i]].join(','));
+        const a = document.createElement('a');
+        a.href = 'data:text/csv;charset=utf-8,' + encodeURIComponent(rows.join('\\n') + '\\n');
+        a.download = {json.dumps(csv_name)};
+        document.body.appendChild(a); a.click(); a.remove();
+    """))
+    head = Div(text=f"<h2 style='margin:4px 0'>{_escape(title)}</h2><div>{_escape(subtitle)}</div>", width=1060)
+    grid_note = Div(text=f"<b>decoded under the cursor</b> (2-d model): the nearest cell of a {gsize}x{gsize} grid of "
+                         f"decodings over the 1st-99th percentile box of the test latents", width=gscale * w + 160)
+    layout = column(head, row(select, export), legend, row(*plots, column(grid_note, decoded)), chosen)
+    # Browsers cap URLs (Chromium at 2 MB), so a large data: URL in CSS shows nothing: each sheet
+    # travels as base64 text and becomes a short blob: URL when the page opens
+    blobs = "".join(f'<script type="text/plain" data-lx-sheet="{k}" data-mime="{url[5:url.index(";")]}">'
+                    f'{url[url.index(",") + 1:]}</script>\n' for k, (url, _) in {**sheets, "grid": grid["sheet"]}.items())
+    template = get_env().from_string("{% extends 'file.html.jinja' %}{% block postamble %}{{ sprite_sheets }}"
+                                     "<script>" + SHEETS_TO_BLOBS + "</script>{% endblock %}")
+    return file_html(layout, resources=INLINE, title=title, template=template,
+                     template_variables={"sprite_sheets": blobs})
+
+
+# ---------------------------------------------------------------- what steps 5 and 6 found, per point
+def _step_json(path):
+    from latentlab.cli import UserError
+    try:
+        meta = json.loads(path.read_text())
+        return meta if isinstance(meta.get("models"), dict) else None
+    except (ValueError, OSError, AttributeError) as e:
+        raise UserError(f"{path} is not readable JSON ({type(e).__name__}); re-run the step that wrote it, or remove it")
+
+
+def _other_file(named, path) -> bool:
+    from pathlib import Path
+    return not isinstance(named, str) or Path(named).resolve() != Path(path).resolve()
+
+
+def step5_clusters(out, latents, seed: int, quiet: bool = True) -> tuple[dict, list[str]]:
+    """Step 5's k-means cluster of each latent, when its JSON is in out: {latent size: clusters (n,)}
+    and notes. Step 5 stores scores, not assignments, so the clusters are found again the way it
+    found them (same space, k and --seed; its UMAP comes from the projection cache) and its stored
+    NMI confirms they are the same."""
+    from latentlab.projection import clustering_space
+    from latentlab.scores import kmeans_scores
+    size = latents[-1].latent_size
+    found = [p for p in (out / f"kmeans_{s}_space_latent_size_{size}.json" for s in ("latent", "umap")) if p.is_file()]
+    if not found:
+        return {}, ["no k-means: viz_kmeans_latent_space.py has not run"]
+    meta, clusters, notes = _step_json(found[0]), {}, []
+    for lat in latents:
+        r = (meta or {}).get("models", {}).get(str(lat.latent_size))
+        if not r or r.get("samples") != len(lat.z) or _other_file(r.get("latents"), lat.path):
+            notes.append(f"{found[0]} is not of {lat.path}: no k-means shown for it")
+            continue
+        dims = ((r.get("umap") or {}).get("params") or {}).get("n_components", 2)
+        feats, _ = clustering_space(lat.z, meta["space"], dims, seed, out / "cache", quiet)
+        scores, clusters[lat.latent_size], _ = kmeans_scores(feats, lat.labels, int(meta["num_clusters"]), seed)
+        if not math.isclose(scores["nmi"], r["nmi"], abs_tol=1e-6):
+            notes.append(f"the {lat.latent_size}-d k-means differs from {found[0].name}'s (run with another --seed?)")
+    return clusters, notes
+
+
+def step6_predictions(out, latents, device, quiet: bool = True) -> tuple[dict, list[str]]:
+    """Step 6's held-out prediction of each latent by its best classifier, when its JSON is in out:
+    {latent size: (predictions (n,), probe name)} and notes. The JSON holds scores only; the
+    predictions come from the probe cache step 6 filled (the same call with its folds and seed
+    finds them, or fits them again), and its stored accuracy confirms they are the same."""
+    from latentlab.probes import probe_scores
+    path = out / f"classification_latent_size_{latents[-1].latent_size}.json"
+    if not path.is_file():
+        return {}, ["no classifier: classify_latent_space.py has not run"]
+    meta, preds, notes = _step_json(path), {}, []
+    for lat in latents:
+        r = (meta or {}).get("models", {}).get(str(lat.latent_size))
+        if not r or r.get("samples") != len(lat.z) or _other_file(r.get("latents"), lat.path):
+            notes.append(f"{path} is not of {lat.path}: no predictions shown for it")
+            continue
+        scored = {p: s for p, s in r["latent"].items() if isinstance(s, dict)}
+        best = max(scored, key=lambda p: scored[p]["accuracy"])
+        s = probe_scores(lat.z, lat.labels, (best,), int(meta["folds"]), int(meta["seed"]), device=device,
+                         cache_dir=out / "cache")[best]
+        preds[lat.latent_size] = (np.asarray(s["predictions"]), best)
+        if not math.isclose(s["accuracy"], scored[best]["accuracy"], abs_tol=1e-9):
+            notes.append(f"the {lat.latent_size}-d {best} predictions differ from {path.name}'s (another --device?)")
+    return preds, notes
