@@ -38,16 +38,18 @@ def main(args) -> dict:
     import torch
     from tqdm import tqdm
 
-    from latentlab import artifacts, explorer
-    from latentlab.cli import UserError, pick_device, seed_everything
+    from latentlab import explorer, files
+    from latentlab.artifacts import check_latents_match
+    from latentlab.cli import UserError, pick_device, seed_everything, worded
     from latentlab.generation import decode_latents, manifold_grid
     from latentlab.inference import encode_images
-    from latentlab.inputs import check_latents_match, find_latents, find_models, say
+    from latentlab.inputs import find_latents, find_models, say
     from latentlab.projection import METHOD_NAMES, axis_labels, view_2d
+    from model.autoencoder import model_from_checkpoint
 
     seed_everything(args.seed)
     device = pick_device(args.device)
-    out = artifacts.ensure_writable(Path(args.output_dir))
+    out = files.ensure_writable(Path(args.output_dir))
     data, data_path, models = find_models(args.model_path, args.test_data, out, args.quiet)
     latents = find_latents(args.latent_space, out, data, args.quiet)
     if len(models) < 2 or len(latents) < 2 or models[0].latent_size != 2:
@@ -56,8 +58,10 @@ def main(args) -> dict:
     nets = {}
     for lat, m in zip(latents, models):
         check_latents_match(lat, data, data_path)
-        artifacts.check_latents_match(lat.z, lat.meta, m.ckpt, lat.path, m.path)
-        nets[m.latent_size] = artifacts.model_from_checkpoint(m.ckpt, device)
+        if lat.latent_size != m.latent_size:
+            raise UserError(f"{lat.path} holds latents of size {lat.latent_size} but {m.path} has latent size "
+                            f"{m.latent_size}; pass the latents of this training")
+        nets[m.latent_size] = model_from_checkpoint(m.ckpt, device)
         again = encode_images(nets[m.latent_size], data["images"][lat.indices[:16]], device)
         if not np.allclose(again, lat.z[:16], rtol=1e-3, atol=1e-3 * (np.abs(lat.z).max() + 1)):
             raise UserError(f"{lat.path} was not encoded by {m.path} (its latents differ from the model's); "
@@ -65,7 +69,8 @@ def main(args) -> dict:
     if not np.array_equal(latents[0].indices, latents[1].indices):
         raise UserError(f"{latents[0].path} and {latents[1].path} hold different test items; re-run encode_latent_space.py")
     two, big = latents
-    xy, info = view_2d(big.z, args.vis_type, args.seed, out / "cache", args.quiet)
+    with worded("encode more with encode_latent_space.py --num_samples"):
+        xy, info = view_2d(big.z, args.vis_type, args.seed, out / "cache", args.quiet)
     clusters, notes = explorer.step5_clusters(out, latents, args.seed, args.quiet)
     preds, more = explorer.step6_predictions(out, latents, device, args.quiet)
     notes += more
@@ -96,7 +101,7 @@ def main(args) -> dict:
                                            f"{big.label}: {method} of the latents"),
         axis_labels=(axis_labels(None), axis_labels(info)), model_names=("2-d", f"{big.latent_size}-d"),
         csv_name=f"explorer_selection_latent_size_{big.latent_size}.csv")
-    path = artifacts.save_text(html, out / f"explorer_latent_size_{big.latent_size}.html")
+    path = files.save_text(html, out / f"explorer_latent_size_{big.latent_size}.html")
     say(args.quiet, f"wrote {path} ({len(html) / 1e6:.1f} MB; {drawn})")
     for n in notes:
         say(args.quiet, f"note: {n}")

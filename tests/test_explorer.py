@@ -19,6 +19,7 @@ import viz_kmeans_latent_space
 from latentlab import artifacts, explorer
 from latentlab.cli import run
 from latentlab.projection import view_2d
+from model.autoencoder import model_from_checkpoint
 
 
 def step(module, out, *flags):
@@ -132,7 +133,7 @@ def test_sprite_tiles_are_the_test_images_and_reconstructions(explored):
     assert test.shape == (side * 8, side * 8)
     for i in (0, 57, 358):  # exact: the test images are stored lossless
         np.testing.assert_array_equal(tile(test, i, side, 8, 8), data["images"][cols["test_index"][i], 0].numpy())
-    model = artifacts.model_from_checkpoint(torch.load(out / "model_latent_size_8.pth", weights_only=True))
+    model = model_from_checkpoint(torch.load(out / "model_latent_size_8.pth", weights_only=True))
     with torch.no_grad():
         rec = model.decode(torch.from_numpy(np.load(out / "latent_space_size_8.npy")[:3]))[:, 0].numpy() * 255
     rec_sheet = sheet(html, "recN").astype(float)
@@ -167,8 +168,8 @@ def test_bad_input_one_line(explored, tmp_path, capsys):
     src, _ = explored
     out = tmp_path / "out"
     shutil.copytree(src, out)
-    z, meta = artifacts.load_latents(out / "latent_space_size_8.npy")
-    artifacts.save_latents(out / "latent_space_size_8.npy", z + 1.0, meta)  # not what this model encodes
+    latents = artifacts.load_latents(out / "latent_space_size_8.npy")
+    artifacts.save_latents(out / "latent_space_size_8.npy", latents.z + 1.0, latents.meta)  # not what this model encodes
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".latentlab.lock"}
     err = refused(explore_latent_space, ["--output_dir", str(out), "--vis_type", "pca"], capsys)
     assert "was not encoded by" in err and "encode_latent_space.py" in err
