@@ -102,6 +102,23 @@ def load_model(path, data: dict, data_path) -> Model:
     return Model(path, ckpt)
 
 
+def load_training_split(model: Model) -> tuple:
+    """The training split (uint8 images (N, C, H, W), int64 labels) of the dataset the checkpoint
+    names, re-read from its files (never copied into output/): dataset, data folder, image size."""
+    from latentlab.datasets import load_dataset
+    ds = model.ckpt["dataset"]
+    if "data_dir" not in ds or "image_size" not in ds:
+        raise UserError(f"{model.path} is too old to name its dataset's folder and image size, so its training split "
+                        f"cannot be re-read; retrain it with this version's train.py")
+    data = load_dataset(ds["name"], data_dir=ds["data_dir"], image_size=ds["image_size"])
+    expected = ds.get("num_train", 0) + ds.get("num_val", 0)
+    if tuple(data.image_shape) != tuple(model.ckpt["config"]["image_shape"]) or len(data.train_x) != expected:
+        raise UserError(f"the {ds['name']} training split read now ({len(data.train_x)} images of shape "
+                        f"{tuple(data.image_shape)}) is not the one {model.path} was trained on ({expected} of shape "
+                        f"{tuple(model.ckpt['config']['image_shape'])}); point it at the same files and retrain")
+    return data.train_x, data.train_y
+
+
 def find_models(model_path, test_data, output_dir, quiet: bool = False) -> tuple[dict, Path, list[Model]]:
     """(test data, its path, [2-d model, N-d model]): --model_path (or the N-d model the test data
     names) and the 2-d model beside it."""
@@ -132,6 +149,10 @@ class Latents:
         return self.z.shape[1]
 
     @property
+    def split(self) -> str:
+        return self.meta.get("split", "test")  # latents older than --split encoded the test split
+
+    @property
     def class_names(self) -> list:
         return self.meta["class_names"]
 
@@ -156,7 +177,7 @@ def load_latent_file(path) -> Latents:
     if meta.get("latent_size") != z.shape[1]:
         raise UserError(f"{path} holds latents of size {z.shape[1]} but its JSON says the model's size is "
                         f"{meta.get('latent_size')}; {again}")
-    named = re.fullmatch(r"latent_space_size_(\d+)\.npy", path.name)
+    named = re.fullmatch(r"latent_space_size_(\d+)(_train)?\.npy", path.name)
     if named and int(named.group(1)) != z.shape[1]:
         raise UserError(f"{path} is named for size {named.group(1)} but holds latents of size {z.shape[1]}; "
                         f"pass the file of the model you mean, or {again}")
@@ -189,7 +210,7 @@ def find_latents(latent_space, output_dir, data: dict | None = None, quiet: bool
     main = load_latent_file(path)
     found = [main]
     if main.latent_size != 2:
-        two = artifacts.latents_path(path.parent, 2)
+        two = artifacts.latents_path(path.parent, 2, main.split)
         if two.is_file():
             companion = load_latent_file(two)
             if companion.dataset != main.dataset:
@@ -203,6 +224,9 @@ def find_latents(latent_space, output_dir, data: dict | None = None, quiet: bool
 
 def check_latents_match(latents: Latents, data: dict, data_path) -> None:
     """The latents were encoded from this test data: same dataset, indices inside it, same labels."""
+    if latents.split != "test":
+        raise UserError(f"{latents.path} encodes the {latents.split}ing split; pass the test-split latents "
+                        f"({artifacts.latents_path(latents.path.parent, latents.latent_size).name})")
     if latents.dataset != data["dataset"]:
         raise UserError(f"{latents.path} was encoded from dataset {latents.dataset!r} but {data_path} holds "
                         f"{data['dataset']!r}; pass the test data of the same training")
