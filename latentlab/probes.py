@@ -1,5 +1,6 @@
-"""Classifier probes on features, scored by stratified k-fold cross-validation: each sample is
-predicted by a classifier fit on the other folds only, never on itself.
+"""Classifier probes on features, scored two ways: by stratified k-fold cross-validation inside one
+set (probe_scores_of_sets: each sample is predicted by a classifier fit on the other folds only), or
+held out (heldout_scores_of_sets: fit once on training features, scored once on test features).
 
 linear = scikit-learn's logistic regression and mlp = one hidden layer of 256 ReLU units (torch,
 every fold's MLP trained at once), both on features standardised on each training fold; knn =
