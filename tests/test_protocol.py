@@ -88,7 +88,7 @@ def test_heldout_mlp_probe_learns_from_the_training_split():
 
 def test_heldout_without_training_latents_says_how_to_make_them(trained_copy):
     _encode(trained_copy)
-    with pytest.raises(UserError, match=r"needs the training split's latents .*latent_space_size_8_train\.npy; make "
+    with pytest.raises(UserError, match=r"needs the training split's latents .*latent_space_size_2_train\.npy; make "
                                         r"them with `python encode_latent_space.py --split train"):
         _classify(trained_copy, "--protocol", "heldout")
 
