@@ -2,32 +2,58 @@
 
     python classify_latent_space.py --latent_space output/latent_space_size_256.npy
     python classify_latent_space.py                     # after encode_latent_space.py: the latents in output/
+    python classify_latent_space.py --protocol heldout  # after encode_latent_space.py --split train as well
 
-Which data trains and which scores: the encoded test images (encode_latent_space.py; the
-autoencoders and the PCA never saw them) are split by stratified k-fold (--folds, shuffled with
---seed). Each classifier is fit on k-1 folds and predicts the held-out fold, so every sample is
-predicted by a classifier that never saw it; accuracy and macro-F1 are computed over all those
-held-out predictions. Classifiers: a linear probe (logistic regression), 10-NN, and an MLP (one
-hidden layer of 256); the linear probe and the MLP on standardised features, 10-NN on the features
-as they are. The same classifiers run on the PCA features of the same size (pca_baseline.pth, fit
-on the training split) and on the raw pixels of the same test images. They run in torch on
---device; each one's held-out predictions are cached in --output_dir/cache by the content of the
-features, so the raw-pixel and PCA baselines of a test set are fit once, not for every model.
-Writes to --output_dir: classification_latent_size_{N}.json and confusion_matrix_latent_size_{N}.png
-(the best classifier on each latent space).
+Which data trains and which scores (the autoencoders and the PCA were fit on the training split):
+--protocol cv (the default) uses the encoded test images alone, split by stratified k-fold (--folds,
+shuffled with --seed); each classifier is fit on k-1 folds and predicts the held-out fold, so every
+sample is predicted by a classifier that never saw it. --protocol heldout is the literature's: each
+classifier is fit on the encoded training split (latent_space_size_{N}_train.npy beside the test
+latents, from encode_latent_space.py --split train) and scores the encoded test images once.
+Classifiers: a linear probe (logistic regression), k-NN (cv: 10-NN; heldout: 5-NN and 10-NN), and an
+MLP (one hidden layer of 256); the linear probe and the MLP on standardised features, k-NN on the
+features as they are. The same classifiers run on the PCA features of the same size
+(pca_baseline.pth, fit on the training split) and on the raw pixels of the same images (heldout:
+the training images re-read from the dataset the latents name). They run in torch on --device; each
+one's predictions are cached in --output_dir/cache by the content of the features, so the raw-pixel
+and PCA baselines are fit once, not for every model. Writes to --output_dir:
+classification_latent_size_{N}.json and confusion_matrix_latent_size_{N}.png (the best classifier on
+each latent space).
 """
 from latentlab.cli import at_least_two, make_parser, run
 from latentlab.inputs import add_input_flags
 from latentlab.probes import PROBES
+
+PROTOCOLS = ("cv", "heldout")
 
 
 def parse_args(argv=None):
     p = make_parser(__doc__.split("\n")[0])
     add_input_flags(p, "latent_space", "test_data", "pca_baseline")
     g = p.add_argument_group("step")
-    g.add_argument("--folds", type=at_least_two, default=5, help="folds of the stratified cross-validation")
+    g.add_argument("--protocol", choices=PROTOCOLS, default="cv",
+                   help="cv: stratified k-fold inside the encoded test images; heldout: fit on the encoded training "
+                        "split, score the test images once")
+    g.add_argument("--folds", type=at_least_two, default=5, help="cv: folds of the stratified cross-validation")
     g.add_argument("--probes", nargs="+", default=list(PROBES), choices=PROBES, help="classifiers to run")
     return p.parse_args(argv)
+
+
+def training_latents(lat):
+    """The training-split latents beside test latents `lat`, checked to come from the same model."""
+    from latentlab import artifacts, files
+    from latentlab.cli import UserError
+    path = files.latents_path(lat.path.parent, lat.latent_size, "train")
+    if not path.is_file():
+        raise UserError(f"--protocol heldout needs the training split's latents {path}; make them with "
+                        f"`python encode_latent_space.py --split train --output_dir {lat.path.parent}`, "
+                        f"or use --protocol cv to score within the test latents alone")
+    train = artifacts.load_latents(path)
+    if (train.split != "train" or "split_size" not in train.meta
+            or train.meta.get("model_path") != lat.meta.get("model_path")):
+        raise UserError(f"{path} was not encoded from the training split by the model of {lat.path} "
+                        f"({lat.meta.get('model_path')}); re-run encode_latent_space.py --split train")
+    return train
 
 
 def main(args) -> dict:
@@ -38,41 +64,69 @@ def main(args) -> dict:
 
     from latentlab import files, plots
     from latentlab.artifacts import check_latents_match
-    from latentlab.cli import pick_device, seed_everything, worded
+    from latentlab.cli import UserError, pick_device, seed_everything, worded
     from latentlab.datasets import to_float
-    from latentlab.inputs import find_latents, find_pca_baseline, find_test_data, say
+    from latentlab.inputs import find_latents, find_pca_baseline, find_test_data, read_training_split, say
     from latentlab.pca import pca_encode
-    from latentlab.probes import PROBE_EPOCHS, PROBE_MIN_STEPS, check_folds, probe_scores_of_sets
+    from latentlab.probes import (HELDOUT_KNN_KS, PROBE_EPOCHS, PROBE_MIN_STEPS, check_folds, heldout_scores_of_sets,
+                                  probe_scores_of_sets)
 
     seed_everything(args.seed)
     device = pick_device(args.device)
     out = Path(args.output_dir)
+    heldout = args.protocol == "heldout"
     data, data_path = find_test_data(args.test_data, args.output_dir)
     latents = find_latents(args.latent_space, args.output_dir, data, args.quiet)
     for lat in latents:
         check_latents_match(lat, data, data_path)
-        with worded("encode more with encode_latent_space.py --num_samples, or lower --folds"):
-            check_folds(lat.labels, args.folds)
+        if not heldout:
+            with worded("encode more with encode_latent_space.py --num_samples, or lower --folds"):
+                check_folds(lat.labels, args.folds)
+    trains = [training_latents(lat) for lat in latents] if heldout else []
     pca = find_pca_baseline(args.pca_baseline, data, data_path, [lat.latent_size for lat in latents])
-    images = data["images"]
     main_l = latents[-1]
+    train_images = None
+    if heldout:
+        m = trains[-1].meta
+        train_images, train_labels = read_training_split(m["dataset"], m.get("data_dir"), m.get("image_size"),
+                                                         m.get("image_shape", data["images"].shape[1:]),
+                                                         m["split_size"], trains[-1].path)
+        for t in trains:
+            if len(t.indices) and (t.indices.max() >= len(train_labels)
+                                   or not (train_labels.numpy()[t.indices] == t.labels).all()):
+                raise UserError(f"the labels stored with {t.path} differ from the dataset's training split; "
+                                f"re-run encode_latent_space.py --split train")
 
-    def features(lat):
-        """name -> (samples, d) float features of the same test images: latents, PCA of that size, pixels."""
+    def features(lat, images):
+        """name -> (samples, d) float features of the same images: latents, PCA of that size, pixels."""
         x = images[lat.indices]
         k = min(lat.latent_size, pca["components"].shape[0])
         return {"latent": lat.z, "pca": pca_encode(x, pca["mean"], pca["components"], k).numpy(),
                 "raw_pixels": to_float(x.reshape(len(x), -1)).numpy()}
 
-    sets = {(lat.latent_size, name): (x, lat.labels) for lat in latents for name, x in features(lat).items()}
-    with tqdm(total=len(sets) * len(args.probes) * args.folds, desc="classifiers", unit="fit", disable=args.quiet,
-              leave=False) as bar:
+    if heldout:
+        sets = {}
+        for lat, train in zip(latents, trains):
+            train_features = features(train, train_images)
+            for name, x in features(lat, data["images"]).items():
+                sets[lat.latent_size, name] = (train_features[name], train.labels, x, lat.labels)
+        fits = len(sets) * sum(len(HELDOUT_KNN_KS) if p == "knn" else 1 for p in args.probes)
+    else:
+        sets = {(lat.latent_size, name): (x, lat.labels) for lat in latents for name, x in features(lat, data["images"]).items()}
+        fits = len(sets) * len(args.probes) * args.folds
+    with tqdm(total=fits, desc="classifiers", unit="fit", disable=args.quiet, leave=False) as bar:
         # every feature set at once, side by side; the raw pixels both models share are fit once
-        scored = probe_scores_of_sets(sets, args.probes, args.folds, args.seed, progress=bar.update, device=device,
-                                      cache_dir=out / "cache")
+        if heldout:
+            scored = heldout_scores_of_sets(sets, args.probes, args.seed, progress=bar.update, device=device,
+                                            cache_dir=out / "cache")
+        else:
+            scored = probe_scores_of_sets(sets, args.probes, args.folds, args.seed, progress=bar.update, device=device,
+                                          cache_dir=out / "cache")
     results, panels = {}, []
-    for lat in latents:
+    for i, lat in enumerate(latents):
         row = {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z)}
+        if heldout:
+            row.update(training_latents=str(trains[i].path), training_samples=len(trains[i].z))
         for name in ("latent", "pca", "raw_pixels"):
             scores = scored[lat.latent_size, name]
             if name == "latent":
@@ -82,25 +136,36 @@ def main(args) -> dict:
             row[name] = {p: {m: v for m, v in s.items() if m != "predictions"} for p, s in scores.items()}
             row[name]["dims"] = int(sets[lat.latent_size, name][0].shape[1])
         results[str(lat.latent_size)] = row
-    title = f"confusion matrices on held-out folds ({args.folds}-fold cross-validation over {len(main_l.z)} encoded test images)"
+    if heldout:
+        how = (f"fit on {len(trains[-1].z)} encoded training images, scored once on {len(main_l.z)} encoded test images")
+        notes = (f"protocol heldout: every classifier is fit on the features of the encoded training split "
+                 f"({trains[-1].meta.get('selection')}) and scores the features of the encoded test images once; "
+                 f"the PCA and raw-pixel baselines on the same training and test images; knn5 and knn10 = "
+                 f"{' and '.join(map(str, HELDOUT_KNN_KS))} nearest neighbours (5 as Sainburg et al. 2021)")
+    else:
+        how = f"{args.folds}-fold cross-validation over {len(main_l.z)} encoded test images"
+        notes = (f"protocol cv: features of the encoded test images alone; stratified {args.folds}-fold cross-validation, "
+                 f"shuffle seeded with {args.seed}: each sample is predicted by a classifier fit on the other folds; "
+                 f"accuracy and macro-F1 over all held-out predictions, fold_accuracy_std across folds; knn = 10-NN")
+    notes += (f". The autoencoders and PCA were fit on the training split. linear = logistic regression (L2, C=1, "
+              f"L-BFGS up to 100 iterations), mlp = one hidden layer of 256 ReLU units (Adam, {PROBE_EPOCHS} epochs and "
+              f"at least {PROBE_MIN_STEPS} steps), both on standardised features; k-NN on the features as they are")
+    title = f"confusion matrices of the test images ({how})"
     figure = files.save_figure(plots.confusion_figure(panels, main_l.class_names, title),
                                    out / f"confusion_matrix_latent_size_{main_l.latent_size}.png")
-    metrics = {"step": "classification", "dataset": main_l.dataset, "folds": args.folds, "seed": args.seed,
-               "probes": args.probes, "figure": str(figure), "models": results,
-               "notes": f"features of the encoded test images (the autoencoders and PCA were fit on the training split); "
-                        f"stratified {args.folds}-fold cross-validation, shuffle seeded with {args.seed}: each sample is "
-                        f"predicted by a classifier fit on the other folds; accuracy and macro-F1 over all held-out "
-                        f"predictions, fold_accuracy_std across folds. linear = logistic regression (L2, C=1, L-BFGS up to 100 "
-                        f"iterations), mlp = one hidden layer of 256 ReLU units (Adam, {PROBE_EPOCHS} epochs and at least {PROBE_MIN_STEPS} steps), both on "
-                        f"standardised features; knn = 10-NN on the features as they are"}
+    metrics = {"step": "classification", "protocol": args.protocol, "dataset": main_l.dataset,
+               "folds": None if heldout else args.folds, "seed": args.seed, "probes": args.probes,
+               "figure": str(figure), "models": results, "notes": notes}
     path = files.save_json(metrics, out / f"classification_latent_size_{main_l.latent_size}.json")
     if not args.quiet:
-        print_table(results, args.probes)
+        print(f"protocol {args.protocol}: {how}")
+        print_table(results)
         say(False, f"wrote {figure} and {path}")
     return metrics
 
 
-def print_table(results: dict, probes: list) -> None:
+def print_table(results: dict) -> None:
+    probes = [p for p in next(iter(results.values()))["latent"] if p != "dims"]
     head = f"{'features':<44} {'dims':>5} " + " ".join(f"{p + ' acc/F1':>14}" for p in probes)
     lines = [head, "-" * len(head)]
     for r in results.values():

@@ -1,13 +1,17 @@
-"""Step 3: encode test images into latent_space_size_{N}.npy with the 2-d and the N-d model.
+"""Step 3: encode test (or training) images into latent_space_size_{N}.npy with the 2-d and the N-d model.
 
     python encode_latent_space.py --model_path output/model_latent_size_256.pth --test_data output/test_data.pth --num_samples 1000
     python encode_latent_space.py                       # after train.py: both models, 1000 test images
     python encode_latent_space.py --num_samples all     # the whole test set
+    python encode_latent_space.py --split train         # every training image, for classify_latent_space.py --protocol heldout
 
-Both models encode the same test images: a seeded random sample of --num_samples (the --seed
-permutation of the test set, kept in test-set order), or every image with `all`. A VAE gives its
-posterior mean. Writes to --output_dir, per model: latent_space_size_{k}.npy (float32, samples x k)
-and latent_space_size_{k}.json (labels, test indices, class names, dataset, model, size, family).
+Both models encode the same images: a seeded random sample of --num_samples (the --seed
+permutation of the split, kept in split order), or every image with `all`. --split test encodes the
+held-out images of test_data.pth; --split train the training split (validation images included),
+re-read from the dataset the checkpoint names (dataset, data folder, image size), never copied into
+--output_dir. A VAE gives its posterior mean. Writes to --output_dir, per model:
+latent_space_size_{k}.npy (test) or latent_space_size_{k}_train.npy (train), float32 samples x k,
+and a .json beside it (split, labels, indices into the split, class names, dataset, model, size, family).
 """
 from latentlab.cli import count_or_all, make_parser, positive_int, run
 from latentlab.inputs import add_input_flags
@@ -17,8 +21,11 @@ def parse_args(argv=None):
     p = make_parser(__doc__.split("\n")[0])
     add_input_flags(p, "model_path", "test_data")
     g = p.add_argument_group("step")
-    g.add_argument("--num_samples", type=count_or_all, default=1000,
-                   help="test images to encode, a seeded sample ('all': the whole test set; more than there are: all)")
+    g.add_argument("--split", choices=("test", "train"), default="test",
+                   help="test: the held-out images of test_data.pth; train: the training split, re-read from the dataset")
+    g.add_argument("--num_samples", type=count_or_all, default=None,
+                   help="images to encode, a seeded sample ('all': the whole split; more than there are: all) "
+                        "(default: 1000 of the test split, all of the training split)")
     g.add_argument("--batch_size", type=positive_int, default=512, help="images per batch")
     return p.parse_args(argv)
 
@@ -31,20 +38,27 @@ def main(args) -> dict:
 
     from latentlab import artifacts, files
     from latentlab.cli import UserError, pick_device, seed_everything
-    from latentlab.inputs import find_models, say
+    from latentlab.inputs import find_models, load_training_split, say
     from model.autoencoder import model_from_checkpoint
     from latentlab.inference import encode_images, sample_test_items
 
     device = pick_device(args.device)
     seed_everything(args.seed)
     data, data_path, models = find_models(args.model_path, args.test_data, args.output_dir, args.quiet)
-    images, labels = data["images"], data["labels"]
+    num_samples = args.num_samples or (1000 if args.split == "test" else "all")
+    if args.split == "test":
+        images, labels, source = data["images"], data["labels"], {"test_data": str(data_path)}
+    else:  # both models trained on the same split of the same files
+        images, labels = load_training_split(models[-1])
+        ds = models[-1].ckpt["dataset"]
+        source = {"data_dir": ds["data_dir"], "image_size": ds["image_size"], "dataset_split": ds.get("split"),
+                  "image_shape": list(images.shape[1:]), "split_size": len(images)}
     total = len(images)
-    indices, selection = sample_test_items(total, args.num_samples, args.seed)
+    indices, selection = sample_test_items(total, num_samples, args.seed, args.split)
     n = len(indices)
-    if args.num_samples != "all" and args.num_samples > total:
-        say(args.quiet, f"note: --num_samples {args.num_samples} but the test data holds {total} images; encoding all of them")
-    chosen = images[indices]
+    if num_samples != "all" and num_samples > total:
+        say(args.quiet, f"note: --num_samples {num_samples} but the {args.split} split holds {total} images; encoding all of them")
+    chosen = images[indices] if n < total else images
     out = Path(args.output_dir)
     written = {}
     for m in models:
@@ -53,15 +67,16 @@ def main(args) -> dict:
             z = encode_images(model, chosen, device, args.batch_size, progress=bar.update)
         if not np.isfinite(z).all():
             raise UserError(f"{m.path} gives non-finite latents; the model diverged: retrain it")
-        meta = {"labels": labels[indices].tolist(), "indices": indices.tolist(), "class_names": data["class_names"],
-                "dataset": data["dataset"], "model_path": str(m.path), "latent_size": m.latent_size,
-                "family": m.family, "test_data": str(data_path), "selection": selection, "seed": args.seed,
+        meta = {"split": args.split, "labels": labels[indices].tolist(), "indices": indices.tolist(),
+                "class_names": data["class_names"], "dataset": data["dataset"], "model_path": str(m.path),
+                "latent_size": m.latent_size, "family": m.family, **source, "selection": selection, "seed": args.seed,
                 "latent": "posterior mean" if m.family == "vae" else "encoder output"}
-        path, _ = artifacts.save_latents(files.latents_path(out, m.latent_size), z, meta)
+        path, _ = artifacts.save_latents(files.latents_path(out, m.latent_size, args.split), z, meta)
         written[str(m.latent_size)] = {"path": str(path), "shape": list(z.shape), "model": m.label}
         say(args.quiet, f"{m.label}: {z.shape[0]} x {z.shape[1]} latents -> {path}")
     say(args.quiet, f"encoded {selection}")
-    return {"step": "encode", "dataset": data["dataset"], "num_samples": n, "selection": selection, "latents": written}
+    return {"step": "encode", "dataset": data["dataset"], "split": args.split, "num_samples": n,
+            "selection": selection, "latents": written}
 
 
 if __name__ == "__main__":

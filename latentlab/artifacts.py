@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from latentlab.cli import UserError
+from latentlab import files
 from latentlab.files import FORMAT_VERSION, load_json, load_torch, save_json, save_npy
 from model.autoencoder import FAMILIES, ModelConfig, build_model, describe
 
@@ -200,6 +201,10 @@ class Latents:
         return self.z.shape[1]
 
     @property
+    def split(self) -> str:
+        return self.meta.get("split", "test")  # latents older than --split encoded the test split
+
+    @property
     def class_names(self) -> list:
         return self.meta["class_names"]
 
@@ -268,7 +273,7 @@ def load_latents(path) -> Latents:
     if meta.get("latent_size") != z.shape[1]:
         raise UserError(f"{path} holds latents of size {z.shape[1]} but {meta_path} says latent_size "
                         f"{meta.get('latent_size')}; {again}")
-    named = re.fullmatch(r"latent_space_size_(\d+)\.npy", path.name)
+    named = re.fullmatch(r"latent_space_size_(\d+)(_train)?\.npy", path.name)
     if named and int(named.group(1)) != z.shape[1]:
         raise UserError(f"{path} is named for size {named.group(1)} but holds latents of size {z.shape[1]}; "
                         f"pass the file of the model you mean, or {again}")
@@ -288,6 +293,9 @@ def load_latents(path) -> Latents:
 
 def check_latents_match(latents: Latents, data: dict, data_path) -> None:
     """The latents were encoded from this test data: same dataset, indices inside it, same labels."""
+    if latents.split != "test":
+        raise UserError(f"{latents.path} encodes the {latents.split}ing split; pass the test-split latents "
+                        f"({files.latents_path(latents.path.parent, latents.latent_size).name})")
     if latents.dataset != data["dataset"]:
         raise UserError(f"{latents.path} was encoded from dataset {latents.dataset!r} but {data_path} holds "
                         f"{data['dataset']!r}; pass the test data of the same training")

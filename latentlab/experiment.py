@@ -17,7 +17,7 @@ from latentlab.scores import psnr
 from latentlab.distributed import World, close_distributed, init_distributed, load_in_turn, local_batch_size, run_agreed
 from latentlab.settings import Settings
 from latentlab.training import TrainingSplit, place_data, split_train_val, train_model, write_log
-from model.autoencoder import ModelConfig, describe
+from model.autoencoder import describe
 
 SNAPSHOT_IMAGES = 8
 # What train.py writes: the names whose temp files, left by a killed run, it removes at its start.
@@ -84,6 +84,7 @@ def train_and_summarise(settings: Settings, out: Path, world: World, quiet: bool
     split = TrainingSplit(place_data(data.train_x, world.device),
                           *split_train_val(len(data.train_x), settings.val_fraction, settings.seed))
     sizes = model_sizes(settings.latent_size) if companion else [settings.latent_size]
+    configs = {k: settings.model_config(k, data.image_shape) for k in sizes}  # bad widths stop before any write
     if not quiet:
         print(f"{data.name}: {len(split.train)} train / {len(split.val)} validation / {len(data.test_x)} test images "
               f"of shape {tuple(data.image_shape)}, {len(data.class_names)} classes; device {world.device}"
@@ -91,13 +92,15 @@ def train_and_summarise(settings: Settings, out: Path, world: World, quiet: bool
     baseline = run_agreed(lambda: write_test_data_and_baseline(data, split.train, sizes, out), world, main_only=True)
 
     meta = {"dataset": {"name": data.name, "class_names": data.class_names, "image_shape": list(data.image_shape),
-                        "split": data.split, "num_train": len(split.train), "num_val": len(split.val)},
+                        "split": data.split, "num_train": len(split.train), "num_val": len(split.val),
+                        # what re-reads the training split (encode_latent_space.py --split train)
+                        "data_dir": str(Path(settings.data_dir).resolve()) if settings.data_dir else None,
+                        "image_size": settings.image_size},
             "seed": settings.seed}
     shots = data.train_x[split.val[:SNAPSHOT_IMAGES]]
     histories, rows = {}, {}
     for k in sizes:
-        config = ModelConfig(family=settings.model, latent_size=k, image_shape=data.image_shape,
-                             beta=settings.beta, noise_std=settings.noise_std)
+        config = configs[k]
         path = files.checkpoint_path(out, k)
 
         def on_epoch(epoch, model, ckpt, k=k):

@@ -41,8 +41,12 @@ def pca_path(output_dir) -> Path:
     return Path(output_dir) / "pca_baseline.pth"
 
 
-def latents_path(output_dir, latent_size: int) -> Path:
-    return Path(output_dir) / f"latent_space_size_{latent_size}.npy"
+SPLITS = ("test", "train")
+
+
+def latents_path(output_dir, latent_size: int, split: str = "test") -> Path:
+    """latent_space_size_{N}.npy for the test split, latent_space_size_{N}_train.npy beside it for the training split."""
+    return Path(output_dir) / f"latent_space_size_{latent_size}{'' if split == 'test' else '_' + split}.npy"
 
 
 # ---------------------------------------------------------------- atomic writes

@@ -26,15 +26,16 @@ def model_mse(model, x_u8: torch.Tensor, device, batch: int = 512) -> float:
     return total / count
 
 
-def sample_test_items(total: int, num_samples, seed: int) -> tuple[torch.Tensor, str]:
+def sample_test_items(total: int, num_samples, seed: int, what: str = "test") -> tuple[torch.Tensor, str]:
     """The test items a step encodes: a seeded random sample of num_samples (the first num_samples
     of the seed's permutation of the test set, kept in test-set order), or every item ("all", or
-    more than there are). Returns (indices (n,) int64, how they were chosen, in words)."""
+    more than there are). what: the split, in the words. Returns (indices (n,) int64, how they were
+    chosen, in words)."""
     n = total if num_samples == "all" else min(num_samples, total)
     if n < total:
         indices = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
-        return indices, f"a random sample of {n} of the {total} test images (permutation seeded with {seed}), in test-set order"
-    return torch.arange(total), f"all {total} test images, in test-set order"
+        return indices, f"a random sample of {n} of the {total} {what} images (permutation seeded with {seed}), in {what}-set order"
+    return torch.arange(total), f"all {total} {what} images, in {what}-set order"
 
 
 @torch.no_grad()

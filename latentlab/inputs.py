@@ -60,6 +60,28 @@ def load_model(path, data: dict, data_path) -> CheckpointFile:
     return CheckpointFile(path, ckpt)
 
 
+def load_training_split(model: CheckpointFile) -> tuple:
+    """The training split (uint8 images (N, C, H, W), int64 labels) of the dataset the checkpoint
+    names, re-read from its files (never copied into output/): dataset, data folder, image size."""
+    ds = model.ckpt["dataset"]
+    if "data_dir" not in ds or "image_size" not in ds:
+        raise UserError(f"{model.path} is too old to name its dataset's folder and image size, so its training split "
+                        f"cannot be re-read; retrain it with this version's train.py")
+    return read_training_split(ds["name"], ds["data_dir"], ds["image_size"], model.ckpt["config"]["image_shape"],
+                               ds.get("num_train", 0) + ds.get("num_val", 0), model.path)
+
+
+def read_training_split(name: str, data_dir, image_size, image_shape, count: int, source) -> tuple:
+    """load_dataset's training split, checked to be the one `source` names: count images of image_shape."""
+    from latentlab.datasets import load_dataset
+    data = load_dataset(name, data_dir=data_dir, image_size=image_size)
+    if tuple(data.image_shape) != tuple(image_shape) or len(data.train_x) != count:
+        raise UserError(f"the {name} training split read now ({len(data.train_x)} images of shape "
+                        f"{tuple(data.image_shape)}) is not the one of {source} ({count} of shape "
+                        f"{tuple(image_shape)}); point it at the same files, or retrain and re-encode")
+    return data.train_x, data.train_y
+
+
 def find_models(model_path, test_data, output_dir, quiet: bool = False) -> tuple[dict, Path, list[CheckpointFile]]:
     """(test data, its path, [2-d model, N-d model]): --model_path (or the N-d model the test data
     names) and the 2-d model beside it."""
@@ -100,7 +122,7 @@ def find_latents(latent_space, output_dir, data: dict | None = None, quiet: bool
     main = artifacts.load_latents(path)
     found = [main]
     if main.latent_size != 2:
-        two = files.latents_path(path.parent, 2)
+        two = files.latents_path(path.parent, 2, main.split)
         if two.is_file():
             companion = artifacts.load_latents(two)
             if companion.dataset != main.dataset:

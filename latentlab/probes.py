@@ -1,5 +1,6 @@
-"""Classifier probes on features, scored by stratified k-fold cross-validation: each sample is
-predicted by a classifier fit on the other folds only, never on itself.
+"""Classifier probes on features, scored two ways: by stratified k-fold cross-validation inside one
+set (probe_scores_of_sets: each sample is predicted by a classifier fit on the other folds only), or
+held out (heldout_scores_of_sets: fit once on training features, scored once on test features).
 
 linear = scikit-learn's logistic regression and mlp = one hidden layer of 256 ReLU units (torch,
 every fold's MLP trained at once), both on features standardised on each training fold; knn =
@@ -117,6 +118,22 @@ def train_mlps(params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, bat
         p.requires_grad_(False)
 
 
+def mlp_predict(fits: list, num_classes: int, seed: int) -> list[torch.Tensor]:
+    """fits [(train features, train labels, test features)]: one MLP per fit, on features standardised
+    on its training rows, all trained at once (init_mlps, train_mlps); the class of each test row."""
+    scaled = [_standardise(tr_x, te_x) for tr_x, _, te_x in fits]
+    x0 = fits[0][0]
+    n_max = max(len(tr_y) for _, tr_y, _ in fits)
+    train_x = torch.zeros(len(fits), n_max, x0.shape[1], device=x0.device)  # padded rows are never drawn
+    train_y = torch.zeros(len(fits), n_max, dtype=torch.int64, device=x0.device)
+    for f, ((_, tr_y, _), (s_tr, _)) in enumerate(zip(fits, scaled)):
+        train_x[f, :len(tr_y)], train_y[f, :len(tr_y)] = s_tr, tr_y
+    g = torch.Generator().manual_seed(seed)
+    params = init_mlps(len(fits), x0.shape[1], num_classes, g, x0.device)
+    train_mlps(params, train_x, train_y, mlp_batches([len(tr_y) for _, tr_y, _ in fits], g).to(x0.device))
+    return [mlp_forward([p[f:f + 1] for p in params], s_te[None])[0].argmax(1) for f, (_, s_te) in enumerate(scaled)]
+
+
 def _out_of_fold(name: str, x: torch.Tensor, y: torch.Tensor, splits, num_classes: int, seed: int, k: int) -> np.ndarray:
     """Each sample's class predicted by the probe fit on the other folds: (n,) int64."""
     pred = torch.empty(len(y), dtype=torch.int64, device=x.device)
@@ -129,17 +146,8 @@ def _out_of_fold(name: str, x: torch.Tensor, y: torch.Tensor, splits, num_classe
             train_x, test_x = _standardise(x[tr], x[te])
             pred[te] = torch.as_tensor(linear_predict(train_x.cpu().numpy(), y[tr].cpu().numpy(), test_x.cpu().numpy()))
     else:
-        scaled = [_standardise(x[tr], x[te]) for tr, te in folds]
-        n_max = max(len(tr) for tr, _ in folds)
-        train_x = torch.zeros(len(folds), n_max, x.shape[1], device=x.device)  # padded rows are never drawn
-        train_y = torch.zeros(len(folds), n_max, dtype=torch.int64, device=x.device)
-        for f, ((tr, _), (s_tr, _)) in enumerate(zip(folds, scaled)):
-            train_x[f, :len(tr)], train_y[f, :len(tr)] = s_tr, y[tr]
-        g = torch.Generator().manual_seed(seed)
-        params = init_mlps(len(folds), x.shape[1], num_classes, g, x.device)
-        train_mlps(params, train_x, train_y, mlp_batches([len(tr) for tr, _ in folds], g).to(x.device))
-        for f, ((_, te), (_, s_te)) in enumerate(zip(folds, scaled)):
-            pred[te] = mlp_forward([p[f:f + 1] for p in params], s_te[None])[0].argmax(1)
+        for (_, te), p in zip(folds, mlp_predict([(x[tr], y[tr], x[te]) for tr, te in folds], num_classes, seed)):
+            pred[te] = p
     return pred.cpu().numpy()
 
 
@@ -200,27 +208,8 @@ def probe_scores_of_sets(sets: dict, probes=PROBES, folds: int = 5, seed: int = 
                 files.save_npy(pred, path)
         return pred
 
-    from sklearn.exceptions import ConvergenceWarning
-    from threadpoolctl import threadpool_limits
-    if workers is None:
-        workers = max(1, torch.get_num_threads()) if torch.device(device).type == "cpu" else 1
-    threads = torch.get_num_threads()
     uses = Counter(job for *_, names in plans.values() for job in names.values())  # (set, probe) pairs per fit
-    preds = {}
-    # fits side by side in threads share the cores (torch's and scikit-learn's kernels release the
-    # GIL), each on one thread: every thread pool (torch's, OpenMP's, BLAS's) at one, so none
-    # contends with another for the cores; restored after
-    with warnings.catch_warnings(), threadpool_limits(limits=1), ThreadPoolExecutor(min(workers, len(jobs)), initializer=_one_thread) as pool:
-        # the linear probe's budget is scikit-learn's default max_iter, as in step 6's notes
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        try:
-            for job, pred in zip(jobs, pool.map(run, jobs)):
-                preds[job] = pred
-                for _ in range(folds * uses[job] if progress else 0):
-                    progress()
-        finally:  # on an error or Ctrl-C, the fits not yet started are dropped, not waited for
-            pool.shutdown(wait=True, cancel_futures=True)
-            torch.set_num_threads(threads)
+    preds = run_fits(jobs, run, device, workers, lambda job: folds * uses[job] if progress else 0, progress)
     out = {}
     for key, (classes, codes, splits, k, names) in plans.items():
         out[key] = {}
@@ -235,6 +224,32 @@ def probe_scores_of_sets(sets: dict, probes=PROBES, folds: int = 5, seed: int = 
     return out
 
 
+def run_fits(jobs, run, device, workers: int | None, steps_of, progress) -> dict:
+    """{job: run(job)} for every job, fits side by side on threads; progress() is called
+    steps_of(job) times when a job is done."""
+    from sklearn.exceptions import ConvergenceWarning
+    from threadpoolctl import threadpool_limits
+    if workers is None:
+        workers = max(1, torch.get_num_threads()) if torch.device(device).type == "cpu" else 1
+    threads = torch.get_num_threads()
+    preds = {}
+    # fits side by side in threads share the cores (torch's and scikit-learn's kernels release the
+    # GIL), each on one thread: every thread pool (torch's, OpenMP's, BLAS's) at one, so none
+    # contends with another for the cores; restored after
+    with warnings.catch_warnings(), threadpool_limits(limits=1), ThreadPoolExecutor(min(workers, len(jobs)), initializer=_one_thread) as pool:
+        # the linear probe's budget is scikit-learn's default max_iter, as in step 6's notes
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        try:
+            for job, pred in zip(jobs, pool.map(run, jobs)):
+                preds[job] = pred
+                for _ in range(steps_of(job)):
+                    progress()
+        finally:  # on an error or Ctrl-C, the fits not yet started are dropped, not waited for
+            pool.shutdown(wait=True, cancel_futures=True)
+            torch.set_num_threads(threads)
+    return preds
+
+
 def _one_thread() -> None:
     from threadpoolctl import threadpool_limits
     torch.set_num_threads(1)
@@ -246,3 +261,70 @@ def _probe_key(name: str, features: np.ndarray, codes: np.ndarray, folds: int, s
                                   "seed": seed, "k": k, "epochs": [PROBE_EPOCHS, PROBE_MIN_STEPS],
                                   "device": torch.device(device).type, "torch": torch.__version__.split("+")[0]},
                                  features, codes.astype(np.int64))
+
+
+# ---------------------------------------------------------------- the held-out protocol
+HELDOUT_KNN_KS = (5, 10)  # 5: the k-NN of Sainburg et al. 2021 (Parametric UMAP); 10: the cross-validated probe's
+
+
+def heldout_scores_of_sets(sets: dict, probes=PROBES, seed: int = 0, knn_ks=HELDOUT_KNN_KS, progress=None,
+                           device="cpu", cache_dir=None, workers: int | None = None) -> dict:
+    """Score classifiers fit once on training features and scored once on test features, as the
+    literature does: sets {key: (train features (n, d), train labels (n,), test features (m, d),
+    test labels (m,))} -> {key: {probe: {"accuracy", "macro_f1", "predictions"}}}; "knn" becomes one
+    entry per k of knn_ks ("knn5", "knn10"). Fits of the same content run once; cache_dir and
+    workers as in probe_scores_of_sets. progress: optional callable () -> None after each fit."""
+    from sklearn.metrics import accuracy_score, f1_score
+    unknown = [name for name in probes if name not in PROBES]
+    if unknown:
+        raise ValueError(f"unknown probe {unknown[0]!r}; choose from {PROBES}")
+    plans, jobs = {}, {}
+    for key, (train_x, train_y, test_x, test_y) in sets.items():
+        classes, codes = np.unique(np.concatenate([np.asarray(train_y), np.asarray(test_y)]), return_inverse=True)
+        codes = codes.reshape(-1)
+        train_c, test_c = codes[:len(train_y)], codes[len(train_y):]
+        if len(np.unique(train_c)) < 2:
+            raise UserError("the training latents hold a single class; a classifier needs at least two")
+        train_x = np.ascontiguousarray(train_x, dtype=np.float32)
+        test_x = np.ascontiguousarray(test_x, dtype=np.float32)
+        plans[key] = (classes, test_c, {})
+        for name in probes:
+            for k in (knn_ks if name == "knn" else (0,)):
+                k = min(k, len(train_c))
+                job = files.content_key({"probe": name, "protocol": "heldout", "version": PROBE_VERSION, "k": k,
+                                             "seed": seed, "epochs": [PROBE_EPOCHS, PROBE_MIN_STEPS],
+                                             "shapes": [list(train_x.shape), list(test_x.shape)],
+                                             "device": torch.device(device).type,
+                                             "torch": torch.__version__.split("+")[0]},
+                                            train_x, train_c.astype(np.int64), test_x)
+                jobs.setdefault(job, (name, train_x, train_c, test_x, len(classes), k))
+                plans[key][2][f"knn{k}" if name == "knn" else name] = job
+
+    def run(job):
+        name, train_x, train_c, test_x, num_classes, k = jobs[job]
+        path = None if cache_dir is None else Path(cache_dir) / f"heldout_{name}_{job}.npy"
+        pred = files.load_cached_npy(path, lambda p: p.shape == (len(test_x),) and p.dtype.kind in "iu"
+                                         and ((p >= 0) & (p < num_classes)).all())
+        if pred is None:
+            x, y = torch.as_tensor(train_x).to(device), torch.as_tensor(train_c).to(device)
+            q = torch.as_tensor(test_x).to(device)
+            if name == "knn":
+                pred = knn_predict(x, y, q, num_classes, k)
+            elif name == "linear":  # on the CPU, in numpy
+                s_tr, s_te = _standardise(x, q)
+                pred = torch.as_tensor(linear_predict(s_tr.cpu().numpy(), train_c, s_te.cpu().numpy()))
+            else:
+                pred = mlp_predict([(x, y, q)], num_classes, seed)[0]
+            pred = pred.cpu().numpy()
+            if path is not None:
+                files.save_npy(pred, path)
+        return pred
+
+    uses = Counter(job for *_, names in plans.values() for job in names.values())
+    preds = run_fits(jobs, run, device, workers, lambda job: uses[job] if progress else 0, progress)
+    out = {}
+    for key, (classes, test_c, names) in plans.items():
+        out[key] = {name: {"accuracy": float(accuracy_score(test_c, preds[job])),
+                           "macro_f1": float(f1_score(test_c, preds[job], average="macro", zero_division=0)),
+                           "predictions": classes[preds[job]]} for name, job in names.items()}
+    return out

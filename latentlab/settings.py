@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, dataclass, field, fields
 
-from latentlab.cli import fraction, make_parser, nonneg_float, nonneg_int, positive_float, positive_int
+from latentlab.cli import UserError, fraction, make_parser, nonneg_float, nonneg_int, positive_float, positive_int
 from latentlab.datasets import DATASETS
-from model.autoencoder import FAMILIES
+from model.autoencoder import FAMILIES, ModelConfig, conv_stages
 
 PRECISIONS = ("auto", "fp32", "bf16")
 # the smallest square the conv encoder halves once (model.autoencoder.conv_stages: even, > 4 pixels)
@@ -28,7 +28,7 @@ def image_size(text: str) -> int:
 
 def setting(default=MISSING, *, help: str, group: str, type=None, choices=None, shown: str | None = None,
             per_run: bool = False, makes_results: bool = True, resume_must_match: bool = False,
-            recorded: bool = False, older=None, shared: bool = False):
+            recorded: bool = False, older=None, shared: bool = False, nargs=None):
     """A Settings field.
 
     group: its argparse group. shown: the default as the docs show it, where the value (None) says
@@ -36,11 +36,12 @@ def setting(default=MISSING, *, help: str, group: str, type=None, choices=None, 
     other numbers. resume_must_match: --resume refuses a checkpoint trained with another value.
     recorded: kept in the checkpoint's "train" record. older: the value of records that predate
     the setting. shared: its flag is one that every step has (latentlab.cli.make_parser).
+    nargs: the flag takes a list (argparse's nargs); the value is a tuple.
     """
     return field(default=default, metadata=dict(
         help=help, group=group, type=type, choices=choices, shown=shown, per_run=per_run,
         makes_results=makes_results, resume_must_match=resume_must_match, recorded=recorded, older=older,
-        shared=shared))
+        shared=shared, nargs=nargs))
 
 
 @dataclass
@@ -52,6 +53,14 @@ class Settings:
     noise_std: float = setting(0.0, help="denoising: std of the Gaussian noise on the input (the target stays "
                                          "clean); any family", group="model", type=nonneg_float)
     beta: float = setting(1.0, help="VAE: weight of the KL term", group="model", type=nonneg_float)
+    channels: tuple | None = setting(None, help="conv, vae: channels of each stride-2 stage, at most as many stages "
+                                                "as the image halves (28x28: 2, 32x32: 3)", group="model",
+                                     type=positive_int, nargs="+", shown="32 64 (28x28), 32 64 128 (32x32)")
+    dense: int = setting(0, help="conv, vae: a dense layer of N units between the conv features and the bottleneck, "
+                                 "mirrored in the decoder (0: none)", group="model", type=nonneg_int, older=0)
+    hidden: tuple | None = setting(None, help="mlp: widths of the hidden layers, encoder side (mirrored); "
+                                              "`--hidden` alone: none, a linear autoencoder", group="model",
+                                   type=positive_int, nargs="*", shown="512 256")
     dataset: str = setting("gtsrb", help=f"one of: {', '.join(DATASETS)}", group="data")
     data_dir: str | None = setting(None, help="folder holding the dataset's files", group="data",
                                    shown="data/<name>/", makes_results=False)
@@ -83,7 +92,28 @@ class Settings:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Settings":
         """The settings in a namespace of train.py's flags (other attributes are ignored)."""
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+        values = {f.name: getattr(args, f.name) for f in fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+    def model_config(self, latent_size: int, image_shape) -> ModelConfig:
+        """The network these settings ask for at one latent size; a width or depth the family or the
+        image cannot take is a UserError."""
+        conv = self.model != "mlp"
+        if conv and self.hidden is not None:
+            raise UserError(f"--hidden sets the widths of the mlp model, not of the {self.model} one; "
+                            f"use --channels (and --dense), or --model mlp")
+        if not conv and (self.channels is not None or self.dense):
+            raise UserError("--channels and --dense set the conv and vae networks, not the mlp one; "
+                            "use --hidden, or --model conv")
+        h, w = image_shape[1:]
+        stages = max(1, conv_stages(h, w))  # images that never halve take one full-resolution stage
+        if conv and self.channels is not None and len(self.channels) > stages:
+            raise UserError(f"--channels gives {len(self.channels)} stages but {h}x{w} images take at most "
+                            f"{stages} (each stride-2 stage halves the image while it stays even and larger "
+                            f"than 4 pixels); give at most {stages} widths")
+        given = {k: v for k, v in (("channels", self.channels), ("hidden", self.hidden)) if v is not None}
+        return ModelConfig(family=self.model, latent_size=latent_size, image_shape=tuple(image_shape),
+                           beta=self.beta, noise_std=self.noise_std, dense=self.dense, **given)
 
 
 def names(**metadata) -> tuple[str, ...]:
@@ -123,6 +153,9 @@ def add_training_flags(parser, per_run: bool = True) -> None:
             help_text += (f" (default: {m['shown']})" if f.default is None else "") + "%(default).0s"
         if isinstance(f.default, bool):
             groups[m["group"]].add_argument(f"--{f.name}", action="store_true", help=help_text)
+        elif m["nargs"]:
+            groups[m["group"]].add_argument(f"--{f.name}", type=m["type"], nargs=m["nargs"], default=f.default,
+                                            metavar="N", help=help_text)
         elif f.default is MISSING:
             groups[m["group"]].add_argument(f"--{f.name}", type=m["type"], required=True, help=help_text)
         else:

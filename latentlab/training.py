@@ -124,7 +124,12 @@ def check_resume(ckpt: dict, path: Path, settings: Settings, config: ModelConfig
         if was != getattr(settings, key):
             raise UserError(f"--resume: {path} was trained with {key}={was}, not {getattr(settings, key)}; "
                             f"use the same flags or drop --resume")
-    if ckpt["config"] != config.to_dict() or ckpt["dataset"].get("name") != dataset:
+    was = ModelConfig.from_dict(ckpt["config"]).to_dict()  # a config older than a field has its default
+    for key, value in config.to_dict().items():
+        if was.get(key) != value and key in ("channels", "hidden", "dense"):
+            raise UserError(f"--resume: {path} was trained with {key}={was.get(key)}, not {value}; "
+                            f"use the same flags or drop --resume")
+    if was != config.to_dict() or ckpt["dataset"].get("name") != dataset:
         raise UserError(f"--resume: {path} holds another model or dataset ({ckpt['config']['family']}, "
                         f"{ckpt['dataset'].get('name')}); use the same flags or drop --resume")
     if "resume" not in ckpt or set(ckpt["history"]) != set(HISTORY_KEYS):

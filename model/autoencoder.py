@@ -40,7 +40,8 @@ class ModelConfig:
     # conv/vae: channels of each stride-2 stage; as many stages are used as the image
     # can be halved while it stays even and larger than 4 pixels (8x8 -> 1 stage, 28 -> 2, 32 -> 3).
     channels: tuple = (32, 64, 128, 256)
-    hidden: tuple = (512, 256)  # mlp: widths of the hidden layers, encoder side
+    hidden: tuple = (512, 256)  # mlp: widths of the hidden layers, encoder side; () is a linear autoencoder
+    dense: int = 0  # conv/vae: units of a dense layer between the conv features and the bottleneck, each side (0: none)
     beta: float = 1.0  # vae: weight of the KL term (Higgins et al. 2017, beta-VAE)
     noise_std: float = 0.0  # denoising: std of the Gaussian noise added to the input while training
     normalisation: str = "pixels/255 in [0,1]"  # how images map to model inputs
@@ -49,8 +50,11 @@ class ModelConfig:
         self.image_shape = tuple(int(s) for s in self.image_shape)
         self.channels = tuple(int(c) for c in self.channels)
         self.hidden = tuple(int(h) for h in self.hidden)
+        self.dense = int(self.dense)
         if self.family not in FAMILIES:
             raise ValueError(f"unknown model family {self.family!r}; choose one of {', '.join(FAMILIES)}")
+        if not self.channels or min(self.channels) < 1 or min(self.hidden, default=1) < 1 or self.dense < 0:
+            raise ValueError(f"widths must be positive: channels {self.channels}, hidden {self.hidden}, dense {self.dense}")
 
     @property
     def channels_last(self) -> bool:
@@ -68,7 +72,7 @@ class ModelConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def conv_stages(height: int, width: int, max_stages: int) -> int:
+def conv_stages(height: int, width: int, max_stages: int = 99) -> int:
     """How many stride-2 stages keep every feature map even-sized and larger than 4 pixels."""
     n = 0
     while n < max_stages and height % 2 == 0 and width % 2 == 0 and min(height, width) > 4:
@@ -94,9 +98,13 @@ class ConvEncoder(nn.Module):
         self.net = nn.Sequential(*layers)
         self.feature_shape = (c_in, h >> n, w >> n)  # (C', H / 2^n, W / 2^n)
         self.out_features = math.prod(self.feature_shape)
+        self.dense = nn.Identity()
+        if cfg.dense:  # as the Parametric UMAP paper's conv AE (Sainburg et al. 2021): Dense before the bottleneck
+            self.dense = nn.Sequential(nn.Linear(self.out_features, cfg.dense), nn.GELU())
+            self.out_features = cfg.dense
 
     def forward(self, x):
-        return self.net(x).flatten(1)
+        return self.dense(self.net(x).flatten(1))
 
 
 class ConvDecoder(nn.Module):
@@ -108,6 +116,9 @@ class ConvDecoder(nn.Module):
         c = cfg.image_shape[0]
         self.feature_shape = feature_shape
         self.fc = nn.Linear(cfg.latent_size, math.prod(feature_shape))
+        if cfg.dense:  # the mirror of the encoder's dense layer
+            self.fc = nn.Sequential(nn.Linear(cfg.latent_size, cfg.dense), nn.GELU(),
+                                    nn.Linear(cfg.dense, math.prod(feature_shape)))
         n = conv_stages(cfg.image_shape[1], cfg.image_shape[2], len(cfg.channels))
         chans = list(cfg.channels[:n])[::-1] + [c]  # e.g. 28x28x1: [64, 32, 1]
         layers = []

@@ -1,0 +1,204 @@
+"""The training split encoded beside the test split, the held-out classifier protocol, and the
+network widths train.py takes (--channels, --dense, --hidden), on the digits and tiny IDX files."""
+import dataclasses
+import json
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from latentlab import artifacts, files
+from latentlab.cli import UserError
+from latentlab.settings import Settings
+from model.autoencoder import ModelConfig, build_model, model_from_checkpoint
+
+
+def _encode(out, *extra):
+    import encode_latent_space
+    return encode_latent_space.main(encode_latent_space.parse_args(["--output_dir", str(out), "--quiet", *extra]))
+
+
+def _classify(out, *extra):
+    import classify_latent_space
+    return classify_latent_space.main(classify_latent_space.parse_args(["--output_dir", str(out), "--quiet", *extra]))
+
+
+def _train(out, *extra):
+    import train
+    return train.main(train.parse_args(["--output_dir", str(out), "--quiet", "--snapshot_every", "0", *extra]))
+
+
+# ---------------------------------------------------------------- step 3: --split train
+def test_train_and_test_encodings_lie_side_by_side_and_say_what_they_are(trained_copy):
+    from latentlab.datasets import load_dataset
+    out = trained_copy
+    _encode(out, "--split", "train")
+    _encode(out, "--num_samples", "all")
+    train_x = load_dataset("digits").train_x
+    for k in (2, 8):
+        test, train = (artifacts.load_latents(out / f"latent_space_size_{k}{s}.npy") for s in ("", "_train"))
+        test_z, test_meta, train_z, train_meta = test.z, test.meta, train.z, train.meta
+        assert test_meta["split"] == "test" and train_meta["split"] == "train"
+        assert test_z.shape == (359, k) and train_z.shape == (1438, k)  # the training split, validation included
+        assert train_meta["dataset"] == "digits" and train_meta["indices"] == list(range(1438))
+        assert train_meta["labels"] == load_dataset("digits").train_y.tolist()
+        # the latents are the model's encoding of the dataset's training images
+        model = model_from_checkpoint(artifacts.load_checkpoint(out / f"model_latent_size_{k}.pth"))
+        with torch.no_grad():
+            np.testing.assert_allclose(train_z[:50], model.encode(train_x[:50].float() / 255).numpy(), atol=1e-5)
+    assert not any("train" in p.name for p in out.glob("*.pth"))  # the training images are not copied into output/
+
+
+def test_heldout_probes_fit_on_the_training_latents_and_score_the_test_latents(trained_copy):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from latentlab.datasets import load_dataset
+    out = trained_copy
+    _encode(out, "--split", "train")
+    _encode(out, "--num_samples", "all")
+    m = _classify(out, "--protocol", "heldout", "--probes", "linear", "knn")
+    saved = json.loads((out / "classification_latent_size_8.json").read_text())
+    assert m["protocol"] == saved["protocol"] == "heldout" and saved["folds"] is None
+    row = saved["models"]["8"]
+    assert row["samples"] == 359 and row["training_samples"] == 1438
+    for name in ("latent", "pca", "raw_pixels"):
+        assert set(row[name]) == {"linear", "knn5", "knn10", "dims"}
+    # the raw-pixel 5-NN is scikit-learn's, fit on the training images and scored on the test images
+    data = load_dataset("digits")
+    flat = lambda x: x.reshape(len(x), -1).float().numpy() / 255
+    expected = KNeighborsClassifier(5).fit(flat(data.train_x), data.train_y).score(flat(data.test_x), data.test_y)
+    assert row["raw_pixels"]["knn5"]["accuracy"] == pytest.approx(expected, abs=1e-9)
+    train, test = (artifacts.load_latents(out / f"latent_space_size_8{s}.npy") for s in ("_train", ""))
+    expected = KNeighborsClassifier(10).fit(train.z, train.labels).score(test.z, test.labels)
+    assert row["latent"]["knn10"]["accuracy"] == pytest.approx(expected, abs=1e-9)
+    assert _classify(out, "--probes", "knn")["protocol"] == "cv"  # the default; knn there is 10-NN by folds
+
+
+def test_heldout_mlp_probe_learns_from_the_training_split():
+    from sklearn.datasets import load_digits
+
+    from latentlab.probes import heldout_scores_of_sets
+    d = load_digits()
+    x, y = d.data.astype(np.float32), d.target
+    scores = heldout_scores_of_sets({0: (x[:1400], y[:1400], x[1400:], y[1400:])}, ("mlp",))[0]
+    assert scores["mlp"]["accuracy"] > 0.85 and len(scores["mlp"]["predictions"]) == len(x) - 1400
+
+
+def test_heldout_without_training_latents_says_how_to_make_them(trained_copy):
+    _encode(trained_copy)
+    with pytest.raises(UserError, match=r"needs the training split's latents .*latent_space_size_2_train\.npy; make "
+                                        r"them with `python encode_latent_space.py --split train"):
+        _classify(trained_copy, "--protocol", "heldout")
+
+
+def test_training_latents_are_refused_where_test_latents_belong(trained_copy):
+    _encode(trained_copy, "--split", "train")
+    with pytest.raises(UserError, match="encodes the training split; pass the test-split latents"):
+        _classify(trained_copy, "--latent_space", str(trained_copy / "latent_space_size_8_train.npy"))
+
+
+def test_a_checkpoint_too_old_to_name_its_data_folder_is_refused(trained_copy):
+    for k in (2, 8):
+        path = trained_copy / f"model_latent_size_{k}.pth"
+        ckpt = torch.load(path, weights_only=True)
+        del ckpt["dataset"]["data_dir"]
+        files.save_torch(ckpt, path)
+    with pytest.raises(UserError, match="is too old to name its dataset's folder and image size"):
+        _encode(trained_copy, "--split", "train")
+    _encode(trained_copy)  # the test split needs nothing from the dataset
+
+
+def _write_idx(path, array):
+    path.write_bytes(bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes())
+
+
+def test_missing_dataset_files_give_train_py_s_line(tmp_path):
+    data = tmp_path / "fm"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 40), ("t10k", 20)):
+        _write_idx(data / f"{name}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        _write_idx(data / f"{name}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
+    out = tmp_path / "out"
+    _train(out, "--latent_size", "2", "--model", "mlp", "--hidden", "--dataset", "fashion-mnist",
+           "--data_dir", str(data), "--num_epochs", "1", "--batch_size", "16")
+    _encode(out, "--split", "train")
+    assert json.loads((out / "latent_space_size_2_train.json").read_text())["data_dir"] == str(data.resolve())
+    (data / "train-images-idx3-ubyte").unlink()
+    with pytest.raises(UserError, match=f"no fashion-mnist IDX files in {data.resolve()}: expected train-images-idx3-ubyte"):
+        _encode(out, "--split", "train")
+
+
+# ---------------------------------------------------------------- step 1: network widths
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32), (1, 7, 7)])
+@pytest.mark.parametrize("family,widths", [("conv", {"channels": (16,)}), ("conv", {"channels": (8, 16), "dense": 32}),
+                                           ("vae", {"channels": (8,), "dense": 16}), ("mlp", {"hidden": (64,)}),
+                                           ("mlp", {"hidden": ()})])
+def test_widths_build_the_networks_they_name(family, widths, shape):
+    settings = Settings(latent_size=3, model=family, channels=widths.get("channels"), hidden=widths.get("hidden"),
+                        dense=widths.get("dense", 0))
+    stages = {8: 1, 28: 2, 32: 3, 7: 1}[shape[1]]
+    if len(widths.get("channels", ())) > stages:
+        with pytest.raises(UserError, match=f"--channels gives 2 stages but {shape[1]}x{shape[2]} images take at most 1"):
+            settings.model_config(3, shape)
+        return
+    model = build_model(settings.model_config(3, shape))
+    x = torch.rand(2, *shape)
+    assert model.encode(x).shape == (2, 3) and model.reconstruct(x).shape == x.shape
+    convs = [m for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if family == "mlp":
+        assert not convs
+        widths_seen = [m.out_features for m in model.encoder.modules() if isinstance(m, torch.nn.Linear)]
+        assert widths_seen == list(widths["hidden"])
+        if not widths["hidden"]:  # a linear autoencoder: one matrix each way, nothing between
+            assert len(linears) == 2 and sum(p.numel() for p in model.parameters()) == 2 * 3 * x[0].numel() + 3 + x[0].numel()
+    else:
+        assert [c.out_channels for c in convs] == list(widths["channels"])
+        dense = [m.out_features for m in model.encoder.modules() if isinstance(m, torch.nn.Linear)]
+        assert dense == ([widths["dense"]] if widths.get("dense") else [])
+        assert model.to_latent.in_features == (widths.get("dense") or model.encoder.out_features)
+
+
+def test_bad_widths_are_refused_in_one_line(capsys):
+    import train
+    for flags, message in ((["--channels", "0"], "argument --channels: 0 must be >= 1"),
+                           (["--hidden", "-3"], "argument --hidden: -3 must be >= 1"),
+                           (["--dense", "-1"], "argument --dense: -1 must be >= 0")):
+        with pytest.raises(SystemExit) as e:
+            train.parse_args(["--latent_size", "4", *flags])
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and "\n" not in err and message in err
+    for settings, message in ((Settings(latent_size=4, channels=(8, 16, 32)), "--channels gives 3 stages but 28x28 images take at most 2"),
+                              (Settings(latent_size=4, hidden=(64,)), "--hidden sets the widths of the mlp model"),
+                              (Settings(latent_size=4, model="mlp", dense=8), "--channels and --dense set the conv")):
+        with pytest.raises(UserError, match=message):
+            settings.model_config(4, (1, 28, 28))
+    with pytest.raises(ValueError, match="widths must be positive"):
+        ModelConfig(channels=(8, 0))
+
+
+def test_widths_are_recorded_used_by_later_steps_and_checked_by_resume(tmp_path):
+    from latentlab.training import check_resume
+    out = tmp_path / "out"
+    _train(out, "--latent_size", "4", "--dataset", "digits", "--num_epochs", "1", "--channels", "8", "--dense", "16")
+    ckpt = artifacts.load_checkpoint(out / "model_latent_size_4.pth")
+    assert ckpt["config"]["channels"] == [8] and ckpt["config"]["dense"] == 16
+    assert ckpt["state_dict"]["encoder.dense.0.weight"].shape == (16, 8 * 4 * 4)
+    assert _encode(out)["latents"]["4"]["shape"] == [359, 4]  # rebuilt from the checkpoint alone
+    settings = Settings(latent_size=4, dataset="digits", channels=(8,), dense=16)
+    check_resume(ckpt, out, settings, settings.model_config(4, (1, 8, 8)), "digits")
+    for other, message in (({"channels": (16,)}, r"channels=\[8\], not \[16\]"), ({"dense": 0}, "dense=16, not 0")):
+        changed = dataclasses.replace(settings, **other)
+        with pytest.raises(UserError, match=f"--resume: .* was trained with {message}"):
+            check_resume(ckpt, out, changed, changed.model_config(4, (1, 8, 8)), "digits")
+
+
+def test_the_sweep_passes_the_widths_on():
+    import sweep_latent_size
+    from latentlab.sweep import settings_of
+    args = sweep_latent_size.parse_args(["--models", "mlp", "--hidden", "32", "16"])
+    assert settings_of(args)["hidden"] == [32, 16] and settings_of(args)["channels"] is None
+    per_run = sweep_latent_size.train_args(args, "mlp", 2, "folder")
+    assert Settings.from_args(per_run).model_config(2, (1, 8, 8)).hidden == (32, 16)
