@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import os
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -27,6 +27,7 @@ from latentlab.sweep import Job, job_state, record_error, run_job
 STATES = ("done", "running", "failed", "left")
 POLL_SECONDS = 1.0
 SUBMITTED = "submitted.json"  # in a job's folder: the cluster's job id, to find it again
+ROOT = Path(__file__).resolve().parents[1]  # the repository: where a job's process imports latentlab from
 SLURM_ACTIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING")
 
 
@@ -79,25 +80,24 @@ class Finished:
         return self.why or "it stopped without writing its metrics"
 
 
-def _run_in_child(job: Job) -> None:
-    try:
-        run_job(job)
-    except Exception:
-        sys.exit(1)  # the error is in error.json
-
-
 class ChildProcess:
-    """A job in its own process on this machine."""
+    """A job in its own Python process on this machine (a plain subprocess: nothing of this process
+    is shared with it, so killing it leaves this one clean)."""
 
     def __init__(self, job: Job):
-        self.process = multiprocessing.get_context("spawn").Process(target=_run_in_child, args=(job,), daemon=False)
-        self.process.start()
+        spec = artifacts.save_json(dataclasses.asdict(job), Path(job.folder) / "job.json")
+        code = ("import json, sys; from latentlab.sweep import Job, run_job\n"
+                "try: run_job(Job(**json.load(open(sys.argv[1]))))\n"
+                "except Exception: sys.exit(1)  # its error is in error.json\n"
+                "except KeyboardInterrupt: sys.exit(130)")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        self.process = subprocess.Popen([sys.executable, "-c", code, str(spec)], env=env, cwd=ROOT)
 
     def done(self) -> bool:
-        return not self.process.is_alive()
+        return self.process.poll() is not None
 
     def failure(self) -> str:
-        code = self.process.exitcode
+        code = self.process.returncode
         return f"its process was killed by signal {-code}" if code < 0 else f"its process exited with status {code}"
 
 

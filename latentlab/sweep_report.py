@@ -84,7 +84,7 @@ def write_outputs(records: list[dict], output_dir, epochs: int) -> dict:
                 seeds.add(r["seeds"])
         n = "/".join(map(str, sorted(seeds)))
         title = (f"latent-size sweep on {dataset}: {', '.join(l for l in lines if l != family_name(PCA))} and PCA "
-                 f"({epochs} epochs per model; mean ± sd over {n} seed{'s' if n != '1' else ''})")
+                 f"({epochs} epoch{'s' if epochs != 1 else ''} per model; mean ± sd over {n} seed{'s' if n != '1' else ''})")
         fig = plots.sweep_figure(lines, METRICS, dashed={family_name(PCA)}, title=title)
         name = dataset_dir(out, dataset).name
         paths[f"figure {dataset}"] = artifacts.save_figure(fig, out / f"sweep_metrics_{name}.png", dpi=100)
