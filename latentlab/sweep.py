@@ -138,13 +138,14 @@ def job_state(job: Job) -> tuple[str, str | None]:
     if error_path(folder).exists():
         try:
             return "failed", str(artifacts.load_json(error_path(folder), "sweep_error", "")["error"])
-        except (UserError, KeyError):
-            return "failed", f"{error_path(folder)} is unreadable"
+        except (UserError, KeyError) as e:
+            return "failed", f"its error record is unreadable: {e}"
     return "left", None
 
 
 def record_error(job: Job, error: str, trace: str = "") -> None:
-    artifacts.save_json({"kind": "sweep_error", "job": job.name, "error": error, "traceback": trace},
+    artifacts.save_json({"kind": "sweep_error", "format_version": artifacts.FORMAT_VERSION, "job": job.name,
+                         "error": error, "traceback": trace},
                         error_path(job.folder))
 
 

@@ -146,7 +146,12 @@ def test_a_failing_job_is_listed_with_its_error_and_the_others_still_run(tmp_pat
                                         r"seed 0: .*missing.*\); run the same command again to re-run them$"):
         sweep_latent_size.main(args)
     errors = list((tmp_path / "out").rglob("error.json"))
-    assert len(errors) == 1 and "missing" in json.loads(errors[0].read_text())["error"]
+    assert len(errors) == 1
+    error = json.loads(errors[0].read_text())["error"]
+    assert "missing" in error and "Traceback" in json.loads(errors[0].read_text())["traceback"]
+    from latentlab.sweep import job_state, make_jobs
+    job, = make_jobs(args, args.datasets, args.seeds, args.models, args.latent_sizes, quiet=True)
+    assert job_state(job) == ("failed", error)  # what the next call lists, and runs again
 
 
 def test_submitit_missing_is_one_line_on_how_to_install(monkeypatch, tmp_path):
