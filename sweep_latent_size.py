@@ -1,9 +1,8 @@
-"""Sweep: train each model family at each latent size, on each dataset with each seed, and score
-what it learned beside PCA; the table gives each number's mean ± sd over the seeds.
+"""Sweep: every model family at every latent size, dataset and seed, scored beside PCA, mean ± sd.
 
-    python sweep_latent_size.py --latent_sizes 2 8 32 128 --models conv vae --datasets fashion-mnist --seeds 0 1 2
-    python sweep_latent_size.py --latent_sizes 2 4 --models mlp vae --datasets digits --seeds 0 1 --num_epochs 2 --max_parallel 2
-    python sweep_latent_size.py --datasets cifar10 cifar100 --launcher submitit --slurm_partition gpu --gpus_per_job 1
+    python sweep_latent_size.py --datasets fashion-mnist --models conv vae --latent_sizes 2 8 32 128 --seeds 0 1 2 --max_parallel 2
+    python sweep_latent_size.py --datasets cifar10 cifar100 --launcher submitit --slurm_partition gpu --gpus_per_job 1 --cpus_per_job 8
+    python sweep_latent_size.py --datasets digits --models mlp vae --latent_sizes 2 8 --seeds 0 1 2 --num_epochs 20 --max_parallel 2   # offline
 
 Each (dataset, family, size, seed) is one job: a train.py run of the model of that size alone (no
 2-d companion; train.py's defaults for every training flag not given) into
@@ -29,7 +28,7 @@ def parse_args(argv=None):
     g = p.add_argument_group("sweep")
     g.add_argument("--datasets", "--dataset", nargs="+", default=[default_dataset],
                    help="datasets (as train.py's --dataset), each with its own PCA and figure")
-    g.add_argument("--seeds", type=seed_int, nargs="+", help="seeds, each a run of every pair (default: --seed)")
+    g.add_argument("--seeds", type=seed_int, nargs="+", help="seeds, each a run of every pair (default: --seed)%(default).0s")
     g.add_argument("--latent_sizes", type=positive_int, nargs="+", default=[2, 8, 32, 128], help="bottleneck sizes")
     g.add_argument("--models", nargs="+", default=["conv", "vae"], choices=FAMILIES, help="network families")
     g.add_argument("--num_samples", type=count_or_all, default="all",
@@ -40,10 +39,10 @@ def parse_args(argv=None):
                    help="local: on this machine; submitit: one job each through submitit (SLURM where sbatch exists)")
     g.add_argument("--max_parallel", type=positive_int,
                    help="jobs at once (local: each in its own process with cores / jobs threads; default 1, in this "
-                        "process; submitit: default all)")
-    g.add_argument("--slurm_partition", help="submitit on SLURM: the partition")
+                        "process; submitit: default all)%(default).0s")
+    g.add_argument("--slurm_partition", help="submitit on SLURM: the partition (default: SLURM's)%(default).0s")
     g.add_argument("--gpus_per_job", type=nonneg_int, default=0, help="submitit: GPUs per job (0 or 1)")
-    g.add_argument("--cpus_per_job", type=positive_int, help="submitit: CPUs per job, also its torch threads")
+    g.add_argument("--cpus_per_job", type=positive_int, help="submitit: CPUs per job, also its torch threads (default: the cluster's; torch's threads)%(default).0s")
     g.add_argument("--timeout_min", type=positive_int, default=120, help="submitit: time limit of a job in minutes")
     add_training_flags(p, per_run=False)
     args = p.parse_args(argv)
