@@ -1,97 +1,108 @@
-"""Sweep: train each model family at each latent size and score what it learned, beside PCA.
+"""Sweep: every model family at every latent size, dataset and seed, scored beside PCA, mean ± sd.
 
-    python sweep_latent_size.py --latent_sizes 2 8 32 128 --models conv vae --dataset fashion-mnist
-    python sweep_latent_size.py --latent_sizes 2 4 --models mlp vae --dataset digits --num_epochs 2
+    python sweep_latent_size.py --datasets fashion-mnist --models conv vae --latent_sizes 2 8 32 128 --seeds 0 1 2 --max_parallel 2
+    python sweep_latent_size.py --datasets cifar10 cifar100 --launcher submitit --slurm_partition gpu --gpus_per_job 1 --cpus_per_job 8
+    python sweep_latent_size.py --datasets digits --models mlp vae --latent_sizes 2 8 --seeds 0 1 2 --num_epochs 20 --max_parallel 2   # offline
 
-Each (family, size) pair is one train.py run (the model of that size alone, no 2-d companion, with
-train.py's defaults for every training flag not given) into <output_dir>/{family}_latent_size_{N}/,
-then scored on the test split: MSE, PSNR and SSIM of the reconstructions of every test image; the
-accuracy of a linear probe and of 10-NN, and the NMI of k-means (one cluster per class), on the
-encoded test images (--num_samples), by stratified --folds cross-validation. PCA of each size is
-scored the same way. Writes to --output_dir: {family}_latent_size_{N}/metrics.json (last, so a
-finished pair is skipped by the next sweep; an interrupted training resumes), sweep_results.csv,
-sweep_results.md, and sweep_metrics.png (one panel per metric against the latent size).
+Each (dataset, family, size, seed) is one job: a train.py run of the model of that size alone (no
+2-d companion; train.py's defaults for every training flag not given) into
+<output_dir>/<dataset>/seed_<s>/{family}_latent_size_{N}/, then its scores on the test split: MSE,
+PSNR and SSIM of the reconstructions of every test image; the accuracy of a linear probe and of
+10-NN and the NMI of k-means (one cluster per class) on the encoded test images (--num_samples), by
+stratified --folds cross-validation. PCA of each size is scored the same way, per dataset and seed.
+A job writes metrics.json last, so a rerun skips it; an interrupted training resumes; a failed job
+(error.json) is listed and run again by the next call. Writes to --output_dir: sweep_runs.csv
+(every job), sweep_results.csv and .md (mean ± sd over seeds) and sweep_metrics_<dataset>.png.
 """
-import argparse
+from dataclasses import fields
 
-from latentlab.cli import at_least_two, count_or_all, make_parser, positive_int, run
-from latentlab.settings import add_training_flags
+from latentlab.cli import UserError, at_least_two, count_or_all, make_parser, nonneg_int, positive_int, run, seed_int
+from latentlab.settings import Settings, add_training_flags
 from model.autoencoder import FAMILIES
 
 
 def parse_args(argv=None):
     p = make_parser(__doc__.split("\n")[0])
     p.set_defaults(output_dir="output/sweep")
+    default_dataset = next(f.default for f in fields(Settings) if f.name == "dataset")
     g = p.add_argument_group("sweep")
+    g.add_argument("--datasets", "--dataset", nargs="+", default=[default_dataset],
+                   help="datasets (as train.py's --dataset), each with its own PCA and figure")
+    g.add_argument("--seeds", type=seed_int, nargs="+", help="seeds, each a run of every pair (default: --seed)%(default).0s")
     g.add_argument("--latent_sizes", type=positive_int, nargs="+", default=[2, 8, 32, 128], help="bottleneck sizes")
     g.add_argument("--models", nargs="+", default=["conv", "vae"], choices=FAMILIES, help="network families")
     g.add_argument("--num_samples", type=count_or_all, default="all",
                    help="test images encoded for the probes and k-means, a seeded sample ('all': the whole test set)")
     g.add_argument("--folds", type=at_least_two, default=5, help="folds of the probes' stratified cross-validation")
+    g = p.add_argument_group("launcher")
+    g.add_argument("--launcher", choices=("local", "submitit"), default="local",
+                   help="local: on this machine; submitit: one job each through submitit (SLURM where sbatch exists)")
+    g.add_argument("--max_parallel", type=positive_int,
+                   help="jobs at once (local: each in its own process with cores / jobs threads; default 1, in this "
+                        "process; submitit: default all)%(default).0s")
+    g.add_argument("--slurm_partition", help="submitit on SLURM: the partition (default: SLURM's)%(default).0s")
+    g.add_argument("--gpus_per_job", type=nonneg_int, default=0, help="submitit: GPUs per job (0 or 1)")
+    g.add_argument("--cpus_per_job", type=positive_int, help="submitit: CPUs per job, also its torch threads (default: the cluster's; torch's threads)%(default).0s")
+    g.add_argument("--timeout_min", type=positive_int, default=120, help="submitit: time limit of a job in minutes")
     add_training_flags(p, per_run=False)
-    return p.parse_args(argv)
-
-
-def train_args(args, family: str, latent_size: int, folder) -> argparse.Namespace:
-    """train.py's arguments for one pair: the sweep's training flags, the pair's family and size,
-    and --resume so that an interrupted training continues."""
-    return argparse.Namespace(**{**vars(args), "latent_size": latent_size, "model": family,
-                                 "output_dir": str(folder), "resume": True})
+    args = p.parse_args(argv)
+    if args.seeds is None:
+        args.seeds = [args.seed]
+    if args.gpus_per_job > 1:
+        p.error(f"argument --gpus_per_job: {args.gpus_per_job}: a job trains on one GPU; use 0 or 1")
+    return args
 
 
 def main(args) -> dict:
     import time
-    from pathlib import Path
 
     from latentlab import files
-    from latentlab.cli import pick_device, seed_everything
-    from latentlab.experiment import run_training
     from latentlab.inputs import say
-    from latentlab.sweep import (PCA, evaluate_model, evaluate_pca, family_name, load_finished, metrics_path, run_dir,
-                                 settings_of, to_markdown, table_rows, write_outputs)
+    from latentlab.launch import Progress, run_jobs
+    from latentlab.sweep import PCA, family_name, job_state, load_finished, make_jobs, metrics_path
+    from latentlab.sweep_report import aggregate, run_rows, to_markdown, write_outputs
 
     t0 = time.perf_counter()
-    out = files.ensure_writable(Path(args.output_dir))
-    device = pick_device(args.device)
+    datasets, seeds = list(dict.fromkeys(args.datasets)), list(dict.fromkeys(args.seeds))
     sizes, families = sorted(set(args.latent_sizes)), list(dict.fromkeys(args.models))
-    settings = settings_of(args)
-    pairs = [(f, k) for k in sizes for f in [*families, PCA]]
-    # every finished pair is checked against these flags before anything trains
-    done = {p: load_finished(run_dir(out, *p), settings) for p in pairs}
-    say(args.quiet, f"sweep of {len(pairs)} runs ({', '.join(map(family_name, families))} and PCA at latent sizes "
-                    f"{', '.join(map(str, sizes))}): {sum(r is not None for r in done.values())} finished already")
-    title = (f"latent-size sweep on {args.dataset}: {', '.join(map(family_name, families))} and PCA "
-             f"({args.num_epochs} epochs per model, seed {args.seed})")
-    def finished() -> list[dict]:  # table order: family by family, sizes ascending
-        return [done[(f, k)] for f in [*families, PCA] for k in sizes if done[(f, k)] is not None]
+    if args.data_dir is not None and len(datasets) > 1:
+        raise UserError(f"--data_dir names one dataset's folder, and {len(datasets)} datasets are swept; "
+                        f"leave it out and place each dataset's files in data/<name>/")
+    out = files.ensure_writable(args.output_dir)
+    in_process = args.launcher == "local" and (args.max_parallel or 1) == 1
+    jobs = make_jobs(args, datasets, seeds, families, sizes, quiet=args.quiet or not in_process)
+    states = {job: job_state(job) for job in jobs}  # every finished job is checked against these flags first
+    progress = Progress(states, args.quiet)
+    say(args.quiet, f"sweep of {len(jobs)} jobs ({len(datasets)} dataset(s) x {', '.join(map(family_name, families))} "
+                    f"x sizes {', '.join(map(str, sizes))} x {len(seeds)} seed(s), PCA with each): "
+                    f"{progress.summary()}")
+    for job, error in progress.failed():
+        say(args.quiet, f"  run again: {job.name}, which failed: {error}")
+    run_jobs([j for j, (s, _) in states.items() if s in ("failed", "left")], progress, args)
+    progress.close()
 
-    paths = {}
-    for family, k in pairs:
-        folder = run_dir(out, family, k)
-        name = f"{family_name(family)}, latent size {k}"
-        if done[(family, k)] is not None:
-            say(args.quiet, f"{name}: finished, skipping ({metrics_path(folder)})")
-            continue
-        if family == PCA:  # from the baseline the first family's training of this size wrote
-            rec = evaluate_pca(run_dir(out, families[0], k), k, settings)
-        else:
-            say(args.quiet, f"{name}: training into {folder}")
-            run_training(train_args(args, family, k, folder), companion=False)
-            seed_everything(args.seed)
-            rec = evaluate_model(folder, settings, device)
-        files.save_json(rec, metrics_path(folder))  # last: the pair is finished
-        done[(family, k)] = rec
-        m = rec["metrics"]
-        say(args.quiet, f"{name}: MSE {m['test_mse']:.4f}, PSNR {m['test_psnr']:.2f} dB, SSIM {m['test_ssim']:.3f}, "
-                        f"linear probe {m['linear_probe']:.3f}, kNN {m['knn']:.3f}, NMI {m['kmeans_nmi']:.3f}")
-        paths = write_outputs(finished(), out, title)
-    if not paths:  # every pair was finished already: the table and figure of exactly this sweep
-        paths = write_outputs(finished(), out, title)
-    rows = table_rows(finished())
+    order = {"dataset": {d: i for i, d in enumerate(datasets)}, "family": {f: i for i, f in enumerate([*families, PCA])}}
+    finished = []  # (table order: dataset, family with PCA last, size, seed; the metrics file)
+    for job in jobs:
+        if progress.states[job][0] == "done":
+            for family, folder in ((job.family, job.folder), (PCA, job.pca_folder)):
+                if folder is not None:
+                    key = (order["dataset"][job.dataset], order["family"][family], job.latent_size, seeds.index(job.seed))
+                    finished.append((key, metrics_path(folder), job.settings))
+    records = [load_finished(path, settings) for _, path, settings in sorted(finished, key=lambda f: f[0])]
+    paths = write_outputs(records, out, args.num_epochs) if records else {}
+    rows = aggregate(run_rows(records))
     if not args.quiet:
         print(to_markdown(rows), end="")
-        say(False, f"wrote {', '.join(str(p) for p in paths.values())} in {time.perf_counter() - t0:.0f} s")
-    return {"rows": rows, **{k: str(p) for k, p in paths.items()}}
+        say(False, f"{progress.summary()}; wrote {', '.join(str(p) for p in paths.values())} "
+                   f"in {time.perf_counter() - t0:.0f} s")
+    failed = progress.failed()
+    if failed:
+        for job, error in failed:
+            say(args.quiet, f"  failed: {job.name}: {error}")
+        raise UserError(f"{len(failed)} of {len(jobs)} jobs failed ({failed[0][0].name}: {failed[0][1]}"
+                        f"{', ...' if len(failed) > 1 else ''}); run the same command again to re-run them")
+    return {"rows": rows, "runs": run_rows(records), **{k: str(p) for k, p in paths.items()}}
 
 
 if __name__ == "__main__":

@@ -254,22 +254,23 @@ def latent_manifold(images: torch.Tensor, xs: np.ndarray, ys: np.ndarray, z2: np
 
 def sweep_figure(lines: dict[str, list], metrics: dict[str, tuple[str, bool]], dashed: set, title: str):
     """One panel per metric against the latent size (log2 axis). lines: label -> [(latent size,
-    {metric: value})], one line each; labels in `dashed` (the baseline) are drawn dashed.
-    metrics: metric -> (its name, whether higher is better)."""
+    {metric: mean}, {metric: sd})], one line each, the sd as error bars (0: none); labels in
+    `dashed` (the baseline) are drawn dashed. metrics: metric -> (its name, whether higher is better)."""
     names = list(metrics)
     ncols = 3
     nrows = -(-len(names) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 3.3 * nrows + 0.6), squeeze=False)
-    sizes = sorted({k for points in lines.values() for k, _ in points})
+    sizes = sorted({p[0] for points in lines.values() for p in points})
     for ax, name in zip(axes.flat, names):
         label, higher = metrics[name]
         for line, points in lines.items():
             points = sorted(points, key=lambda p: p[0])
-            xs, ys = [k for k, _ in points], [v[name] for _, v in points]
+            xs, ys, err = [p[0] for p in points], [p[1][name] for p in points], [p[2][name] for p in points]
             if line in dashed:
-                ax.plot(xs, ys, "s--", color="0.35", label=line, markersize=4)
+                ax.errorbar(xs, ys, yerr=err, fmt="s--", color="0.35", label=line, markersize=4, capsize=3)
             else:
-                ax.plot(xs, ys, "o-", color=f"C{list(lines).index(line)}", label=line, markersize=5)
+                ax.errorbar(xs, ys, yerr=err, fmt="o-", color=f"C{list(lines).index(line)}", label=line,
+                            markersize=5, capsize=3)
         ax.set_xscale("log", base=2)
         ax.set_xticks(sizes, [str(k) for k in sizes])
         ax.minorticks_off()

@@ -61,7 +61,7 @@ class Settings:
     hidden: tuple | None = setting(None, help="mlp: widths of the hidden layers, encoder side (mirrored); "
                                               "`--hidden` alone: none, a linear autoencoder", group="model",
                                    type=positive_int, nargs="*", shown="512 256")
-    dataset: str = setting("gtsrb", help=f"one of: {', '.join(DATASETS)}", group="data")
+    dataset: str = setting("gtsrb", help=f"one of: {', '.join(DATASETS)}", group="data", per_run=True)
     data_dir: str | None = setting(None, help="folder holding the dataset's files", group="data",
                                    shown="data/<name>/", makes_results=False)
     image_size: int | None = setting(None, help=f"resize images to this square size (at least {MIN_IMAGE_SIZE})",
@@ -87,7 +87,7 @@ class Settings:
     snapshot_every: int = setting(5, help="a reconstruction snapshot every N epochs (0: off)", group="training",
                                   type=nonneg_int, makes_results=False, recorded=True)
     seed: int = setting(0, help="seed of the weights, the split, the shuffling and the noise", group="common",
-                        shared=True, resume_must_match=True, recorded=True)
+                        shared=True, per_run=True, resume_must_match=True, recorded=True)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Settings":
@@ -139,8 +139,8 @@ def recorded_value(record: dict, name: str):
 
 
 def add_training_flags(parser, per_run: bool = True) -> None:
-    """train.py's flags, one per setting. per_run=False leaves out --latent_size, --model and
-    --resume, which sweep_latent_size.py sets for each of its runs."""
+    """train.py's flags, one per setting. per_run=False leaves out --latent_size, --model,
+    --dataset and --resume, which sweep_latent_size.py sets for each of its runs."""
     groups = {}
     for f in fields(Settings):
         m = f.metadata

@@ -1,6 +1,7 @@
-"""The latent-size sweep (sweep_latent_size.py): one training per (family, latent size) pair, each
-in its own folder, scored on the test split as the analysis steps score it, beside PCA at the same
-size; a table (CSV, Markdown) and a figure of every metric against the latent size.
+"""The latent-size sweep (sweep_latent_size.py): one job per (dataset, family, latent size, seed),
+each the training of that model alone and its scoring on the test split, as the analysis steps
+score it, in its own folder <output_dir>/<dataset>/seed_<s>/<family>_latent_size_<N>/. The job of
+the first family also scores PCA at the same size, from the baseline its training wrote.
 
 What each metric uses (the autoencoders and the PCA were fit on the training split only):
   test MSE, PSNR, SSIM    every test image, as viz_reconstruction.py
@@ -9,15 +10,18 @@ What each metric uses (the autoencoders and the PCA were fit on the training spl
                           classify_latent_space.py: each image is predicted by a probe fit on the other folds
   k-means NMI             k-means with one cluster per class on the same encoded images, in the
                           latent space, as viz_kmeans_latent_space.py
-PCA at size N: the components of pca_baseline.pth that the training of that size wrote.
+`score` is the one place that calls the probes, so the sweep follows step 6's protocol.
 
-A pair is finished when its metrics.json exists (written last, atomically); it holds the flags that
+A job is done when its metrics.json exists (written last, atomically); it holds the flags that
 made its numbers, and a later sweep with other values for them is refused rather than mixed in.
+A job that fails writes error.json (its error in one line); the next sweep runs it again. While it
+runs, a job holds its folder's writer lock (latentlab.locking), which is how a sweep sees it running.
 """
 from __future__ import annotations
 
-import csv
-import io
+import re
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +30,7 @@ from latentlab import files
 from latentlab.cli import UserError
 from latentlab.inputs import find_models, find_pca_baseline, find_test_data
 from latentlab.inference import encode_images, reconstruct_batches, sample_test_items
+from latentlab.locking import FolderBusy, FolderLock
 from latentlab.pca import pca_encode, pca_reconstruct_batches
 from latentlab.probes import KNN_K, probe_scores
 from latentlab.scores import kmeans_nmi, reconstruction_scores
@@ -36,36 +41,79 @@ from model.autoencoder import describe, model_from_checkpoint
 METRICS = {"test_mse": ("test MSE", False), "test_psnr": ("test PSNR (dB)", True), "test_ssim": ("test SSIM", True),
            "linear_probe": ("linear-probe accuracy", True), "knn": (f"{KNN_K}-NN accuracy", True),
            "kmeans_nmi": ("k-means NMI", True)}
-# the flags that make a pair's numbers what they are; a finished pair is reused only when they agree
+# the flags that make a job's numbers what they are (dataset and seed are in its folder's name);
+# a finished job is reused only when they agree
 SETTINGS = (*RESULT_SETTINGS, "num_samples", "folds")
 PCA = "pca"
 KIND = "sweep_metrics"
-TABLE_COLUMNS = ("family", "latent_size", *METRICS, "epochs_run", "train_seconds")
 
 
 def family_name(family: str) -> str:
     return "PCA" if family == PCA else describe(family)
 
 
-def run_dir(output_dir, family: str, latent_size: int) -> Path:
-    return Path(output_dir) / f"{family}_latent_size_{latent_size}"
+def dataset_dir(output_dir, dataset: str) -> Path:
+    return Path(output_dir) / re.sub(r"[^A-Za-z0-9._-]+", "_", dataset).strip("_")  # folder:PATH has slashes
+
+
+def run_dir(output_dir, dataset: str, seed: int, family: str, latent_size: int) -> Path:
+    return dataset_dir(output_dir, dataset) / f"seed_{seed}" / f"{family}_latent_size_{latent_size}"
 
 
 def metrics_path(folder) -> Path:
     return Path(folder) / "metrics.json"
 
 
-def settings_of(args) -> dict:
-    return {k: getattr(args, k) for k in SETTINGS}
+def error_path(folder) -> Path:
+    return Path(folder) / "error.json"
 
 
-def load_finished(folder, settings: dict) -> dict | None:
-    """The metrics of a finished pair, or None when it is not finished. Refused (one line) when it
-    was swept with other settings or is malformed."""
-    path = metrics_path(folder)
+@dataclass(frozen=True, eq=False)  # a job is itself: hashed by identity
+class Job:
+    """One (dataset, family, latent size, seed): train.py's arguments for it (train), the settings
+    its numbers depend on, and the PCA folder it also scores (first family only). Pickled to the
+    process or cluster node that runs it."""
+    dataset: str
+    family: str
+    latent_size: int
+    seed: int
+    folder: str
+    pca_folder: str | None
+    train: dict
+    settings: dict
+    threads: int | None = None  # torch threads in the job's process (None: torch's default)
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}, {family_name(self.family)}, latent size {self.latent_size}, seed {self.seed}"
+
+    def outputs(self) -> list[Path]:
+        return [metrics_path(f) for f in (self.folder, self.pca_folder) if f is not None]
+
+
+def make_jobs(args, datasets, seeds, families, sizes, quiet: bool) -> list[Job]:
+    """The sweep's jobs, dataset by dataset, seed by seed, size by size."""
+    jobs = []
+    for d in datasets:
+        for s in seeds:
+            settings = {"dataset": d, "seed": s, **{k: getattr(args, k) for k in SETTINGS}}
+            for k in sizes:
+                for f in families:
+                    folder = run_dir(args.output_dir, d, s, f, k)
+                    pca = run_dir(args.output_dir, d, s, PCA, k) if f == families[0] else None
+                    # --resume: an interrupted (or killed) training continues where it stopped
+                    train = {**vars(args), "dataset": d, "seed": s, "latent_size": k, "model": f,
+                             "output_dir": str(folder), "resume": True, "quiet": quiet}
+                    jobs.append(Job(d, f, k, s, str(folder), pca and str(pca), train, settings))
+    return jobs
+
+
+def load_finished(path: Path, settings: dict) -> dict | None:
+    """The metrics at path, or None when the job has not written them. Refused (one line) when
+    swept with other settings or malformed."""
     if not path.exists():
         return None
-    redo = f"delete {folder} to redo this pair"
+    redo = f"delete {path.parent} to redo it"
     m = files.load_json(path, KIND, redo)
     if not isinstance(m.get("settings"), dict) or not isinstance(m.get("metrics"), dict) or not all(
             isinstance(m["metrics"].get(k), (int, float)) for k in METRICS):
@@ -78,7 +126,60 @@ def load_finished(folder, settings: dict) -> dict | None:
     return m
 
 
-# ---------------------------------------------------------------- scoring one pair
+def job_state(job: Job) -> tuple[str, str | None]:
+    """("done" | "running" | "failed" | "left", the error of a failed job)."""
+    if all(load_finished(p, job.settings) is not None for p in job.outputs()):
+        return "done", None
+    folder = Path(job.folder)
+    if folder.exists():
+        try:
+            FolderLock(folder).acquire().release()
+        except FolderBusy:
+            return "running", None
+    if error_path(folder).exists():
+        try:
+            return "failed", str(files.load_json(error_path(folder), "sweep_error", "")["error"])
+        except (UserError, KeyError) as e:
+            return "failed", f"its error record is unreadable: {e}"
+    return "left", None
+
+
+def record_error(job: Job, error: str, trace: str = "") -> None:
+    files.save_json({"kind": "sweep_error", "format_version": files.FORMAT_VERSION, "job": job.name,
+                         "error": error, "traceback": trace},
+                        error_path(job.folder))
+
+
+def run_job(job: Job) -> None:
+    """Train and score one job in this process (the entry point of every launcher). Its folder's
+    lock keeps a second launch of the same job out; a failure is recorded in error.json and raised."""
+    import torch
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    with FolderLock(job.folder):
+        error_path(job.folder).unlink(missing_ok=True)
+        try:
+            _train_and_score(job)
+        except Exception as e:
+            record_error(job, str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}", traceback.format_exc())
+            raise
+
+
+def _train_and_score(job: Job) -> None:
+    import argparse
+
+    from latentlab.cli import pick_device, seed_everything
+    from latentlab.experiment import run_training
+    device = pick_device(job.train["device"])
+    if load_finished(metrics_path(job.folder), job.settings) is None:
+        run_training(argparse.Namespace(**job.train), companion=False)
+        seed_everything(job.seed)
+        files.save_json(evaluate_model(job.folder, job.settings, device), metrics_path(job.folder))
+    if job.pca_folder is not None and load_finished(metrics_path(job.pca_folder), job.settings) is None:
+        files.save_json(evaluate_pca(job.folder, job.latent_size, job.settings), metrics_path(job.pca_folder))
+
+
+# ---------------------------------------------------------------- scoring one model
 def score(batches, features: np.ndarray, labels: np.ndarray, num_classes: int, folds: int, seed: int) -> dict:
     """batches: (originals, reconstructions) of every test image; features: the encoded sample, labels its classes."""
     rec = reconstruction_scores(batches)
@@ -122,46 +223,5 @@ def evaluate_pca(trained_folder, latent_size: int, settings: dict) -> dict:
 
 def record(family, latent_size, data, settings, metrics, selection, **extra) -> dict:
     return {"kind": KIND, "format_version": files.FORMAT_VERSION, "family": family, "latent_size": latent_size,
-            "dataset": data["dataset"], "settings": settings, "metrics": metrics, "test_images": len(data["images"]),
-            "encoded": selection, **extra}
-
-
-# ---------------------------------------------------------------- the table and the figure
-def table_rows(records: list[dict]) -> list[dict]:
-    return [{"family": r["family"], "latent_size": r["latent_size"], **r["metrics"],
-             "epochs_run": r.get("epochs_run"), "train_seconds": r.get("train_seconds")} for r in records]
-
-
-def to_csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, TABLE_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows([{k: "" if r[k] is None else r[k] for k in TABLE_COLUMNS} for r in rows])
-    return buf.getvalue()
-
-
-def to_markdown(rows: list[dict]) -> str:
-    head = ["model", "latent size", *(name for name, _ in METRICS.values()), "epochs", "training s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for r in rows:
-        cells = [family_name(r["family"]), str(r["latent_size"]), f"{r['test_mse']:.4f}", f"{r['test_psnr']:.2f}",
-                 f"{r['test_ssim']:.3f}", f"{r['linear_probe']:.3f}", f"{r['knn']:.3f}", f"{r['kmeans_nmi']:.3f}",
-                 "" if r["epochs_run"] is None else str(r["epochs_run"]),
-                 "" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_outputs(records: list[dict], output_dir, title: str) -> dict:
-    """sweep_results.csv, sweep_results.md and sweep_metrics.png in output_dir, from the finished pairs."""
-    from latentlab import plots
-    out = Path(output_dir)
-    rows = table_rows(records)
-    paths = {"csv": files.save_text(to_csv(rows), out / "sweep_results.csv"),
-             "markdown": files.save_text(to_markdown(rows), out / "sweep_results.md")}
-    lines = {}
-    for r in rows:
-        lines.setdefault(family_name(r["family"]), []).append((r["latent_size"], {k: r[k] for k in METRICS}))
-    fig = plots.sweep_figure(lines, METRICS, dashed={family_name(PCA)}, title=title)
-    paths["figure"] = files.save_figure(fig, out / "sweep_metrics.png", dpi=100)
-    return paths
+            "dataset": data["dataset"], "seed": settings["seed"], "settings": settings, "metrics": metrics,
+            "test_images": len(data["images"]), "encoded": selection, **extra}

@@ -1,106 +1,119 @@
-"""sweep_latent_size.py on the embedded digits with a tiny budget: its outputs, its numbers against
-those of the steps, skipping finished pairs, resuming an interrupted training, refusing other flags."""
+"""sweep_latent_size.py on the embedded digits with a tiny budget: 2 seeds x 2 sizes x 2 families
+through --launcher local --max_parallel 2 (one job killed mid-run, then re-run) and through
+submitit's LocalExecutor; the tables, their numbers against the steps', refusals and failures."""
 import csv
 import json
 import math
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
-from conftest import run_script
+from conftest import ROOT, run_script
 from latentlab import artifacts, files
+from latentlab.cli import UserError
 from latentlab.locking import LOCK_NAME
-from latentlab.sweep import METRICS, family_name, metrics_path, run_dir
+from latentlab.sweep import METRICS, metrics_path, run_dir
 
-pytestmark = pytest.mark.slow  # every test reads one sweep of four trainings
+FLAGS = ["--latent_sizes", "4", "2", "--models", "mlp", "vae", "--datasets", "digits", "--seeds", "0", "1",
+         "--num_epochs", "2", "--batch_size", "64", "--snapshot_every", "0", "--max_parallel", "2"]
+ROWS = [(f, k) for f in ("mlp", "vae", "pca") for k in (2, 4)]
+KILLED = ("vae", 4, 1)  # (family, size, seed) of the job killed mid-run: the last one
 
-FLAGS = ["--latent_sizes", "4", "2", "--models", "mlp", "vae", "--dataset", "digits", "--num_epochs", "2",
-         "--batch_size", "64", "--snapshot_every", "0"]
-PAIRS = [(f, k) for f in ("mlp", "vae", "pca") for k in (2, 4)]
 
-
-class Interrupt(Exception):
-    pass
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    """A sweep interrupted in the first epoch of its last training (vae, 4), then run again to the end.
-    Returns (output folder, the interrupted checkpoint, the second run's stdout, stamps of the pairs
-    that were finished before the second run)."""
-    import sweep_latent_size
-    from latentlab import training
-    out = tmp_path_factory.mktemp("sweep")
-    real = training.train_model
-
-    def interrupted(config, *args, on_epoch=None, **kw):
-        def stop(epoch, model, ckpt):
-            on_epoch(epoch, model, ckpt)
-            if (config.family, config.latent_size) == ("vae", 4):
-                raise Interrupt
-        return real(config, *args, on_epoch=stop, **kw)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("latentlab.experiment.train_model", interrupted)
-        with pytest.raises(Interrupt):
-            sweep_latent_size.main(sweep_latent_size.parse_args(FLAGS + ["--output_dir", str(out), "--quiet"]))
-    ckpt_path = run_dir(out, "vae", 4) / "model_latent_size_4.pth"
-    at_interrupt = artifacts.load_checkpoint(ckpt_path)
-    finished = [p for p in PAIRS if p not in (("vae", 4), ("pca", 4))]
-    stamps = {path: path.stat().st_mtime_ns for f, k in finished for path in run_dir(out, f, k).iterdir()}
-    proc = run_script("sweep_latent_size.py", *FLAGS, "--output_dir", out)
-    return out, at_interrupt, proc.stdout, stamps
+def local_sweep(tmp_path_factory):
+    """A local sweep whose last job is killed (SIGKILL) in its second epoch, then the same command
+    again. Returns (output folder, first run, second run, the killed job's checkpoint at the kill)."""
+    out = tmp_path_factory.mktemp("local")
+    folder = run_dir(out, "digits", KILLED[2], *KILLED[:2])
+    ckpt_path = folder / f"model_latent_size_{KILLED[1]}.pth"
+    cmd = [sys.executable, str(ROOT / "sweep_latent_size.py"), *FLAGS, "--output_dir", str(out), "--quiet"]
+    head = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while not ckpt_path.exists():  # its first epoch is written: kill the process that trains it
+            assert head.poll() is None, head.communicate()
+            time.sleep(0.02)
+        pid = json.loads((folder / LOCK_NAME).read_text())["pid"]
+        assert pid != head.pid
+        os.kill(pid, signal.SIGKILL)
+        at_kill = artifacts.load_checkpoint(ckpt_path)
+        first = subprocess.CompletedProcess(cmd, head.wait(timeout=600), *head.communicate())
+    finally:
+        head.kill()
+    second = run_script("sweep_latent_size.py", *FLAGS, "--output_dir", out)
+    return out, first, second, at_kill
 
 
-def test_finished_pairs_are_skipped_and_an_interrupted_training_resumes(sweep):
-    out, at_interrupt, stdout, stamps = sweep
-    assert at_interrupt["resume"]["epoch"] == 0
-    for f, k in [("mlp", 2), ("vae", 2), ("pca", 2), ("mlp", 4)]:
-        assert f"{family_name(f)}, latent size {k}: finished, skipping" in stdout
-    assert "VAE, latent size 4: training" in stdout and "VAE, latent size 4: finished" not in stdout
-    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing of theirs was written again
-    resumed = artifacts.load_checkpoint(run_dir(out, "vae", 4) / "model_latent_size_4.pth")
+@pytest.fixture(scope="module")
+def submitit_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("submitit")
+    run_script("sweep_latent_size.py", *FLAGS, "--launcher", "submitit", "--cpus_per_job", "1",
+               "--output_dir", out, "--quiet")
+    return out
+
+
+@pytest.mark.slow
+def test_a_job_killed_mid_run_is_listed_then_resumed_and_finished_by_the_next_call(local_sweep):
+    out, first, second, at_kill = local_sweep
+    assert at_kill["resume"]["epoch"] == 0  # killed in its second epoch
+    assert first.returncode == 2 and first.stderr.count("\n") == 1, first.stderr
+    assert "1 of 8 jobs failed (digits, VAE, latent size 4, seed 1: its process was killed by signal 9)" in first.stderr
+    assert "8 jobs" in second.stdout and "7 done, 0 running, 1 failed, 0 left" in second.stdout
+    assert "run again: digits, VAE, latent size 4, seed 1, which failed: its process was killed" in second.stdout
+    assert "8 done, 0 running, 0 failed, 0 left" in second.stdout
+    resumed = artifacts.load_checkpoint(run_dir(out, "digits", 1, "vae", 4) / "model_latent_size_4.pth")
     assert resumed["history"]["epoch"] == [0, 1]
-    assert resumed["history"]["seconds"][0] == at_interrupt["history"]["seconds"][0]  # epoch 1 kept, not retrained
+    assert resumed["history"]["seconds"][0] == at_kill["history"]["seconds"][0]  # epoch 1 kept, not retrained
+    assert not (run_dir(out, "digits", 1, "vae", 4) / "error.json").exists()
 
 
-def test_outputs_hold_every_pair_with_finite_metrics_in_range(sweep):
-    out = sweep[0]
-    with open(out / "sweep_results.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert [(r["family"], int(r["latent_size"])) for r in rows] == PAIRS
-    for r in rows:
-        m = {k: float(r[k]) for k in METRICS}
-        assert all(math.isfinite(v) for v in m.values()), r
-        assert 0 < m["test_mse"] < 1 and m["test_psnr"] == pytest.approx(10 * math.log10(1 / m["test_mse"]))
-        assert 0 < m["test_ssim"] <= 1
-        assert all(0 <= m[k] <= 1 for k in ("linear_probe", "knn", "kmeans_nmi"))
-        assert (r["epochs_run"] == "") == (r["family"] == "pca")
-    pca4 = next(r for r in rows if (r["family"], r["latent_size"]) == ("pca", "4"))
-    assert float(pca4["linear_probe"]) > 0.5  # 4 principal components of digits separate the 10 classes well
+@pytest.mark.slow
+def test_local_and_submitit_give_equal_tables_of_mean_and_sd_over_seeds(local_sweep, submitit_sweep):
+    out = local_sweep[0]
+    local, sub = read_csv(out / "sweep_results.csv"), read_csv(submitit_sweep / "sweep_results.csv")
+    assert [(r["family"], int(r["latent_size"])) for r in local] == ROWS
+    numbers = [f"{m}_{s}" for m in METRICS for s in ("mean", "sd")]
+    assert [[r[c] for c in numbers] for r in local] == [[r[c] for c in numbers] for r in sub]
+    runs = read_csv(out / "sweep_runs.csv")
+    assert len(runs) == 2 * len(ROWS)
+    for r in local:
+        assert r["seeds"] == "2" and r["dataset"] == "digits"
+        for m in METRICS:
+            two = [float(x[m]) for x in runs if (x["family"], x["latent_size"]) == (r["family"], r["latent_size"])]
+            assert float(r[f"{m}_mean"]) == pytest.approx(sum(two) / 2)
+            assert float(r[f"{m}_sd"]) == pytest.approx(abs(two[0] - two[1]) / math.sqrt(2))
+        assert 0 < float(r["test_mse_mean"]) < 1 and 0 < float(r["test_ssim_mean"]) <= 1
+        assert all(0 <= float(r[f"{k}_mean"]) <= 1 for k in ("linear_probe", "knn", "kmeans_nmi"))
     md = (out / "sweep_results.md").read_text().splitlines()
-    assert len(md) == 2 + len(PAIRS) and md[0].startswith("| model | latent size | test MSE")
-    png = (out / "sweep_metrics.png").read_bytes()
-    assert png.startswith(b"\x89PNG") and len(png) < 200_000
-    for f, k in PAIRS:
-        rec = files.load_json(metrics_path(run_dir(out, f, k)), "sweep_metrics", "")
-        assert rec["settings"]["num_epochs"] == 2 and rec["test_images"] == 359
-        if f != "pca":  # the model of that size alone: no 2-d companion
-            assert [p.name for p in run_dir(out, f, k).glob("model_*.pth")] == [f"model_latent_size_{k}.pth"]
+    assert len(md) == 2 + len(ROWS) and md[0].startswith("| dataset | model | latent size | seeds | test MSE")
+    assert all(" ± " in line for line in md[2:])
+    assert (out / "sweep_metrics_digits.png").read_bytes().startswith(b"\x89PNG")
+    assert list((submitit_sweep / "submitit").glob("*_result.pkl"))  # the jobs went through submitit
 
 
-def test_numbers_are_those_of_the_training_and_the_steps(sweep, tmp_path):
-    """The sweep's numbers for one pair and PCA equal what train.py and steps 2, 3, 5 and 6 report."""
+@pytest.mark.slow
+def test_numbers_are_those_of_the_training_and_the_steps(local_sweep, tmp_path):
+    """The sweep's numbers for one job and its PCA equal what train.py and steps 2, 3, 5 and 6 report."""
     import classify_latent_space
     import encode_latent_space
     import viz_kmeans_latent_space
     import viz_reconstruction
-    out = sweep[0]
-    ours = files.load_json(metrics_path(run_dir(out, "mlp", 4)), "sweep_metrics", "")["metrics"]
-    pca = files.load_json(metrics_path(run_dir(out, "pca", 4)), "sweep_metrics", "")["metrics"]
-    trained = json.loads((run_dir(out, "mlp", 4) / "training_summary.json").read_text())["models"]["4"]
-    assert ours["test_mse"] == pytest.approx(trained["test_mse"])
+    out = local_sweep[0]
+    ours = files.load_json(metrics_path(run_dir(out, "digits", 0, "mlp", 4)), "sweep_metrics", "")["metrics"]
+    pca = files.load_json(metrics_path(run_dir(out, "digits", 0, "pca", 4)), "sweep_metrics", "")["metrics"]
+    assert [p.name for p in run_dir(out, "digits", 0, "mlp", 4).glob("model_*.pth")] == ["model_latent_size_4.pth"]
     steps = tmp_path / "steps"
-    shutil.copytree(run_dir(out, "mlp", 4), steps)
+    shutil.copytree(run_dir(out, "digits", 0, "mlp", 4), steps, ignore=shutil.ignore_patterns(LOCK_NAME))
     common = ["--output_dir", str(steps), "--quiet"]
     rec = viz_reconstruction.main(viz_reconstruction.parse_args(common))["models"]["4"]
     encode_latent_space.main(encode_latent_space.parse_args(common + ["--num_samples", "all"]))
@@ -113,12 +126,49 @@ def test_numbers_are_those_of_the_training_and_the_steps(sweep, tmp_path):
     assert ours["kmeans_nmi"] == pytest.approx(km["nmi"])
 
 
-def test_a_sweep_with_other_flags_is_refused_before_it_trains(sweep):
-    out = sweep[0]
-    def stamps():  # of every file but the writer lock, which each run takes
+@pytest.mark.slow
+def test_a_sweep_with_other_flags_is_refused_before_it_trains(local_sweep):
+    out = local_sweep[0]
+    def stamps():  # of every file but the writer locks, which each run takes
         return sorted(p.stat().st_mtime_ns for p in out.rglob("*") if p.name != LOCK_NAME)
     before = stamps()
     proc = run_script("sweep_latent_size.py", *FLAGS, "--num_epochs", "3", "--output_dir", out, check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
     assert "was swept with --num_epochs 2, not 3" in proc.stderr
     assert stamps() == before
+
+
+def test_a_failing_job_is_listed_with_its_error_and_the_others_still_run(tmp_path):
+    import sweep_latent_size
+    args = sweep_latent_size.parse_args(["--datasets", f"folder:{tmp_path / 'missing'}", "--latent_sizes", "2",
+                                         "--models", "mlp", "--output_dir", str(tmp_path / "out"), "--quiet"])
+    with pytest.raises(UserError, match=r"^1 of 1 jobs failed \(folder:.*missing, MLP autoencoder, latent size 2, "
+                                        r"seed 0: .*missing.*\); run the same command again to re-run them$"):
+        sweep_latent_size.main(args)
+    errors = list((tmp_path / "out").rglob("error.json"))
+    assert len(errors) == 1
+    error = json.loads(errors[0].read_text())["error"]
+    assert "missing" in error and "Traceback" in json.loads(errors[0].read_text())["traceback"]
+    from latentlab.sweep import job_state, make_jobs
+    job, = make_jobs(args, args.datasets, args.seeds, args.models, args.latent_sizes, quiet=True)
+    assert job_state(job) == ("failed", error)  # what the next call lists, and runs again
+
+
+def test_submitit_missing_is_one_line_on_how_to_install(monkeypatch, tmp_path):
+    import sweep_latent_size
+    from latentlab import launch
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit now raises ImportError
+    args = sweep_latent_size.parse_args(["--launcher", "submitit", "--output_dir", str(tmp_path)])
+    with pytest.raises(UserError, match=r"^--launcher submitit needs submitit: pip install submitit"):
+        launch.submitit_executor(args, tmp_path)
+
+
+def test_the_table_shows_mean_and_sd_with_the_count_of_seeds():
+    from latentlab.sweep_report import aggregate, to_markdown
+    runs = [{"dataset": "digits", "family": "mlp", "latent_size": 2, "seed": s, "train_seconds": 1.0,
+             **{m: v for m in METRICS}} for s, v in ((0, 0.5), (1, 0.7))]
+    one, two = aggregate(runs[:1]), aggregate(runs)
+    assert one[0]["seeds"] == 1 and one[0]["knn_sd"] is None
+    assert two[0]["seeds"] == 2 and two[0]["knn_mean"] == pytest.approx(0.6)
+    assert two[0]["knn_sd"] == pytest.approx(0.1414, abs=1e-4)
+    assert "| 0.600 ± 0.141 |" in to_markdown(two) and " ± " not in to_markdown(one)

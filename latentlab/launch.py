@@ -1,0 +1,220 @@
+"""Running the sweep's jobs. `local`: one after another in this process (--max_parallel 1), or up to
+--max_parallel at once, each in its own process with its share of the cores. `submitit`: each job
+through submitit's AutoExecutor: SLURM where sbatch exists, else subprocesses on this machine.
+
+Whatever runs a job, its outcome lands in its folder (metrics.json, or error.json), so the sweep
+collects by reading folders, and a later sweep collects jobs that finished while it was away.
+Jobs still running at the start (another process holds their folder's lock, or SLURM still has
+them) are waited for, not started again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from tqdm import tqdm
+
+from latentlab import files
+from latentlab.cli import UserError
+from latentlab.sweep import Job, job_state, record_error, run_job
+
+STATES = ("done", "running", "failed", "left")
+POLL_SECONDS = 1.0
+SUBMITTED = "submitted.json"  # in a job's folder: the cluster's job id, to find it again
+ROOT = Path(__file__).resolve().parents[1]  # the repository: where a job's process imports latentlab from
+SLURM_ACTIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING")
+
+
+class Progress:
+    """Each job's state, the bar over jobs and the done / running / failed / left counts."""
+
+    def __init__(self, states: dict[Job, tuple[str, str | None]], quiet: bool):
+        self.states, self.quiet = dict(states), quiet
+        self.bar = tqdm(total=len(states), initial=self.counts()["done"], unit="job", desc="sweep", disable=quiet,
+                        dynamic_ncols=True)
+        self.bar.set_postfix_str(self.summary())
+
+    def counts(self) -> Counter:
+        return Counter(s for s, _ in self.states.values())
+
+    def summary(self) -> str:
+        c = self.counts()
+        return ", ".join(f"{c[s]} {s}" for s in STATES)
+
+    def set(self, job: Job, state: str, error: str | None = None) -> None:
+        if state == "done" and self.states[job][0] != "done":
+            self.bar.update(1)
+        self.states[job] = (state, error)
+        if state == "failed" and not self.quiet:
+            tqdm.write(f"{job.name}: failed: {error}")
+        self.bar.set_postfix_str(self.summary())
+
+    def failed(self) -> list[tuple[Job, str]]:
+        return [(j, e) for j, (s, e) in self.states.items() if s == "failed"]
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# ---------------------------------------------------------------- handles on running jobs
+class Finished:
+    """A job run in this process: over when start returns."""
+
+    def __init__(self, job: Job):
+        self.why = None
+        try:
+            run_job(job)
+        except Exception as e:  # recorded in error.json; the sweep goes on with the other jobs
+            self.why = f"{type(e).__name__}: {e}"
+
+    def done(self) -> bool:
+        return True
+
+    def failure(self) -> str:
+        return self.why or "it stopped without writing its metrics"
+
+
+class ChildProcess:
+    """A job in its own Python process on this machine (a plain subprocess: nothing of this process
+    is shared with it, so killing it leaves this one clean)."""
+
+    def __init__(self, job: Job):
+        spec = files.save_json(dataclasses.asdict(job), Path(job.folder) / "job.json")
+        code = ("import json, sys; from latentlab.sweep import Job, run_job\n"
+                "try: run_job(Job(**json.load(open(sys.argv[1]))))\n"
+                "except Exception: sys.exit(1)  # its error is in error.json\n"
+                "except KeyboardInterrupt: sys.exit(130)")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        self.process = subprocess.Popen([sys.executable, "-c", code, str(spec)], env=env, cwd=ROOT)
+
+    def done(self) -> bool:
+        return self.process.poll() is not None
+
+    def failure(self) -> str:
+        code = self.process.returncode
+        return f"its process was killed by signal {-code}" if code < 0 else f"its process exited with status {code}"
+
+
+class ClusterJob:
+    """A job submitted through submitit (or found again by its id)."""
+
+    def __init__(self, job):
+        self.job = job
+
+    def done(self) -> bool:
+        return self.job.done()
+
+    def failure(self) -> str:
+        try:
+            return f"submitit job {self.job.job_id} ({self.job.state}): {str(self.job.exception()).strip().splitlines()[-1]}"
+        except Exception as e:
+            return f"submitit job {self.job.job_id} ({self.job.state}): {type(e).__name__}: {e}"
+
+
+class HeldElsewhere:
+    """A job that another process runs: over when its folder's lock is free."""
+
+    def __init__(self, job: Job):
+        self.job = job
+
+    def done(self) -> bool:
+        return job_state(self.job)[0] != "running"
+
+    def failure(self) -> str:
+        return "the process that ran it stopped without writing its metrics"
+
+
+# ---------------------------------------------------------------- launchers
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def submitit_executor(args, folder: Path):
+    try:
+        import submitit
+    except ImportError:
+        raise UserError("--launcher submitit needs submitit: pip install submitit (or use --launcher local)") from None
+    executor = submitit.AutoExecutor(folder=folder)
+    params = {"timeout_min": args.timeout_min, "gpus_per_node": args.gpus_per_job, "tasks_per_node": 1,
+              "name": "latentlab-sweep"}
+    if args.cpus_per_job:
+        params["cpus_per_task"] = args.cpus_per_job
+    if args.slurm_partition:
+        params["slurm_partition"] = args.slurm_partition
+    executor.update_parameters(**params)
+    return executor
+
+
+def found_on_cluster(job: Job):
+    """The SLURM job a previous sweep submitted for this job, while SLURM still queues or runs it."""
+    path = Path(job.folder) / SUBMITTED
+    if not path.exists():
+        return None
+    try:
+        import submitit
+        sub = json.loads(path.read_text())
+        if sub.get("cluster") != "slurm":
+            return None  # local submitit jobs hold their folder's lock while they run
+        found = submitit.SlurmJob(folder=sub["folder"], job_id=sub["job_id"])
+        return found if found.state in SLURM_ACTIVE else None
+    except Exception:  # no submitit, no sacct, an unreadable record: treat it as not running
+        return None
+
+
+def run_jobs(to_run: list[Job], progress: Progress, args) -> None:
+    """Run to_run with the launcher args name, wait for the jobs that were running already; every
+    outcome goes to progress."""
+    limit = args.max_parallel or (1 if args.launcher == "local" else len(to_run) or 1)
+    active = {}
+    for job, (state, _) in progress.states.items():
+        if state == "running":
+            active[job] = HeldElsewhere(job)
+    if args.launcher == "submitit":
+        executor = submitit_executor(args, Path(args.output_dir) / "submitit")
+        for job in list(to_run):
+            found = found_on_cluster(job)
+            if found is not None:  # submitted by an earlier sweep and still on the cluster
+                to_run.remove(job)
+                active[job] = ClusterJob(found)
+                progress.set(job, "running")
+        def start(job):
+            submitted = executor.submit(run_job, dataclasses.replace(job, threads=args.cpus_per_job))
+            files.save_json({"cluster": executor.cluster, "job_id": str(submitted.job_id),
+                                 "folder": str(executor.folder)}, Path(job.folder) / SUBMITTED)
+            return ClusterJob(submitted)
+    elif limit == 1:
+        start = Finished
+    else:  # each process its share of the cores
+        threads = max(1, cores() // limit)
+        def start(job):
+            return ChildProcess(dataclasses.replace(job, threads=threads))
+    pending = list(to_run)
+    started = 0
+    while pending or active:
+        while pending and started < limit:
+            job = pending.pop(0)
+            Path(job.folder).mkdir(parents=True, exist_ok=True)
+            progress.set(job, "running")
+            active[job], started = start(job), started + 1
+        for job, handle in list(active.items()):
+            if handle.done():
+                del active[job]
+                started -= job in to_run
+                finish(job, handle, progress)
+        if active:
+            time.sleep(POLL_SECONDS)
+
+
+def finish(job: Job, handle, progress: Progress) -> None:
+    state, error = job_state(job)
+    if state in ("left", "running"):  # stopped without an outcome (killed, timed out): record why
+        error = handle.failure()
+        record_error(job, error)
+        state = "failed"
+    progress.set(job, state, error)
