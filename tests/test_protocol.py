@@ -195,10 +195,13 @@ def test_widths_are_recorded_used_by_later_steps_and_checked_by_resume(tmp_path)
             check_resume(ckpt, out, changed, changed.model_config(4, (1, 8, 8)), "digits")
 
 
-def test_the_sweep_passes_the_widths_on():
+def test_the_sweep_passes_the_widths_on(tmp_path):
+    import argparse
+
     import sweep_latent_size
-    from latentlab.sweep import settings_of
-    args = sweep_latent_size.parse_args(["--models", "mlp", "--hidden", "32", "16"])
-    assert settings_of(args)["hidden"] == [32, 16] and settings_of(args)["channels"] is None
-    per_run = sweep_latent_size.train_args(args, "mlp", 2, "folder")
-    assert Settings.from_args(per_run).model_config(2, (1, 8, 8)).hidden == (32, 16)
+    from latentlab.sweep import make_jobs
+    args = sweep_latent_size.parse_args(["--models", "mlp", "--hidden", "32", "16", "--output_dir", str(tmp_path)])
+    job, = make_jobs(args, ["digits"], [0], ["mlp"], [2], quiet=True)
+    assert job.settings["hidden"] == [32, 16] and job.settings["channels"] is None  # recorded with its numbers
+    passed = Settings.from_args(argparse.Namespace(**json.loads(json.dumps(job.train))))  # as a job process reads it
+    assert passed.model_config(2, (1, 8, 8)).hidden == (32, 16)
