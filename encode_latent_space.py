@@ -7,7 +7,8 @@
 Both models encode the same test images: a seeded random sample of --num_samples (the --seed
 permutation of the test set, kept in test-set order), or every image with `all`. A VAE gives its
 posterior mean. Writes to --output_dir, per model: latent_space_size_{k}.npy (float32, samples x k)
-and latent_space_size_{k}.json (labels, test indices, class names, dataset, model, size, family).
+and latent_space_size_{k}.json (labels, test indices, class names, dataset, model, size, family);
+with --tensorboard, also the latents in TensorBoard's projector (tensorboard --logdir output/tensorboard).
 """
 from latentlab.cli import count_or_all, make_parser, positive_int, run
 from latentlab.inputs import add_input_flags
@@ -20,6 +21,8 @@ def parse_args(argv=None):
     g.add_argument("--num_samples", type=count_or_all, default=1000,
                    help="test images to encode, a seeded sample ('all': the whole test set; more than there are: all)")
     g.add_argument("--batch_size", type=positive_int, default=512, help="images per batch")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="also put the latents in TensorBoard's projector, in <output_dir>/tensorboard/<run>/encoded/")
     return p.parse_args(argv)
 
 
@@ -29,11 +32,13 @@ def main(args) -> dict:
     import numpy as np
     from tqdm import tqdm
 
-    from latentlab import artifacts
+    from latentlab import artifacts, tensorboard_log
     from latentlab.cli import UserError, pick_device, seed_everything
     from latentlab.inputs import find_models, say
     from latentlab.inference import encode_images, sample_test_items
 
+    if args.tensorboard:
+        tensorboard_log.require_tensorboard()
     device = pick_device(args.device)
     seed_everything(args.seed)
     data, data_path, models = find_models(args.model_path, args.test_data, args.output_dir, args.quiet)
@@ -59,6 +64,13 @@ def main(args) -> dict:
         path, _ = artifacts.save_latents(artifacts.latents_path(out, m.latent_size), z, meta)
         written[str(m.latent_size)] = {"path": str(path), "shape": list(z.shape), "model": m.label}
         say(args.quiet, f"{m.label}: {z.shape[0]} x {z.shape[1]} latents -> {path}")
+        if args.tensorboard:
+            folder = tensorboard_log.run_dir(out, m.family, m.latent_size) / "encoded"
+            writer = tensorboard_log.open_writer(folder)
+            note = tensorboard_log.log_embedding(writer, z, labels[indices], indices, data["class_names"], chosen,
+                                                 "encoded test latents", len(m.ckpt["history"]["epoch"]))
+            writer.close()
+            say(args.quiet, note or f"{m.label}: latents in TensorBoard's projector -> {folder}")
     say(args.quiet, f"encoded {selection}")
     return {"step": "encode", "dataset": data["dataset"], "num_samples": n, "selection": selection, "latents": written}
 
