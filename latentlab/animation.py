@@ -61,7 +61,8 @@ class TrainingRecord:
 
     def resume(self, saved: dict | None, start: int) -> None:
         """Continue a checkpoint's record (its epochs before start); a record of another sample starts afresh."""
-        if saved and torch.equal(saved.get("indices", torch.zeros(0)), self.fresh["indices"]):
+        indices = saved.get("indices") if isinstance(saved, dict) else None
+        if torch.is_tensor(indices) and torch.equal(indices, self.fresh["indices"]):
             keep = saved["epoch"] < start
             self.record = {**saved, **{k: saved[k][keep] for k in ("epoch", "val_loss", "xy", "reconstructions")}}
 
