@@ -11,6 +11,8 @@ latents where ffmpeg is present).
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 from matplotlib import animation
 from scipy.linalg import orthogonal_procrustes
+from tqdm import tqdm
 
 from latentlab import plots
 from latentlab.datasets import to_float
@@ -93,14 +96,40 @@ class TrainingRecord:
 
 
 # ---------------------------------------------------------------- drawing
-def save_animation(anim, path: Path, writer) -> Path:
-    """Save anim atomically: into a temp folder beside path (the writer needs a file name with
-    the right suffix), then os.replace onto path."""
+def save_gif(fig, draw_frame, frames: int, path: Path) -> Path:
+    """Draw frames 0..frames-1 with draw_frame(i) and write them with matplotlib's Pillow writer,
+    one figure draw per frame (FuncAnimation.save draws each frame twice or more). Atomic: written in a
+    temp folder beside path (the writer takes a file name), then os.replace onto path."""
     path = Path(path)
+    # tight_layout leaves a placeholder layout engine, for which every savefig lays the figure out
+    # again in a draw of its own: the layout is fixed by now, so no engine
+    fig.set_layout_engine(None)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
-        anim.save(str(Path(tmp) / path.name), writer=writer)
+        writer = animation.PillowWriter(fps=FPS)
+        with writer.saving(fig, str(Path(tmp) / path.name), dpi=fig.dpi):
+            for i in range(frames):
+                draw_frame(i)
+                writer.grab_frame()
         os.replace(Path(tmp) / path.name, path)
     return path
+
+
+def gif_to_mp4(gif: Path, mp4: Path) -> Path | None:
+    """The GIF's frames as an H.264 MP4 (re-encoded by ffmpeg, not drawn again); None without ffmpeg."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        return None
+    with tempfile.TemporaryDirectory(dir=mp4.parent, prefix=f".{mp4.name}.") as tmp:
+        # yuv420p (what players expect) needs even sides
+        try:
+            subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(gif), "-pix_fmt", "yuv420p",
+                            "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2", "-movflags", "+faststart",
+                            str(Path(tmp) / mp4.name)], check=True, capture_output=True, text=True)
+        except (OSError, subprocess.CalledProcessError) as e:  # the GIF is the artifact; the MP4 a convenience
+            tqdm.write(f"note: {mp4.name} not written: ffmpeg failed ({getattr(e, 'stderr', '') or e})".strip())
+            return None
+        os.replace(Path(tmp) / mp4.name, mp4)
+    return mp4
 
 
 def fixed_limits(xy: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -111,7 +140,7 @@ def fixed_limits(xy: np.ndarray) -> tuple[tuple[float, float], tuple[float, floa
 
 
 def latent_animation(record: dict, class_names: list, what: str, num_epochs: int):
-    """The recorded 2-D views, one frame per epoch, points coloured by class."""
+    """The recorded 2-D views, points coloured by class: (figure, draw_frame(i) for epoch i of the record)."""
     import matplotlib.pyplot as plt
     xy, labels = record["xy"].numpy(), record["labels"].numpy()
     colors = np.array(plots.class_colors(len(class_names)))[labels]
@@ -139,14 +168,13 @@ def latent_animation(record: dict, class_names: list, what: str, num_epochs: int
         dots.set_offsets(xy[i])
         title.set_text(f"{what}\nepoch {int(record['epoch'][i]) + 1}/{num_epochs}, "
                        f"validation loss {float(record['val_loss'][i]):.5f}")
-        return dots, title
     frame(0)  # the two-line title in place before the layout leaves room for it
     fig.tight_layout()
-    return fig, animation.FuncAnimation(fig, frame, frames=len(xy), blit=False)
+    return fig, frame
 
 
 def reconstruction_animation(record: dict, what: str, num_epochs: int):
-    """Originals above their reconstructions, one frame per epoch."""
+    """Originals above their reconstructions: (figure, draw_frame(i) for epoch i of the record)."""
     originals = to_float(record["originals"])
     recs = record["reconstructions"]
     fig = plots.image_rows([("original", originals), ("reconstructed", to_float(recs[0]))], f"{what}\n")
@@ -159,26 +187,23 @@ def reconstruction_animation(record: dict, what: str, num_epochs: int):
             im.set_data(plots.image_for_display(to_float(recs[i][c])))
         title.set_text(f"{what}\nvalidation images after epoch {int(record['epoch'][i]) + 1}/{num_epochs}, "
                        f"validation loss {float(record['val_loss'][i]):.5f}")
-        return images
-    return fig, animation.FuncAnimation(fig, frame, frames=len(recs), blit=False)
+    return fig, frame
 
 
 def write_animations(record: dict, out: Path, latent_size: int, what: str, class_names: list,
                      num_epochs: int, mp4: bool = True) -> list[Path]:
-    """The record's GIFs (and an MP4 of the latents when ffmpeg is present and mp4 is on)."""
+    """The record's GIFs (and an MP4 of the latents where ffmpeg is present and mp4 is on)."""
     import matplotlib.pyplot as plt
-    written = []
-    if len(record["epoch"]) == 0:
-        return written
-    fig, anim = latent_animation(record, class_names, f"{what}: 2-D view of the latent space", num_epochs)
-    written.append(save_animation(anim, out / f"latent_evolution_latent_size_{latent_size}.gif",
-                                  animation.PillowWriter(fps=FPS)))
-    if mp4 and animation.writers.is_available("ffmpeg"):
-        written.append(save_animation(anim, out / f"latent_evolution_latent_size_{latent_size}.mp4",
-                                      animation.FFMpegWriter(fps=FPS)))
+    frames = len(record["epoch"])
+    if frames == 0:
+        return []
+    fig, frame = latent_animation(record, class_names, f"{what}: 2-D view of the latent space", num_epochs)
+    gif = save_gif(fig, frame, frames, out / f"latent_evolution_latent_size_{latent_size}.gif")
     plt.close(fig)
-    fig, anim = reconstruction_animation(record, what, num_epochs)
-    written.append(save_animation(anim, out / f"reconstructions_latent_size_{latent_size}.gif",
-                                  animation.PillowWriter(fps=FPS)))
+    written = [gif]
+    if mp4:
+        written.append(gif_to_mp4(gif, gif.with_suffix(".mp4")))
+    fig, frame = reconstruction_animation(record, what, num_epochs)
+    written.append(save_gif(fig, frame, frames, out / f"reconstructions_latent_size_{latent_size}.gif"))
     plt.close(fig)
-    return written
+    return [p for p in written if p is not None]

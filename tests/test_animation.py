@@ -38,6 +38,7 @@ def animated(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # trains
 @pytest.mark.parametrize("name", ["latent_evolution_latent_size_2.gif", "latent_evolution_latent_size_4.gif",
                                   "reconstructions_latent_size_2.gif", "reconstructions_latent_size_4.gif"])
 def test_one_frame_per_epoch_and_consecutive_frames_differ(animated, name):
@@ -47,6 +48,7 @@ def test_one_frame_per_epoch_and_consecutive_frames_differ(animated, name):
         assert a.shape == b.shape and not np.array_equal(a, b)
 
 
+@pytest.mark.slow  # trains
 def test_the_record_is_plain_tensors_of_a_fixed_sample_in_the_checkpoint(animated):
     for k in (2, 4):
         r = _record(animated, k)
@@ -60,6 +62,7 @@ def test_the_record_is_plain_tensors_of_a_fixed_sample_in_the_checkpoint(animate
     assert torch.equal(_record(animated, 2)["indices"], _record(animated, 4)["indices"])
 
 
+@pytest.mark.slow  # trains
 def test_resume_continues_the_record(animated, tmp_path):
     """A run of 2 epochs, resumed to 3 (a constant learning rate: the schedule does not depend on
     --num_epochs): the record and the GIF are those of the run of 3 epochs."""
@@ -74,6 +77,7 @@ def test_resume_continues_the_record(animated, tmp_path):
     assert _frames(tmp_path / "latent_evolution_latent_size_2.gif")[0] == EPOCHS
 
 
+@pytest.mark.slow  # trains
 def test_snapshot_every_0_records_and_animates_nothing(tmp_path):
     import train
     train.main(train.parse_args(["--latent_size", "2", "--num_epochs", "1", *COMMON, "--output_dir", str(tmp_path),

@@ -63,6 +63,7 @@ def test_a_real_tensorboard_serves_the_runs_scalars_and_projector(tmp_path):
             assert {"loss/train", "loss/validation", "mse/validation", "learning_rate", "images_per_s"} <= set(tags[run])
             series = json.loads(_get(opener, port, "/data/plugin/scalars/scalars", run=run, tag="loss/train"))
             assert [step for _, step, _ in series] == [1, 2]
+        assert json.loads(_get(opener, port, "/data/plugins_listing"))["hparams"]["enabled"]  # add_hparams reached it
         images = json.loads(_get(opener, port, "/data/plugin/images/tags"))
         assert any(t.startswith("reconstructions") for t in images["mlp_latent_size_4"])
 
