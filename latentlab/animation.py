@@ -23,6 +23,7 @@ from scipy.linalg import orthogonal_procrustes
 from tqdm import tqdm
 
 from latentlab import plots
+from latentlab.cli import UserError
 from latentlab.datasets import to_float
 
 RECORD_IMAGES = 2000  # validation images whose latents are recorded each epoch (fewer when the split is smaller)
@@ -104,13 +105,17 @@ def save_gif(fig, draw_frame, frames: int, path: Path) -> Path:
     # tight_layout leaves a placeholder layout engine, for which every savefig lays the figure out
     # again in a draw of its own: the layout is fixed by now, so no engine
     fig.set_layout_engine(None)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
-        writer = animation.PillowWriter(fps=FPS)
-        with writer.saving(fig, str(Path(tmp) / path.name), dpi=fig.dpi):
-            for i in range(frames):
-                draw_frame(i)
-                writer.grab_frame()
-        os.replace(Path(tmp) / path.name, path)
+    try:
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
+            writer = animation.PillowWriter(fps=FPS)
+            with writer.saving(fig, str(Path(tmp) / path.name), dpi=fig.dpi):
+                for i in range(frames):
+                    draw_frame(i)
+                    writer.grab_frame()
+            os.replace(Path(tmp) / path.name, path)
+    except OSError as e:  # worded as latentlab.artifacts.atomic_write words it
+        raise UserError(f"cannot write {path}: {e.strerror or e} (disk full or not writable?); "
+                        f"free space or choose another --output_dir")
     return path
 
 
@@ -125,10 +130,10 @@ def gif_to_mp4(gif: Path, mp4: Path) -> Path | None:
             subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(gif), "-pix_fmt", "yuv420p",
                             "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2", "-movflags", "+faststart",
                             str(Path(tmp) / mp4.name)], check=True, capture_output=True, text=True)
+            os.replace(Path(tmp) / mp4.name, mp4)
         except (OSError, subprocess.CalledProcessError) as e:  # the GIF is the artifact; the MP4 a convenience
-            tqdm.write(f"note: {mp4.name} not written: ffmpeg failed ({getattr(e, 'stderr', '') or e})".strip())
+            tqdm.write(f"note: {mp4.name} not written ({(getattr(e, 'stderr', '') or str(e)).strip()})")
             return None
-        os.replace(Path(tmp) / mp4.name, mp4)
     return mp4
 
 
