@@ -11,7 +11,8 @@ held-out images of test_data.pth; --split train the training split (validation i
 re-read from the dataset the checkpoint names (dataset, data folder, image size), never copied into
 --output_dir. A VAE gives its posterior mean. Writes to --output_dir, per model:
 latent_space_size_{k}.npy (test) or latent_space_size_{k}_train.npy (train), float32 samples x k,
-and a .json beside it (split, labels, indices into the split, class names, dataset, model, size, family).
+and a .json beside it (split, labels, indices into the split, class names, dataset, model, size, family);
+with --tensorboard, also the latents in TensorBoard's projector (tensorboard --logdir output/tensorboard).
 """
 from latentlab.cli import count_or_all, make_parser, positive_int, run
 from latentlab.inputs import add_input_flags
@@ -27,6 +28,8 @@ def parse_args(argv=None):
                    help="images to encode, a seeded sample ('all': the whole split; more than there are: all) "
                         "(default: 1000 of the test split, all of the training split)")
     g.add_argument("--batch_size", type=positive_int, default=512, help="images per batch")
+    g.add_argument("--tensorboard", action="store_true",
+                   help="also put the latents in TensorBoard's projector, in <output_dir>/tensorboard/<run>/encoded/")
     return p.parse_args(argv)
 
 
@@ -36,12 +39,14 @@ def main(args) -> dict:
     import numpy as np
     from tqdm import tqdm
 
-    from latentlab import artifacts, files
+    from latentlab import artifacts, files, tensorboard_log
     from latentlab.cli import UserError, pick_device, seed_everything
     from latentlab.inputs import find_models, load_training_split, say
     from model.autoencoder import model_from_checkpoint
     from latentlab.inference import encode_images, sample_test_items
 
+    if args.tensorboard:
+        tensorboard_log.require_tensorboard()
     device = pick_device(args.device)
     seed_everything(args.seed)
     data, data_path, models = find_models(args.model_path, args.test_data, args.output_dir, args.quiet)
@@ -74,6 +79,13 @@ def main(args) -> dict:
         path, _ = artifacts.save_latents(files.latents_path(out, m.latent_size, args.split), z, meta)
         written[str(m.latent_size)] = {"path": str(path), "shape": list(z.shape), "model": m.label}
         say(args.quiet, f"{m.label}: {z.shape[0]} x {z.shape[1]} latents -> {path}")
+        if args.tensorboard:
+            folder = tensorboard_log.run_dir(out, m.family, m.latent_size) / "encoded"
+            writer = tensorboard_log.open_writer(folder)
+            note = tensorboard_log.log_embedding(writer, z, labels[indices], indices, data["class_names"], chosen,
+                                                 "encoded test latents", len(m.ckpt["history"]["epoch"]))
+            writer.close()
+            say(args.quiet, note or f"{m.label}: latents in TensorBoard's projector -> {folder}")
     say(args.quiet, f"encoded {selection}")
     return {"step": "encode", "dataset": data["dataset"], "split": args.split, "num_samples": n,
             "selection": selection, "latents": written}

@@ -7,7 +7,9 @@
     torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=HOST:29500 train.py --latent_size 256
 
 Writes to --output_dir: model_latent_size_{2,N}.pth, test_data.pth, pca_baseline.pth,
-train_log_latent_size_{N}.csv, training_curves.png, reconstruction snapshots, training_summary.json.
+train_log_latent_size_{N}.csv, training_curves.png, reconstruction snapshots, training_summary.json,
+latent_evolution_latent_size_{2,N}.gif and reconstructions_latent_size_{2,N}.gif (one frame per
+epoch; not with --snapshot_every 0); with --tensorboard, TensorBoard logs in tensorboard/.
 """
 from latentlab.cli import make_parser, run
 from latentlab.settings import add_training_flags

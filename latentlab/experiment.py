@@ -8,10 +8,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from latentlab import files, plots
+from latentlab import animation, files, plots, tensorboard_log
 from latentlab.cli import UserError, pick_device, seed_everything
 from latentlab.datasets import load_dataset, to_float
-from latentlab.inference import model_mse
+from latentlab.inference import encode_images, model_mse, sample_test_items
 from latentlab.pca import fit_pca, pca_mse
 from latentlab.scores import psnr
 from latentlab.distributed import World, close_distributed, init_distributed, load_in_turn, local_batch_size, run_agreed
@@ -22,7 +22,8 @@ from model.autoencoder import describe
 SNAPSHOT_IMAGES = 8
 # What train.py writes: the names whose temp files, left by a killed run, it removes at its start.
 OUTPUTS = ("model_latent_size_*.pth", "test_data.pth", "pca_baseline.pth", "train_log_latent_size_*.csv",
-           "training_curves.png", "reconstructions_latent_size_*_epoch_*.png", "training_summary.json")
+           "training_curves.png", "reconstructions_latent_size_*_epoch_*.png", "training_summary.json",
+           *animation.OUTPUTS)
 
 
 def model_sizes(latent_size: int) -> list[int]:
@@ -74,6 +75,8 @@ def run_training(args, companion: bool = True) -> dict:
 def train_and_summarise(settings: Settings, out: Path, world: World, quiet: bool, companion: bool) -> dict:
     seed_everything(settings.seed)
     local_batch_size(settings.batch_size, world)
+    if settings.tensorboard:
+        tensorboard_log.require_tensorboard()
     files.ensure_writable(out)
     if world.main:
         files.remove_stale_temp_files(out, OUTPUTS)
@@ -97,23 +100,43 @@ def train_and_summarise(settings: Settings, out: Path, world: World, quiet: bool
                         "data_dir": str(Path(settings.data_dir).resolve()) if settings.data_dir else None,
                         "image_size": settings.image_size},
             "seed": settings.seed}
-    shots = data.train_x[split.val[:SNAPSHOT_IMAGES]]
+    shot_idx = split.val[:SNAPSHOT_IMAGES]
+    shots = data.train_x[shot_idx]
+    sample = animation.record_sample(split.val, settings.seed)
     histories, rows = {}, {}
     for k in sizes:
         config = configs[k]
         path = files.checkpoint_path(out, k)
+        what = describe(settings.model, k, data.name)
+        recorder = (animation.TrainingRecord(split.images, data.train_y, sample, shot_idx, k, world.device)
+                    if settings.snapshot_every else None)
+        board = (tensorboard_log.open_writer(tensorboard_log.run_dir(out, settings.model, k))
+                 if settings.tensorboard and world.main else None)
 
-        def on_epoch(epoch, model, ckpt, k=k):
+        def on_epoch(epoch, model, ckpt, k=k, board=board):
             write_log(ckpt["history"], out / f"train_log_latent_size_{k}.csv")
             last = epoch + 1 >= settings.num_epochs or ckpt["stopped_early"]
             if settings.snapshot_every and ((epoch + 1) % settings.snapshot_every == 0 or last):
                 snapshot(model, shots, world.device, epoch, k, settings.model, out)
+            if board is not None:
+                if epoch == 0:
+                    tensorboard_log.log_graph(board, model, shots[:2], world.device)
+                tensorboard_log.log_epoch(board, epoch, ckpt)
 
-        ckpt = train_model(config, split, settings, path, meta, world, on_epoch=on_epoch, quiet=quiet)
+        ckpt = train_model(config, split, settings, path, meta, world, on_epoch=on_epoch, quiet=quiet,
+                           recorder=recorder)
         histories[f"{k}-d"] = {**ckpt["history"], "best_epoch": ckpt["best_epoch"]}
         row = run_agreed(lambda: summarise(ckpt, data, world.device, baseline, path), world, main_only=True)
         if world.main:
             rows[k] = row
+
+        def write_extras(ckpt=ckpt, board=board, what=what):
+            if settings.snapshot_every and ckpt.get("record") is not None:
+                animation.write_animations(ckpt["record"], out, k, what, data.class_names, settings.num_epochs)
+            if board is not None:
+                log_to_projector(board, ckpt, data, settings, world.device, quiet)
+                board.close()
+        run_agreed(write_extras, world, main_only=True)
 
     def write_summary():
         title = f"{settings.model} autoencoder on {data.name}: training curves"
@@ -124,6 +147,22 @@ def train_and_summarise(settings: Settings, out: Path, world: World, quiet: bool
             print_summary(rows, out)
     run_agreed(write_summary, world, main_only=True)
     return rows
+
+
+def log_to_projector(board, ckpt: dict, data, settings: Settings, device, quiet: bool) -> None:
+    """The run's settings and test metrics as hparams, and the selected model's latents of a seeded
+    sample of test images (as encode_latent_space.py draws it by default) in the projector."""
+    hparams = {**ckpt["train"], "model": settings.model, "latent_size": ckpt["config"]["latent_size"],
+               "dataset": data.name, "noise_std": settings.noise_std, "beta": settings.beta}
+    metrics = {k: ckpt["test_metrics"][k] for k in ("test_mse", "test_psnr", "val_mse", "mse_vs_pca")}
+    tensorboard_log.log_hparams(board, hparams, metrics)
+    from latentlab.artifacts import model_from_checkpoint
+    indices, _ = sample_test_items(len(data.test_x), tensorboard_log.PROJECTOR_SAMPLES, settings.seed)
+    z = encode_images(model_from_checkpoint(ckpt, device), data.test_x[indices], device)
+    note = tensorboard_log.log_embedding(board, z, data.test_y[indices], indices, data.class_names,
+                                         data.test_x[indices], "test latents", len(ckpt["history"]["epoch"]))
+    if note and not quiet:
+        tqdm.write(note)
 
 
 def write_test_data_and_baseline(data, train_idx, sizes, out: Path) -> dict:

@@ -84,8 +84,12 @@ class Settings:
                              resume_must_match=True, recorded=True, older="auto")
     resume: bool = setting(False, help="continue an interrupted (or killed) run from its last completed epoch",
                            group="training", per_run=True, makes_results=False)
-    snapshot_every: int = setting(5, help="a reconstruction snapshot every N epochs (0: off)", group="training",
+    snapshot_every: int = setting(5, help="a reconstruction snapshot every N epochs, and the per-epoch record "
+                                          "animated at the end (0: snapshots and animations off)", group="training",
                                   type=nonneg_int, makes_results=False, recorded=True)
+    tensorboard: bool = setting(False, help="also log to <output_dir>/tensorboard/ (scalars, reconstructions, "
+                                            "hyperparameters, the test latents in the projector)",
+                                group="training", makes_results=False)
     seed: int = setting(0, help="seed of the weights, the split, the shuffling and the noise", group="common",
                         shared=True, per_run=True, resume_must_match=True, recorded=True)
 

@@ -242,12 +242,14 @@ def _diverged(config: ModelConfig, what: str, value, epoch: int, where: str, pat
 
 
 def train_model(config: ModelConfig, split: TrainingSplit, settings: Settings, path: Path, meta: dict,
-                world: World = World(), on_epoch=None, quiet: bool = False) -> dict:
+                world: World = World(), on_epoch=None, quiet: bool = False, recorder=None) -> dict:
     """Train one model on split.images[split.train], select it on split.images[split.val],
     checkpoint every epoch to path (rank 0), and return the final checkpoint dict.
 
     meta: what the checkpoint carries besides the training state (dataset name, class names, ...).
     on_epoch(epoch, model, ckpt): called on rank 0 after each checkpoint (snapshots, logs).
+    recorder: a latentlab.animation.TrainingRecord, told of each epoch's model on rank 0; its
+    record goes into the checkpoint as "record", and a resumed run continues it.
     """
     quiet = quiet or not world.main
     torch.manual_seed(settings.seed)  # the same initial weights for the same seed and config
@@ -261,6 +263,8 @@ def train_model(config: ModelConfig, split: TrainingSplit, settings: Settings, p
     if ckpt is not None:
         history = {k: list(v) for k, v in ckpt["history"].items()}
         best_state, start = ckpt["state_dict"], ckpt["resume"]["epoch"] + 1
+    if recorder is not None:
+        recorder.resume(ckpt.get("record") if ckpt is not None else None, start)
     if not same_everywhere(start, world):  # one checkpoint file, on a file system every process shares
         raise UserError(f"--resume: the processes found different checkpoints at {path} (this one: "
                         f"{'none' if ckpt is None else f'epoch {start}'}); put --output_dir on a file system "
@@ -295,6 +299,7 @@ def train_model(config: ModelConfig, split: TrainingSplit, settings: Settings, p
                        f"val {val_loss:.5f} | val MSE {val_mse:.5f} | {seen / seconds:,.0f} img/s"
                        f"{' *' if best_epoch == epoch else ''}")
         stopped_early = bool(settings.patience and epoch - best_epoch >= settings.patience)
+        record = recorder.add(model, epoch, val_loss) if recorder is not None and world.main else None
         ckpt = {
             "kind": "checkpoint", "format_version": files.FORMAT_VERSION,
             "config": config.to_dict(), "state_dict": best_state, **meta,
@@ -303,7 +308,7 @@ def train_model(config: ModelConfig, split: TrainingSplit, settings: Settings, p
             "finished": stopped_early or epoch + 1 >= settings.num_epochs, "stopped_early": stopped_early,
             "resume": {"epoch": epoch, "state_dict": {k: _to_cpu(v) for k, v in model.state_dict().items()},
                        "optimizer": _optimizer_to_cpu(opt.state_dict())},
-            "versions": library_versions(),
+            "versions": library_versions(), **({"record": record} if record is not None else {}),
         }
 
         def write():
