@@ -156,7 +156,7 @@ def log_to_projector(board, ckpt: dict, data, settings: Settings, device, quiet:
                "dataset": data.name, "noise_std": settings.noise_std, "beta": settings.beta}
     metrics = {k: ckpt["test_metrics"][k] for k in ("test_mse", "test_psnr", "val_mse", "mse_vs_pca")}
     tensorboard_log.log_hparams(board, hparams, metrics)
-    from latentlab.artifacts import model_from_checkpoint
+    from model.autoencoder import model_from_checkpoint
     indices, _ = sample_test_items(len(data.test_x), tensorboard_log.PROJECTOR_SAMPLES, settings.seed)
     z = encode_images(model_from_checkpoint(ckpt, device), data.test_x[indices], device)
     note = tensorboard_log.log_embedding(board, z, data.test_y[indices], indices, data.class_names,
