@@ -9,7 +9,6 @@ matplotlib.use("Agg")  # headless: figures are files
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torchvision.utils import make_grid  # noqa: E402
 
 
 def image_for_display(x: torch.Tensor) -> np.ndarray:
@@ -191,6 +190,7 @@ def mosaic(images: torch.Tensor, ncols: int, pad: int = 1, pad_value: float = 1.
     """images (n, C, H, W) in [0, 1] -> one array imshow draws, ncols images per row, pad pixels of
     pad_value between them. torchvision's make_grid also pads the outer border: cropped, so that
     the manifold's extent maps image centres to grid points."""
+    from torchvision.utils import make_grid  # here: importing torchvision costs every step that draws no grid a second
     grid = make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=ncols, padding=pad, pad_value=pad_value)
     if pad:
         grid = grid[:, pad:-pad, pad:-pad]

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torchvision.utils import make_grid
 
 from latentlab.cli import UserError
 from latentlab.datasets import to_float
@@ -55,6 +54,7 @@ def log_epoch(writer, epoch: int, ckpt: dict) -> None:
     writer.add_scalar("learning_rate", ckpt["resume"]["optimizer"]["param_groups"][0]["lr"], step)
     record = ckpt.get("record")
     if record is not None and len(record["epoch"]) and int(record["epoch"][-1]) == epoch:
+        from torchvision.utils import make_grid  # here: importing torchvision is slow, and --tensorboard rare
         grid = torch.cat([to_float(record["originals"]), to_float(record["reconstructions"][-1])])
         writer.add_image("reconstructions (top: validation images, bottom: reconstructed)",
                          make_grid(grid, nrow=len(record["originals"]), pad_value=1.0), step)
