@@ -41,9 +41,9 @@ def main(args) -> dict:
 
     from latentlab import artifacts, files, tensorboard_log
     from latentlab.cli import UserError, pick_device, seed_everything
+    from latentlab.inference import encode_images, sample_test_items
     from latentlab.inputs import find_models, load_training_split, say
     from model.autoencoder import model_from_checkpoint
-    from latentlab.inference import encode_images, sample_test_items
 
     if args.tensorboard:
         tensorboard_log.require_tensorboard()
