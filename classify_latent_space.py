@@ -67,8 +67,9 @@ def main(args) -> dict:
     from latentlab.cli import UserError, pick_device, seed_everything, worded
     from latentlab.datasets import to_float
     from latentlab.inputs import find_latents, find_pca_baseline, find_test_data, read_training_split, say
+    from latentlab.mlp_probe import PROBE_EPOCHS, PROBE_MIN_STEPS
     from latentlab.pca import pca_encode
-    from latentlab.probes import (HELDOUT_KNN_KS, PROBE_EPOCHS, PROBE_MIN_STEPS, check_folds, heldout_scores_of_sets,
+    from latentlab.probes import (HELDOUT_KNN_KS, check_folds, heldout_scores_of_sets,
                                   probe_scores_of_sets)
 
     seed_everything(args.seed)
@@ -117,8 +118,9 @@ def main(args) -> dict:
     with tqdm(total=fits, desc="classifiers", unit="fit", disable=args.quiet, leave=False) as bar:
         # every feature set at once, side by side; the raw pixels both models share are fit once
         if heldout:
-            scored = heldout_scores_of_sets(sets, args.probes, args.seed, progress=bar.update, device=device,
-                                            cache_dir=out / "cache")
+            with worded("encode more training images with encode_latent_space.py --split train --num_samples"):
+                scored = heldout_scores_of_sets(sets, args.probes, args.seed, progress=bar.update, device=device,
+                                                cache_dir=out / "cache")
         else:
             scored = probe_scores_of_sets(sets, args.probes, args.folds, args.seed, progress=bar.update, device=device,
                                           cache_dir=out / "cache")

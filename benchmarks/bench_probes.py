@@ -25,7 +25,8 @@ def sklearn_probe(name: str, epochs: int):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from latentlab.probes import KNN_K, MLP_BATCH, MLP_HIDDEN, MLP_LR, MLP_WEIGHT_DECAY
+    from latentlab.mlp_probe import MLP_BATCH, MLP_HIDDEN, MLP_LR, MLP_WEIGHT_DECAY
+    from latentlab.probes import KNN_K
     if name == "knn":
         return KNeighborsClassifier(n_neighbors=KNN_K)
     if name == "linear":
@@ -71,13 +72,13 @@ def main(argv=None):
     from sklearn.model_selection import StratifiedKFold
     from threadpoolctl import threadpool_limits
 
-    from latentlab import probes
+    from latentlab import mlp_probe, probes
     x, labels, what = load_features(args)
     y = np.unique(labels, return_inverse=True)[1].reshape(-1)
     splits = list(StratifiedKFold(args.folds, shuffle=True, random_state=0).split(x, y))
     n_train = max(len(tr) for tr, _ in splits)
-    per_epoch = math.ceil(n_train / probes.MLP_BATCH)
-    epochs = max(probes.PROBE_EPOCHS, math.ceil(probes.PROBE_MIN_STEPS / per_epoch))
+    per_epoch = math.ceil(n_train / mlp_probe.MLP_BATCH)
+    epochs = max(mlp_probe.PROBE_EPOCHS, math.ceil(mlp_probe.PROBE_MIN_STEPS / per_epoch))
     print(f"{what}, {args.folds}-fold cross-validation")
     print(f"{'probe':<7} {'scikit-learn acc':>17} {'s':>6} {'latentlab acc':>14} {'s':>6} {'difference':>11}")
     for name in args.probes:

@@ -16,7 +16,8 @@ from latentlab.pca import fit_pca, pca_mse
 from latentlab.scores import psnr
 from latentlab.distributed import World, close_distributed, init_distributed, load_in_turn, local_batch_size, run_agreed
 from latentlab.settings import Settings
-from latentlab.training import TrainingSplit, place_data, split_train_val, train_model, write_log
+from latentlab.checkpointing import write_log
+from latentlab.training import TrainingSplit, place_data, split_train_val, train_model
 from model.autoencoder import describe
 
 SNAPSHOT_IMAGES = 8

@@ -10,7 +10,6 @@ given device.
 """
 from __future__ import annotations
 
-import math
 import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -20,17 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from latentlab import files
+from latentlab import files, mlp_probe
+from latentlab.mlp_probe import mlp_predict, standardise
 
 PROBES = ("linear", "knn", "mlp")
 KNN_K = 10
-# The MLP probe's fixed budget, the same for every feature set and never tuned on held-out data:
-# PROBE_EPOCHS passes over the training folds, and at least PROBE_MIN_STEPS optimiser steps, so a
-# small set (the demo classifies 359 test digits: 287 per training fold, 2 batches an epoch) is
-# not left underfit.
-PROBE_EPOCHS = 30
-PROBE_MIN_STEPS = 1000
-MLP_HIDDEN, MLP_BATCH, MLP_LR, MLP_WEIGHT_DECAY = 256, 256, 1e-3, 1e-4
 PROBE_VERSION = 5  # bump when a probe's training changes: cached predictions of older probes are not reused
 
 
@@ -42,13 +35,6 @@ def check_folds(labels: np.ndarray, folds: int) -> None:
     if counts.max() < folds:
         raise ValueError(f"{folds}-fold cross-validation needs a class with at least {folds} samples, the largest has "
                          f"{counts.max()}")
-
-
-def _standardise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale each feature by the training fold's mean and std (constant features stay constant)."""
-    mean, std = train.mean(0), train.std(0)
-    std = torch.where(std > 1e-12, std, torch.ones_like(std))
-    return (train - mean) / std, (test - mean) / std
 
 
 def linear_predict(x: np.ndarray, y: np.ndarray, test: np.ndarray, c: float = 1.0) -> np.ndarray:
@@ -68,72 +54,6 @@ def knn_predict(x, y, test, num_classes: int, k: int, chunk: int = 2048) -> torc
     return torch.cat(out)
 
 
-def init_mlps(folds: int, d: int, num_classes: int, generator: torch.Generator, device="cpu") -> list[torch.Tensor]:
-    """One MLP per fold, stacked: [w1 (F, d, h), b1 (F, 1, h), w2 (F, h, classes), b2 (F, 1, classes)],
-    each drawn as torch.nn.Linear draws it (uniform in +-1/sqrt(fan_in)), from `generator` rather
-    than the global one, which fits on other threads share."""
-    params = []
-    for n_in, n_out in ((d, MLP_HIDDEN), (MLP_HIDDEN, num_classes)):
-        bound = 1 / math.sqrt(n_in)
-        params += [torch.empty(folds, *shape).uniform_(-bound, bound, generator=generator).to(device)
-                   for shape in ((n_in, n_out), (1, n_out))]
-    return params
-
-
-def mlp_forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """(F, B, d) -> (F, B, classes): each fold's batch through its own MLP."""
-    w1, b1, w2, b2 = params
-    return torch.baddbmm(b2, torch.baddbmm(b1, x, w1).relu(), w2)
-
-
-def mlp_batches(train_sizes: list[int], generator: torch.Generator) -> torch.Tensor:
-    """(F, steps, MLP_BATCH) positions into each fold's training rows. Each fold streams its own
-    seeded permutations, epoch after epoch, cut into full batches, so folds of different sizes take
-    the same number of steps of the same size; the budget is that of the largest fold."""
-    per_epoch = math.ceil(max(train_sizes) / MLP_BATCH)
-    steps = max(PROBE_EPOCHS, math.ceil(PROBE_MIN_STEPS / per_epoch)) * per_epoch
-    out = []
-    for n in train_sizes:
-        stream = torch.cat([torch.randperm(n, generator=generator) for _ in range(math.ceil(steps * MLP_BATCH / n))])
-        out.append(stream[:steps * MLP_BATCH].view(steps, MLP_BATCH))
-    return torch.stack(out)
-
-
-def train_mlps(params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, batches: torch.Tensor) -> None:
-    """Train the fold-stacked MLPs in place: x (F, n, d) and y (F, n) each fold's training rows,
-    batches (F, steps, B) from mlp_batches. The loss is the sum over folds of each fold's mean
-    cross-entropy and Adam works per element, so this is F independent fits in one."""
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.Adam(params, lr=MLP_LR, weight_decay=MLP_WEIGHT_DECAY, fused=x.device.type in ("cpu", "cuda"))
-    folds = torch.arange(len(x), device=x.device)[:, None]
-    for step in range(batches.shape[1]):
-        idx = batches[:, step]  # (F, B)
-        logits = mlp_forward(params, x[folds, idx])
-        loss = F.cross_entropy(logits.flatten(0, 1), y[folds, idx].flatten()) * len(x)  # equal batches: sum of fold means
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    for p in params:
-        p.requires_grad_(False)
-
-
-def mlp_predict(fits: list, num_classes: int, seed: int) -> list[torch.Tensor]:
-    """fits [(train features, train labels, test features)]: one MLP per fit, on features standardised
-    on its training rows, all trained at once (init_mlps, train_mlps); the class of each test row."""
-    scaled = [_standardise(tr_x, te_x) for tr_x, _, te_x in fits]
-    x0 = fits[0][0]
-    n_max = max(len(tr_y) for _, tr_y, _ in fits)
-    train_x = torch.zeros(len(fits), n_max, x0.shape[1], device=x0.device)  # padded rows are never drawn
-    train_y = torch.zeros(len(fits), n_max, dtype=torch.int64, device=x0.device)
-    for f, ((_, tr_y, _), (s_tr, _)) in enumerate(zip(fits, scaled)):
-        train_x[f, :len(tr_y)], train_y[f, :len(tr_y)] = s_tr, tr_y
-    g = torch.Generator().manual_seed(seed)
-    params = init_mlps(len(fits), x0.shape[1], num_classes, g, x0.device)
-    train_mlps(params, train_x, train_y, mlp_batches([len(tr_y) for _, tr_y, _ in fits], g).to(x0.device))
-    return [mlp_forward([p[f:f + 1] for p in params], s_te[None])[0].argmax(1) for f, (_, s_te) in enumerate(scaled)]
-
-
 def _out_of_fold(name: str, x: torch.Tensor, y: torch.Tensor, splits, num_classes: int, seed: int, k: int) -> np.ndarray:
     """Each sample's class predicted by the probe fit on the other folds: (n,) int64."""
     pred = torch.empty(len(y), dtype=torch.int64, device=x.device)
@@ -143,7 +63,7 @@ def _out_of_fold(name: str, x: torch.Tensor, y: torch.Tensor, splits, num_classe
             pred[te] = knn_predict(x[tr], y[tr], x[te], num_classes, k)
     elif name == "linear":  # on the CPU, in numpy
         for tr, te in folds:
-            train_x, test_x = _standardise(x[tr], x[te])
+            train_x, test_x = standardise(x[tr], x[te])
             pred[te] = torch.as_tensor(linear_predict(train_x.cpu().numpy(), y[tr].cpu().numpy(), test_x.cpu().numpy()))
     else:
         for (_, te), p in zip(folds, mlp_predict([(x[tr], y[tr], x[te]) for tr, te in folds], num_classes, seed)):
@@ -258,7 +178,7 @@ def _one_thread() -> None:
 
 def _probe_key(name: str, features: np.ndarray, codes: np.ndarray, folds: int, seed: int, k: int, device) -> str:
     return files.content_key({"probe": name, "version": PROBE_VERSION, "shape": list(features.shape), "folds": folds,
-                                  "seed": seed, "k": k, "epochs": [PROBE_EPOCHS, PROBE_MIN_STEPS],
+                                  "seed": seed, "k": k, "epochs": [mlp_probe.PROBE_EPOCHS, mlp_probe.PROBE_MIN_STEPS],
                                   "device": torch.device(device).type, "torch": torch.__version__.split("+")[0]},
                                  features, codes.astype(np.int64))
 
@@ -284,7 +204,7 @@ def heldout_scores_of_sets(sets: dict, probes=PROBES, seed: int = 0, knn_ks=HELD
         codes = codes.reshape(-1)
         train_c, test_c = codes[:len(train_y)], codes[len(train_y):]
         if len(np.unique(train_c)) < 2:
-            raise UserError("the training latents hold a single class; a classifier needs at least two")
+            raise ValueError("the training features hold a single class; a classifier needs at least two")
         train_x = np.ascontiguousarray(train_x, dtype=np.float32)
         test_x = np.ascontiguousarray(test_x, dtype=np.float32)
         plans[key] = (classes, test_c, {})
@@ -292,7 +212,7 @@ def heldout_scores_of_sets(sets: dict, probes=PROBES, seed: int = 0, knn_ks=HELD
             for k in (knn_ks if name == "knn" else (0,)):
                 k = min(k, len(train_c))
                 job = files.content_key({"probe": name, "protocol": "heldout", "version": PROBE_VERSION, "k": k,
-                                             "seed": seed, "epochs": [PROBE_EPOCHS, PROBE_MIN_STEPS],
+                                             "seed": seed, "epochs": [mlp_probe.PROBE_EPOCHS, mlp_probe.PROBE_MIN_STEPS],
                                              "shapes": [list(train_x.shape), list(test_x.shape)],
                                              "device": torch.device(device).type,
                                              "torch": torch.__version__.split("+")[0]},
@@ -311,7 +231,7 @@ def heldout_scores_of_sets(sets: dict, probes=PROBES, seed: int = 0, knn_ks=HELD
             if name == "knn":
                 pred = knn_predict(x, y, q, num_classes, k)
             elif name == "linear":  # on the CPU, in numpy
-                s_tr, s_te = _standardise(x, q)
+                s_tr, s_te = standardise(x, q)
                 pred = torch.as_tensor(linear_predict(s_tr.cpu().numpy(), train_c, s_te.cpu().numpy()))
             else:
                 pred = mlp_predict([(x, y, q)], num_classes, seed)[0]

@@ -9,29 +9,27 @@ resumed after a crash ends exactly where an uninterrupted one ends.
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
-from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from tqdm import tqdm
 
-from latentlab import artifacts, files
+from latentlab import files
+from latentlab.checkpointing import (HISTORY_KEYS, best_epoch_of, library_versions, load_resume, optimizer_to_cpu,
+                                     to_cpu)
 from latentlab.cli import UserError
 from latentlab.datasets import to_float
 from latentlab.distributed import (World, all_ranks_ok, all_reduce_sum, epoch_shard, local_batch_size, run_agreed,
                                    same_everywhere)
-from latentlab.settings import PRECISIONS, RESUME_MUST_MATCH, Settings, recorded, recorded_value
+from latentlab.settings import PRECISIONS, Settings, recorded
 from model.autoencoder import ModelConfig, build_model
 
 # bf16 autocast on a CPU only for images of at least this many pixels: smaller ones train slower in bf16
 BF16_CPU_MIN_PIXELS = 16 * 16
 CHECK_EVERY = 20  # steps between checks that the running loss is finite (one host sync each)
-HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_mse", "seconds", "images_per_s")
 
 
 # ---------------------------------------------------------------- precision
@@ -81,74 +79,6 @@ def place_data(x_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
     elif device.type == "mps":
         return x_u8.to(device)
     return x_u8
-
-
-# ---------------------------------------------------------------- records
-def library_versions() -> dict:
-    out = {"torch": str(torch.__version__)}
-    for pkg in ("torchvision", "numpy", "scikit-learn"):
-        try:
-            out[pkg] = package_version(pkg)
-        except Exception:
-            pass
-    return out
-
-
-def write_log(history: dict, path: Path) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(HISTORY_KEYS)
-    for row in zip(*(history[k] for k in HISTORY_KEYS)):
-        w.writerow([row[0] + 1, *row[1:]])
-    files.atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
-
-
-def _to_cpu(value):
-    return value.detach().to("cpu", copy=True) if torch.is_tensor(value) else value
-
-
-def _optimizer_to_cpu(state: dict) -> dict:
-    return {"state": {k: {n: _to_cpu(v) for n, v in s.items()} for k, s in state["state"].items()},
-            "param_groups": state["param_groups"]}
-
-
-def _best_epoch(history: dict) -> int:
-    return history["epoch"][min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)]
-
-
-# ---------------------------------------------------------------- resume
-def check_resume(ckpt: dict, path: Path, settings: Settings, config: ModelConfig, dataset: str) -> None:
-    """Refuse (UserError) a checkpoint that another model, dataset or training setting made."""
-    for key in RESUME_MUST_MATCH:
-        was = recorded_value(ckpt.get("train", {}), key)
-        if was != getattr(settings, key):
-            raise UserError(f"--resume: {path} was trained with {key}={was}, not {getattr(settings, key)}; "
-                            f"use the same flags or drop --resume")
-    was = ModelConfig.from_dict(ckpt["config"]).to_dict()  # a config older than a field has its default
-    for key, value in config.to_dict().items():
-        if was.get(key) != value and key in ("channels", "hidden", "dense"):
-            raise UserError(f"--resume: {path} was trained with {key}={was.get(key)}, not {value}; "
-                            f"use the same flags or drop --resume")
-    if was != config.to_dict() or ckpt["dataset"].get("name") != dataset:
-        raise UserError(f"--resume: {path} holds another model or dataset ({ckpt['config']['family']}, "
-                        f"{ckpt['dataset'].get('name')}); use the same flags or drop --resume")
-    if "resume" not in ckpt or set(ckpt["history"]) != set(HISTORY_KEYS):
-        raise UserError(f"--resume: {path} has no resume state or history; drop --resume to start over")
-
-
-def _load_resume(path: Path, settings: Settings, config: ModelConfig, meta: dict, model, opt) -> dict | None:
-    """The checkpoint to resume from (None when there is none yet), loaded into model and opt."""
-    if not path.is_file():
-        return None
-    ckpt = artifacts.load_checkpoint(path)
-    check_resume(ckpt, path, settings, config, meta["dataset"]["name"])
-    try:
-        model.load_state_dict(ckpt["resume"]["state_dict"])
-        opt.load_state_dict(ckpt["resume"]["optimizer"])
-    except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as e:
-        raise UserError(f"--resume: the optimizer state in {path} does not fit the model "
-                        f"({type(e).__name__}); drop --resume to start over")
-    return ckpt
 
 
 # ---------------------------------------------------------------- the loop
@@ -259,7 +189,7 @@ def train_model(config: ModelConfig, split: TrainingSplit, settings: Settings, p
     local_batch_size(settings.batch_size, world)
     history, best_state, start = {k: [] for k in HISTORY_KEYS}, None, 0
 
-    ckpt = run_agreed(lambda: _load_resume(path, settings, config, meta, model, opt), world) if settings.resume else None
+    ckpt = run_agreed(lambda: load_resume(path, settings, config, meta, model, opt), world) if settings.resume else None
     if ckpt is not None:
         history = {k: list(v) for k, v in ckpt["history"].items()}
         best_state, start = ckpt["state_dict"], ckpt["resume"]["epoch"] + 1
@@ -291,9 +221,9 @@ def train_model(config: ModelConfig, split: TrainingSplit, settings: Settings, p
         seconds = time.perf_counter() - t0
         for k, v in zip(HISTORY_KEYS, (epoch, loss_sum / seen, val_loss, val_mse, seconds, seen / seconds)):
             history[k].append(v)
-        best_epoch = _best_epoch(history)
+        best_epoch = best_epoch_of(history)
         if best_epoch == epoch:
-            best_state = {k: _to_cpu(v) for k, v in model.state_dict().items()}
+            best_state = {k: to_cpu(v) for k, v in model.state_dict().items()}
         if not quiet:
             tqdm.write(f"{name} | epoch {epoch + 1:>3}/{settings.num_epochs} | train {loss_sum / seen:.5f} | "
                        f"val {val_loss:.5f} | val MSE {val_mse:.5f} | {seen / seconds:,.0f} img/s"
@@ -306,8 +236,8 @@ def train_model(config: ModelConfig, split: TrainingSplit, settings: Settings, p
             "train": {**recorded(settings), "processes": world.size, "autocast": "bf16" if amp else "fp32"},
             "history": history, "best_epoch": best_epoch,
             "finished": stopped_early or epoch + 1 >= settings.num_epochs, "stopped_early": stopped_early,
-            "resume": {"epoch": epoch, "state_dict": {k: _to_cpu(v) for k, v in model.state_dict().items()},
-                       "optimizer": _optimizer_to_cpu(opt.state_dict())},
+            "resume": {"epoch": epoch, "state_dict": {k: to_cpu(v) for k, v in model.state_dict().items()},
+                       "optimizer": optimizer_to_cpu(opt.state_dict())},
             "versions": library_versions(), **({"record": record} if record is not None else {}),
         }
 

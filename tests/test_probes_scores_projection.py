@@ -8,7 +8,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from latentlab import probes, projection
+from latentlab import mlp_probe, probes, projection
 from latentlab.probes import probe_scores, probe_scores_of_sets
 from latentlab.scores import cluster_purity, kmeans_nmi, kmeans_scores, reconstruction_scores, ssim, trustworthiness
 
@@ -55,8 +55,8 @@ def _knn_accuracy(x, y):
 @pytest.fixture
 def short_mlp(monkeypatch):
     """A shorter MLP budget: the same code runs."""
-    monkeypatch.setattr(probes, "PROBE_EPOCHS", 5)
-    monkeypatch.setattr(probes, "PROBE_MIN_STEPS", 100)
+    monkeypatch.setattr(mlp_probe, "PROBE_EPOCHS", 5)
+    monkeypatch.setattr(mlp_probe, "PROBE_MIN_STEPS", 100)
 
 
 def test_probes_learn_separable_classes(short_mlp):
@@ -95,13 +95,13 @@ def test_fold_stacked_mlps_train_as_separate_torch_fits(sizes, d, monkeypatch):
     """The fold-stacked MLPs against one torch.nn.Sequential + torch.optim.Adam per fold, from the
     same initial weights on the same batches: the same weights after training, folds of different
     sizes included."""
-    monkeypatch.setattr(probes, "PROBE_EPOCHS", 2)
-    monkeypatch.setattr(probes, "PROBE_MIN_STEPS", 5)
+    monkeypatch.setattr(mlp_probe, "PROBE_EPOCHS", 2)
+    monkeypatch.setattr(mlp_probe, "PROBE_MIN_STEPS", 5)
     g = torch.Generator().manual_seed(1)
     n = max(sizes)
     x, y = torch.randn(len(sizes), n, d, generator=g), torch.randint(0, 4, (len(sizes), n), generator=g)
-    params = probes.init_mlps(len(sizes), d, 4, g)
-    batches = probes.mlp_batches(sizes, g)
+    params = mlp_probe.init_mlps(len(sizes), d, 4, g)
+    batches = mlp_probe.mlp_batches(sizes, g)
     per_epoch = -(-n // 256)
     assert batches.shape[1] == max(2, -(-5 // per_epoch)) * per_epoch and all((batches[f] < m).all() for f, m in enumerate(sizes))
     nets = []
@@ -118,7 +118,7 @@ def test_fold_stacked_mlps_train_as_separate_torch_fits(sizes, d, monkeypatch):
             opt.step()
         nets.append(net)
     init = params[2].clone()
-    probes.train_mlps(params, x, y, batches)
+    mlp_probe.train_mlps(params, x, y, batches)
     for f, net in enumerate(nets):
         for ours, theirs in ((params[0][f], net[0].weight.T), (params[1][f, 0], net[0].bias),
                              (params[2][f], net[2].weight.T), (params[3][f, 0], net[2].bias)):
@@ -202,6 +202,8 @@ def test_probes_refuse_too_few_samples():
         probe_scores(np.zeros((6, 2)), np.array([0, 0, 0, 1, 1, 1]), folds=5)
     with pytest.raises(ValueError, match="single class"):
         probe_scores(np.zeros((6, 2)), np.zeros(6, dtype=int), folds=2)
+    with pytest.raises(ValueError, match="single class"):
+        probes.heldout_scores_of_sets({0: (np.zeros((4, 2)), np.zeros(4, dtype=int), np.zeros((2, 2)), np.array([0, 1]))})
 
 
 def test_kmeans_scores_on_clear_clusters():

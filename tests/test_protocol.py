@@ -180,7 +180,7 @@ def test_bad_widths_are_refused_in_one_line(capsys):
 
 
 def test_widths_are_recorded_used_by_later_steps_and_checked_by_resume(tmp_path):
-    from latentlab.training import check_resume
+    from latentlab.checkpointing import check_resume
     out = tmp_path / "out"
     _train(out, "--latent_size", "4", "--dataset", "digits", "--num_epochs", "1", "--channels", "8", "--dense", "16")
     ckpt = artifacts.load_checkpoint(out / "model_latent_size_4.pth")

@@ -191,14 +191,14 @@ def test_too_small_an_image_size_is_refused_in_one_line(capsys):
 
 
 def _checkpoint_of(settings, config, dataset="digits"):
-    from latentlab.training import HISTORY_KEYS
+    from latentlab.checkpointing import HISTORY_KEYS
     return {"config": config.to_dict(), "dataset": {"name": dataset}, "train": recorded(settings),
             "history": {k: [] for k in HISTORY_KEYS}, "resume": {}}
 
 
 @pytest.mark.parametrize("name", RESUME_MUST_MATCH)
 def test_resume_refuses_a_checkpoint_of_another_setting(tmp_path, name):
-    from latentlab.training import check_resume
+    from latentlab.checkpointing import check_resume
     from model.autoencoder import ModelConfig
     was = Settings(latent_size=4)
     config = ModelConfig(latent_size=4, image_shape=(1, 8, 8))
@@ -218,7 +218,7 @@ def test_resume_refuses_a_checkpoint_of_another_setting(tmp_path, name):
 
 
 def test_a_checkpoint_older_than_the_precision_setting_resumes_as_auto(tmp_path):
-    from latentlab.training import check_resume
+    from latentlab.checkpointing import check_resume
     from model.autoencoder import ModelConfig
     settings, config = Settings(latent_size=4), ModelConfig(latent_size=4, image_shape=(1, 8, 8))
     ckpt = _checkpoint_of(settings, config)

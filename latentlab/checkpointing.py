@@ -1,0 +1,86 @@
+"""What a training checkpoint records of its run (the per-epoch history and its CSV log, the
+library versions, the weights and optimizer state on the CPU), and resuming from one: the checks
+that it came from the same model, dataset and settings.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from importlib.metadata import version as package_version
+from pathlib import Path
+
+import torch
+
+from latentlab import artifacts, files
+from latentlab.cli import UserError
+from latentlab.settings import RESUME_MUST_MATCH, Settings, recorded_value
+from model.autoencoder import ModelConfig
+
+HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_mse", "seconds", "images_per_s")
+
+
+def library_versions() -> dict:
+    out = {"torch": str(torch.__version__)}
+    for pkg in ("torchvision", "numpy", "scikit-learn"):
+        try:
+            out[pkg] = package_version(pkg)
+        except Exception:
+            pass
+    return out
+
+
+def write_log(history: dict, path: Path) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(HISTORY_KEYS)
+    for row in zip(*(history[k] for k in HISTORY_KEYS)):
+        w.writerow([row[0] + 1, *row[1:]])
+    files.atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+
+
+def to_cpu(value):
+    return value.detach().to("cpu", copy=True) if torch.is_tensor(value) else value
+
+
+def optimizer_to_cpu(state: dict) -> dict:
+    return {"state": {k: {n: to_cpu(v) for n, v in s.items()} for k, s in state["state"].items()},
+            "param_groups": state["param_groups"]}
+
+
+def best_epoch_of(history: dict) -> int:
+    return history["epoch"][min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)]
+
+
+# ---------------------------------------------------------------- resume
+def check_resume(ckpt: dict, path: Path, settings: Settings, config: ModelConfig, dataset: str) -> None:
+    """Refuse (UserError) a checkpoint that another model, dataset or training setting made."""
+    for key in RESUME_MUST_MATCH:
+        was = recorded_value(ckpt.get("train", {}), key)
+        if was != getattr(settings, key):
+            raise UserError(f"--resume: {path} was trained with {key}={was}, not {getattr(settings, key)}; "
+                            f"use the same flags or drop --resume")
+    was = ModelConfig.from_dict(ckpt["config"]).to_dict()  # a config older than a field has its default
+    for key, value in config.to_dict().items():
+        if was.get(key) != value and key in ("channels", "hidden", "dense"):
+            raise UserError(f"--resume: {path} was trained with {key}={was.get(key)}, not {value}; "
+                            f"use the same flags or drop --resume")
+    if was != config.to_dict() or ckpt["dataset"].get("name") != dataset:
+        raise UserError(f"--resume: {path} holds another model or dataset ({ckpt['config']['family']}, "
+                        f"{ckpt['dataset'].get('name')}); use the same flags or drop --resume")
+    if "resume" not in ckpt or set(ckpt["history"]) != set(HISTORY_KEYS):
+        raise UserError(f"--resume: {path} has no resume state or history; drop --resume to start over")
+
+
+def load_resume(path: Path, settings: Settings, config: ModelConfig, meta: dict, model, opt) -> dict | None:
+    """The checkpoint to resume from (None when there is none yet), loaded into model and opt."""
+    if not path.is_file():
+        return None
+    ckpt = artifacts.load_checkpoint(path)
+    check_resume(ckpt, path, settings, config, meta["dataset"]["name"])
+    try:
+        model.load_state_dict(ckpt["resume"]["state_dict"])
+        opt.load_state_dict(ckpt["resume"]["optimizer"])
+    except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as e:
+        raise UserError(f"--resume: the optimizer state in {path} does not fit the model "
+                        f"({type(e).__name__}); drop --resume to start over")
+    return ckpt
