@@ -11,7 +11,7 @@ from dataclasses import MISSING, dataclass, field, fields
 
 from latentlab.cli import UserError, fraction, make_parser, nonneg_float, nonneg_int, positive_float, positive_int
 from latentlab.datasets import DATASETS
-from model.autoencoder import FAMILIES, ModelConfig, conv_stages
+from model.autoencoder import DENSE_MAX_LATENT, DENSE_UNITS, FAMILIES, ModelConfig, conv_stages, default_dense
 
 PRECISIONS = ("auto", "fp32", "bf16")
 # the smallest square the conv encoder halves once (model.autoencoder.conv_stages: even, > 4 pixels)
@@ -55,9 +55,11 @@ class Settings:
     beta: float = setting(1.0, help="VAE: weight of the KL term", group="model", type=nonneg_float)
     channels: tuple | None = setting(None, help="conv, vae: channels of each stride-2 stage, at most as many stages "
                                                 "as the image halves (28x28: 2, 32x32: 3)", group="model",
-                                     type=positive_int, nargs="+", shown="32 64 (28x28), 32 64 128 (32x32)")
-    dense: int = setting(0, help="conv, vae: a dense layer of N units between the conv features and the bottleneck, "
-                                 "mirrored in the decoder (0: none)", group="model", type=nonneg_int, older=0)
+                                     type=positive_int, nargs="+", shown="64 128 (28x28), 64 128 256 (32x32)")
+    dense: int | None = setting(None, help="conv, vae: a dense layer of N units between the conv features and the "
+                                           "bottleneck, mirrored in the decoder (0: none)", group="model",
+                                type=nonneg_int, older=0,
+                                shown=f"{DENSE_UNITS} for latent sizes up to {DENSE_MAX_LATENT}, else 0")
     hidden: tuple | None = setting(None, help="mlp: widths of the hidden layers, encoder side (mirrored); "
                                               "`--hidden` alone: none, a linear autoencoder", group="model",
                                    type=positive_int, nargs="*", shown="512 256")
@@ -68,7 +70,7 @@ class Settings:
                                      group="data", type=image_size, shown="native (32 for gtsrb and folders)")
     val_fraction: float = setting(0.1, help="share of the training split held out for model selection",
                                   group="data", type=fraction, resume_must_match=True, recorded=True)
-    num_epochs: int = setting(10, help="epochs per model", group="training", type=positive_int, recorded=True)
+    num_epochs: int = setting(20, help="epochs per model", group="training", type=positive_int, recorded=True)
     batch_size: int = setting(128, help="global batch size (under torchrun, split evenly across the processes)",
                               group="training", type=positive_int, resume_must_match=True, recorded=True)
     lr: float = setting(3e-3, help="peak Adam learning rate", group="training", type=positive_float,
@@ -116,8 +118,9 @@ class Settings:
                             f"{stages} (each stride-2 stage halves the image while it stays even and larger "
                             f"than 4 pixels); give at most {stages} widths")
         given = {k: v for k, v in (("channels", self.channels), ("hidden", self.hidden)) if v is not None}
+        dense = self.dense if self.dense is not None else default_dense(latent_size) if conv else 0
         return ModelConfig(family=self.model, latent_size=latent_size, image_shape=tuple(image_shape),
-                           beta=self.beta, noise_std=self.noise_std, dense=self.dense, **given)
+                           beta=self.beta, noise_std=self.noise_std, dense=dense, **given)
 
 
 def names(**metadata) -> tuple[str, ...]:

@@ -32,6 +32,17 @@ def describe(family: str, latent_size: int | None = None, dataset: str | None = 
                      + ([dataset] if dataset is not None else []))
 
 
+# The dense layer train.py puts before small bottlenecks: without it the decoder's first layer maps
+# the code linearly to the conv features, so a 2-d code reaches only a plane of them. Larger codes
+# go without, as a 512-unit layer narrows their path more than the linear map limits them.
+DENSE_UNITS, DENSE_MAX_LATENT = 512, 32
+
+
+def default_dense(latent_size: int) -> int:
+    """Units of the dense layer a conv or VAE model of this latent size gets by default (0: none)."""
+    return DENSE_UNITS if latent_size <= DENSE_MAX_LATENT else 0
+
+
 @dataclass
 class ModelConfig:
     family: str = "conv"  # conv | mlp | vae (the VAE has the conv encoder/decoder)
@@ -39,7 +50,7 @@ class ModelConfig:
     image_shape: tuple = (1, 28, 28)  # (C, H, W)
     # conv/vae: channels of each stride-2 stage; as many stages are used as the image
     # can be halved while it stays even and larger than 4 pixels (8x8 -> 1 stage, 28 -> 2, 32 -> 3).
-    channels: tuple = (32, 64, 128, 256)
+    channels: tuple = (64, 128, 256, 512)
     hidden: tuple = (512, 256)  # mlp: widths of the hidden layers, encoder side; () is a linear autoencoder
     dense: int = 0  # conv/vae: units of a dense layer between the conv features and the bottleneck, each side (0: none)
     beta: float = 1.0  # vae: weight of the KL term (Higgins et al. 2017, beta-VAE)

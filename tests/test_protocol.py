@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import ROOT
 from latentlab import artifacts, files
 from latentlab.cli import UserError
 from latentlab.settings import Settings
@@ -161,6 +162,19 @@ def test_widths_build_the_networks_they_name(family, widths, shape):
         assert model.to_latent.in_features == (widths.get("dense") or model.encoder.out_features)
 
 
+def test_default_widths_put_a_dense_layer_before_small_bottlenecks_only():
+    shape = (1, 28, 28)
+    for family in ("conv", "vae"):
+        configs = {k: Settings(latent_size=k, model=family).model_config(k, shape) for k in (2, 32, 33, 64)}
+        assert {k: c.dense for k, c in configs.items()} == {2: 512, 32: 512, 33: 0, 64: 0}
+        assert {c.channels[:2] for c in configs.values()} == {(64, 128)}
+        assert Settings(latent_size=2, model=family, dense=0).model_config(2, shape).dense == 0  # --dense 0: none
+        assert Settings(latent_size=64, model=family, dense=256).model_config(64, shape).dense == 256
+    assert Settings(latent_size=2, model="mlp").model_config(2, shape).dense == 0
+    model = build_model(Settings(latent_size=2).model_config(2, (3, 32, 32)))
+    assert [m.out_channels for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d)] == [64, 128, 256]
+
+
 def test_bad_widths_are_refused_in_one_line(capsys):
     import train
     for flags, message in ((["--channels", "0"], "argument --channels: 0 must be >= 1"),
@@ -205,3 +219,20 @@ def test_the_sweep_passes_the_widths_on(tmp_path):
     assert job.settings["hidden"] == [32, 16] and job.settings["channels"] is None  # recorded with its numbers
     passed = Settings.from_args(argparse.Namespace(**json.loads(json.dumps(job.train))))  # as a job process reads it
     assert passed.model_config(2, (1, 8, 8)).hidden == (32, 16)
+
+
+def test_training_budget_reads_every_epoch_and_draws_each_size(trained, tmp_path, capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("training_budget", ROOT / "benchmarks" / "training_budget.py")
+    budget = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(budget)
+    figure = tmp_path / "budget.png"
+    curves = budget.main(budget.parse_args([str(trained / "model_latent_size_2.pth"),
+                                            str(trained / "model_latent_size_8.pth"), "--figure", str(figure)]))
+    assert [c["latent_size"] for c in curves] == [2, 8] and figure.stat().st_size > 0
+    for c in curves:
+        ckpt = torch.load(trained / f"model_latent_size_{c['latent_size']}.pth", weights_only=True)
+        assert c["val_mse"] == ckpt["history"]["val_mse"] and len(c["minutes"]) == 6
+        assert c["minutes"] == sorted(c["minutes"]) and c["test_mse"] == ckpt["test_metrics"]["test_mse"]
+    assert curves[0]["network"] == "conv 64, dense 512, 6 epochs"  # digits: one stage
+    assert "to the paper's MSE" in capsys.readouterr().out

@@ -133,7 +133,7 @@ CHECKPOINT_DEFECTS = {
     "a family that does not exist": (lambda c: c["config"].update(family="transformer"),
                                      "model family 'transformer' is not one of conv, mlp, vae"),
     "a config the weights do not fit": (lambda c: c["config"].update(latent_size=5),
-                                        r"the weights: decoder.fc.weight is torch.float32 \(512, 8\), its config builds float \(512, 5\)"),
+                                        r"the weights: decoder.fc.0.weight is torch.float32 \(512, 8\), its config builds float \(512, 5\)"),
     "a config that does not build": (lambda c: c["config"].update(channels="wide"),
                                      "its model config does not build"),
     "resume weights of another model": (lambda c: c["resume"]["state_dict"].pop("to_latent.bias"),
