@@ -162,10 +162,10 @@ def score(out: Path, n: int, seconds: dict) -> dict:
 def main(args) -> dict:
     data = ["--dataset", args.dataset] + (["--data_dir", args.data_dir] if args.data_dir else [])
     seconds, rows = {}, {}
+    first = run_folder(args.output_dir, args.latent_size[0]) / "model_latent_size_2.pth"
     for i, n in enumerate(args.latent_size):
         out = run_folder(args.output_dir, n)
         if not args.skip_training:
-            first = run_folder(args.output_dir, args.latent_size[0]) / "model_latent_size_2.pth"
             if i > 0 and not (out / first.name).exists():  # the same 2-d training: data, seed and settings
                 out.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(first, out / first.name)

@@ -15,10 +15,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from latentlab.cli import Parser, UserError, run  # noqa: E402
+from model.autoencoder import conv_stages  # noqa: E402
+from quality import PAPER  # noqa: E402
 
-PAPER_MSE = {2: 0.0244, 64: 0.0054}  # Sainburg, McInnes & Gentner 2021, conv AE, Fashion-MNIST test MSE
+PAPER_MSE = {k: v for (metric, k), v in PAPER.items() if metric == "test_mse"}
 
 
 def parse_args(argv=None):
@@ -31,7 +34,6 @@ def parse_args(argv=None):
 def network(config: dict, train: dict) -> str:
     if config["family"] == "mlp":
         return f"mlp {' '.join(map(str, config['hidden'])) or 'linear'}, {train['num_epochs']} epochs"
-    from model.autoencoder import conv_stages
     used = config["channels"][:max(1, conv_stages(*config["image_shape"][1:], len(config["channels"])))]
     return (f"{config['family']} {' '.join(map(str, used))}"
             f"{', dense ' + str(config['dense']) if config.get('dense') else ''}, {train['num_epochs']} epochs")

@@ -25,6 +25,7 @@ def standardise(train: torch.Tensor, test: torch.Tensor) -> tuple[torch.Tensor, 
     std = torch.where(std > 1e-12, std, torch.ones_like(std))
     return (train - mean) / std, (test - mean) / std
 
+
 def init_mlps(folds: int, d: int, num_classes: int, generator: torch.Generator, device="cpu") -> list[torch.Tensor]:
     """One MLP per fold, stacked: [w1 (F, d, h), b1 (F, 1, h), w2 (F, h, classes), b2 (F, 1, classes)],
     each drawn as torch.nn.Linear draws it (uniform in +-1/sqrt(fan_in)), from `generator` rather

@@ -112,7 +112,8 @@ def probe_scores_of_sets(sets: dict, probes=PROBES, folds: int = 5, seed: int = 
         features = np.ascontiguousarray(features, dtype=np.float32)
         plans[key] = (classes, codes, splits, k, {})
         for name in probes:
-            job = _probe_key(name, features, codes, folds, seed, k, device)
+            job = _fit_key(name, device, features, codes.astype(np.int64), shape=list(features.shape), folds=folds,
+                           seed=seed, k=k)
             jobs.setdefault(job, (name, features, codes, splits, len(classes), k))
             plans[key][4][name] = job
 
@@ -176,11 +177,12 @@ def _one_thread() -> None:
     threadpool_limits(limits=1)  # this thread's OpenMP (scikit-learn's own copy) and BLAS
 
 
-def _probe_key(name: str, features: np.ndarray, codes: np.ndarray, folds: int, seed: int, k: int, device) -> str:
-    return files.content_key({"probe": name, "version": PROBE_VERSION, "shape": list(features.shape), "folds": folds,
-                                  "seed": seed, "k": k, "epochs": [mlp_probe.PROBE_EPOCHS, mlp_probe.PROBE_MIN_STEPS],
-                                  "device": torch.device(device).type, "torch": torch.__version__.split("+")[0]},
-                                 features, codes.astype(np.int64))
+def _fit_key(name: str, device, *arrays: np.ndarray, **fields) -> str:
+    """The cache key of one probe's fit: the probe, its version and budget, the device type, torch,
+    the protocol's own fields, and the content of the arrays."""
+    return files.content_key({"probe": name, "version": PROBE_VERSION, "device": torch.device(device).type,
+                              "epochs": [mlp_probe.PROBE_EPOCHS, mlp_probe.PROBE_MIN_STEPS],
+                              "torch": torch.__version__.split("+")[0], **fields}, *arrays)
 
 
 # ---------------------------------------------------------------- the held-out protocol
@@ -211,12 +213,8 @@ def heldout_scores_of_sets(sets: dict, probes=PROBES, seed: int = 0, knn_ks=HELD
         for name in probes:
             for k in (knn_ks if name == "knn" else (0,)):
                 k = min(k, len(train_c))
-                job = files.content_key({"probe": name, "protocol": "heldout", "version": PROBE_VERSION, "k": k,
-                                             "seed": seed, "epochs": [mlp_probe.PROBE_EPOCHS, mlp_probe.PROBE_MIN_STEPS],
-                                             "shapes": [list(train_x.shape), list(test_x.shape)],
-                                             "device": torch.device(device).type,
-                                             "torch": torch.__version__.split("+")[0]},
-                                            train_x, train_c.astype(np.int64), test_x)
+                job = _fit_key(name, device, train_x, train_c.astype(np.int64), test_x, protocol="heldout", k=k,
+                               seed=seed, shapes=[list(train_x.shape), list(test_x.shape)])
                 jobs.setdefault(job, (name, train_x, train_c, test_x, len(classes), k))
                 plans[key][2][f"knn{k}" if name == "knn" else name] = job
 
