@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from latentlab.cli import Parser, UserError, run  # noqa: E402
-from model.autoencoder import conv_stages  # noqa: E402
+from model.autoencoder import conv_stages, dense_widths  # noqa: E402
 from quality import PAPER  # noqa: E402
 
 PAPER_MSE = {k: v for (metric, k), v in PAPER.items() if metric == "test_mse"}
@@ -35,8 +35,9 @@ def network(config: dict, train: dict) -> str:
     if config["family"] == "mlp":
         return f"mlp {' '.join(map(str, config['hidden'])) or 'linear'}, {train['num_epochs']} epochs"
     used = config["channels"][:max(1, conv_stages(*config["image_shape"][1:], len(config["channels"])))]
+    dense = dense_widths(config.get("dense", ()))
     return (f"{config['family']} {' '.join(map(str, used))}"
-            f"{', dense ' + str(config['dense']) if config.get('dense') else ''}, {train['num_epochs']} epochs")
+            f"{', dense ' + ' '.join(map(str, dense)) if dense else ''}, {train['num_epochs']} epochs")
 
 
 def curve(ckpt: dict) -> dict:

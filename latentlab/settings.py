@@ -11,7 +11,7 @@ from dataclasses import MISSING, dataclass, field, fields
 
 from latentlab.cli import UserError, fraction, make_parser, nonneg_float, nonneg_int, positive_float, positive_int
 from latentlab.datasets import DATASETS
-from model.autoencoder import DENSE_MAX_LATENT, DENSE_UNITS, FAMILIES, ModelConfig, conv_stages, default_dense
+from model.autoencoder import DEFAULT_WIDTHS, FAMILIES, ModelConfig, conv_stages, default_widths
 
 PRECISIONS = ("auto", "fp32", "bf16")
 # the smallest square the conv encoder halves once (model.autoencoder.conv_stages: even, > 4 pixels)
@@ -44,6 +44,18 @@ def setting(default=MISSING, *, help: str, group: str, type=None, choices=None, 
         shared=shared, nargs=nargs))
 
 
+def _by_code_size(column: int, stages: int | None = None) -> str:
+    """A column of model.autoencoder.DEFAULT_WIDTHS as the docs show a default: '512 up to latent
+    size 32, none above' (rows with the same widths shown once)."""
+    shown = []
+    for largest, *row in DEFAULT_WIDTHS:
+        widths = " ".join(map(str, row[column - 1][:stages])) or "none"
+        if shown and shown[-1][1] == widths:
+            shown.pop()
+        shown.append((largest, widths))
+    return ", ".join(f"{w} up to latent size {n}" if n != float("inf") else f"{w} above" for n, w in shown)
+
+
 @dataclass
 class Settings:
     latent_size: int = setting(help="size of the second bottleneck (the first is 2)", group="model",
@@ -55,11 +67,11 @@ class Settings:
     beta: float = setting(1.0, help="VAE: weight of the KL term", group="model", type=nonneg_float)
     channels: tuple | None = setting(None, help="conv, vae: channels of each stride-2 stage, at most as many stages "
                                                 "as the image halves (28x28: 2, 32x32: 3)", group="model",
-                                     type=positive_int, nargs="+", shown="64 128 (28x28), 64 128 256 (32x32)")
-    dense: int | None = setting(None, help="conv, vae: a dense layer of N units between the conv features and the "
-                                           "bottleneck, mirrored in the decoder (0: none)", group="model",
-                                type=nonneg_int, older=0,
-                                shown=f"{DENSE_UNITS} for latent sizes up to {DENSE_MAX_LATENT}, else 0")
+                                     type=positive_int, nargs="+", shown=_by_code_size(1, 2) + " (28x28; a third stage at 32x32)")
+    dense: tuple | None = setting(None, help="conv, vae: widths of dense layers between the conv features and "
+                                             "the bottleneck, mirrored in the decoder (`--dense` alone or 0: none)",
+                                  group="model", type=nonneg_int, nargs="*", older=0,
+                                  shown=_by_code_size(2))
     hidden: tuple | None = setting(None, help="mlp: widths of the hidden layers, encoder side (mirrored); "
                                               "`--hidden` alone: none, a linear autoencoder", group="model",
                                    type=positive_int, nargs="*", shown="512 256")
@@ -108,7 +120,7 @@ class Settings:
         if conv and self.hidden is not None:
             raise UserError(f"--hidden sets the widths of the mlp model, not of the {self.model} one; "
                             f"use --channels (and --dense), or --model mlp")
-        if not conv and (self.channels is not None or self.dense):
+        if not conv and (self.channels is not None or any(self.dense or ())):
             raise UserError("--channels and --dense set the conv and vae networks, not the mlp one; "
                             "use --hidden, or --model conv")
         h, w = image_shape[1:]
@@ -118,9 +130,22 @@ class Settings:
                             f"{stages} (each stride-2 stage halves the image while it stays even and larger "
                             f"than 4 pixels); give at most {stages} widths")
         given = {k: v for k, v in (("channels", self.channels), ("hidden", self.hidden)) if v is not None}
-        dense = self.dense if self.dense is not None else default_dense(latent_size) if conv else 0
+        defaults = default_widths(latent_size) if conv else {"dense": ()}
+        if self.dense and 0 in self.dense and len(self.dense) > 1:
+            raise UserError(f"--dense {' '.join(map(str, self.dense))}: 0 means no dense layer and stands alone; "
+                            f"give positive widths, or 0 (or --dense alone) for none")
+        if self.dense is not None:
+            given["dense"] = tuple(u for u in self.dense if u)
         return ModelConfig(family=self.model, latent_size=latent_size, image_shape=tuple(image_shape),
-                           beta=self.beta, noise_std=self.noise_std, dense=dense, **given)
+                           beta=self.beta, noise_std=self.noise_std, **{**defaults, **given})
+
+
+def resolved_network(values: dict, family: str, latent_size: int) -> dict:
+    """values (settings by name) with the network widths a run of this family and latent size builds
+    where the flags leave them unset: what a sweep records, so that a later default is not taken for
+    the one its runs had."""
+    widths = default_widths(latent_size) if family != "mlp" else {"hidden": ModelConfig().hidden}
+    return {**values, **{k: list(v) for k, v in widths.items() if values.get(k) is None}}
 
 
 def names(**metadata) -> tuple[str, ...]:

@@ -34,7 +34,7 @@ from latentlab.locking import FolderBusy, FolderLock
 from latentlab.pca import pca_encode, pca_reconstruct_batches
 from latentlab.probes import KNN_K, probe_scores
 from latentlab.scores import kmeans_nmi, reconstruction_scores
-from latentlab.settings import RESULT_SETTINGS, recorded_value
+from latentlab.settings import RESULT_SETTINGS, recorded_value, resolved_network
 from model.autoencoder import describe, model_from_checkpoint
 
 # metric -> (what it is, for table headers and panel titles; does higher mean better)
@@ -104,7 +104,7 @@ def make_jobs(args, datasets, seeds, families, sizes, quiet: bool) -> list[Job]:
                     # --resume: an interrupted (or killed) training continues where it stopped
                     train = {**vars(args), "dataset": d, "seed": s, "latent_size": k, "model": f,
                              "output_dir": str(folder), "resume": True, "quiet": quiet}
-                    jobs.append(Job(d, f, k, s, str(folder), pca and str(pca), train, settings))
+                    jobs.append(Job(d, f, k, s, str(folder), pca and str(pca), train, resolved_network(settings, f, k)))
     return jobs
 
 

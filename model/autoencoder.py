@@ -32,15 +32,29 @@ def describe(family: str, latent_size: int | None = None, dataset: str | None = 
                      + ([dataset] if dataset is not None else []))
 
 
-# The dense layer train.py puts before small bottlenecks: without it the decoder's first layer maps
-# the code linearly to the conv features, so a 2-d code reaches only a plane of them. Larger codes
-# go without, as a 512-unit layer narrows their path more than the linear map limits them.
-DENSE_UNITS, DENSE_MAX_LATENT = 512, 32
+# The network train.py builds where --channels and --dense are not given, by code size; each row was
+# measured on Fashion-MNIST (docs/performance.md). Small codes get dense layers before them: without
+# them the decoder's first layer maps the code linearly to the conv features, so a 2-d code reaches
+# only a plane of them. Codes of a few units do best with a funnel (512 128 32) and half the channels,
+# which trains in half the time to a lower error; a 16-d code loses with the funnel's narrow layers;
+# beyond 32 units a 512-unit layer narrows the path more than the linear map limits it.
+# (largest latent size, channels, dense widths)
+DEFAULT_WIDTHS = ((4, (32, 64, 128, 256), (512, 128, 32)),
+                  (32, (64, 128, 256, 512), (512,)),
+                  (math.inf, (64, 128, 256, 512), ()))
 
 
-def default_dense(latent_size: int) -> int:
-    """Units of the dense layer a conv or VAE model of this latent size gets by default (0: none)."""
-    return DENSE_UNITS if latent_size <= DENSE_MAX_LATENT else 0
+def default_widths(latent_size: int) -> dict:
+    """The channels and dense widths a conv or VAE model of this latent size gets by default."""
+    channels, dense = next((c, d) for largest, c, d in DEFAULT_WIDTHS if latent_size <= largest)
+    return {"channels": channels, "dense": dense}
+
+
+def dense_widths(value) -> tuple:
+    """A config's dense widths as a tuple; checkpoints before the funnel record one int (0: none)."""
+    if isinstance(value, (int, float)):
+        return (int(value),) if value else ()
+    return tuple(int(u) for u in value)
 
 
 @dataclass
@@ -52,7 +66,7 @@ class ModelConfig:
     # can be halved while it stays even and larger than 4 pixels (8x8 -> 1 stage, 28 -> 2, 32 -> 3).
     channels: tuple = (64, 128, 256, 512)
     hidden: tuple = (512, 256)  # mlp: widths of the hidden layers, encoder side; () is a linear autoencoder
-    dense: int = 0  # conv/vae: units of a dense layer between the conv features and the bottleneck, each side (0: none)
+    dense: tuple = ()  # conv/vae: widths of dense layers between the conv features and the bottleneck, encoder side (mirrored)
     beta: float = 1.0  # vae: weight of the KL term (Higgins et al. 2017, beta-VAE)
     noise_std: float = 0.0  # denoising: std of the Gaussian noise added to the input while training
     normalisation: str = "pixels/255 in [0,1]"  # how images map to model inputs
@@ -61,10 +75,10 @@ class ModelConfig:
         self.image_shape = tuple(int(s) for s in self.image_shape)
         self.channels = tuple(int(c) for c in self.channels)
         self.hidden = tuple(int(h) for h in self.hidden)
-        self.dense = int(self.dense)
+        self.dense = dense_widths(self.dense)
         if self.family not in FAMILIES:
             raise ValueError(f"unknown model family {self.family!r}; choose one of {', '.join(FAMILIES)}")
-        if not self.channels or min(self.channels) < 1 or min(self.hidden, default=1) < 1 or self.dense < 0:
+        if not self.channels or min(self.channels) < 1 or min(self.hidden + self.dense, default=1) < 1:
             raise ValueError(f"widths must be positive: channels {self.channels}, hidden {self.hidden}, dense {self.dense}")
 
     @property
@@ -111,8 +125,11 @@ class ConvEncoder(nn.Module):
         self.out_features = math.prod(self.feature_shape)
         self.dense = nn.Identity()
         if cfg.dense:  # as the Parametric UMAP paper's conv AE (Sainburg et al. 2021): Dense before the bottleneck
-            self.dense = nn.Sequential(nn.Linear(self.out_features, cfg.dense), nn.GELU())
-            self.out_features = cfg.dense
+            layers = []
+            for units in cfg.dense:
+                layers += [nn.Linear(self.out_features, units), nn.GELU()]
+                self.out_features = units
+            self.dense = nn.Sequential(*layers)
 
     def forward(self, x):
         return self.dense(self.net(x).flatten(1))
@@ -127,9 +144,12 @@ class ConvDecoder(nn.Module):
         c = cfg.image_shape[0]
         self.feature_shape = feature_shape
         self.fc = nn.Linear(cfg.latent_size, math.prod(feature_shape))
-        if cfg.dense:  # the mirror of the encoder's dense layer
-            self.fc = nn.Sequential(nn.Linear(cfg.latent_size, cfg.dense), nn.GELU(),
-                                    nn.Linear(cfg.dense, math.prod(feature_shape)))
+        if cfg.dense:  # the mirror of the encoder's dense layers
+            layers, d = [], cfg.latent_size
+            for units in reversed(cfg.dense):
+                layers += [nn.Linear(d, units), nn.GELU()]
+                d = units
+            self.fc = nn.Sequential(*layers, nn.Linear(d, math.prod(feature_shape)))
         n = conv_stages(cfg.image_shape[1], cfg.image_shape[2], len(cfg.channels))
         chans = list(cfg.channels[:n])[::-1] + [c]  # e.g. 28x28x1: [64, 32, 1]
         layers = []

@@ -133,12 +133,12 @@ def test_missing_dataset_files_give_train_py_s_line(tmp_path):
 
 # ---------------------------------------------------------------- step 1: network widths
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32), (1, 7, 7)])
-@pytest.mark.parametrize("family,widths", [("conv", {"channels": (16,)}), ("conv", {"channels": (8, 16), "dense": 32}),
-                                           ("vae", {"channels": (8,), "dense": 16}), ("mlp", {"hidden": (64,)}),
+@pytest.mark.parametrize("family,widths", [("conv", {"channels": (16,)}), ("conv", {"channels": (8, 16), "dense": (32,)}),
+                                           ("vae", {"channels": (8,), "dense": (16, 8)}), ("mlp", {"hidden": (64,)}),
                                            ("mlp", {"hidden": ()})])
 def test_widths_build_the_networks_they_name(family, widths, shape):
     settings = Settings(latent_size=3, model=family, channels=widths.get("channels"), hidden=widths.get("hidden"),
-                        dense=widths.get("dense", 0))
+                        dense=widths.get("dense", ()))
     stages = {8: 1, 28: 2, 32: 3, 7: 1}[shape[1]]
     if len(widths.get("channels", ())) > stages:
         with pytest.raises(UserError, match=f"--channels gives 2 stages but {shape[1]}x{shape[2]} images take at most 1"):
@@ -158,20 +158,29 @@ def test_widths_build_the_networks_they_name(family, widths, shape):
     else:
         assert [c.out_channels for c in convs] == list(widths["channels"])
         dense = [m.out_features for m in model.encoder.modules() if isinstance(m, torch.nn.Linear)]
-        assert dense == ([widths["dense"]] if widths.get("dense") else [])
-        assert model.to_latent.in_features == (widths.get("dense") or model.encoder.out_features)
+        assert dense == list(widths.get("dense", ()))
+        assert model.to_latent.in_features == (widths["dense"][-1] if "dense" in widths else model.encoder.out_features)
+        decoder_dense = [m.in_features for m in model.decoder.modules() if isinstance(m, torch.nn.Linear)]
+        assert decoder_dense == [3, *reversed(widths.get("dense", ()))]  # the mirror, from the code up
 
 
-def test_default_widths_put_a_dense_layer_before_small_bottlenecks_only():
+def test_default_widths_by_code_size():
     shape = (1, 28, 28)
     for family in ("conv", "vae"):
-        configs = {k: Settings(latent_size=k, model=family).model_config(k, shape) for k in (2, 32, 33, 64)}
-        assert {k: c.dense for k, c in configs.items()} == {2: 512, 32: 512, 33: 0, 64: 0}
-        assert {c.channels[:2] for c in configs.values()} == {(64, 128)}
-        assert Settings(latent_size=2, model=family, dense=0).model_config(2, shape).dense == 0  # --dense 0: none
-        assert Settings(latent_size=64, model=family, dense=256).model_config(64, shape).dense == 256
-    assert Settings(latent_size=2, model="mlp").model_config(2, shape).dense == 0
+        configs = {k: Settings(latent_size=k, model=family).model_config(k, shape) for k in (2, 4, 5, 32, 33, 64)}
+        assert {k: c.dense for k, c in configs.items()} == {2: (512, 128, 32), 4: (512, 128, 32), 5: (512,),
+                                                            32: (512,), 33: (), 64: ()}
+        assert {k: c.channels[:2] for k, c in configs.items()} == {2: (32, 64), 4: (32, 64), 5: (64, 128),
+                                                                   32: (64, 128), 33: (64, 128), 64: (64, 128)}
+        for none in ((0,), ()):  # --dense 0, --dense alone: none
+            assert Settings(latent_size=2, model=family, dense=none).model_config(2, shape).dense == ()
+        assert Settings(latent_size=64, model=family, dense=(256,)).model_config(64, shape).dense == (256,)
+    assert Settings(latent_size=2, model="mlp").model_config(2, shape).dense == ()
+    # checkpoints from before the funnel record one int
+    assert ModelConfig.from_dict({"dense": 512}).dense == (512,) and ModelConfig.from_dict({"dense": 0}).dense == ()
     model = build_model(Settings(latent_size=2).model_config(2, (3, 32, 32)))
+    assert [m.out_channels for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d)] == [32, 64, 128]
+    model = build_model(Settings(latent_size=64).model_config(64, (3, 32, 32)))
     assert [m.out_channels for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d)] == [64, 128, 256]
 
 
@@ -179,14 +188,15 @@ def test_bad_widths_are_refused_in_one_line(capsys):
     import train
     for flags, message in ((["--channels", "0"], "argument --channels: 0 must be >= 1"),
                            (["--hidden", "-3"], "argument --hidden: -3 must be >= 1"),
-                           (["--dense", "-1"], "argument --dense: -1 must be >= 0")):
+                           (["--dense", "512", "-1"], "argument --dense: -1 must be >= 0")):
         with pytest.raises(SystemExit) as e:
             train.parse_args(["--latent_size", "4", *flags])
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and "\n" not in err and message in err
     for settings, message in ((Settings(latent_size=4, channels=(8, 16, 32)), "--channels gives 3 stages but 28x28 images take at most 2"),
                               (Settings(latent_size=4, hidden=(64,)), "--hidden sets the widths of the mlp model"),
-                              (Settings(latent_size=4, model="mlp", dense=8), "--channels and --dense set the conv")):
+                              (Settings(latent_size=4, model="mlp", dense=(8,)), "--channels and --dense set the conv"),
+                              (Settings(latent_size=4, dense=(64, 0)), "--dense 64 0: 0 means no dense layer")):
         with pytest.raises(UserError, match=message):
             settings.model_config(4, (1, 28, 28))
     with pytest.raises(ValueError, match="widths must be positive"):
@@ -196,14 +206,15 @@ def test_bad_widths_are_refused_in_one_line(capsys):
 def test_widths_are_recorded_used_by_later_steps_and_checked_by_resume(tmp_path):
     from latentlab.checkpointing import check_resume
     out = tmp_path / "out"
-    _train(out, "--latent_size", "4", "--dataset", "digits", "--num_epochs", "1", "--channels", "8", "--dense", "16")
+    _train(out, "--latent_size", "4", "--dataset", "digits", "--num_epochs", "1", "--channels", "8", "--dense", "16", "8")
     ckpt = artifacts.load_checkpoint(out / "model_latent_size_4.pth")
-    assert ckpt["config"]["channels"] == [8] and ckpt["config"]["dense"] == 16
+    assert ckpt["config"]["channels"] == [8] and ckpt["config"]["dense"] == [16, 8]
     assert ckpt["state_dict"]["encoder.dense.0.weight"].shape == (16, 8 * 4 * 4)
+    assert ckpt["state_dict"]["encoder.dense.2.weight"].shape == (8, 16)
     assert _encode(out)["latents"]["4"]["shape"] == [359, 4]  # rebuilt from the checkpoint alone
-    settings = Settings(latent_size=4, dataset="digits", channels=(8,), dense=16)
+    settings = Settings(latent_size=4, dataset="digits", channels=(8,), dense=(16, 8))
     check_resume(ckpt, out, settings, settings.model_config(4, (1, 8, 8)), "digits")
-    for other, message in (({"channels": (16,)}, r"channels=\[8\], not \[16\]"), ({"dense": 0}, "dense=16, not 0")):
+    for other, message in (({"channels": (16,)}, r"channels=\[8\], not \[16\]"), ({"dense": (16,)}, r"dense=\[16, 8\], not \[16\]")):
         changed = dataclasses.replace(settings, **other)
         with pytest.raises(UserError, match=f"--resume: .* was trained with {message}"):
             check_resume(ckpt, out, changed, changed.model_config(4, (1, 8, 8)), "digits")
@@ -217,6 +228,10 @@ def test_the_sweep_passes_the_widths_on(tmp_path):
     args = sweep_latent_size.parse_args(["--models", "mlp", "--hidden", "32", "16", "--output_dir", str(tmp_path)])
     job, = make_jobs(args, ["digits"], [0], ["mlp"], [2], quiet=True)
     assert job.settings["hidden"] == [32, 16] and job.settings["channels"] is None  # recorded with its numbers
+    conv, = make_jobs(sweep_latent_size.parse_args(["--models", "conv", "--output_dir", str(tmp_path)]),
+                      ["digits"], [0], ["conv"], [2], quiet=True)
+    # the defaults as resolved, so that a sweep made with other defaults is not resumed as the same one
+    assert conv.settings["dense"] == [512, 128, 32] and conv.settings["channels"] == [32, 64, 128, 256]
     passed = Settings.from_args(argparse.Namespace(**json.loads(json.dumps(job.train))))  # as a job process reads it
     assert passed.model_config(2, (1, 8, 8)).hidden == (32, 16)
 
@@ -234,5 +249,5 @@ def test_training_budget_reads_every_epoch_and_draws_each_size(trained, tmp_path
         ckpt = torch.load(trained / f"model_latent_size_{c['latent_size']}.pth", weights_only=True)
         assert c["val_mse"] == ckpt["history"]["val_mse"] and len(c["minutes"]) == 6
         assert c["minutes"] == sorted(c["minutes"]) and c["test_mse"] == ckpt["test_metrics"]["test_mse"]
-    assert curves[0]["network"] == "conv 64, dense 512, 6 epochs"  # digits: one stage
+    assert curves[0]["network"] == "conv 32, dense 512 128 32, 6 epochs"  # digits: one stage
     assert "to the paper's MSE" in capsys.readouterr().out
