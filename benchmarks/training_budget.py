@@ -93,13 +93,14 @@ def main(args) -> list[dict]:
         if not ckpt.get("history", {}).get("seconds"):
             raise UserError(f"{path} holds no per-epoch history; give a checkpoint train.py wrote")
         curves.append(curve(ckpt))
-    print(f"{'latent':>6}  {'network':<34} {'minutes':>7} {'test MSE':>9} {'x PCA':>6}  to the paper's MSE")
+    w = max(len(c["network"]) for c in curves)
+    print(f"{'latent':>6}  {'network':<{w}} {'minutes':>7} {'test MSE':>9} {'x PCA':>6}  to the paper's MSE")
     for c in sorted(curves, key=lambda c: (c["latent_size"], c["minutes"][-1])):
         ratio = f"{c['test_mse'] / c['pca_test_mse']:.3f}" if c["test_mse"] and c["pca_test_mse"] else ""
         test = f"{c['test_mse']:.5f}" if c["test_mse"] else ""
         reach = ("" if c["latent_size"] not in PAPER_MSE else "never" if c["to_paper_min"] is None
                  else f"{c['to_paper_min']:.1f} min")
-        print(f"{c['latent_size']:>6}  {c['network']:<34} {c['minutes'][-1]:>7.1f} {test:>9} {ratio:>6}  {reach}")
+        print(f"{c['latent_size']:>6}  {c['network']:<{w}} {c['minutes'][-1]:>7.1f} {test:>9} {ratio:>6}  {reach}")
     if args.figure:
         files.save_figure(figure(curves), args.figure)
         print(f"figure: {args.figure}")
