@@ -71,8 +71,15 @@ def test_a_real_tensorboard_serves_the_runs_scalars_and_projector(tmp_path):
         for run, k, n in [("mlp_latent_size_2", 2, 359), ("mlp_latent_size_4", 4, 359),  # all 359 digits test images
                           ("mlp_latent_size_4/encoded", 4, 100)]:
             assert run in projector_runs
-            (emb,) = json.loads(_get(opener, port, "/data/plugin/projector/info", run=run))["embeddings"]
-            assert emb["tensorShape"] == [n, k]
+            # the projector re-reads its configs in a thread of its own as runs appear, and fills in the
+            # shape after the read: ask again until it has
+            deadline = time.monotonic() + SERVER_DEADLINE_S
+            while True:
+                (emb,) = json.loads(_get(opener, port, "/data/plugin/projector/info", run=run))["embeddings"]
+                if "tensorShape" in emb or time.monotonic() > deadline:
+                    break
+                time.sleep(1)
+            assert emb.get("tensorShape") == [n, k], emb
             tensor = _get(opener, port, "/data/plugin/projector/tensor", run=run, name=emb["tensorName"])
             assert len(tensor) == n * k * 4  # float32
             meta = _get(opener, port, "/data/plugin/projector/metadata", run=run, name=emb["tensorName"]).decode()
