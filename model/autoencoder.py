@@ -97,6 +97,15 @@ class ModelConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+def gelu_stack(d: int, widths) -> tuple[list, int]:
+    """Linear + GELU layers from d features through each width: (the layers, the last width)."""
+    layers = []
+    for units in widths:
+        layers += [nn.Linear(d, units), nn.GELU()]
+        d = units
+    return layers, d
+
+
 def conv_stages(height: int, width: int, max_stages: int = 99) -> int:
     """How many stride-2 stages keep every feature map even-sized and larger than 4 pixels."""
     n = 0
@@ -125,10 +134,7 @@ class ConvEncoder(nn.Module):
         self.out_features = math.prod(self.feature_shape)
         self.dense = nn.Identity()
         if cfg.dense:  # as the Parametric UMAP paper's conv AE (Sainburg et al. 2021): Dense before the bottleneck
-            layers = []
-            for units in cfg.dense:
-                layers += [nn.Linear(self.out_features, units), nn.GELU()]
-                self.out_features = units
+            layers, self.out_features = gelu_stack(self.out_features, cfg.dense)
             self.dense = nn.Sequential(*layers)
 
     def forward(self, x):
@@ -145,10 +151,7 @@ class ConvDecoder(nn.Module):
         self.feature_shape = feature_shape
         self.fc = nn.Linear(cfg.latent_size, math.prod(feature_shape))
         if cfg.dense:  # the mirror of the encoder's dense layers
-            layers, d = [], cfg.latent_size
-            for units in reversed(cfg.dense):
-                layers += [nn.Linear(d, units), nn.GELU()]
-                d = units
+            layers, d = gelu_stack(cfg.latent_size, reversed(cfg.dense))
             self.fc = nn.Sequential(*layers, nn.Linear(d, math.prod(feature_shape)))
         n = conv_stages(cfg.image_shape[1], cfg.image_shape[2], len(cfg.channels))
         chans = list(cfg.channels[:n])[::-1] + [c]  # e.g. 28x28x1: [64, 32, 1]
@@ -166,12 +169,8 @@ class ConvDecoder(nn.Module):
 class MLPEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        layers, d = [nn.Flatten()], math.prod(cfg.image_shape)
-        for h in cfg.hidden:
-            layers += [nn.Linear(d, h), nn.GELU()]
-            d = h
-        self.net = nn.Sequential(*layers)
-        self.out_features = d
+        layers, self.out_features = gelu_stack(math.prod(cfg.image_shape), cfg.hidden)
+        self.net = nn.Sequential(nn.Flatten(), *layers)
 
     def forward(self, x):
         return self.net(x)
@@ -181,12 +180,8 @@ class MLPDecoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.image_shape = cfg.image_shape
-        layers, d = [], cfg.latent_size
-        for h in reversed(cfg.hidden):
-            layers += [nn.Linear(d, h), nn.GELU()]
-            d = h
-        layers.append(nn.Linear(d, math.prod(cfg.image_shape)))
-        self.net = nn.Sequential(*layers)
+        layers, d = gelu_stack(cfg.latent_size, reversed(cfg.hidden))
+        self.net = nn.Sequential(*layers, nn.Linear(d, math.prod(cfg.image_shape)))
 
     def forward(self, z):
         return self.net(z).view(-1, *self.image_shape)
