@@ -32,6 +32,15 @@ def _get(opener, port, path, **query):
         return r.read()
 
 
+def _until(deadline: float, fetch, done):
+    """fetch() once a second until done(its value) or the deadline; returns the last value."""
+    while True:
+        value = fetch()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(1)
+
+
 @pytest.mark.slow
 def test_a_real_tensorboard_serves_the_runs_scalars_and_projector(tmp_path):
     import encode_latent_space
@@ -67,18 +76,19 @@ def test_a_real_tensorboard_serves_the_runs_scalars_and_projector(tmp_path):
         images = json.loads(_get(opener, port, "/data/plugin/images/tags"))
         assert any(t.startswith("reconstructions") for t in images["mlp_latent_size_4"])
 
-        projector_runs = set(json.loads(_get(opener, port, "/data/plugin/projector/runs")))
-        for run, k, n in [("mlp_latent_size_2", 2, 359), ("mlp_latent_size_4", 4, 359),  # all 359 digits test images
-                          ("mlp_latent_size_4/encoded", 4, 100)]:
-            assert run in projector_runs
-            # the projector re-reads its configs in a thread of its own as runs appear, and fills in the
-            # shape after the read: ask again until it has
-            deadline = time.monotonic() + SERVER_DEADLINE_S
-            while True:
-                (emb,) = json.loads(_get(opener, port, "/data/plugin/projector/info", run=run))["embeddings"]
-                if "tensorShape" in emb or time.monotonic() > deadline:
-                    break
-                time.sleep(1)
+        # the projector re-reads its configs in a thread of its own as runs appear, and assigns them (first
+        # none, then without shapes) before it fills in the shapes: a request in between sees fewer runs, or
+        # no shape, so ask again until it has them
+        embeddings = [("mlp_latent_size_2", 2, 359), ("mlp_latent_size_4", 4, 359),  # all 359 digits test images
+                      ("mlp_latent_size_4/encoded", 4, 100)]
+        deadline = time.monotonic() + SERVER_DEADLINE_S
+        projector_runs = set(_until(deadline, lambda: json.loads(_get(opener, port, "/data/plugin/projector/runs")),
+                                    lambda found: {run for run, _, _ in embeddings} <= set(found)))
+        for run, k, n in embeddings:
+            assert run in projector_runs, projector_runs
+            (emb,) = _until(deadline, lambda: json.loads(_get(opener, port, "/data/plugin/projector/info",
+                                                              run=run))["embeddings"],
+                            lambda found: "tensorShape" in found[0])
             assert emb.get("tensorShape") == [n, k], emb
             tensor = _get(opener, port, "/data/plugin/projector/tensor", run=run, name=emb["tensorName"])
             assert len(tensor) == n * k * 4  # float32
