@@ -56,17 +56,17 @@ def test_a_real_tensorboard_serves_the_runs_scalars_and_projector(tmp_path):
                                "--reload_interval", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1 only, never a proxy
     runs = {"mlp_latent_size_2", "mlp_latent_size_4"}
+
+    def scalar_tags():
+        assert server.poll() is None, server.stderr.read().decode()[-2000:]
+        try:
+            return json.loads(_get(opener, port, "/data/plugin/scalars/tags"))
+        except OSError:  # not listening yet
+            return {}
+
     try:
-        deadline, tags = time.monotonic() + SERVER_DEADLINE_S, {}
-        while time.monotonic() < deadline:
-            assert server.poll() is None, server.stderr.read().decode()[-2000:]
-            try:
-                tags = json.loads(_get(opener, port, "/data/plugin/scalars/tags"))
-                if runs <= set(tags) and all("loss/train" in tags[r] for r in runs):
-                    break
-            except OSError:
-                pass
-            time.sleep(1)
+        tags = _until(time.monotonic() + SERVER_DEADLINE_S, scalar_tags,
+                      lambda found: runs <= set(found) and all("loss/train" in found[r] for r in runs))
         assert runs <= set(json.loads(_get(opener, port, "/data/runs")))
         for run in runs:
             assert {"loss/train", "loss/validation", "mse/validation", "learning_rate", "images_per_s"} <= set(tags[run])
