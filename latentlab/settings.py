@@ -75,6 +75,13 @@ class Settings:
     hidden: tuple | None = setting(None, help="mlp: widths of the hidden layers, encoder side (mirrored); "
                                               "`--hidden` alone: none, a linear autoencoder", group="model",
                                    type=positive_int, nargs="*", shown="512 256")
+    umap_weight: float = setting(0.0, help="weight of a UMAP loss on the codes beside the reconstruction, as in "
+                                           "Parametric UMAP's UMAP-regularised autoencoder (0.01 measured; "
+                                           "several times the training time); 0: off", group="model",
+                                 type=nonneg_float, older=0.0)
+    umap_edges: int = setting(1024, help="UMAP loss: edges of the training images' UMAP graph drawn per "
+                                         "step, both ends encoded beside the batch", group="model",
+                              type=positive_int, resume_must_match=True, recorded=True, older=1024)
     dataset: str = setting("gtsrb", help=f"one of: {', '.join(DATASETS)}", group="data", per_run=True)
     data_dir: str | None = setting(None, help="folder holding the dataset's files", group="data",
                                    shown="data/<name>/", makes_results=False)
@@ -137,7 +144,8 @@ class Settings:
         if self.dense is not None:
             given["dense"] = tuple(u for u in self.dense if u)
         return ModelConfig(family=self.model, latent_size=latent_size, image_shape=tuple(image_shape),
-                           beta=self.beta, noise_std=self.noise_std, **{**defaults, **given})
+                           beta=self.beta, noise_std=self.noise_std, umap_weight=self.umap_weight,
+                           **{**defaults, **given})
 
 
 def resolved_network(values: dict, family: str, latent_size: int) -> dict:

@@ -25,6 +25,7 @@ from latentlab.datasets import to_float
 from latentlab.distributed import (World, all_ranks_ok, all_reduce_sum, epoch_shard, local_batch_size, run_agreed,
                                    same_everywhere)
 from latentlab.settings import PRECISIONS, Settings, recorded
+from latentlab.umap_loss import UmapLoss
 from model.autoencoder import ModelConfig, build_model
 
 # bf16 autocast on a CPU only for images of at least this many pixels: smaller ones train slower in bf16
@@ -104,15 +105,17 @@ def _build(config: ModelConfig, device: torch.device):
 
 
 def _train_epoch(net, opt, split: TrainingSplit, settings: Settings, epoch: int, amp: bool, world: World,
-                 quiet: bool) -> tuple[torch.Tensor, int, int, int]:
+                 quiet: bool, umap: UmapLoss | None = None) -> tuple[torch.Tensor, int, int, int]:
     """One epoch of this process's shard: (summed loss, images seen, steps run, steps). It stops at
-    the first check where the summed loss is not finite on some process."""
+    the first check where the summed loss is not finite on some process. With umap, each step also
+    encodes the ends of its drawn graph edges and adds their UMAP loss."""
     model = getattr(net, "module", net)  # under DistributedDataParallel, the model it wraps
     device, config = world.device, model.config
     local_batch = local_batch_size(settings.batch_size, world)
     torch.manual_seed(settings.seed * 1_000_003 + epoch * 1009 + world.rank)  # noise and VAE sampling
     shard = split.train[epoch_shard(len(split.train), settings.seed, epoch, world)].to(split.images.device)
     steps = math.ceil(len(shard) / local_batch)
+    ends = umap.epoch_ends(steps, settings.seed, epoch, world.rank).to(split.images.device) if umap else None
     model.train()
     loss_sum, seen, t0 = 0.0, 0, time.perf_counter()
     bar = tqdm(total=steps, desc=f"latent {config.latent_size:>4} epoch {epoch + 1}/{settings.num_epochs}",
@@ -127,14 +130,24 @@ def _train_epoch(net, opt, split: TrainingSplit, settings: Settings, epoch: int,
                 x = x.contiguous(memory_format=torch.channels_last)
             x_in = x + config.noise_std * torch.randn_like(x) if config.noise_std > 0 else x  # denoising
             try:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits, kl = net(x_in)
-                loss = model.objective(logits, kl, x)
+                if umap is None:
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                        logits, kl = net(x_in)
+                    loss = model.objective(logits, kl, x)
+                else:
+                    x_ends = to_float(split.images[ends[i]].to(device, non_blocking=True))
+                    if config.channels_last:
+                        x_ends = x_ends.contiguous(memory_format=torch.channels_last)
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                        logits, kl, codes = net(x_in, x_ends)
+                    loss = model.objective(logits, kl, x) + umap(codes)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
             except torch.cuda.OutOfMemoryError:
-                raise UserError(f"out of memory on {device} with {local_batch} images per step "
-                                f"(--batch_size {settings.batch_size}); lower --batch_size")
+                more = f" and {2 * umap.edges} edge ends (--umap_edges {umap.edges})" if umap else ""
+                raise UserError(f"out of memory on {device} with {local_batch} images per step{more} "
+                                f"(--batch_size {settings.batch_size}); lower --batch_size"
+                                f"{' or --umap_edges' if umap else ''}")
             opt.step()
             loss_sum += loss.detach() * len(idx)  # a tensor: no device sync per step
             seen += len(idx)
@@ -172,7 +185,8 @@ def _diverged(config: ModelConfig, what: str, value, epoch: int, where: str, pat
 
 
 def train_model(config: ModelConfig, split: TrainingSplit, settings: Settings, path: Path, meta: dict,
-                world: World = World(), on_epoch=None, quiet: bool = False, recorder=None) -> dict:
+                world: World = World(), on_epoch=None, quiet: bool = False, recorder=None,
+                umap: UmapLoss | None = None) -> dict:
     """Train one model on split.images[split.train], select it on split.images[split.val],
     checkpoint every epoch to path (rank 0), and return the final checkpoint dict.
 
@@ -180,6 +194,8 @@ def train_model(config: ModelConfig, split: TrainingSplit, settings: Settings, p
     on_epoch(epoch, model, ckpt): called on rank 0 after each checkpoint (snapshots, logs).
     recorder: a latentlab.animation.TrainingRecord, told of each epoch's model on rank 0; its
     record goes into the checkpoint as "record", and a resumed run continues it.
+    umap: the UMAP loss of split (latentlab.umap_loss), added to the training objective; the
+    validation loss, which selects the model, stays the reconstruction objective alone.
     """
     quiet = quiet or not world.main
     torch.manual_seed(settings.seed)  # the same initial weights for the same seed and config
@@ -211,7 +227,7 @@ def train_model(config: ModelConfig, split: TrainingSplit, settings: Settings, p
     name = f"latent {config.latent_size:>4}"
     for epoch in range(start, settings.num_epochs):
         t0 = time.perf_counter()
-        loss_sum, seen, step, steps = _train_epoch(net, opt, split, settings, epoch, amp, world, quiet)
+        loss_sum, seen, step, steps = _train_epoch(net, opt, split, settings, epoch, amp, world, quiet, umap)
         loss_sum, seen = all_reduce_sum([float(loss_sum), float(seen)], world)
         if not math.isfinite(loss_sum):
             raise _diverged(config, "loss", loss_sum, epoch, f" (by step {step} of {steps})", path, settings.lr)

@@ -20,14 +20,17 @@ FAMILY_NAMES = {"conv": "conv autoencoder", "mlp": "MLP autoencoder", "vae": "VA
 
 
 def describe(family: str, latent_size: int | None = None, dataset: str | None = None, *,
-             noise_std: float = 0.0, beta: float | None = None) -> str:
+             noise_std: float = 0.0, beta: float | None = None, umap_weight: float = 0.0) -> str:
     """How titles and tables name a model: 'conv autoencoder', 'VAE (beta 1)', 'denoising MLP
-    autoencoder (noise std 0.2), latent size 8, digits', ..."""
+    autoencoder (noise std 0.2), latent size 8, digits', 'conv autoencoder with UMAP loss (weight
+    0.01)', ..."""
     name = FAMILY_NAMES.get(family, family)
     if family == "vae" and beta is not None:
         name += f" (beta {beta:g})"
     if noise_std:
         name = f"denoising {name} (noise std {noise_std:g})"
+    if umap_weight:
+        name += f" with UMAP loss (weight {umap_weight:g})"
     return ", ".join([name] + ([f"latent size {latent_size}"] if latent_size is not None else [])
                      + ([dataset] if dataset is not None else []))
 
@@ -69,6 +72,7 @@ class ModelConfig:
     dense: tuple = ()  # conv/vae: widths of dense layers between the conv features and the bottleneck, encoder side (mirrored)
     beta: float = 1.0  # vae: weight of the KL term (Higgins et al. 2017, beta-VAE)
     noise_std: float = 0.0  # denoising: std of the Gaussian noise added to the input while training
+    umap_weight: float = 0.0  # weight of the UMAP loss on the codes while training (latentlab.umap_loss); 0: none
     normalisation: str = "pixels/255 in [0,1]"  # how images map to model inputs
 
     def __post_init__(self):
@@ -219,10 +223,14 @@ class Autoencoder(nn.Module):
     def reconstruct(self, x):
         return self.decode(self.encode(x))
 
-    def forward(self, x):
+    def forward(self, x, ends=None):
         """Returns (logits (B, C, H, W), kl (B,)); kl is zero for a deterministic autoencoder.
-        Training calls this through DistributedDataParallel, so the loss is computed outside."""
-        return self.decode_logits(self.encode(x)), x.new_zeros(x.shape[0])
+        Training calls this through DistributedDataParallel, so the loss is computed outside.
+        ends: more images (the UMAP loss's edge ends), encoded in the same pass; their codes
+        come back third."""
+        z = self.encode(x if ends is None else torch.cat([x, ends]))
+        out = self.decode_logits(z[:len(x)]), x.new_zeros(x.shape[0])
+        return out if ends is None else (*out, z[len(x):])
 
     def objective(self, logits, kl, target):
         return F.mse_loss(torch.sigmoid(logits.float()), target)
@@ -247,13 +255,15 @@ class VAE(Autoencoder):
     def encode(self, x):
         return self.posterior(x)[0]
 
-    def forward(self, x):
-        mu, logvar = self.posterior(x)
+    def forward(self, x, ends=None):
+        """As Autoencoder.forward; the codes of the ends are their posterior means."""
+        mu, logvar = self.posterior(x if ends is None else torch.cat([x, ends]))
+        mu, logvar, mu_ends = mu[:len(x)], logvar[:len(x)], mu[len(x):]
         z = mu
         if self.training:  # reparameterisation trick; the training loop seeds the global RNG
             z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
         kl = 0.5 * (mu.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float()).sum(dim=1)
-        return self.decode_logits(z), kl
+        return (self.decode_logits(z), kl) if ends is None else (self.decode_logits(z), kl, mu_ends)
 
     def objective(self, logits, kl, target):
         d = target[0].numel()

@@ -18,6 +18,7 @@ from latentlab.distributed import (World, close_distributed, epoch_shard, init_d
 from latentlab.settings import Settings
 from model.autoencoder import model_from_checkpoint
 from latentlab.training import TrainingSplit, train_model
+from latentlab.umap_loss import UmapLoss, fuzzy_graph
 from model.autoencoder import ModelConfig
 
 
@@ -63,7 +64,12 @@ def test_shards_change_with_the_epoch_and_the_seed():
 
 
 # ---------------------------------------------------------------- every family, two processes
-FAMILIES = [("conv", 0.0), ("mlp", 0.0), ("vae", 0.1)]  # the VAE also with denoising noise
+# (family, noise, UMAP loss weight): the VAE also with denoising noise, the conv model also with the UMAP loss
+FAMILIES = [("conv", 0.0, 0.0), ("mlp", 0.0, 0.0), ("vae", 0.1, 0.0), ("conv", 0.0, 0.1)]
+
+
+def _name(family, umap_weight, k):
+    return f"{family}{'_umap' if umap_weight else ''}_{k}.pth"
 
 
 def _tiny_data():
@@ -79,10 +85,13 @@ def _train_all(out, world):
     split = TrainingSplit(_tiny_data(), torch.arange(0, 112), torch.arange(112, 128))
     s = Settings(latent_size=3, num_epochs=2, batch_size=16, lr=2e-3, seed=5)
     meta = {"dataset": {"name": "blobs", "class_names": ["blob"], "image_shape": [1, 8, 8]}}
-    for family, noise in FAMILIES:
+    graph = fuzzy_graph(split.images[split.train])
+    for family, noise, umap_weight in FAMILIES:
+        umap = UmapLoss(graph, split.train, umap_weight, 32) if umap_weight else None
         for k in (2, 3):  # both bottlenecks
-            cfg = ModelConfig(family=family, latent_size=k, image_shape=(1, 8, 8), noise_std=noise)
-            train_model(cfg, split, s, out / f"{family}_{k}.pth", meta, world, quiet=True)
+            cfg = ModelConfig(family=family, latent_size=k, image_shape=(1, 8, 8), noise_std=noise,
+                              umap_weight=umap_weight)
+            train_model(cfg, split, s, out / _name(family, umap_weight, k), meta, world, quiet=True, umap=umap)
 
 
 def _worker(rank, world, port, out):
@@ -123,21 +132,21 @@ def test_every_family_trains_the_same_in_two_processes(tmp_path):
         torch.set_num_threads(os.cpu_count() or 1)
     assert (tmp_path / "ddp" / "error_1.txt").read_text() == "rank 1 cannot read its file"
     assert "another process failed" in (tmp_path / "ddp" / "error_0.txt").read_text()
-    for family, noise in FAMILIES:
+    for family, noise, umap_weight in FAMILIES:
         for k in (2, 3):
-            ddp = artifacts.load_checkpoint(tmp_path / "ddp" / f"{family}_{k}.pth")  # the single-process format
-            one = artifacts.load_checkpoint(tmp_path / "one" / f"{family}_{k}.pth")
+            ddp = artifacts.load_checkpoint(tmp_path / "ddp" / _name(family, umap_weight, k))  # the single-process format
+            one = artifacts.load_checkpoint(tmp_path / "one" / _name(family, umap_weight, k))
             assert ddp["state_dict"].keys() == one["state_dict"].keys()  # no "module." prefixes
             assert ddp["train"]["processes"] == 2 and one["train"]["processes"] == 1
             model_from_checkpoint(ddp)
             a, b = ddp["history"]["val_loss"], one["history"]["val_loss"]
-            if noise == 0 and family != "vae":
+            if noise == 0 and family != "vae" and not umap_weight:
                 # the same batches, gradients averaged by DDP: equal up to float summation order
                 assert a == pytest.approx(b, rel=1e-4)
                 for n, w in one["resume"]["state_dict"].items():
                     assert torch.allclose(ddp["resume"]["state_dict"][n], w, rtol=1e-3, atol=1e-5), n
             else:
-                # each rank draws its own noise and VAE samples: the same expectation, other samples
+                # each rank draws its own noise, VAE samples and graph edges: the same expectation, other samples
                 assert a[-1] == pytest.approx(b[-1], rel=0.05)
             assert a[-1] < a[0]  # and it learns
 

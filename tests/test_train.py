@@ -206,7 +206,7 @@ def test_resume_refuses_a_checkpoint_of_another_setting(tmp_path, name):
     ckpt = _checkpoint_of(was, config)
     check_resume(ckpt, tmp_path, was, config, "digits")  # the same settings resume
     changed = {"val_fraction": 0.2, "batch_size": 64, "lr": 1e-3, "lr_schedule": "constant", "precision": "fp32",
-               "seed": 1}[name]
+               "seed": 1, "umap_edges": 256}[name]
     now = dataclasses.replace(was, **{name: changed})
     with pytest.raises(UserError, match=f"trained with {name}={getattr(was, name)}, not {changed}; use the same flags"):
         check_resume(ckpt, tmp_path, now, config, "digits")
@@ -214,6 +214,8 @@ def test_resume_refuses_a_checkpoint_of_another_setting(tmp_path, name):
     check_resume(ckpt, tmp_path, dataclasses.replace(was, num_epochs=20, patience=3, snapshot_every=0), config, "digits")
     with pytest.raises(UserError, match="holds another model or dataset"):
         check_resume(ckpt, tmp_path, was, dataclasses.replace(config, noise_std=0.1), "digits")
+    with pytest.raises(UserError, match="trained with umap_weight=0.0, not 0.01; use the same flags"):
+        check_resume(ckpt, tmp_path, was, dataclasses.replace(config, umap_weight=0.01), "digits")
     with pytest.raises(UserError, match="holds another model or dataset"):
         check_resume(ckpt, tmp_path, was, config, "mnist")
 
