@@ -126,21 +126,15 @@ def _train_epoch(net, opt, split: TrainingSplit, settings: Settings, epoch: int,
             for group in opt.param_groups:
                 group["lr"] = learning_rate(settings, epoch * steps + i, steps)
             x = to_float(split.images[idx].to(device, non_blocking=True))
+            x_ends = None if umap is None else to_float(split.images[ends[i]].to(device, non_blocking=True))
             if config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+                x_ends = x_ends if x_ends is None else x_ends.contiguous(memory_format=torch.channels_last)
             x_in = x + config.noise_std * torch.randn_like(x) if config.noise_std > 0 else x  # denoising
             try:
-                if umap is None:
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                        logits, kl = net(x_in)
-                    loss = model.objective(logits, kl, x)
-                else:
-                    x_ends = to_float(split.images[ends[i]].to(device, non_blocking=True))
-                    if config.channels_last:
-                        x_ends = x_ends.contiguous(memory_format=torch.channels_last)
-                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                        logits, kl, codes = net(x_in, x_ends)
-                    loss = model.objective(logits, kl, x) + umap(codes)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    logits, kl, *codes = net(x_in) if x_ends is None else net(x_in, x_ends)
+                loss = model.objective(logits, kl, x) + (umap(codes[0]) if umap is not None else 0.0)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
             except torch.cuda.OutOfMemoryError:
