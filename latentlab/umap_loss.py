@@ -10,8 +10,8 @@ that the same images always give the same graph). It is built once per training 
 Each training step draws `edges` edges with probability proportional to their weight (UMAP's own
 edge sampling), encodes both ends in the model's forward pass beside the batch, and adds `weight`
 times UMAP's fuzzy-set cross-entropy (as Parametric UMAP computes it): each edge's two codes are
-pulled together, and NEGATIVES pairs per edge, one end against a code drawn from the step's other
-ends, are pushed apart, under UMAP's similarity curve 1 / (1 + a d^(2b)) for min_dist 0.1.
+pulled together, and NEGATIVES pairs per edge, its head against a code drawn at random from the
+step's ends, are pushed apart, under UMAP's similarity curve 1 / (1 + a d^(2b)) for min_dist 0.1.
 """
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def curve_parameters(min_dist: float = MIN_DIST) -> tuple[float, float]:
 def umap_cross_entropy(z_head: torch.Tensor, z_tail: torch.Tensor, a: float, b: float) -> torch.Tensor:
     """UMAP's fuzzy-set cross-entropy of a batch of edges (codes of their heads and tails, (E, d)):
     -log q over the edges and -log(1 - q) over NEGATIVES * E pairs of each head with a code drawn
-    (torch's global RNG) from the other ends, averaged over all (1 + NEGATIVES) * E pairs."""
+    (torch's global RNG) from all the step's ends, averaged over all (1 + NEGATIVES) * E pairs."""
     z_head, z_tail = z_head.float(), z_tail.float()
     ends = torch.cat([z_head, z_tail])
     drawn = torch.randint(0, len(ends), (NEGATIVES * len(z_head),), device=ends.device)
