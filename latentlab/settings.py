@@ -76,8 +76,8 @@ class Settings:
                                               "`--hidden` alone: none, a linear autoencoder", group="model",
                                    type=positive_int, nargs="*", shown="512 256")
     umap_weight: float = setting(0.0, help="weight of a UMAP loss on the codes beside the reconstruction, as in "
-                                           "Parametric UMAP's UMAP-regularised autoencoder (0.01 measured; "
-                                           "several times the training time); 0: off", group="model",
+                                           "Parametric UMAP's UMAP-regularised autoencoder, for small codes (0.01 "
+                                           "measured at 2-d; it hurts at 64-d; 5x the training time); 0: off", group="model",
                                  type=nonneg_float, older=0.0)
     umap_edges: int = setting(1024, help="UMAP loss: edges of the training images' UMAP graph drawn per "
                                          "step, both ends encoded beside the batch", group="model",
