@@ -112,7 +112,7 @@ class CheckpointFile:
         """The model without its size: 'VAE (beta 1)', 'denoising conv autoencoder (noise std 0.2)'."""
         config = self.ckpt["config"]
         return describe(self.family, noise_std=config.get("noise_std", 0.0), beta=config.get("beta"),
-                        umap_weight=config.get("umap_weight", 0.0))
+                        umap_weight=config.get("umap_weight", 0.0), bottleneck=config.get("bottleneck", "linear"))
 
     @property
     def label(self) -> str:

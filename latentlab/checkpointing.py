@@ -61,7 +61,7 @@ def check_resume(ckpt: dict, path: Path, settings: Settings, config: ModelConfig
                             f"use the same flags or drop --resume")
     was = ModelConfig.from_dict(ckpt["config"]).to_dict()  # a config older than a field has its default
     for key, value in config.to_dict().items():
-        if was.get(key) != value and key in ("channels", "hidden", "dense", "umap_weight"):
+        if was.get(key) != value and key in ("channels", "hidden", "dense", "bottleneck", "umap_weight"):
             raise UserError(f"--resume: {path} was trained with {key}={was.get(key)}, not {value}; "
                             f"use the same flags or drop --resume")
     if was != config.to_dict() or ckpt["dataset"].get("name") != dataset:

@@ -113,7 +113,7 @@ def train_and_summarise(settings: Settings, out: Path, world: World, quiet: bool
     for k in sizes:
         config = configs[k]
         path = files.checkpoint_path(out, k)
-        what = describe(settings.model, k, data.name, umap_weight=settings.umap_weight)
+        what = describe(settings.model, k, data.name, umap_weight=settings.umap_weight, bottleneck=config.bottleneck)
         recorder = (animation.TrainingRecord(split.images, data.train_y, sample, shot_idx, k, world.device)
                     if settings.snapshot_every else None)
         board = (tensorboard_log.open_writer(tensorboard_log.run_dir(out, settings.model, k))

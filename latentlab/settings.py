@@ -11,7 +11,7 @@ from dataclasses import MISSING, dataclass, field, fields
 
 from latentlab.cli import UserError, fraction, make_parser, nonneg_float, nonneg_int, positive_float, positive_int
 from latentlab.datasets import DATASETS
-from model.autoencoder import DEFAULT_WIDTHS, FAMILIES, ModelConfig, conv_stages, default_widths
+from model.autoencoder import BOTTLENECKS, DEFAULT_NETWORK, FAMILIES, ModelConfig, conv_stages, default_network
 
 PRECISIONS = ("auto", "fp32", "bf16")
 # the smallest square the conv encoder halves once (model.autoencoder.conv_stages: even, > 4 pixels)
@@ -45,11 +45,12 @@ def setting(default=MISSING, *, help: str, group: str, type=None, choices=None, 
 
 
 def _by_code_size(column: int, stages: int | None = None) -> str:
-    """A column of model.autoencoder.DEFAULT_WIDTHS as the docs show a default: '512 up to latent
-    size 32, none above' (rows with the same widths shown once)."""
+    """A column of model.autoencoder.DEFAULT_NETWORK as the docs show a default: '512 up to latent
+    size 32, none above' (rows with the same value shown once)."""
     shown = []
-    for largest, *row in DEFAULT_WIDTHS:
-        widths = " ".join(map(str, row[column - 1][:stages])) or "none"
+    for largest, *row in DEFAULT_NETWORK:
+        value = row[column - 1]
+        widths = value if isinstance(value, str) else " ".join(map(str, value[:stages])) or "none"
         if shown and shown[-1][1] == widths:
             shown.pop()
         shown.append((largest, widths))
@@ -75,6 +76,11 @@ class Settings:
     hidden: tuple | None = setting(None, help="mlp: widths of the hidden layers, encoder side (mirrored); "
                                               "`--hidden` alone: none, a linear autoencoder", group="model",
                                    type=positive_int, nargs="*", shown="512 256")
+    bottleneck: str | None = setting(None, help="conv, mlp: linear, the bottleneck layer's output; or sphere, "
+                                                "that output scaled to length sqrt(latent size), so that only its "
+                                                "direction carries the image (a 2-unit code stays linear: on a "
+                                                "sphere it would be a circle)", group="model", choices=BOTTLENECKS,
+                                     older="linear", shown=_by_code_size(3) + " (conv); linear (mlp, vae)")
     umap_weight: float = setting(0.0, help="weight of a UMAP loss on the codes beside the reconstruction, as in "
                                            "Parametric UMAP's UMAP-regularised autoencoder, for small codes (0.01 "
                                            "measured at 2-d; it hurts at 64-d; 5x the training time); 0: off", group="model",
@@ -136,8 +142,13 @@ class Settings:
             raise UserError(f"--channels gives {len(self.channels)} stages but {h}x{w} images take at most "
                             f"{stages} (each stride-2 stage halves the image while it stays even and larger "
                             f"than 4 pixels); give at most {stages} widths")
+        if self.bottleneck == "sphere" and self.model == "vae":
+            raise UserError("--bottleneck sphere: the VAE's code is Gaussian, not on a sphere; "
+                            "use --model conv or mlp, or drop --bottleneck")
         given = {k: v for k, v in (("channels", self.channels), ("hidden", self.hidden)) if v is not None}
-        defaults = default_widths(latent_size) if conv else {"dense": ()}
+        if self.bottleneck is not None:
+            given["bottleneck"] = self.bottleneck if latent_size >= 3 else "linear"
+        defaults = default_network(latent_size, self.model) if conv else {"dense": (), "bottleneck": "linear"}
         if self.dense and 0 in self.dense and len(self.dense) > 1:
             raise UserError(f"--dense {' '.join(map(str, self.dense))}: 0 means no dense layer and stands alone; "
                             f"give positive widths, or 0 (or --dense alone) for none")
@@ -152,8 +163,9 @@ def resolved_network(values: dict, family: str, latent_size: int) -> dict:
     """values (settings by name) with the network widths a run of this family and latent size builds
     where the flags leave them unset: what a sweep records, so that a later default is not taken for
     the one its runs had."""
-    widths = default_widths(latent_size) if family != "mlp" else {"hidden": ModelConfig().hidden}
-    return {**values, **{k: list(v) for k, v in widths.items() if values.get(k) is None}}
+    widths = (default_network(latent_size, family) if family != "mlp"
+              else {"hidden": ModelConfig().hidden, "bottleneck": "linear"})
+    return {**values, **{k: v if isinstance(v, str) else list(v) for k, v in widths.items() if values.get(k) is None}}
 
 
 def names(**metadata) -> tuple[str, ...]:

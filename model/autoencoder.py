@@ -20,11 +20,14 @@ FAMILY_NAMES = {"conv": "conv autoencoder", "mlp": "MLP autoencoder", "vae": "VA
 
 
 def describe(family: str, latent_size: int | None = None, dataset: str | None = None, *,
-             noise_std: float = 0.0, beta: float | None = None, umap_weight: float = 0.0) -> str:
+             noise_std: float = 0.0, beta: float | None = None, umap_weight: float = 0.0,
+             bottleneck: str = "linear") -> str:
     """How titles and tables name a model: 'conv autoencoder', 'VAE (beta 1)', 'denoising MLP
     autoencoder (noise std 0.2), latent size 8, digits', 'conv autoencoder with UMAP loss (weight
-    0.01)', ..."""
+    0.01)', 'conv autoencoder on a sphere, latent size 64', ..."""
     name = FAMILY_NAMES.get(family, family)
+    if bottleneck == "sphere":
+        name += " on a sphere"
     if family == "vae" and beta is not None:
         name += f" (beta {beta:g})"
     if noise_std:
@@ -35,22 +38,26 @@ def describe(family: str, latent_size: int | None = None, dataset: str | None = 
                      + ([dataset] if dataset is not None else []))
 
 
-# The network train.py builds where --channels and --dense are not given, by code size; each row was
-# measured on Fashion-MNIST (docs/performance.md). Small codes get dense layers before them: without
-# them the decoder's first layer maps the code linearly to the conv features, so a 2-d code reaches
-# only a plane of them. Codes of a few units do best with a funnel (512 128 32) and half the channels,
-# which trains in half the time to a lower error; a 16-d code loses with the funnel's narrow layers;
-# beyond 32 units a 512-unit layer narrows the path more than the linear map limits it.
-# (largest latent size, channels, dense widths)
-DEFAULT_WIDTHS = ((4, (32, 64, 128, 256), (512, 128, 32)),
-                  (32, (64, 128, 256, 512), (512,)),
-                  (math.inf, (64, 128, 256, 512), ()))
+BOTTLENECKS = ("linear", "sphere")
+
+# The network train.py builds where --channels, --dense and --bottleneck are not given, by code size;
+# each row was measured on Fashion-MNIST (docs/performance.md). Small codes get dense layers before
+# them: without them the decoder's first layer maps the code linearly to the conv features, so a 2-d
+# code reaches only a plane of them. Codes of a few units do best with a funnel (512 128 32) and half
+# the channels, which trains in half the time to a lower error; a 16-d code loses with the funnel's
+# narrow layers; beyond 32 units a 512-unit layer narrows the path more than the linear map limits it,
+# and a code on a sphere reconstructs better and keeps like images closer than a linear one.
+# (largest latent size, channels, dense widths, bottleneck of the conv autoencoder)
+DEFAULT_NETWORK = ((4, (32, 64, 128, 256), (512, 128, 32), "linear"),
+                   (32, (64, 128, 256, 512), (512,), "linear"),
+                   (math.inf, (64, 128, 256, 512), (), "sphere"))
 
 
-def default_widths(latent_size: int) -> dict:
-    """The channels and dense widths a conv or VAE model of this latent size gets by default."""
-    channels, dense = next((c, d) for largest, c, d in DEFAULT_WIDTHS if latent_size <= largest)
-    return {"channels": channels, "dense": dense}
+def default_network(latent_size: int, family: str = "conv") -> dict:
+    """The channels, dense widths and bottleneck a conv or VAE model of this latent size gets by
+    default (the VAE's code is Gaussian, so always linear)."""
+    channels, dense, bottleneck = next(row[1:] for row in DEFAULT_NETWORK if latent_size <= row[0])
+    return {"channels": channels, "dense": dense, "bottleneck": bottleneck if family == "conv" else "linear"}
 
 
 def dense_widths(value) -> tuple:
@@ -73,6 +80,9 @@ class ModelConfig:
     beta: float = 1.0  # vae: weight of the KL term (Higgins et al. 2017, beta-VAE)
     noise_std: float = 0.0  # denoising: std of the Gaussian noise added to the input while training
     umap_weight: float = 0.0  # weight of the UMAP loss on the codes while training (latentlab.umap_loss); 0: none
+    # linear: the code is the bottleneck layer's output; sphere: that output scaled to length
+    # sqrt(latent_size), so every code lies on one sphere and only its direction carries the image
+    bottleneck: str = "linear"
     normalisation: str = "pixels/255 in [0,1]"  # how images map to model inputs
 
     def __post_init__(self):
@@ -82,6 +92,11 @@ class ModelConfig:
         self.dense = dense_widths(self.dense)
         if self.family not in FAMILIES:
             raise ValueError(f"unknown model family {self.family!r}; choose one of {', '.join(FAMILIES)}")
+        if self.bottleneck not in BOTTLENECKS:
+            raise ValueError(f"unknown bottleneck {self.bottleneck!r}; choose one of {', '.join(BOTTLENECKS)}")
+        if self.bottleneck == "sphere" and (self.family == "vae" or self.latent_size < 3):
+            raise ValueError(f"a {self.family} model with a code of {self.latent_size} units cannot have it on a "
+                             f"sphere (the VAE's code is Gaussian; a 2-unit one would be a circle)")
         if not self.channels or min(self.channels) < 1 or min(self.hidden + self.dense, default=1) < 1:
             raise ValueError(f"widths must be positive: channels {self.channels}, hidden {self.hidden}, dense {self.dense}")
 
@@ -211,10 +226,18 @@ class Autoencoder(nn.Module):
 
     def encode(self, x):
         """(B, C, H, W) in [0, 1] -> (B, latent_size)."""
-        return self.to_latent(self.encoder(x))
+        return self.onto_code(self.to_latent(self.encoder(x)))
+
+    def onto_code(self, z):
+        """z as a code of this bottleneck: on a sphere, scaled to length sqrt(latent_size) (each unit's
+        mean square 1), normalised in fp32 under autocast; linear codes pass as they are."""
+        if self.config.bottleneck == "linear":
+            return z
+        return (F.normalize(z.float(), dim=1) * math.sqrt(z.shape[1])).to(z.dtype)
 
     def decode_logits(self, z):
-        return self.decoder(z)
+        """Any z decodes: on a sphere, its direction does (samples and interpolations are projected)."""
+        return self.decoder(self.onto_code(z))
 
     def decode(self, z):
         """(B, latent_size) -> images (B, C, H, W) in [0, 1]."""
