@@ -45,12 +45,14 @@ BOTTLENECKS = ("linear", "sphere")
 # them: without them the decoder's first layer maps the code linearly to the conv features, so a 2-d
 # code reaches only a plane of them. Codes of a few units do best with a funnel (512 128 32) and half
 # the channels, which trains in half the time to a lower error; a 16-d code loses with the funnel's
-# narrow layers; beyond 32 units a 512-unit layer narrows the path more than the linear map limits it,
-# and a code on a sphere reconstructs better and keeps like images closer than a linear one.
+# narrow layers; beyond 32 units a 512-unit layer narrows the path more than the linear map limits it.
+# A 64-d code on a sphere reconstructs better and keeps like images closer than a linear one; a
+# 256-d one keeps them closer still, but reconstructs worse, so large codes stay linear.
 # (largest latent size, channels, dense widths, bottleneck of the conv autoencoder)
 DEFAULT_NETWORK = ((4, (32, 64, 128, 256), (512, 128, 32), "linear"),
                    (32, (64, 128, 256, 512), (512,), "linear"),
-                   (math.inf, (64, 128, 256, 512), (), "sphere"))
+                   (64, (64, 128, 256, 512), (), "sphere"),
+                   (math.inf, (64, 128, 256, 512), (), "linear"))
 
 
 def default_network(latent_size: int, family: str = "conv") -> dict:

@@ -1,4 +1,4 @@
-"""train.py --bottleneck: codes on a sphere (the default for conv codes above 32 units), their
+"""train.py --bottleneck: codes on a sphere (the default for conv codes of 33 to 64 units), their
 defaults by code size and family, the refusals, the record, --resume and the sweep."""
 import dataclasses
 import math
@@ -34,8 +34,8 @@ def test_the_default_bottleneck_by_code_size_and_family():
 
     def bottleneck(k, **flags):
         return Settings(latent_size=k, **flags).model_config(k, shape).bottleneck
-    assert {k: bottleneck(k) for k in (2, 4, 32, 33, 64, 256)} == {2: "linear", 4: "linear", 32: "linear",
-                                                                    33: "sphere", 64: "sphere", 256: "sphere"}
+    assert {k: bottleneck(k) for k in (2, 4, 32, 33, 64, 65, 256)} == {
+        2: "linear", 4: "linear", 32: "linear", 33: "sphere", 64: "sphere", 65: "linear", 256: "linear"}
     assert bottleneck(64, model="vae") == bottleneck(64, model="mlp") == "linear"  # the VAE's code is Gaussian
     assert bottleneck(64, bottleneck="linear") == "linear" and bottleneck(8, bottleneck="sphere") == "sphere"
     assert bottleneck(8, model="mlp", bottleneck="sphere") == "sphere"
