@@ -160,8 +160,8 @@ class Settings:
 
 
 def resolved_network(values: dict, family: str, latent_size: int) -> dict:
-    """values (settings by name) with the network widths a run of this family and latent size builds
-    where the flags leave them unset: what a sweep records, so that a later default is not taken for
+    """values (settings by name) with the network (widths, bottleneck) a run of this family and latent
+    size builds where the flags leave them unset: what a sweep records, so that a later default is not taken for
     the one its runs had."""
     widths = (default_network(latent_size, family) if family != "mlp"
               else {"hidden": ModelConfig().hidden, "bottleneck": "linear"})

@@ -4,7 +4,8 @@ No argparse, no file I/O, no device choice. Images are float tensors in [0, 1] o
 (B, C, H, W); the decoders return logits, and `decode` squashes them with a sigmoid.
 
 The bottleneck is a plain linear layer, so latents may be negative: a ReLU there would leave
-only the positive orthant of the latent space to the codes.
+only the positive orthant of the latent space to the codes. With `bottleneck="sphere"` its output
+is scaled to length sqrt(latent_size), and the decoder sees directions only.
 """
 from __future__ import annotations
 
