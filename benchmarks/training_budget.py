@@ -32,12 +32,13 @@ def parse_args(argv=None):
 
 
 def network(config: dict, train: dict) -> str:
+    sphere = ", on a sphere" if config.get("bottleneck") == "sphere" else ""
     if config["family"] == "mlp":
-        return f"mlp {' '.join(map(str, config['hidden'])) or 'linear'}, {train['num_epochs']} epochs"
+        return f"mlp {' '.join(map(str, config['hidden'])) or 'linear'}{sphere}, {train['num_epochs']} epochs"
     used = config["channels"][:max(1, conv_stages(*config["image_shape"][1:], len(config["channels"])))]
     dense = dense_widths(config.get("dense", ()))
     return (f"{config['family']} {' '.join(map(str, used))}"
-            f"{', dense ' + ' '.join(map(str, dense)) if dense else ''}, {train['num_epochs']} epochs")
+            f"{', dense ' + ' '.join(map(str, dense)) if dense else ''}{sphere}, {train['num_epochs']} epochs")
 
 
 def curve(ckpt: dict) -> dict:

@@ -250,4 +250,6 @@ def test_training_budget_reads_every_epoch_and_draws_each_size(trained, tmp_path
         assert c["val_mse"] == ckpt["history"]["val_mse"] and len(c["minutes"]) == 6
         assert c["minutes"] == sorted(c["minutes"]) and c["test_mse"] == ckpt["test_metrics"]["test_mse"]
     assert curves[0]["network"] == "conv 32, dense 512 128 32, 6 epochs"  # digits: one stage
+    sphere = {"family": "conv", "channels": [64, 128], "image_shape": [1, 28, 28], "bottleneck": "sphere"}
+    assert budget.network(sphere, {"num_epochs": 20}) == "conv 64 128, on a sphere, 20 epochs"
     assert "to the paper's MSE" in capsys.readouterr().out
