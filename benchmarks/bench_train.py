@@ -24,6 +24,9 @@ ratios (the two paths of a ratio ran seconds apart, so the drift of a shared mac
   the layout alone.
 - `compiled` (--compile): train.py's step with torch.compile; its compile time is printed too, and
   the number of images after which it pays for itself.
+- `UMAP loss, E edges` (--umap_edges E ...): the `train.py loop` path with train.py's UMAP loss
+  (--umap_weight, latentlab.umap_loss) drawing E edges per step from the UMAP graph of the timed
+  images: what the loss multiplies a step's time by, as train.py --umap_edges E would.
 
 Prints images/s per path and the ratios; writes them as JSON with --json.
 """
@@ -49,7 +52,10 @@ from latentlab.distributed import World  # noqa: E402
 from latentlab.datasets import to_float  # noqa: E402
 from latentlab.settings import PRECISIONS, Settings  # noqa: E402
 from latentlab.training import TrainingSplit, place_data, train_model, use_bf16  # noqa: E402
-from model.autoencoder import FAMILIES, ModelConfig, build_model  # noqa: E402
+from latentlab.umap_loss import UmapLoss, fuzzy_graph  # noqa: E402
+from model.autoencoder import FAMILIES, build_model  # noqa: E402
+
+UMAP_WEIGHT = 0.1  # the loss's weight does not change a step's work
 
 
 def parse_args(argv=None):
@@ -65,6 +71,8 @@ def parse_args(argv=None):
     p.add_argument("--num_workers", type=nonneg_int, nargs="+", default=[0, 2], help="DataLoader workers of the PIL path")
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="train.py's --precision")
     p.add_argument("--compile", action="store_true", help="also time train.py's step under torch.compile")
+    p.add_argument("--umap_edges", type=positive_int, nargs="*", default=[],
+                   help="also time train.py's loop with the UMAP loss at each of these --umap_edges")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     return p.parse_args(argv)
@@ -123,14 +131,16 @@ def ceiling(config, x_u8, device, args) -> float:
     return time_steps(step_fn(model, opt, device, amp), cycle, args.warmup, args.steps, device)
 
 
-def train_loop(config, x_placed, device, args, tmp: Path) -> float:
-    """train_model over warmup + steps batches: epoch 1 warms up, epoch 2 is timed (its images/s)."""
+def train_loop(config, x_placed, device, args, tmp: Path, umap_graph=None, edges: int = 0) -> float:
+    """train_model over warmup + steps batches: epoch 1 warms up, epoch 2 is timed (its images/s).
+    With umap_graph (the UMAP graph of those images), the UMAP loss drawing `edges` edges per step."""
     n = args.steps * args.batch_size
     split = TrainingSplit(x_placed, torch.arange(n), torch.arange(n, n + 64))
     settings = Settings(latent_size=config.latent_size, num_epochs=2, batch_size=args.batch_size, snapshot_every=0,
                         precision=args.precision)
+    umap = None if umap_graph is None else UmapLoss(umap_graph, split.train, UMAP_WEIGHT, edges)
     ckpt = train_model(config, split, settings, tmp / "bench.pth", {"dataset": {"name": "bench"}},
-                       World(device=device), quiet=True)
+                       World(device=device), quiet=True, umap=umap)
     return ckpt["history"]["images_per_s"][-1]
 
 
@@ -199,10 +209,12 @@ def main(args) -> dict:
           f"{torch.get_num_threads()} threads, torch {torch.__version__}; train.py's precision (--precision "
           f"{args.precision}): {'bf16 autocast' if bf16 else 'fp32'}",
           flush=True)
+    graph = fuzzy_graph(x_u8[:args.steps * args.batch_size]) if args.umap_edges else None
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for family in args.models:
-            config = ModelConfig(family=family, latent_size=args.latent_size, image_shape=data.image_shape)
+            config = Settings(latent_size=args.latent_size, model=family).model_config(args.latent_size,
+                                                                                       data.image_shape)  # train.py's
             paths = {"ceiling": lambda: ceiling(config, x_u8, device, args),
                      "train.py loop": lambda: train_loop(config, x_placed, device, args, Path(tmp))}
             for w in args.num_workers:
@@ -210,6 +222,8 @@ def main(args) -> dict:
             if family != "mlp" or bf16:  # else the same model either way
                 best_w = args.num_workers[0]
                 paths[f"PIL + layout, {best_w} workers"] = lambda: pil_path(config, x_u8, y, device, args, best_w, True)
+            for e in args.umap_edges:
+                paths[f"UMAP loss, {e} edges"] = lambda e=e: train_loop(config, x_placed, device, args, Path(tmp), graph, e)
             runs = {name: [] for name in paths}
             for r in range(args.repeats):
                 for name, fn in paths.items():
@@ -229,6 +243,7 @@ def main(args) -> dict:
             if layout:
                 row["layout_gain_on_pil_path"] = ratio(layout[0], f"PIL, {args.num_workers[0]} workers")
                 row["data_path_gain"] = ratio("train.py loop", layout[0])
+            row["umap_time_multiple"] = {e: ratio("train.py loop", f"UMAP loss, {e} edges") for e in args.umap_edges}
             if args.compile:
                 compile_s, comp = compiled(config, x_u8, device, args)
                 row["compiled"] = {"compile_seconds": compile_s, "images_per_s": comp, "vs_loop": comp / ours}
@@ -255,6 +270,8 @@ def print_row(family: str, row: dict) -> None:
     if "layout_gain_on_pil_path" in row:
         print(f"  of which: layout/precision   {row['layout_gain_on_pil_path']:.2f}x on the PIL path; "
               f"resident uint8 data path {row['data_path_gain']:.2f}x over PIL + layout")
+    for e, multiple in row["umap_time_multiple"].items():
+        print(f"  UMAP loss, {e} edges: {multiple:.2f}x the loop's time per step")
     if "compiled" in row:
         c = row["compiled"]
         pays = "never" if c["pays_off_after_images"] is None else f"after {c['pays_off_after_images']:,.0f} images"

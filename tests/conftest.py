@@ -33,6 +33,15 @@ def run_script(script, *args, check=True, env=None, timeout=600):
     return proc
 
 
+def load_benchmark(name: str):
+    """benchmarks/<name>.py as a module, for tests that call its main() in-process."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """output/ of `train.py --latent_size 8 --dataset digits` with a few epochs (conv family)."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import load_benchmark
 from latentlab import artifacts, files
 from latentlab.cli import UserError
 from latentlab.settings import Settings
@@ -237,10 +237,7 @@ def test_the_sweep_passes_the_widths_on(tmp_path):
 
 
 def test_training_budget_reads_every_epoch_and_draws_each_size(trained, tmp_path, capsys):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("training_budget", ROOT / "benchmarks" / "training_budget.py")
-    budget = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(budget)
+    budget = load_benchmark("training_budget")
     figure = tmp_path / "budget.png"
     curves = budget.main(budget.parse_args([str(trained / "model_latent_size_2.pth"),
                                             str(trained / "model_latent_size_8.pth"), "--figure", str(figure)]))
