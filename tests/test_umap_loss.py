@@ -133,17 +133,22 @@ def test_the_ends_are_encoded_in_the_same_pass(family):
 @pytest.mark.slow
 def test_training_with_the_umap_loss_keeps_neighbours_together_and_records_it(tmp_path):
     """Digits, the 2-d model with and without the loss, seed and budget alike: the test images' 5-NN
-    accuracy in the 2-d codes rises, the checkpoint and the figures name the loss."""
+    accuracy in the 2-d codes rises, the checkpoint and the figures name the loss. The two trainings
+    and their encodings run in this process (train.py's and the step's own main), the rest as a user
+    runs it."""
+    import encode_latent_space
+    import train
     from sklearn.neighbors import KNeighborsClassifier
-    common = ["--latent_size", 2, "--dataset", "digits", "--num_epochs", 15, "--batch_size", 64,
-              "--snapshot_every", 0, "--quiet"]
+    common = ["--latent_size", "2", "--dataset", "digits", "--num_epochs", "15", "--batch_size", "64",
+              "--snapshot_every", "0", "--quiet"]
     accuracy = {}
     for weight in (0, 0.01):
         out = tmp_path / f"w{weight}"
-        run_script("train.py", *common, "--umap_weight", weight, "--umap_edges", 256, "--output_dir", out)
+        train.main(train.parse_args(common + ["--umap_weight", str(weight), "--umap_edges", "256",
+                                              "--output_dir", str(out)]))
         for split in ("train", "test"):
-            run_script("encode_latent_space.py", "--output_dir", out, "--split", split, "--num_samples", "all",
-                       "--quiet")
+            encode_latent_space.main(encode_latent_space.parse_args(
+                ["--output_dir", str(out), "--split", split, "--num_samples", "all", "--quiet"]))
         z = {s: np.load(files.latents_path(out, 2, s)) for s in ("train", "test")}
         y = {s: json.loads(files.latents_path(out, 2, s).with_suffix(".json").read_text())["labels"]
              for s in ("train", "test")}
