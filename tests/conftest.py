@@ -33,6 +33,13 @@ def run_script(script, *args, check=True, env=None, timeout=600):
     return proc
 
 
+def run_main(module: str, *args):
+    """Run a step script's main(parse_args(args)) in this process: the in-process run_script."""
+    import importlib
+    mod = importlib.import_module(module)
+    return mod.main(mod.parse_args([str(a) for a in args]))
+
+
 def load_benchmark(name: str):
     """benchmarks/<name>.py as a module, for tests that call its main() in-process."""
     import importlib.util

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_script
+from conftest import run_main, run_script
 from latentlab import files
 from latentlab.cli import run
 from model.autoencoder import model_from_checkpoint
@@ -144,7 +144,7 @@ def test_kmeans_in_umap_space_reuses_the_cached_umap(pipeline, tmp_path, monkeyp
 
     pca_instead.__wrapped__ = projection.compute_projection
     monkeypatch.setattr(projection, "compute_projection", pca_instead)
-    m = step("viz_kmeans_latent_space", "--output_dir", out, "--space", "umap", "--quiet")
+    m = run_main("viz_kmeans_latent_space", "--output_dir", out, "--space", "umap", "--quiet")
     # the 2-d UMAP was new; the 8-d one is the 2-d UMAP viz_latent_space.py computed, with the same parameters
     assert computed == [(359, 2)]
     assert m["models"]["8"]["umap"]["cached"] is True and m["models"]["2"]["umap"]["cached"] is False
@@ -182,9 +182,9 @@ def test_analysis_is_deterministic(pipeline, tmp_path):
     for run_dir in ("a", "b"):
         d = tmp_path / run_dir
         with threadpool_limits(1):  # as ONE_THREAD does for the processes
-            a = step("viz_kmeans_latent_space", "--latent_space", out / "latent_space_size_8.npy", "--output_dir", d,
+            a = run_main("viz_kmeans_latent_space", "--latent_space", out / "latent_space_size_8.npy", "--output_dir", d,
                      "--vis_type", "pca", "--quiet")
-            b = step("classify_latent_space", "--latent_space", out / "latent_space_size_8.npy", "--test_data",
+            b = run_main("classify_latent_space", "--latent_space", out / "latent_space_size_8.npy", "--test_data",
                      out / "test_data.pth", "--output_dir", d, "--probes", "linear", "--quiet")
         results.append((a["models"], b["models"]))
     strip = lambda r: json.dumps(r, sort_keys=True, default=str).replace(str(tmp_path / "a"), "").replace(str(tmp_path / "b"), "")  # noqa: E731
@@ -226,11 +226,6 @@ def test_explicit_paths_as_in_the_readme(pipeline, tmp_path):
 
 
 # ---------------------------------------------------------------- user errors: one line, status 2, nothing touched
-def step(module, *argv):
-    mod = importlib.import_module(module)
-    return mod.main(mod.parse_args([str(a) for a in argv]))
-
-
 def refused(capsys, module, *argv) -> str:
     """Run a step in-process as `python module.py argv` would; it must exit 2 with one line on stderr."""
     mod = importlib.import_module(module)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_benchmark, run_script
+from conftest import load_benchmark, run_main, run_script
 from latentlab import files, projection
 from latentlab.datasets import load_dataset
 from latentlab.umap_loss import NEGATIVES, NEIGHBOURS, FuzzyGraph, UmapLoss, fuzzy_graph, umap_cross_entropy
@@ -136,19 +136,15 @@ def test_training_with_the_umap_loss_keeps_neighbours_together_and_records_it(tm
     accuracy in the 2-d codes rises, the checkpoint and the figures name the loss. The two trainings
     and their encodings run in this process (train.py's and the step's own main), the rest as a user
     runs it."""
-    import encode_latent_space
-    import train
     from sklearn.neighbors import KNeighborsClassifier
-    common = ["--latent_size", "2", "--dataset", "digits", "--num_epochs", "15", "--batch_size", "64",
-              "--snapshot_every", "0", "--quiet"]
+    common = ["--latent_size", 2, "--dataset", "digits", "--num_epochs", 15, "--batch_size", 64,
+              "--snapshot_every", 0, "--quiet"]
     accuracy = {}
     for weight in (0, 0.01):
         out = tmp_path / f"w{weight}"
-        train.main(train.parse_args(common + ["--umap_weight", str(weight), "--umap_edges", "256",
-                                              "--output_dir", str(out)]))
+        run_main("train", *common, "--umap_weight", weight, "--umap_edges", 256, "--output_dir", out)
         for split in ("train", "test"):
-            encode_latent_space.main(encode_latent_space.parse_args(
-                ["--output_dir", str(out), "--split", split, "--num_samples", "all", "--quiet"]))
+            run_main("encode_latent_space", "--output_dir", out, "--split", split, "--num_samples", "all", "--quiet")
         z = {s: np.load(files.latents_path(out, 2, s)) for s in ("train", "test")}
         y = {s: json.loads(files.latents_path(out, 2, s).with_suffix(".json").read_text())["labels"]
              for s in ("train", "test")}
