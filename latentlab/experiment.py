@@ -103,7 +103,7 @@ def train_and_summarise(settings: Settings, out: Path, world: World, quiet: bool
                         "image_size": settings.image_size},
             "seed": settings.seed}
     umap = None
-    if settings.umap_weight > 0:
+    if any(c.umap_weight > 0 for c in configs.values()):
         graph = load_in_turn(lambda: fuzzy_graph(data.train_x[split.train], out / "cache", quiet), world)
         umap = UmapLoss(graph, split.train, settings.umap_weight, settings.umap_edges)
     shot_idx = split.val[:SNAPSHOT_IMAGES]
@@ -113,7 +113,7 @@ def train_and_summarise(settings: Settings, out: Path, world: World, quiet: bool
     for k in sizes:
         config = configs[k]
         path = files.checkpoint_path(out, k)
-        what = describe(settings.model, k, data.name, umap_weight=settings.umap_weight, bottleneck=config.bottleneck)
+        what = describe(settings.model, k, data.name, umap_weight=config.umap_weight, bottleneck=config.bottleneck)
         recorder = (animation.TrainingRecord(split.images, data.train_y, sample, shot_idx, k, world.device)
                     if settings.snapshot_every else None)
         board = (tensorboard_log.open_writer(tensorboard_log.run_dir(out, settings.model, k))
@@ -130,7 +130,7 @@ def train_and_summarise(settings: Settings, out: Path, world: World, quiet: bool
                 tensorboard_log.log_epoch(board, epoch, ckpt)
 
         ckpt = train_model(config, split, settings, path, meta, world, on_epoch=on_epoch, quiet=quiet,
-                           recorder=recorder, umap=umap)
+                           recorder=recorder, umap=umap if config.umap_weight > 0 else None)
         histories[f"{k}-d"] = {**ckpt["history"], "best_epoch": ckpt["best_epoch"]}
         row = run_agreed(lambda: summarise(ckpt, data, world.device, baseline, path), world, main_only=True)
         if world.main:
@@ -160,7 +160,7 @@ def log_to_projector(board, ckpt: dict, data, settings: Settings, device, quiet:
     sample of test images (as encode_latent_space.py draws it by default) in the projector."""
     hparams = {**ckpt["train"], "model": settings.model, "latent_size": ckpt["config"]["latent_size"],
                "dataset": data.name, "noise_std": settings.noise_std, "beta": settings.beta,
-               "umap_weight": settings.umap_weight}
+               "umap_weight": ckpt["config"]["umap_weight"]}
     metrics = {k: ckpt["test_metrics"][k] for k in ("test_mse", "test_psnr", "val_mse", "mse_vs_pca")}
     tensorboard_log.log_hparams(board, hparams, metrics)
     from model.autoencoder import model_from_checkpoint

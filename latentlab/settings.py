@@ -82,9 +82,13 @@ class Settings:
                                                 "sphere it would be a circle)", group="model", choices=BOTTLENECKS,
                                      older="linear", shown=_by_code_size(3) + " (conv); linear (mlp, vae)")
     umap_weight: float = setting(0.0, help="weight of a UMAP loss on the codes beside the reconstruction, as in "
-                                           "Parametric UMAP's UMAP-regularised autoencoder, for small codes (0.01 "
-                                           "measured at 2-d; it hurts at 64-d; 5x the training time); 0: off", group="model",
+                                           "Parametric UMAP's UMAP-regularised autoencoder (0.1 measured at 2-d; "
+                                           "5 to 9x that model's training time); 0: off", group="model",
                                  type=nonneg_float, older=0.0)
+    # the sweep records each run's resulting weight (resolved_network), so this setting is not compared itself
+    umap_max_size: int = setting(2, help="UMAP loss: on the models whose code has at most this many units (2: the "
+                                         "2-d model alone; at 64-d the loss hurts)", group="model",
+                                 type=positive_int, makes_results=False)
     umap_edges: int = setting(1024, help="UMAP loss: edges of the training images' UMAP graph drawn per "
                                          "step, both ends encoded beside the batch", group="model",
                               type=positive_int, resume_must_match=True, recorded=True, older=1024)
@@ -155,17 +159,24 @@ class Settings:
         if self.dense is not None:
             given["dense"] = tuple(u for u in self.dense if u)
         return ModelConfig(family=self.model, latent_size=latent_size, image_shape=tuple(image_shape),
-                           beta=self.beta, noise_std=self.noise_std, umap_weight=self.umap_weight,
+                           beta=self.beta, noise_std=self.noise_std,
+                           umap_weight=umap_weight_at(self.umap_weight, self.umap_max_size, latent_size),
                            **{**defaults, **given})
 
 
-def resolved_network(values: dict, family: str, latent_size: int) -> dict:
+def umap_weight_at(weight: float, max_size: int, latent_size: int) -> float:
+    """The UMAP loss's weight on a model of this latent size: --umap_weight up to --umap_max_size units, 0 above."""
+    return weight if latent_size <= max_size else 0.0
+
+
+def resolved_network(values: dict, family: str, latent_size: int, umap_max_size: int) -> dict:
     """values (settings by name) with the network (widths, bottleneck) a run of this family and latent
-    size builds where the flags leave them unset: what a sweep records, so that a later default is not taken for
-    the one its runs had."""
+    size builds where the flags leave them unset, and the UMAP loss's weight on it: what a sweep records,
+    so that a later default is not taken for the one its runs had."""
     widths = (default_network(latent_size, family) if family != "mlp"
               else {"hidden": ModelConfig().hidden, "bottleneck": "linear"})
-    return {**values, **{k: v if isinstance(v, str) else list(v) for k, v in widths.items() if values.get(k) is None}}
+    return {**values, **{k: v if isinstance(v, str) else list(v) for k, v in widths.items() if values.get(k) is None},
+            "umap_weight": umap_weight_at(values["umap_weight"], umap_max_size, latent_size)}
 
 
 def names(**metadata) -> tuple[str, ...]:

@@ -104,7 +104,7 @@ def make_jobs(args, datasets, seeds, families, sizes, quiet: bool) -> list[Job]:
                     # --resume: an interrupted (or killed) training continues where it stopped
                     train = {**vars(args), "dataset": d, "seed": s, "latent_size": k, "model": f,
                              "output_dir": str(folder), "resume": True, "quiet": quiet}
-                    jobs.append(Job(d, f, k, s, str(folder), pca and str(pca), train, resolved_network(settings, f, k)))
+                    jobs.append(Job(d, f, k, s, str(folder), pca and str(pca), train, resolved_network(settings, f, k, args.umap_max_size)))
     return jobs
 
 

@@ -165,6 +165,33 @@ def test_training_with_the_umap_loss_keeps_neighbours_together_and_records_it(tm
     assert (tmp_path / "w0.01" / "model_latent_size_2.pth").read_bytes() == before
 
 
+def test_the_loss_goes_to_the_models_up_to_umap_max_size_and_the_sweep_records_each_runs_weight(tmp_path):
+    """--umap_weight weighs the loss on the 2-d model and leaves the chosen size plain, unless
+    --umap_max_size reaches it; a sweep's records of its runs say which got it."""
+    import sweep_latent_size
+    from latentlab.settings import Settings
+    from latentlab.sweep import make_jobs
+    weights = lambda s, k: s.model_config(k, (1, 28, 28)).umap_weight
+    given = Settings(latent_size=64, umap_weight=0.1)
+    assert weights(given, 2) == 0.1 and weights(given, 64) == 0.0
+    assert weights(Settings(latent_size=64, umap_weight=0.1, umap_max_size=64), 64) == 0.1
+
+    args = sweep_latent_size.parse_args(["--latent_sizes", "2", "8", "--models", "conv", "--umap_weight", "0.1",
+                                         "--output_dir", str(tmp_path / "sweep")])
+    jobs = {job.latent_size: job for job in make_jobs(args, ["digits"], [0], ["conv"], [2, 8], quiet=True)}
+    assert jobs[2].settings["umap_weight"] == 0.1 and jobs[8].settings["umap_weight"] == 0.0
+    assert jobs[8].train["umap_weight"] == 0.1 and jobs[8].train["umap_max_size"] == 2  # train.py applies the rule
+
+
+@pytest.mark.slow
+def test_a_run_trains_the_2d_model_with_the_loss_and_the_chosen_size_without(tmp_path):
+    run_main("train", "--latent_size", 3, "--dataset", "digits", "--num_epochs", 1, "--snapshot_every", 0,
+             "--umap_weight", 0.01, "--umap_edges", 16, "--quiet", "--output_dir", tmp_path)
+    ckpts = {k: torch.load(tmp_path / f"model_latent_size_{k}.pth", weights_only=True) for k in (2, 3)}
+    assert ckpts[2]["config"]["umap_weight"] == 0.01 and ckpts[3]["config"]["umap_weight"] == 0.0
+    assert list((tmp_path / "cache").glob("umap_graph_*.npy"))
+
+
 def test_records_older_than_the_umap_loss_read_as_trained_without_it(tmp_path):
     """A sweep's metrics and a checkpoint written before the flags existed still match the defaults."""
     from latentlab.settings import Settings, recorded, recorded_value
