@@ -62,7 +62,8 @@ def check_resume(ckpt: dict, path: Path, settings: Settings, config: ModelConfig
     was = ModelConfig.from_dict(ckpt["config"]).to_dict()  # a config older than a field has its default
     for key, value in config.to_dict().items():
         if was.get(key) != value and key in ("channels", "hidden", "dense", "bottleneck", "umap_weight"):
-            raise UserError(f"--resume: {path} was trained with {key}={was.get(key)}, not {value}; "
+            which = " (--umap_max_size sets the sizes it applies to)" if key == "umap_weight" else ""
+            raise UserError(f"--resume: {path} was trained with {key}={was.get(key)}, not {value}{which}; "
                             f"use the same flags or drop --resume")
     if was != config.to_dict() or ckpt["dataset"].get("name") != dataset:
         raise UserError(f"--resume: {path} holds another model or dataset ({ckpt['config']['family']}, "

@@ -214,7 +214,7 @@ def test_resume_refuses_a_checkpoint_of_another_setting(tmp_path, name):
     check_resume(ckpt, tmp_path, dataclasses.replace(was, num_epochs=20, patience=3, snapshot_every=0), config, "digits")
     with pytest.raises(UserError, match="holds another model or dataset"):
         check_resume(ckpt, tmp_path, was, dataclasses.replace(config, noise_std=0.1), "digits")
-    with pytest.raises(UserError, match="trained with umap_weight=0.0, not 0.01; use the same flags"):
+    with pytest.raises(UserError, match=r"trained with umap_weight=0.0, not 0.01 \(--umap_max_size sets the sizes it applies to\); use the same flags"):
         check_resume(ckpt, tmp_path, was, dataclasses.replace(config, umap_weight=0.01), "digits")
     with pytest.raises(UserError, match="holds another model or dataset"):
         check_resume(ckpt, tmp_path, was, config, "mnist")
