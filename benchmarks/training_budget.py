@@ -32,13 +32,14 @@ def parse_args(argv=None):
 
 
 def network(config: dict, train: dict) -> str:
-    sphere = ", on a sphere" if config.get("bottleneck") == "sphere" else ""
+    extras = (", on a sphere" if config.get("bottleneck") == "sphere" else "") + (
+        f", UMAP loss {config['umap_weight']:g}" if config.get("umap_weight") else "")
     if config["family"] == "mlp":
-        return f"mlp {' '.join(map(str, config['hidden'])) or 'linear'}{sphere}, {train['num_epochs']} epochs"
+        return f"mlp {' '.join(map(str, config['hidden'])) or 'linear'}{extras}, {train['num_epochs']} epochs"
     used = config["channels"][:max(1, conv_stages(*config["image_shape"][1:], len(config["channels"])))]
     dense = dense_widths(config.get("dense", ()))
     return (f"{config['family']} {' '.join(map(str, used))}"
-            f"{', dense ' + ' '.join(map(str, dense)) if dense else ''}{sphere}, {train['num_epochs']} epochs")
+            f"{', dense ' + ' '.join(map(str, dense)) if dense else ''}{extras}, {train['num_epochs']} epochs")
 
 
 def curve(ckpt: dict) -> dict:

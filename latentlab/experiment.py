@@ -57,16 +57,19 @@ def snapshot(model, images_u8, device, epoch: int, latent_size: int, family: str
     files.save_figure(fig, out / f"reconstructions_latent_size_{latent_size}_epoch_{epoch + 1:03d}.png")
 
 
-def run_training(args, companion: bool = True) -> dict:
+def run_training(args, companion: bool = True, on_epoch=None) -> dict:
     """args: the namespace of train.py's parser. Returns {latent_size: summary row}.
     companion=False trains the --latent_size model alone, without the 2-d one beside it (the sweep).
+    on_epoch(latent_size, epoch, model, ckpt): also called on rank 0 after each epoch's checkpoint
+    and logs (benchmarks that score every epoch's model).
 
     Under torchrun every process runs this; rank 0 alone writes. Every check that can fail on
     the user's input runs on all processes alike (or is agreed on), so they stop together."""
     settings = Settings.from_args(args)
     world = init_distributed(pick_device(args.device))
     try:
-        rows = train_and_summarise(settings, Path(args.output_dir), world, args.quiet or not world.main, companion)
+        rows = train_and_summarise(settings, Path(args.output_dir), world, args.quiet or not world.main, companion,
+                                   on_epoch)
     except UserError:
         close_distributed(world)  # the processes agreed on the error: all of them are here
         raise
@@ -74,7 +77,8 @@ def run_training(args, companion: bool = True) -> dict:
     return rows
 
 
-def train_and_summarise(settings: Settings, out: Path, world: World, quiet: bool, companion: bool) -> dict:
+def train_and_summarise(settings: Settings, out: Path, world: World, quiet: bool, companion: bool,
+                        also_on_epoch=None) -> dict:
     seed_everything(settings.seed)
     local_batch_size(settings.batch_size, world)
     if settings.tensorboard:
@@ -128,6 +132,8 @@ def train_and_summarise(settings: Settings, out: Path, world: World, quiet: bool
                 if epoch == 0:
                     tensorboard_log.log_graph(board, model, shots[:2], world.device)
                 tensorboard_log.log_epoch(board, epoch, ckpt)
+            if also_on_epoch is not None:
+                also_on_epoch(k, epoch, model, ckpt)
 
         ckpt = train_model(config, split, settings, path, meta, world, on_epoch=on_epoch, quiet=quiet,
                            recorder=recorder, umap=umap if config.umap_weight > 0 else None)

@@ -55,6 +55,8 @@ def test_cache_all_numba_functions_writes_machine_code(monkeypatch, tmp_path):
     ("bench_projection.py", ["--samples", "3"]),
     ("bench_chain.py", ["--trained", "/nonexistent/folder"]),
     ("training_budget.py", ["/nonexistent/model_latent_size_2.pth"]),
+    ("neighbours_over_training.py", ["--plot", "/nonexistent/neighbours_over_training.json"]),
+    ("neighbours_over_training.py", ["--plot", "/nonexistent/a.json", "--figure", "/nonexistent/a.png"]),
 ])
 def test_benchmarks_refuse_bad_arguments(script, args):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT,

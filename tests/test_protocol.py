@@ -249,4 +249,38 @@ def test_training_budget_reads_every_epoch_and_draws_each_size(trained, tmp_path
     assert curves[0]["network"] == "conv 32, dense 512 128 32, 6 epochs"  # digits: one stage
     sphere = {"family": "conv", "channels": [64, 128], "image_shape": [1, 28, 28], "bottleneck": "sphere"}
     assert budget.network(sphere, {"num_epochs": 20}) == "conv 64 128, on a sphere, 20 epochs"
+    assert budget.network({**sphere, "bottleneck": "linear", "umap_weight": 0.1}, {"num_epochs": 20}) == \
+        "conv 64 128, UMAP loss 0.1, 20 epochs"
     assert "to the paper's MSE" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_neighbours_over_training_scores_each_epochs_model_held_out_and_draws_the_runs(tmp_path, capsys):
+    """Each epoch's row is the held-out k-NN of that epoch's weights (the last epoch's, rebuilt from the
+    checkpoint's resume state, agree), its validation MSE and minutes are the history's; --plot draws."""
+    from sklearn.neighbors import KNeighborsClassifier
+    from latentlab.datasets import load_dataset
+    from latentlab.inference import encode_images
+    bench = load_benchmark("neighbours_over_training")
+    out = tmp_path / "run"
+    result = bench.main(bench.parse_args(["--output_dir", str(out), "--train_args", "--latent_size", "2",
+                                          "--dataset", "digits", "--num_epochs", "2", "--snapshot_every", "0"]))
+    ckpt = torch.load(out / "model_latent_size_2.pth", weights_only=True)
+    assert [r["epoch"] for r in result["epochs"]] == [1, 2]
+    assert [r["val_mse"] for r in result["epochs"]] == ckpt["history"]["val_mse"]
+    assert result["epochs"][-1]["minutes"] == pytest.approx(sum(ckpt["history"]["seconds"]) / 60)
+    data = load_dataset("digits")
+    last = model_from_checkpoint(ckpt, weights="last")
+    knn = KNeighborsClassifier(5).fit(encode_images(last, data.train_x, "cpu"), data.train_y.numpy())
+    assert result["epochs"][-1]["knn5"] == knn.score(encode_images(last, data.test_x, "cpu"), data.test_y.numpy())
+    assert json.loads((out / "neighbours_over_training.json").read_text())["model"] == \
+        "conv autoencoder, latent size 2, digits"
+    assert "epoch   2 |" in capsys.readouterr().out
+
+    figure = tmp_path / "curve.png"
+    bench.main(bench.parse_args(["--plot", str(out / "neighbours_over_training.json"), "--figure", str(figure)]))
+    assert figure.stat().st_size > 0
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--plot", str(out / "neighbours_over_training.json")])  # no --figure
+    with pytest.raises(UserError, match="give files this benchmark wrote"):
+        bench.main(bench.parse_args(["--plot", str(out / "model_latent_size_2.pth"), "--figure", str(figure)]))
