@@ -86,6 +86,7 @@ def score_every_epoch(args) -> dict:
 
 def figure(runs: list[dict]):
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter
 
     from latentlab.plots import class_colors
     from quality import PAPER
@@ -99,20 +100,25 @@ def figure(runs: list[dict]):
     k = sizes.pop() if len(sizes) == 1 else None
     if ("knn5", k) in PAPER:
         acc.axhline(PAPER["knn5", k], color="black", ls="-.", lw=1,
-                    label=f"Sainburg et al. 2021 conv AE ({PAPER['knn5', k]})")
+                    label=f"Sainburg et al. 2021 conv AE, 5-NN {PAPER['knn5', k]}")
     if ("test_mse", k) in PAPER:
         mse.axhline(PAPER["test_mse", k], color="black", ls="-.", lw=1,
-                    label=f"Sainburg et al. 2021 conv AE, test ({PAPER['test_mse', k]})")
+                    label=f"Sainburg et al. 2021 conv AE, test MSE {PAPER['test_mse', k]}")
     acc.set(xlabel="training minutes", ylabel="held-out 5-NN accuracy (test split)",
             title="5-NN on the codes: fit on the training split, scored on the test split")
     mse.set(xlabel="training minutes", ylabel="validation MSE", yscale="log", title="reconstruction error")
+    for axis in (mse.yaxis.set_major_formatter, mse.yaxis.set_minor_formatter):
+        axis(FormatStrFormatter("%.4f"))  # plain numbers: the log axis spans less than a decade
     for ax in (acc, mse):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    handles = {}  # one legend under both panels: the runs are the same lines in each
+    for ax in (acc, mse):
+        handles.update(zip(*reversed(ax.get_legend_handles_labels())))
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=2, fontsize=8, frameon=False)
     names = sorted({r["dataset"] for r in runs})
     fig.suptitle(f"{', '.join(names)}: held-out neighbourhoods and error after each epoch"
                  f"{f', latent size {k}' if k is not None else ''}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.02 + 0.035 * ((len(handles) + 1) // 2), 1, 1))
     return fig
 
 
