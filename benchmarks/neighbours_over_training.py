@@ -86,7 +86,6 @@ def score_every_epoch(args) -> dict:
 
 def figure(runs: list[dict]):
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FormatStrFormatter
 
     from latentlab.plots import class_colors
     from quality import PAPER
@@ -106,9 +105,7 @@ def figure(runs: list[dict]):
                     label=f"Sainburg et al. 2021 conv AE, test MSE {PAPER['test_mse', k]}")
     acc.set(xlabel="training minutes", ylabel="held-out 5-NN accuracy (test split)",
             title="5-NN on the codes: fit on the training split, scored on the test split")
-    mse.set(xlabel="training minutes", ylabel="validation MSE", yscale="log", title="reconstruction error")
-    for axis in (mse.yaxis.set_major_formatter, mse.yaxis.set_minor_formatter):
-        axis(FormatStrFormatter("%.4f"))  # plain numbers: the log axis spans less than a decade
+    mse.set(xlabel="training minutes", ylabel="validation MSE", title="reconstruction error")
     for ax in (acc, mse):
         ax.grid(alpha=0.3)
     handles = {}  # one legend under both panels: the runs are the same lines in each
