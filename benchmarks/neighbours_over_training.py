@@ -24,7 +24,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from latentlab.cli import Parser, UserError, run  # noqa: E402
 
 KIND = "neighbours_over_training"
-KS = (5, 10)
 
 
 def parse_args(argv=None):
@@ -52,6 +51,8 @@ def score_every_epoch(args) -> dict:
     from latentlab import files
     from latentlab.datasets import load_dataset
     from latentlab.experiment import run_training
+    from latentlab.inference import encode_images
+    from latentlab.probes import HELDOUT_KNN_KS
     from model.autoencoder import describe
     targs = train.parse_args([*args.train_args, "--output_dir", args.output_dir, "--quiet"])
     data = load_dataset(targs.dataset, data_dir=targs.data_dir, image_size=targs.image_size)
@@ -59,17 +60,17 @@ def score_every_epoch(args) -> dict:
     rows = []
 
     def on_epoch(k, epoch, model, ckpt):
-        from latentlab.inference import encode_images
         t = time.perf_counter()
         device = next(model.parameters()).device
         z_train, z_test = encode_images(model, data.train_x, device), encode_images(model, data.test_x, device)
         row = {"epoch": epoch + 1, "minutes": sum(ckpt["history"]["seconds"]) / 60,
                "val_mse": ckpt["history"]["val_mse"][-1],
-               **{f"knn{n}": KNeighborsClassifier(n).fit(z_train, y_train).score(z_test, y_test) for n in KS},
+               **{f"knn{n}": KNeighborsClassifier(n).fit(z_train, y_train).score(z_test, y_test)
+                  for n in HELDOUT_KNN_KS},
                "scoring_seconds": time.perf_counter() - t}
         rows.append(row)
         print(f"epoch {row['epoch']:>3} | {row['minutes']:6.1f} min | val MSE {row['val_mse']:.5f} | "
-              + " | ".join(f"{n}-NN {row[f'knn{n}']:.4f}" for n in KS), flush=True)
+              + " | ".join(f"{n}-NN {row[f'knn{n}']:.4f}" for n in HELDOUT_KNN_KS), flush=True)
 
     summary = run_training(targs, companion=False, on_epoch=on_epoch)[targs.latent_size]
     ckpt = files.checkpoint_path(Path(args.output_dir), targs.latent_size)
