@@ -20,7 +20,7 @@ and PCA baselines are fit once, not for every model. Writes to --output_dir:
 classification_latent_size_{N}.json and confusion_matrix_latent_size_{N}.png (the best classifier on
 each latent space).
 """
-from latentlab.cli import at_least_two, make_parser, run
+from latentlab.cli import fold_count, make_parser, run
 from latentlab.inputs import add_input_flags
 from latentlab.probes import PROBES
 
@@ -34,7 +34,7 @@ def parse_args(argv=None):
     g.add_argument("--protocol", choices=PROTOCOLS, default="cv",
                    help="cv: stratified k-fold inside the encoded test images; heldout: fit on the encoded training "
                         "split, score the test images once")
-    g.add_argument("--folds", type=at_least_two, default=5, help="cv: folds of the stratified cross-validation")
+    g.add_argument("--folds", type=fold_count, default=5, help="cv: folds of the stratified cross-validation")
     g.add_argument("--probes", nargs="+", default=list(PROBES), choices=PROBES, help="classifiers to run")
     return p.parse_args(argv)
 

@@ -13,7 +13,7 @@ the nearest cell of a --grid_size x --grid_size grid. Above --max_points latents
 is drawn, and the page says so.
 Writes to --output_dir: explorer_latent_size_{N}.html.
 """
-from latentlab.cli import at_least_two, make_parser, positive_int, run
+from latentlab.cli import batch_images, grid_side, make_parser, positive_int, run
 from latentlab.inputs import add_input_flags
 from latentlab.projection import METHODS
 
@@ -25,9 +25,9 @@ def parse_args(argv=None):
     g.add_argument("--vis_type", default="umap", choices=METHODS, help="how the N-d latents are projected to 2-D")
     g.add_argument("--max_points", type=positive_int, default=20_000,
                    help="draw at most this many latents (a seeded sample above it)")
-    g.add_argument("--grid_size", type=at_least_two, default=40,
+    g.add_argument("--grid_size", type=grid_side, default=40,
                    help="decodings per side of the grid shown under the cursor")
-    g.add_argument("--batch_size", type=positive_int, default=512, help="images per batch when decoding")
+    g.add_argument("--batch_size", type=batch_images, default=512, help="images per batch when decoding")
     return p.parse_args(argv)
 
 
@@ -40,7 +40,7 @@ def main(args) -> dict:
 
     from latentlab import explorer, files
     from latentlab.artifacts import check_latents_match
-    from latentlab.cli import UserError, pick_device, seed_everything, worded
+    from latentlab.cli import UserError, memory_for, pick_device, seed_everything, worded
     from latentlab.generation import decode_latents, manifold_grid
     from latentlab.inference import encode_images
     from latentlab.inputs import find_latents, find_models, say
@@ -79,10 +79,13 @@ def main(args) -> dict:
     rows = explorer.sample_points(total, args.max_points, args.seed)
     images = data["images"][big.indices[rows]]
     z2 = torch.from_numpy(two.z)
-    recon = {k: decode_latents(nets[k], torch.from_numpy(lat.z[rows]), device, args.batch_size)
-             for k, lat in zip((2, big.latent_size), latents)}
+    image_bytes = 4 * images[0].numel()  # one float32 decoding; the sprite sheets hold fewer bytes
+    with memory_for(f"the reconstructions of {len(rows)} images", "--max_points", 2 * 2 * len(rows) * image_bytes):
+        recon = {k: decode_latents(nets[k], torch.from_numpy(lat.z[rows]), device, args.batch_size)
+                 for k, lat in zip((2, big.latent_size), latents)}
     grid, xs, ys = manifold_grid(z2, args.grid_size)
-    decoded = decode_latents(nets[2], grid, device, args.batch_size)
+    with memory_for(f"{len(grid)} decodings of the grid", "--grid_size", 2 * len(grid) * image_bytes):
+        decoded = decode_latents(nets[2], grid, device, args.batch_size)
 
     columns, colorings = explorer.point_data(two, big, rows, xy, clusters, preds)
     method = METHOD_NAMES[args.vis_type]

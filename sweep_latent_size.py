@@ -16,7 +16,8 @@ A job writes metrics.json last, so a rerun skips it; an interrupted training res
 """
 from dataclasses import fields
 
-from latentlab.cli import UserError, at_least_two, count_or_all, make_parser, nonneg_int, positive_int, run, seed_int
+from latentlab.cli import (UserError, count_or_all, fold_count, make_parser, minutes, nonneg_int, processes, run, seed_int,
+                           width)
 from latentlab.settings import Settings, add_training_flags
 from model.autoencoder import FAMILIES
 
@@ -29,21 +30,21 @@ def parse_args(argv=None):
     g.add_argument("--datasets", "--dataset", nargs="+", default=[default_dataset],
                    help="datasets (as train.py's --dataset), each with its own PCA and figure")
     g.add_argument("--seeds", type=seed_int, nargs="+", help="seeds, each a run of every pair (default: --seed)%(default).0s")
-    g.add_argument("--latent_sizes", type=positive_int, nargs="+", default=[2, 8, 32, 128], help="bottleneck sizes")
+    g.add_argument("--latent_sizes", type=width, nargs="+", default=[2, 8, 32, 128], help="bottleneck sizes")
     g.add_argument("--models", nargs="+", default=["conv", "vae"], choices=FAMILIES, help="network families")
     g.add_argument("--num_samples", type=count_or_all, default="all",
                    help="test images encoded for the probes and k-means, a seeded sample ('all': the whole test set)")
-    g.add_argument("--folds", type=at_least_two, default=5, help="folds of the probes' stratified cross-validation")
+    g.add_argument("--folds", type=fold_count, default=5, help="folds of the probes' stratified cross-validation")
     g = p.add_argument_group("launcher")
     g.add_argument("--launcher", choices=("local", "submitit"), default="local",
                    help="local: on this machine; submitit: one job each through submitit (SLURM where sbatch exists)")
-    g.add_argument("--max_parallel", type=positive_int,
+    g.add_argument("--max_parallel", type=processes,
                    help="jobs at once (local: each in its own process with cores / jobs threads; default 1, in this "
                         "process; submitit: default all)%(default).0s")
     g.add_argument("--slurm_partition", help="submitit on SLURM: the partition (default: SLURM's)%(default).0s")
     g.add_argument("--gpus_per_job", type=nonneg_int, default=0, help="submitit: GPUs per job (0 or 1)")
-    g.add_argument("--cpus_per_job", type=positive_int, help="submitit: CPUs per job, also its torch threads (default: the cluster's; torch's threads)%(default).0s")
-    g.add_argument("--timeout_min", type=positive_int, default=120, help="submitit: time limit of a job in minutes")
+    g.add_argument("--cpus_per_job", type=processes, help="submitit: CPUs per job, also its torch threads (default: the cluster's; torch's threads)%(default).0s")
+    g.add_argument("--timeout_min", type=minutes, default=120, help="submitit: time limit of a job in minutes")
     add_training_flags(p, per_run=False)
     args = p.parse_args(argv)
     if args.seeds is None:

@@ -10,9 +10,10 @@ latent space (the 2-d model's manifold; one dimension at a time of the N-d model
 Writes to --output_dir: generation_samples_latent_size_{2,N}.png, generation_interpolation_latent_size_{N}.png,
 generation_manifold_latent_size_2.png, generation_traversal_latent_size_{N}.png.
 """
+import math
 from pathlib import Path
 
-from latentlab.cli import make_parser, nonneg_int, positive_float, positive_int, run
+from latentlab.cli import figure_images, make_parser, nonneg_int, row_length, std_multiple, width, run
 from latentlab.inputs import add_input_flags
 
 MODES = ("sample", "interpolate", "traverse", "all")
@@ -23,18 +24,19 @@ def parse_args(argv=None):
     add_input_flags(p, "model_path", "test_data")
     g = p.add_argument_group("generation")
     g.add_argument("--mode", default="all", choices=MODES, help="which figures to draw")
-    g.add_argument("--num_samples", type=positive_int, default=64, help="sample: images in the grid")
+    g.add_argument("--num_samples", type=figure_images, default=64, help="sample: images in the grid (at most 1024)")
     g.add_argument("--index", type=nonneg_int, nargs="+", default=None, metavar="I",
                    help="test image indices: interpolate between A and B (random by --seed when not given); "
                         "traverse around A (default: a random test image)")
-    g.add_argument("--steps", type=positive_int, default=10, help="interpolate: decoded points from A to B, ends included")
-    g.add_argument("--grid_size", type=positive_int, default=20,
+    g.add_argument("--steps", type=row_length, default=10, help="interpolate: decoded points from A to B, ends included")
+    g.add_argument("--grid_size", type=row_length, default=20,
                    help="traverse, 2-d model: decoded images per side of the manifold grid")
-    g.add_argument("--num_dims", type=positive_int, default=8,
+    g.add_argument("--num_dims", type=width, default=8,
                    help="traverse, N-d model: how many of the highest-variance latent dimensions to vary")
-    g.add_argument("--max_std", type=positive_float, default=3.0,
-                   help="traverse, N-d model: vary each dimension from -max_std to +max_std of its std")
-    g.add_argument("--traverse_steps", type=positive_int, default=7,
+    g.add_argument("--max_std", type=std_multiple, default=3.0,
+                   help="traverse, N-d model: vary each dimension from -max_std to +max_std of its std (at most 100: the test "
+                        "latents lie within a few)")
+    g.add_argument("--traverse_steps", type=row_length, default=7,
                    help="traverse, N-d model: offsets from -max_std to +max_std")
     return p.parse_args(argv)
 
@@ -56,7 +58,7 @@ def main(args) -> dict:
     import torch
 
     from latentlab import files, generation as gen, plots
-    from latentlab.cli import UserError, pick_device, seed_everything, worded
+    from latentlab.cli import UserError, memory_for, pick_device, seed_everything, worded
     from latentlab.datasets import to_float
     from latentlab.inference import encode_images
     from latentlab.inputs import find_models
@@ -84,6 +86,12 @@ def main(args) -> dict:
         if not args.quiet:
             print(f"wrote {path}")
 
+    def decode(k, z, flags):
+        shape = nets[k].config.image_shape
+        with memory_for(f"{len(z)} decoded images of {'x'.join(map(str, shape))}", flags,
+                        2 * len(z) * math.prod(shape) * 4):  # float32 images, and their concatenation
+            return gen.decode_latents(nets[k], z, device)
+
     def title(m, what):
         return f"{what}\n{m.label}"
 
@@ -94,7 +102,7 @@ def main(args) -> dict:
         for m in models:
             z, source = gen.sample_latents(m.family, latents[m.latent_size], args.num_samples, args.seed)
             _, ncols = gen.grid_shape(args.num_samples)
-            fig = plots.image_grid(gen.decode_latents(nets[m.latent_size], z, device),
+            fig = plots.image_grid(decode(m.latent_size, z, "--num_samples"),
                                    title(m, f"{args.num_samples} new images decoded from latents {source}"), ncols)
             save(fig, f"samples_latent_size_{m.latent_size}")
 
@@ -105,7 +113,7 @@ def main(args) -> dict:
         rows = []
         for m in models:
             z = gen.interpolate_latents(latents[m.latent_size][a], latents[m.latent_size][b], args.steps)
-            rows.append((f"{m.latent_size}-d", torch.cat([ends[:1], gen.decode_latents(nets[m.latent_size], z, device), ends[1:]])))
+            rows.append((f"{m.latent_size}-d", torch.cat([ends[:1], decode(m.latent_size, z, "--steps"), ends[1:]])))
         ts = [f"t={t:.2f}" for t in torch.linspace(0, 1, args.steps).tolist()]
         cols = [f"image {a}\nclass {cls(a)}", *ts, f"image {b}\nclass {cls(b)}"]
         big = models[-1]
@@ -123,7 +131,7 @@ def main(args) -> dict:
                 grid, xs, ys = gen.manifold_grid(z_test, args.grid_size)
                 outside = gen.share_outside(z_test, xs, ys)
                 fig = plots.latent_manifold(
-                    gen.decode_latents(nets[m.latent_size], grid, device), xs.numpy(), ys.numpy(), z_test.numpy(),
+                    decode(m.latent_size, grid, "--grid_size"), xs.numpy(), ys.numpy(), z_test.numpy(),
                     labels.numpy(), class_names,
                     title(m, f"The 2-d latent space: decodings over the 1st-99th percentile box of the test latents "
                              f"({outside:.0%} of the test points lie outside it)"))
@@ -133,7 +141,7 @@ def main(args) -> dict:
                 std = z_test.double().std(dim=0, unbiased=False)
                 offsets = gen.traversal_offsets(args.max_std, args.traverse_steps)
                 grid = gen.traversal_latents(z_test[a], dims, std, offsets)  # (dims, offsets, N)
-                decoded = gen.decode_latents(nets[m.latent_size], grid.flatten(0, 1), device).unflatten(0, grid.shape[:2])
+                decoded = decode(m.latent_size, grid.flatten(0, 1), "--num_dims or --traverse_steps").unflatten(0, grid.shape[:2])
                 original = to_float(images[a:a + 1])
                 rows = [(f"dim {d}\n(std {std[d]:.2f})", torch.cat([original, decoded[i]]))
                         for i, d in enumerate(dims.tolist())]

@@ -11,7 +11,7 @@ classes, and the silhouette in the space clustered. Writes to --output_dir:
 kmeans_{space}_space_latent_size_{k}.png per model (the clusters in a 2-D view with their
 centroids, and a heatmap of clusters against classes) and kmeans_{space}_space_latent_size_{N}.json.
 """
-from latentlab.cli import at_least_two, make_parser, positive_int, run
+from latentlab.cli import at_least_two, make_parser, run, width
 from latentlab.inputs import add_input_flags
 from latentlab.projection import METHODS
 
@@ -24,7 +24,7 @@ def parse_args(argv=None):
                    help="k, from 2 to the number of samples (default: the number of classes)")
     g.add_argument("--space", default="latent", choices=("latent", "umap"),
                    help="cluster the latents themselves, or their UMAP reduction")
-    g.add_argument("--umap_dims", type=positive_int, default=2,
+    g.add_argument("--umap_dims", type=width, default=2,
                    help="--space umap: dimensions of the UMAP reduction (N2D uses 10 for 10 classes)")
     g.add_argument("--vis_type", default="umap", choices=METHODS,
                    help="how a space of more than 2 dimensions is drawn in 2-D for the figure")

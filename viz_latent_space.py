@@ -9,7 +9,7 @@ the 10-nearest-neighbour accuracy in 2-D (stratified 5-fold cross-validation, se
 are cached in --output_dir/cache/ by the content of the latents and the parameters.
 Writes to --output_dir: projection_{vis_type}_latent_size_{N}.png and .json.
 """
-from latentlab.cli import at_least_two, make_parser, run
+from latentlab.cli import fold_count, make_parser, run
 from latentlab.inputs import add_input_flags
 from latentlab.projection import METHODS
 
@@ -19,7 +19,7 @@ def parse_args(argv=None):
     add_input_flags(p, "latent_space")
     g = p.add_argument_group("step")
     g.add_argument("--vis_type", default="umap", choices=METHODS, help="how the N-d latents are projected to 2-D")
-    g.add_argument("--folds", type=at_least_two, default=5, help="folds of the cross-validated 10-NN accuracy")
+    g.add_argument("--folds", type=fold_count, default=5, help="folds of the cross-validated 10-NN accuracy")
     return p.parse_args(argv)
 
 

@@ -7,7 +7,7 @@ reconstruction error on the whole test set beside PCA at the same size.
 Writes to --output_dir: reconstruction_latent_size_{N}.png (originals, then one row per model and
 PCA, the class name over each column) and reconstruction_latent_size_{N}.json (MSE, PSNR, SSIM).
 """
-from latentlab.cli import make_parser, positive_int, run
+from latentlab.cli import batch_images, figure_images, make_parser, run
 from latentlab.inputs import add_input_flags
 
 
@@ -15,8 +15,8 @@ def parse_args(argv=None):
     p = make_parser(__doc__.split("\n")[0])
     add_input_flags(p, "model_path", "test_data", "pca_baseline")
     g = p.add_argument_group("step")
-    g.add_argument("--num_images", type=positive_int, default=8, help="test images in the figure (a seeded sample)")
-    g.add_argument("--batch_size", type=positive_int, default=512, help="images per batch for the metrics")
+    g.add_argument("--num_images", type=figure_images, default=8, help="test images in the figure (a seeded sample)")
+    g.add_argument("--batch_size", type=batch_images, default=512, help="images per batch for the metrics")
     return p.parse_args(argv)
 
 

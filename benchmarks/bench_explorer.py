@@ -21,13 +21,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from latentlab.cli import Parser, UserError, positive_int, run  # noqa: E402
+from latentlab.cli import Parser, UserError, repeat_count, run  # noqa: E402
 
 
 def parse_args(argv=None):
     p = Parser(description=__doc__.split("\n")[0])
     p.add_argument("--page", required=True, help="an explorer_latent_size_{N}.html")
-    p.add_argument("--repeats", type=positive_int, default=3, help="fresh loads of the page")
+    p.add_argument("--repeats", type=repeat_count, default=3, help="fresh loads of the page")
     p.add_argument("--screenshot", default=None, help="save a screenshot of the page, a point hovered, here")
     return p.parse_args(argv)
 

@@ -34,16 +34,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from latentlab.cli import Parser, run  # noqa: E402
+from latentlab.cli import Parser, positive_int, repeat_count, run, width  # noqa: E402
 
 
 def parse_args(argv=None):
     p = Parser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--latents", default=None, help="a .npy of latents (samples x dims); default: synthetic")
-    p.add_argument("--samples", type=int, default=10000, help="synthetic latents: how many")
-    p.add_argument("--dims", type=int, default=256, help="synthetic latents: their size")
+    p.add_argument("--samples", type=positive_int, default=10000, help="synthetic latents: how many")
+    p.add_argument("--dims", type=width, default=256, help="synthetic latents: their size")
     p.add_argument("--methods", nargs="+", default=["umap", "tsne", "pca"], choices=["umap", "tsne", "pca"])
-    p.add_argument("--repeats", type=int, default=1, help="warm-cache processes per method (median reported)")
+    p.add_argument("--repeats", type=repeat_count, default=1, help="warm-cache processes per method (median reported)")
     p.add_argument("--variants", action="store_true",
                    help="also: UMAP with numba's own caching only; UMAP unseeded on all cores")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")

@@ -46,7 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from latentlab.cli import Parser, nonneg_int, pick_device, positive_int, run  # noqa: E402
+from latentlab.cli import (Parser, batch_images, nonneg_int, pick_device, positive_int, repeat_count, run,  # noqa: E402
+                           width, workers)
 from latentlab.datasets import load_dataset  # noqa: E402
 from latentlab.distributed import World  # noqa: E402
 from latentlab.datasets import to_float  # noqa: E402
@@ -63,15 +64,15 @@ def parse_args(argv=None):
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data_dir", default=None)
     p.add_argument("--models", nargs="+", default=["conv"], choices=FAMILIES)
-    p.add_argument("--latent_size", type=positive_int, default=256)
-    p.add_argument("--batch_size", type=positive_int, default=128)
+    p.add_argument("--latent_size", type=width, default=256)
+    p.add_argument("--batch_size", type=batch_images, default=128)
     p.add_argument("--steps", type=positive_int, default=60, help="timed steps per path and repeat")
     p.add_argument("--warmup", type=nonneg_int, default=10, help="untimed steps before each timing")
-    p.add_argument("--repeats", type=positive_int, default=3, help="interleaved repeats of every path")
-    p.add_argument("--num_workers", type=nonneg_int, nargs="+", default=[0, 2], help="DataLoader workers of the PIL path")
+    p.add_argument("--repeats", type=repeat_count, default=3, help="interleaved repeats of every path")
+    p.add_argument("--num_workers", type=workers, nargs="+", default=[0, 2], help="DataLoader workers of the PIL path")
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="train.py's --precision")
     p.add_argument("--compile", action="store_true", help="also time train.py's step under torch.compile")
-    p.add_argument("--umap_edges", type=positive_int, nargs="*", default=[],
+    p.add_argument("--umap_edges", type=batch_images, nargs="*", default=[],
                    help="also time train.py's loop with the UMAP loss at each of these --umap_edges")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--json", default=None, help="also write the results to this JSON file")

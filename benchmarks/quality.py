@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from latentlab.cli import Parser, positive_int  # noqa: E402
+from latentlab.cli import Parser, width  # noqa: E402
 
 # (metric, latent size): (comparison, goal) from the issues, for Fashion-MNIST with the defaults
 GOALS = {
@@ -45,7 +45,7 @@ PAPER = {("test_mse", 2): 0.0244, ("test_mse", 64): 0.0054, ("knn5", 2): 0.734, 
 
 def parse_args(argv=None):
     p = Parser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--latent_size", type=positive_int, nargs="+", default=[64, 256],
+    p.add_argument("--latent_size", type=width, nargs="+", default=[64, 256],
                    help="the sizes beside the 2-d model, one training each (default: 64 256)")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data_dir", default=None)

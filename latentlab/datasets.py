@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from latentlab.cli import UserError
+from latentlab.cli import UserError, memory_available, memory_for
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "emnist", "cifar10", "cifar100", "gtsrb", "svhn", "folder:PATH")
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -131,11 +131,15 @@ def resize_uint8(x: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
     """Resize (N, C, H, W) uint8 images to size x size with antialiased bilinear filtering."""
     if x.shape[-2:] == (size, size):
         return x
-    out = []
-    for part in x.split(chunk):
-        y = F.interpolate(part.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out.append(y.round_().clamp_(0, 255).to(torch.uint8))
-    return torch.cat(out)
+    n, c = len(x), x.shape[1]
+    per_pixel = c * (2 * n + 4 * min(chunk, n))  # bytes: the uint8 parts and their concatenation, one float chunk
+    fits = int((memory_available() / per_pixel) ** 0.5)
+    with memory_for(f"{n} images of {c}x{size}x{size}", f"--image_size (at most {fits} fits)", per_pixel * size * size):
+        out = []
+        for part in x.split(chunk):
+            y = F.interpolate(part.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            out.append(y.round_().clamp_(0, 255).to(torch.uint8))
+        return torch.cat(out)
 
 
 def _pil_to_uint8(images, size: int, channels: int) -> torch.Tensor:

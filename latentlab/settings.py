@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, dataclass, field, fields
 
-from latentlab.cli import UserError, fraction, make_parser, nonneg_float, nonneg_int, positive_float, positive_int
+from latentlab.cli import (MAX_IMAGE_SIZE, UserError, adam_lr, batch_images, epoch_count, epoch_count_or_off, fraction, image_side,
+                           loss_weight, make_parser, noise_level, width, width_or_none)
 from latentlab.datasets import DATASETS
-from model.autoencoder import BOTTLENECKS, DEFAULT_NETWORK, FAMILIES, ModelConfig, conv_stages, default_network
+from model.autoencoder import (BOTTLENECKS, DEFAULT_NETWORK, FAMILIES, ModelConfig, build_model, conv_stages,
+                               default_network)
 
 PRECISIONS = ("auto", "fp32", "bf16")
 # the smallest square the conv encoder halves once (model.autoencoder.conv_stages: even, > 4 pixels)
@@ -19,7 +21,7 @@ MIN_IMAGE_SIZE = 6
 
 
 def image_size(text: str) -> int:
-    size = positive_int(text)
+    size = image_side(text)
     if size < MIN_IMAGE_SIZE:
         raise argparse.ArgumentTypeError(f"{size} is too small: use {MIN_IMAGE_SIZE} or more, the smallest size "
                                           f"the conv encoder halves at least once")
@@ -60,22 +62,22 @@ def _by_code_size(column: int, stages: int | None = None) -> str:
 @dataclass
 class Settings:
     latent_size: int = setting(help="size of the second bottleneck (the first is 2)", group="model",
-                               type=positive_int, shown="(required)", per_run=True)
+                               type=width, shown="(required)", per_run=True)
     model: str = setting("conv", help="network family (vae: the conv encoder/decoder with a sampled bottleneck)",
                          group="model", choices=FAMILIES, per_run=True)
     noise_std: float = setting(0.0, help="denoising: std of the Gaussian noise on the input (the target stays "
-                                         "clean); any family", group="model", type=nonneg_float)
-    beta: float = setting(1.0, help="VAE: weight of the KL term", group="model", type=nonneg_float)
+                                         "clean); any family; at most 1000", group="model", type=noise_level)
+    beta: float = setting(1.0, help="VAE: weight of the KL term (0 to 1e6)", group="model", type=loss_weight)
     channels: tuple | None = setting(None, help="conv, vae: channels of each stride-2 stage, at most as many stages "
                                                 "as the image halves (28x28: 2, 32x32: 3)", group="model",
-                                     type=positive_int, nargs="+", shown=_by_code_size(1, 2) + " (28x28; a third stage at 32x32)")
+                                     type=width, nargs="+", shown=_by_code_size(1, 2) + " (28x28; a third stage at 32x32)")
     dense: tuple | None = setting(None, help="conv, vae: widths of dense layers between the conv features and "
                                              "the bottleneck, mirrored in the decoder (`--dense` alone or 0: none)",
-                                  group="model", type=nonneg_int, nargs="*", older=0,
+                                  group="model", type=width_or_none, nargs="*", older=0,
                                   shown=_by_code_size(2))
     hidden: tuple | None = setting(None, help="mlp: widths of the hidden layers, encoder side (mirrored); "
                                               "`--hidden` alone: none, a linear autoencoder", group="model",
-                                   type=positive_int, nargs="*", shown="512 256")
+                                   type=width, nargs="*", shown="512 256")
     bottleneck: str | None = setting(None, help="conv, mlp: linear, the bottleneck layer's output; or sphere, "
                                                 "that output scaled to length sqrt(latent size), so that only its "
                                                 "direction carries the image (a 2-unit code stays linear: on a "
@@ -83,32 +85,32 @@ class Settings:
                                      older="linear", shown=_by_code_size(3) + " (conv); linear (mlp, vae)")
     umap_weight: float = setting(0.0, help="weight of a UMAP loss on the codes beside the reconstruction, as in "
                                            "Parametric UMAP's UMAP-regularised autoencoder (0.1 measured at 2-d; "
-                                           "5.5 to 8x that model's training time); 0: off", group="model",
-                                 type=nonneg_float, older=0.0)
+                                           "5.5 to 8x that model's training time); 0: off, at most 1e6", group="model",
+                                 type=loss_weight, older=0.0)
     # the sweep records each run's resulting weight (resolved_network), so this setting is not compared itself
     umap_max_size: int = setting(2, help="UMAP loss: on the models whose code has at most this many units (2: the "
                                          "2-d model alone; at 64-d the loss hurts)", group="model",
-                                 type=positive_int, makes_results=False)
+                                 type=width, makes_results=False)
     umap_edges: int = setting(1024, help="UMAP loss: edges of the training images' UMAP graph drawn per "
                                          "step, both ends encoded beside the batch", group="model",
-                              type=positive_int, resume_must_match=True, recorded=True, older=1024)
+                              type=batch_images, resume_must_match=True, recorded=True, older=1024)
     dataset: str = setting("gtsrb", help=f"one of: {', '.join(DATASETS)}", group="data", per_run=True)
     data_dir: str | None = setting(None, help="folder holding the dataset's files", group="data",
                                    shown="data/<name>/", makes_results=False)
-    image_size: int | None = setting(None, help=f"resize images to this square size (at least {MIN_IMAGE_SIZE})",
+    image_size: int | None = setting(None, help=f"resize images to this square size ({MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE})",
                                      group="data", type=image_size, shown="native (32 for gtsrb and folders)")
     val_fraction: float = setting(0.1, help="share of the training split held out for model selection",
                                   group="data", type=fraction, resume_must_match=True, recorded=True)
-    num_epochs: int = setting(20, help="epochs per model", group="training", type=positive_int, recorded=True)
+    num_epochs: int = setting(20, help="epochs per model", group="training", type=epoch_count, recorded=True)
     batch_size: int = setting(128, help="global batch size (under torchrun, split evenly across the processes)",
-                              group="training", type=positive_int, resume_must_match=True, recorded=True)
-    lr: float = setting(3e-3, help="peak Adam learning rate", group="training", type=positive_float,
+                              group="training", type=batch_images, resume_must_match=True, recorded=True)
+    lr: float = setting(3e-3, help="peak Adam learning rate (at most 1000)", group="training", type=adam_lr,
                         resume_must_match=True, recorded=True)
     lr_schedule: str = setting("cosine", help="cosine: per-step decay from --lr to 0 over --num_epochs; "
                                               "constant: --lr throughout", group="training",
                                choices=("cosine", "constant"), resume_must_match=True, recorded=True)
     patience: int = setting(0, help="early stopping after this many epochs without a better validation loss "
-                                    "(0: off)", group="training", type=nonneg_int, recorded=True)
+                                    "(0: off)", group="training", type=epoch_count_or_off, recorded=True)
     precision: str = setting("auto", help="autocast of the forward pass; auto: bf16 on CUDA GPUs, and on CPUs with "
                                           "native bf16 (AVX512-BF16 or AMX) for images of 16x16 pixels or more, "
                                           "fp32 elsewhere", group="training", choices=PRECISIONS,
@@ -117,7 +119,7 @@ class Settings:
                            group="training", per_run=True, makes_results=False)
     snapshot_every: int = setting(5, help="a reconstruction snapshot every N epochs, and the per-epoch record "
                                           "animated at the end (0: snapshots and animations off)", group="training",
-                                  type=nonneg_int, makes_results=False, recorded=True)
+                                  type=epoch_count_or_off, makes_results=False, recorded=True)
     tensorboard: bool = setting(False, help="also log to <output_dir>/tensorboard/ (scalars, reconstructions, "
                                             "hyperparameters, the test latents in the projector)",
                                 group="training", makes_results=False)
@@ -158,10 +160,37 @@ class Settings:
                             f"give positive widths, or 0 (or --dense alone) for none")
         if self.dense is not None:
             given["dense"] = tuple(u for u in self.dense if u)
-        return ModelConfig(family=self.model, latent_size=latent_size, image_shape=tuple(image_shape),
-                           beta=self.beta, noise_std=self.noise_std,
-                           umap_weight=umap_weight_at(self.umap_weight, self.umap_max_size, latent_size),
-                           **{**defaults, **given})
+        config = ModelConfig(family=self.model, latent_size=latent_size, image_shape=tuple(image_shape),
+                             beta=self.beta, noise_std=self.noise_std,
+                             umap_weight=umap_weight_at(self.umap_weight, self.umap_max_size, latent_size),
+                             **{**defaults, **given})
+        self.check_model_fits(config)
+        return config
+
+    def size_flags(self, config: ModelConfig) -> str:
+        """The flags that size config's network, with their values: the ones the user set (or, with
+        none set, --latent_size and --image_size), for the fix an error names."""
+        h, w = config.image_shape[1:]
+        shown = {"channels": self.channels, "dense": self.dense, "hidden": self.hidden}
+        flags = [f"--{k} (now {' '.join(map(str, v)) or 'none'})" for k, v in shown.items() if v is not None]
+        if not flags or config.latent_size > 512:  # past the default network's widths, the code itself is large
+            flags.append(f"--latent_size (now {config.latent_size})")
+        if self.image_size is not None or not flags:
+            flags.append(f"--image_size (now {h}x{w})")
+        return ", ".join(flags)
+
+    def check_model_fits(self, config: ModelConfig) -> None:
+        """Refuse, before any allocation, a network whose training state (weights, gradients and
+        Adam's two moments: 16 bytes a parameter) exceeds this machine's free memory, where it is built."""
+        import torch
+        from latentlab.cli import memory_available
+        with torch.device("meta"):  # shapes only: counts the parameters without allocating them
+            parameters = sum(p.numel() for p in build_model(config).parameters())
+        free = memory_available()
+        if 16 * parameters > free:
+            raise UserError(f"the latent-{config.latent_size} {config.family} model has {parameters / 1e6:,.0f} M "
+                            f"parameters, and training them needs {16 * parameters / 2**30:.1f} GiB; this machine has "
+                            f"{free / 2**30:.1f} GiB free; lower {self.size_flags(config)}")
 
 
 def umap_weight_at(weight: float, max_size: int, latent_size: int) -> float:

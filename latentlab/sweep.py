@@ -198,7 +198,9 @@ def evaluate_model(folder, settings: dict, device) -> dict:
     idx, selection = sample_test_items(len(images), settings["num_samples"], settings["seed"])
     z = encode_images(model, images[idx], device)
     if not np.isfinite(z).all():
-        raise UserError(f"{m.path} gives non-finite latents; the model diverged: lower --lr, or delete {folder} and retrain")
+        from latentlab.training import divergence_fix
+        raise UserError(f"{m.path} gives non-finite latents; the model diverged: lower "
+                        f"{divergence_fix(settings['lr'], model.config)}, or delete {folder} and retrain")
     metrics = score(reconstruct_batches(model, images, device), z, labels[idx].numpy(), len(data["class_names"]),
                     settings["folds"], settings["seed"])
     trained = m.ckpt["test_metrics"]

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from latentlab import files
 from latentlab.checkpointing import (HISTORY_KEYS, best_epoch_of, library_versions, load_resume, optimizer_to_cpu,
                                      to_cpu)
-from latentlab.cli import UserError
+from latentlab.cli import UserError, memory_for
 from latentlab.datasets import to_float
 from latentlab.distributed import (World, all_ranks_ok, all_reduce_sum, epoch_shard, local_batch_size, run_agreed,
                                    same_everywhere)
@@ -93,14 +93,9 @@ def learning_rate(settings: Settings, step: int, steps_per_epoch: int) -> float:
     return 0.5 * settings.lr * (1.0 + math.cos(math.pi * min(step, total) / total))
 
 
-def _build(config: ModelConfig, device: torch.device):
-    try:
+def _build(config: ModelConfig, device: torch.device, settings: Settings):
+    with memory_for(f"the latent-{config.latent_size} {config.family} model", settings.size_flags(config), device=device):
         model = build_model(config).to(device)
-    except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError is a RuntimeError
-        if not isinstance(e, MemoryError) and "memory" not in str(e) and "allocate" not in str(e):
-            raise
-        raise UserError(f"the latent-{config.latent_size} {config.family} model does not fit in memory on {device}; "
-                        f"lower --latent_size or --image_size")
     return model.to(memory_format=torch.channels_last) if config.channels_last else model
 
 
@@ -172,10 +167,20 @@ def evaluate(model, x_u8: torch.Tensor, idx: torch.Tensor, batch: int, amp: bool
     return obj_sum / max(n_img, 1), mse_sum / max(n_img, 1)
 
 
-def _diverged(config: ModelConfig, what: str, value, epoch: int, where: str, path: Path, lr: float) -> UserError:
+def _diverged(config: ModelConfig, what: str, value, epoch: int, where: str, path: Path,
+              settings: Settings) -> UserError:
     kept = f"the last good checkpoint ({path}, epoch {epoch}) is kept" if epoch > 0 else "no checkpoint of it was written"
     return UserError(f"training of the latent-{config.latent_size} {config.family} model diverged: the {what} became "
-                     f"{value} in epoch {epoch + 1}{where}; {kept}; lower --lr (now {lr:g}) and retry")
+                     f"{value} in epoch {epoch + 1}{where}; {kept}; lower {divergence_fix(settings.lr, config)} and retry")
+
+
+def divergence_fix(lr: float, config: ModelConfig) -> str:
+    """The settings a diverged training of config can lower, with their values: --lr, and each of
+    --beta, --noise_std, --umap_weight where it is in play (the VAE's beta above 1)."""
+    causes = [("lr", lr, True), ("beta", config.beta, config.family == "vae" and config.beta > 1),
+              ("noise_std", config.noise_std, config.noise_std > 0),
+              ("umap_weight", config.umap_weight, config.umap_weight > 0)]
+    return ", ".join(f"--{k} (now {v:g})" for k, v, in_play in causes if in_play)
 
 
 def train_model(config: ModelConfig, split: TrainingSplit, settings: Settings, path: Path, meta: dict,
@@ -193,7 +198,7 @@ def train_model(config: ModelConfig, split: TrainingSplit, settings: Settings, p
     """
     quiet = quiet or not world.main
     torch.manual_seed(settings.seed)  # the same initial weights for the same seed and config
-    model = _build(config, world.device)
+    model = _build(config, world.device, settings)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
     amp = use_bf16(settings.precision, world.device, config.image_shape)
     local_batch_size(settings.batch_size, world)
@@ -224,10 +229,10 @@ def train_model(config: ModelConfig, split: TrainingSplit, settings: Settings, p
         loss_sum, seen, step, steps = _train_epoch(net, opt, split, settings, epoch, amp, world, quiet, umap)
         loss_sum, seen = all_reduce_sum([float(loss_sum), float(seen)], world)
         if not math.isfinite(loss_sum):
-            raise _diverged(config, "loss", loss_sum, epoch, f" (by step {step} of {steps})", path, settings.lr)
+            raise _diverged(config, "loss", loss_sum, epoch, f" (by step {step} of {steps})", path, settings)
         val_loss, val_mse = evaluate(model, split.images, split.val, 1024, amp, world)
         if not math.isfinite(val_loss):
-            raise _diverged(config, "validation loss", val_loss, epoch, "", path, settings.lr)
+            raise _diverged(config, "validation loss", val_loss, epoch, "", path, settings)
         seconds = time.perf_counter() - t0
         for k, v in zip(HISTORY_KEYS, (epoch, loss_sum / seen, val_loss, val_mse, seconds, seen / seconds)):
             history[k].append(v)

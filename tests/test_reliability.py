@@ -374,9 +374,9 @@ def test_a_non_finite_loss_stops_within_the_epoch_and_keeps_the_last_good_checkp
 
 
 def test_a_diverging_training_says_so_in_one_line(tmp_path, capsys, one_thread):
-    err = run_in_process(["--latent_size", "2", "--dataset", "digits", "--model", "mlp", "--num_epochs", "2",
-                          "--lr", "1e30", "--output_dir", str(tmp_path), "--quiet"], capsys)
-    assert "latent-2 mlp model diverged: the loss became nan in epoch 1" in one_error_line(err)
+    err = run_in_process(["--latent_size", "2", "--dataset", "digits", "--model", "vae", "--num_epochs", "2",
+                          "--beta", "1e6", "--lr", "1000", "--output_dir", str(tmp_path), "--quiet"], capsys)
+    assert "latent-2 vae model diverged: the loss became nan in epoch 1" in one_error_line(err)
     assert "no checkpoint of it was written" in err and not (tmp_path / "model_latent_size_2.pth").exists()
 
 
