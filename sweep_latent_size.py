@@ -60,7 +60,7 @@ def main(args) -> dict:
     from latentlab import files
     from latentlab.inputs import say
     from latentlab.launch import Progress, run_jobs
-    from latentlab.sweep import PCA, family_name, job_state, load_finished, make_jobs, metrics_path
+    from latentlab.sweep import PCA, check_jobs, family_name, job_state, load_finished, make_jobs, metrics_path
     from latentlab.sweep_report import aggregate, run_rows, to_markdown, write_outputs
 
     t0 = time.perf_counter()
@@ -69,6 +69,7 @@ def main(args) -> dict:
     if args.data_dir is not None and len(datasets) > 1:
         raise UserError(f"--data_dir names one dataset's folder, and {len(datasets)} datasets are swept; "
                         f"leave it out and place each dataset's files in data/<name>/")
+    check_jobs(args, datasets, families)  # before any folder is made
     out = files.ensure_writable(args.output_dir)
     in_process = args.launcher == "local" and (args.max_parallel or 1) == 1
     jobs = make_jobs(args, datasets, seeds, families, sizes, quiet=args.quiet or not in_process)
@@ -79,8 +80,10 @@ def main(args) -> dict:
                     f"{progress.summary()}")
     for job, error in progress.failed():
         say(args.quiet, f"  run again: {job.name}, which failed: {error}")
-    run_jobs([j for j, (s, _) in states.items() if s in ("failed", "left")], progress, args)
-    progress.close()
+    try:
+        run_jobs([j for j, (s, _) in states.items() if s in ("failed", "left")], progress, args)
+    finally:  # a SIGTERM too: the bar's line ends before the sweep's last line
+        progress.close()
 
     order = {"dataset": {d: i for i, d in enumerate(datasets)}, "family": {f: i for i, f in enumerate([*families, PCA])}}
     finished = []  # (table order: dataset, family with PCA last, size, seed; the metrics file)

@@ -18,6 +18,16 @@ class UserError(Exception):
     """A problem with the user's input or environment: shown as one line, exit status 2."""
 
 
+class Interrupted(BaseException):
+    """A step stopped by a signal (SIGTERM, SIGINT): its one line, and exit status 128 + the
+    signal's number. A BaseException, as KeyboardInterrupt, so that no `except Exception` records
+    it as a failure."""
+
+    def __init__(self, signum: int, line: str):
+        super().__init__(line)
+        self.signum, self.line = signum, line
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with a one-line error (the usage block is what --help is for)."""
 
@@ -195,6 +205,9 @@ def run(main, args) -> None:
             traceback.print_exc()
         sys.stderr.write(f"error: {e}\n")
         sys.exit(2)
+    except Interrupted as e:
+        sys.stderr.write(f"{e.line}\n")
+        sys.exit(128 + e.signum)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(130)

@@ -9,11 +9,14 @@ them) are waited for, not started again.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,11 +24,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from latentlab import files
-from latentlab.cli import UserError
+from latentlab.cli import Interrupted, UserError
 from latentlab.sweep import Job, job_state, record_error, run_job
 
 STATES = ("done", "running", "failed", "left")
 POLL_SECONDS = 1.0
+STOP_SECONDS = 10.0  # how long stopped jobs get to exit on SIGTERM before SIGKILL
 SUBMITTED = "submitted.json"  # in a job's folder: the cluster's job id, to find it again
 ROOT = Path(__file__).resolve().parents[1]  # the repository: where a job's process imports latentlab from
 SLURM_ACTIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING")
@@ -91,10 +95,17 @@ class ChildProcess:
                 "except Exception: sys.exit(1)  # its error is in error.json\n"
                 "except KeyboardInterrupt: sys.exit(130)")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        self.process = subprocess.Popen([sys.executable, "-c", code, str(spec)], env=env, cwd=ROOT)
+        # a process group of its own: stop() reaches whatever the job starts, and a Ctrl-C in the
+        # terminal reaches the sweep alone, which stops its jobs itself
+        self.process = subprocess.Popen([sys.executable, "-c", code, str(spec)], env=env, cwd=ROOT,
+                                        start_new_session=True)
 
     def done(self) -> bool:
         return self.process.poll() is not None
+
+    def signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signum)
 
     def failure(self) -> str:
         code = self.process.returncode
@@ -167,9 +178,53 @@ def found_on_cluster(job: Job):
         return None
 
 
+@contextlib.contextmanager
+def stop_on_signals(in_process: bool):
+    """SIGTERM and SIGINT, while the sweep runs its jobs: the number of the first one in the list
+    this yields (in_process: raised at once as Interrupted, which stops the job this process runs)."""
+    caught = []
+    if threading.current_thread() is not threading.main_thread():  # only the main thread takes signals
+        yield caught
+        return
+
+    def handler(signum, frame):
+        caught.append(signum)
+        if in_process:
+            raise Interrupted(signum, f"interrupted by {signal.Signals(signum).name}: stopped the running job; "
+                                      f"re-run the same command to resume")
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield caught
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def stop_jobs(active: dict, progress: Progress, signum: int, cluster: bool) -> None:
+    """Stop the jobs this sweep started (each process group: SIGTERM, then SIGKILL after
+    STOP_SECONDS) and leave them to resume: no error is recorded. Jobs on a cluster keep running
+    there; so do those another process runs."""
+    name = signal.Signals(signum).name
+    ours = {job: h for job, h in active.items() if isinstance(h, ChildProcess)}
+    for handle in ours.values():
+        handle.signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_SECONDS
+    while any(not h.done() for h in ours.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for handle in ours.values():
+        handle.signal(signal.SIGKILL)  # the group: also what a job started and left behind
+        handle.process.wait()
+    for job in ours:
+        progress.set(job, job_state(job)[0])  # done if it finished meanwhile, else left: the next call resumes it
+    on_cluster = len(active) - len(ours) if cluster else 0
+    raise Interrupted(signum, f"interrupted by {name}: stopped {len(ours)} running job{'s' * (len(ours) != 1)}"
+                              + (f"; {on_cluster} submitted job{'s' * (on_cluster != 1)} keep running under "
+                                 f"submitit (SLURM's scancel stops them)" if on_cluster else "") + "; re-run the same command to resume")
+
+
 def run_jobs(to_run: list[Job], progress: Progress, args) -> None:
     """Run to_run with the launcher args name, wait for the jobs that were running already; every
-    outcome goes to progress."""
+    outcome goes to progress. SIGTERM or SIGINT stops the jobs this process started (stop_jobs)."""
     limit = args.max_parallel or (1 if args.launcher == "local" else len(to_run) or 1)
     active = {}
     for job, (state, _) in progress.states.items():
@@ -196,19 +251,22 @@ def run_jobs(to_run: list[Job], progress: Progress, args) -> None:
             return ChildProcess(dataclasses.replace(job, threads=threads))
     pending = list(to_run)
     started = 0
-    while pending or active:
-        while pending and started < limit:
-            job = pending.pop(0)
-            Path(job.folder).mkdir(parents=True, exist_ok=True)
-            progress.set(job, "running")
-            active[job], started = start(job), started + 1
-        for job, handle in list(active.items()):
-            if handle.done():
-                del active[job]
-                started -= job in to_run
-                finish(job, handle, progress)
-        if active:
-            time.sleep(POLL_SECONDS)
+    with stop_on_signals(in_process=start is Finished) as caught:
+        while pending or active:
+            while pending and started < limit and not caught:
+                job = pending.pop(0)
+                Path(job.folder).mkdir(parents=True, exist_ok=True)
+                progress.set(job, "running")
+                active[job], started = start(job), started + 1
+            if caught:
+                stop_jobs(active, progress, caught[0], cluster=args.launcher == "submitit")
+            for job, handle in list(active.items()):
+                if handle.done():
+                    del active[job]
+                    started -= job in to_run
+                    finish(job, handle, progress)
+            if active and not caught:
+                time.sleep(POLL_SECONDS)
 
 
 def finish(job: Job, handle, progress: Progress) -> None:

@@ -135,29 +135,18 @@ class Settings:
     def model_config(self, latent_size: int, image_shape) -> ModelConfig:
         """The network these settings ask for at one latent size; a width or depth the family or the
         image cannot take is a UserError."""
+        self.check_network_flags()
         conv = self.model != "mlp"
-        if conv and self.hidden is not None:
-            raise UserError(f"--hidden sets the widths of the mlp model, not of the {self.model} one; "
-                            f"use --channels (and --dense), or --model mlp")
-        if not conv and (self.channels is not None or any(self.dense or ())):
-            raise UserError("--channels and --dense set the conv and vae networks, not the mlp one; "
-                            "use --hidden, or --model conv")
         h, w = image_shape[1:]
         stages = max(1, conv_stages(h, w))  # images that never halve take one full-resolution stage
         if conv and self.channels is not None and len(self.channels) > stages:
             raise UserError(f"--channels gives {len(self.channels)} stages but {h}x{w} images take at most "
                             f"{stages} (each stride-2 stage halves the image while it stays even and larger "
                             f"than 4 pixels); give at most {stages} widths")
-        if self.bottleneck == "sphere" and self.model == "vae":
-            raise UserError("--bottleneck sphere: the VAE's code is Gaussian, not on a sphere; "
-                            "use --model conv or mlp, or drop --bottleneck")
         given = {k: v for k, v in (("channels", self.channels), ("hidden", self.hidden)) if v is not None}
         if self.bottleneck is not None:
             given["bottleneck"] = self.bottleneck if latent_size >= 3 else "linear"
         defaults = default_network(latent_size, self.model) if conv else {"dense": (), "bottleneck": "linear"}
-        if self.dense and 0 in self.dense and len(self.dense) > 1:
-            raise UserError(f"--dense {' '.join(map(str, self.dense))}: 0 means no dense layer and stands alone; "
-                            f"give positive widths, or 0 (or --dense alone) for none")
         if self.dense is not None:
             given["dense"] = tuple(u for u in self.dense if u)
         config = ModelConfig(family=self.model, latent_size=latent_size, image_shape=tuple(image_shape),
@@ -166,6 +155,23 @@ class Settings:
                              **{**defaults, **given})
         self.check_model_fits(config)
         return config
+
+    def check_network_flags(self) -> None:
+        """The width and bottleneck flags against the family, which needs no image: a UserError for
+        a flag the family does not take."""
+        conv = self.model != "mlp"
+        if conv and self.hidden is not None:
+            raise UserError(f"--hidden sets the widths of the mlp model, not of the {self.model} one; "
+                            f"use --channels (and --dense), or --model mlp")
+        if not conv and (self.channels is not None or any(self.dense or ())):
+            raise UserError("--channels and --dense set the conv and vae networks, not the mlp one; "
+                            "use --hidden, or --model conv")
+        if self.bottleneck == "sphere" and self.model == "vae":
+            raise UserError("--bottleneck sphere: the VAE's code is Gaussian, not on a sphere; "
+                            "use --model conv or mlp, or drop --bottleneck")
+        if self.dense and 0 in self.dense and len(self.dense) > 1:
+            raise UserError(f"--dense {' '.join(map(str, self.dense))}: 0 means no dense layer and stands alone; "
+                            f"give positive widths, or 0 (or --dense alone) for none")
 
     def size_flags(self, config: ModelConfig) -> str:
         """The flags that size config's network, with their values: the ones the user set (or, with

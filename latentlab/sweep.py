@@ -34,7 +34,8 @@ from latentlab.locking import FolderBusy, FolderLock
 from latentlab.pca import pca_encode, pca_reconstruct_batches
 from latentlab.probes import KNN_K, probe_scores
 from latentlab.scores import kmeans_nmi, reconstruction_scores
-from latentlab.settings import RESULT_SETTINGS, recorded_value, resolved_network
+from latentlab.datasets import DATASETS
+from latentlab.settings import RESULT_SETTINGS, Settings, recorded_value, resolved_network
 from model.autoencoder import describe, model_from_checkpoint
 
 # metric -> (what it is, for table headers and panel titles; does higher mean better)
@@ -89,6 +90,21 @@ class Job:
 
     def outputs(self) -> list[Path]:
         return [metrics_path(f) for f in (self.folder, self.pca_folder) if f is not None]
+
+
+def check_jobs(args, datasets, families) -> None:
+    """What every job would fail on that needs no data, refused before any folder is made: an
+    unknown dataset, an image folder that does not exist, a width flag a family does not take."""
+    for name in datasets:
+        if name.lower().startswith("folder:"):
+            if not Path(name.split(":", 1)[1]).is_dir():
+                raise UserError(f"--datasets {name}: no such folder; give folder:PATH with one sub-folder per class")
+        elif name.lower() not in DATASETS:
+            raise UserError(f"--datasets: unknown dataset {name!r}; choose from: {', '.join(DATASETS)}")
+    widths = {k: tuple(v) if isinstance(v, list) else v for k in ("channels", "dense", "hidden", "bottleneck")
+              for v in [getattr(args, k)]}
+    for family in families:
+        Settings(latent_size=2, model=family, **widths).check_network_flags()
 
 
 def make_jobs(args, datasets, seeds, families, sizes, quiet: bool) -> list[Job]:

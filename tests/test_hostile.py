@@ -48,3 +48,147 @@ def refused(proc) -> str:
 
 # ================================================================ D: sizes, ranges and the fixes named
 # (absurd sizes refused before allocating, divergence and size fixes named right, the sweep)
+def parse_refused(module: str, argv, capsys) -> str:
+    """A script's parse_args refusing argv: exit 2 and one line naming the flag; returns that line."""
+    import importlib
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(module).parse_args([str(a) for a in argv])
+    assert e.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and ": error: argument " in lines[0], lines
+    return lines[0]
+
+
+def run_refused(module: str, argv, capsys) -> str:
+    """A script's main through cli.run, in this process, as the script runs it: exit 2, one line."""
+    import importlib
+    from latentlab.cli import run
+    mod = importlib.import_module(module)
+    with pytest.raises(SystemExit) as e:
+        run(mod.main, mod.parse_args([str(a) for a in argv]))
+    assert e.value.code == 2
+    return one_error_line(capsys.readouterr().err)
+
+
+def written(folder) -> dict:
+    """What a run left in folder, but the writer lock's file that every step takes."""
+    return {k: v for k, v in checksums(folder).items() if k != ".latentlab.lock"} if Path(folder).exists() else {}
+
+
+@pytest.mark.parametrize("module,argv,message", [
+    ("train", ["--latent_size", 8, "--image_size", 100000], "--image_size: 100000 must be <= 1024"),
+    ("explore_latent_space", ["--grid_size", 100000], "--grid_size: 100000 must be <= 256"),
+    ("viz_generation", ["--grid_size", 100000], "--grid_size: 100000 must be <= 256"),
+    ("viz_generation", ["--max_std", "1e308"], "--max_std: 1e308 must be <= 100"),
+    ("viz_generation", ["--num_samples", 1000000000], "--num_samples: 1000000000 must be <= 1024"),
+    ("train", ["--latent_size", 8, "--lr", "1e308"], "--lr: 1e308 must be <= 1000"),
+    ("train", ["--latent_size", 8, "--beta", "inf"], "--beta: inf is not a finite number"),
+    ("train", ["--latent_size", 8, "--channels", 100000], "--channels: 100000 must be <= 65536"),
+    ("sweep_latent_size", ["--latent_sizes", 2, 10**9], "--latent_sizes: 1000000000 must be <= 65536"),
+    ("sweep_latent_size", ["--max_parallel", 10**6], "--max_parallel: 1000000 must be <= 1024"),
+])
+def test_absurd_sizes_are_refused_when_parsed_naming_the_flag_and_its_bound(module, argv, message, capsys):
+    assert message in parse_refused(module, argv, capsys)
+
+
+def test_images_resized_past_the_memory_are_refused_before_any_allocation(tmp_path, capsys):
+    # 60000 Fashion-MNIST images at 1024x1024 need about 140 GiB: refused before the resize starts
+    data = Path("/usr/share/datasets/fashion-mnist")
+    if not data.is_dir():
+        pytest.skip("no Fashion-MNIST IDX files (apt-get install dataset-fashion-mnist)")
+    out = tmp_path / "out"
+    line = run_refused("train", ["--latent_size", 8, "--dataset", "fashion-mnist", "--data_dir", data,
+                                 "--image_size", 1024, "--output_dir", out, "--quiet"], capsys)
+    assert "not enough memory for 60000 images of 1x1024x1024" in line
+    assert "lower --image_size (at most " in line
+    assert written(out) == {}
+
+
+def test_a_model_too_big_is_refused_before_it_is_built_naming_the_widths_set(tmp_path, capsys):
+    out = tmp_path / "out"
+    line = run_refused("train", ["--latent_size", 8, "--dataset", "digits", "--channels", 65536, "--dense", 65536,
+                                 "--output_dir", out, "--quiet"], capsys)
+    assert "the latent-2 conv model has" in line and "M parameters" in line
+    assert line.endswith("lower --channels (now 65536), --dense (now 65536)")
+    assert written(out) == {}
+
+
+def test_a_divergence_names_the_settings_in_play_with_their_values(tmp_path, capsys):
+    out = tmp_path / "out"
+    line = run_refused("train", ["--latent_size", 2, "--dataset", "digits", "--model", "vae", "--num_epochs", 1,
+                                 "--beta", "1e6", "--lr", 1000, "--snapshot_every", 0, "--output_dir", out,
+                                 "--quiet"], capsys)
+    assert "latent-2 vae model diverged" in line and line.endswith("lower --lr (now 1000), --beta (now 1e+06) and retry")
+    assert not (out / "model_latent_size_2.pth").exists()
+
+
+def test_the_fix_of_a_divergence_names_only_what_is_in_play():
+    from latentlab.training import divergence_fix
+    from model.autoencoder import ModelConfig
+    assert divergence_fix(0.003, ModelConfig(family="conv", latent_size=8)) == "--lr (now 0.003)"
+    assert divergence_fix(0.5, ModelConfig(family="mlp", latent_size=8, noise_std=0.25, umap_weight=0.1)) == \
+        "--lr (now 0.5), --noise_std (now 0.25), --umap_weight (now 0.1)"
+    assert divergence_fix(0.5, ModelConfig(family="vae", latent_size=8, beta=1.0)) == "--lr (now 0.5)"
+    assert divergence_fix(0.5, ModelConfig(family="conv", latent_size=8, beta=50.0)) == "--lr (now 0.5)"  # no KL term
+
+
+def test_an_allocation_that_fails_is_worded_with_the_flags_that_size_it():
+    import torch
+    from latentlab.cli import UserError, memory_for
+    with pytest.raises(UserError, match=r"^not enough memory for 10 samples: it needs 931322\.6 GiB and this machine "
+                                        r"has .* GiB free; lower --num_samples$"):
+        with memory_for("10 samples", "--num_samples", nbytes=10**15):
+            pytest.fail("allocated")
+    for failure in (MemoryError(), torch.OutOfMemoryError("CUDA out of memory"),
+                    RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 10 bytes")):
+        with pytest.raises(UserError, match=r"^not enough memory for a grid on this machine; lower --grid_size$"):
+            with memory_for("a grid", "--grid_size"):
+                raise failure
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):  # not a catch-all: other errors stay bugs
+        with memory_for("a grid", "--grid_size"):
+            raise RuntimeError("shapes cannot be multiplied")
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--datasets", "digits", "imagenet"], "--datasets: unknown dataset 'imagenet'; choose from: digits, mnist"),
+    (["--datasets", "folder:/no/such/folder"], "--datasets folder:/no/such/folder: no such folder"),
+    (["--datasets", "digits", "--models", "conv", "mlp", "--channels", 8], "--channels and --dense set the conv"),
+    (["--datasets", "digits", "--models", "vae", "--bottleneck", "sphere"], "--bottleneck sphere: the VAE's code"),
+])
+def test_a_sweep_that_every_job_would_fail_is_refused_before_any_folder(tmp_path, capsys, argv, message):
+    out = tmp_path / "sweep"
+    assert message in run_refused("sweep_latent_size", [*argv, "--output_dir", out, "--quiet"], capsys)
+    assert written(out) == {}
+
+
+@pytest.mark.slow
+def test_a_sweep_stopped_by_sigterm_stops_its_jobs_and_the_same_command_resumes_them(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+    out = tmp_path / "sweep"
+    flags = ["--datasets", "digits", "--models", "mlp", "--latent_sizes", 2, 4, "--num_epochs", 1, "--batch_size", 64,
+             "--snapshot_every", 0, "--max_parallel", 2, "--output_dir", out, "--quiet"]
+    sweep = subprocess.Popen([sys.executable, str(ROOT / "sweep_latent_size.py"), *map(str, flags)], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (jobs := psutil.Process(sweep.pid).children(recursive=True)):  # the first job has started
+            assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()
+            time.sleep(0.05)
+        sweep.send_signal(signal.SIGTERM)
+        _, err = sweep.communicate(timeout=120)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 143, err
+    line, = err.strip().splitlines()
+    assert line.startswith("interrupted by SIGTERM: stopped ") and line.endswith(
+        "running jobs; re-run the same command to resume") or line.endswith("running job; re-run the same command to resume")
+    alive = [p.pid for p in jobs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], f"the sweep left its jobs running: {alive}"
+    assert not list(out.rglob("error.json"))  # stopped, not failed: the next call resumes them
+    again = run_script("sweep_latent_size.py", *flags[:-1])
+    assert "2 done, 0 running, 0 failed, 0 left" in again.stdout

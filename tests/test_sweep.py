@@ -140,15 +140,16 @@ def test_a_sweep_with_other_flags_is_refused_before_it_trains(local_sweep):
 
 def test_a_failing_job_is_listed_with_its_error_and_the_others_still_run(tmp_path):
     import sweep_latent_size
-    args = sweep_latent_size.parse_args(["--datasets", f"folder:{tmp_path / 'missing'}", "--latent_sizes", "2",
+    (tmp_path / "imageless").mkdir()  # a folder that exists fails in the job, when its images are read
+    args = sweep_latent_size.parse_args(["--datasets", f"folder:{tmp_path / 'imageless'}", "--latent_sizes", "2",
                                          "--models", "mlp", "--output_dir", str(tmp_path / "out"), "--quiet"])
-    with pytest.raises(UserError, match=r"^1 of 1 jobs failed \(folder:.*missing, MLP autoencoder, latent size 2, "
-                                        r"seed 0: .*missing.*\); run the same command again to re-run them$"):
+    with pytest.raises(UserError, match=r"^1 of 1 jobs failed \(folder:.*imageless, MLP autoencoder, latent size 2, "
+                                        r"seed 0: .*imageless.*\); run the same command again to re-run them$"):
         sweep_latent_size.main(args)
     errors = list((tmp_path / "out").rglob("error.json"))
     assert len(errors) == 1
     error = json.loads(errors[0].read_text())["error"]
-    assert "missing" in error and "Traceback" in json.loads(errors[0].read_text())["traceback"]
+    assert "imageless" in error and "Traceback" in json.loads(errors[0].read_text())["traceback"]
     from latentlab.sweep import job_state, make_jobs
     job, = make_jobs(args, args.datasets, args.seeds, args.models, args.latent_sizes, quiet=True)
     assert job_state(job) == ("failed", error)  # what the next call lists, and runs again
