@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from latentlab.cli import Parser, positive_float, repeat_count, run  # noqa: E402
+from latentlab.cli import Parser, repeat_count, run, seconds  # noqa: E402
 
 STEPS = [
     ("encode", ["encode_latent_space.py", "--num_samples", "all"]),
@@ -49,7 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--trained", required=True, help="an output folder of train.py")
     p.add_argument("--numba_cache", default="user", choices=["user", "cold"])
     p.add_argument("--passes", type=repeat_count, default=1, help="runs of the chain; passes 2.. reuse pass 1's numba cache")
-    p.add_argument("--goal", type=positive_float, default=90.0, help="seconds the whole chain should stay under")
+    p.add_argument("--goal", type=seconds, default=90.0, help="seconds the whole chain should stay under")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)

@@ -61,7 +61,7 @@ def _ranged(kind, low=None, high=None, low_inclusive=True, allow=(), why: str = 
             value = kind(text)
         except (ValueError, OverflowError):
             raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}")
-        if not math.isfinite(value):  # float("nan") passes every comparison below
+        if kind is float and not math.isfinite(value):  # float("nan") passes every comparison below
             raise argparse.ArgumentTypeError(f"{text} is not a finite number")
         if low is not None and (value < low if low_inclusive else value <= low):
             raise argparse.ArgumentTypeError(f"{text} must be {'>=' if low_inclusive else '>'} {low}")
@@ -92,7 +92,6 @@ MAX_REPEATS = 1000  # repeats of a timing
 
 positive_int = _ranged(int, 1, MAX_ITEMS, why="more than any data set holds")
 nonneg_int = _ranged(int, 0, MAX_ITEMS, why="more than any data set holds")
-positive_float = _ranged(float, 0.0, low_inclusive=False)
 fraction = _ranged(float, 0.0, 0.9, low_inclusive=False, why="at least a tenth of the images must be left to train on")
 count_or_all = _ranged(int, 1, MAX_ITEMS, allow=("all",), why="more than any data set holds")
 at_least_two = _ranged(int, 2, MAX_ITEMS, why="more than any data set holds")
@@ -115,6 +114,7 @@ std_multiple = _ranged(float, 0.0, MAX_LATENT_STD, low_inclusive=False,
 processes = _ranged(int, 1, MAX_PROCESSES, why="more than a machine has cores")
 workers = _ranged(int, 0, MAX_PROCESSES, why="more than a machine has cores")
 minutes = _ranged(int, 1, MAX_MINUTES, why="a year")
+seconds = _ranged(float, 0.0, 60.0 * MAX_MINUTES, low_inclusive=False, why="a year")
 repeat_count = _ranged(int, 1, MAX_REPEATS, why="a thousand timings already give a stable median")
 
 

@@ -3,6 +3,7 @@ exit status 2, and the files already on disk are unchanged (their checksums befo
 
 Sections, one per class of defect: images of every mode (A), runs that never replace another run's
 results (B), writes and loads (C), sizes, ranges and the fixes that errors name (D)."""
+import functools
 import hashlib
 from pathlib import Path
 
@@ -192,3 +193,90 @@ def test_a_sweep_stopped_by_sigterm_stops_its_jobs_and_the_same_command_resumes_
     assert not list(out.rglob("error.json"))  # stopped, not failed: the next call resumes them
     again = run_script("sweep_latent_size.py", *flags[:-1])
     assert "2 done, 0 running, 0 failed, 0 left" in again.stdout
+
+
+SCRIPTS = ["train", "viz_reconstruction", "encode_latent_space", "viz_latent_space", "viz_kmeans_latent_space",
+           "classify_latent_space", "viz_generation", "explore_latent_space", "sweep_latent_size"]
+BENCHMARKS = ["bench_chain", "bench_encode_kmeans", "bench_explorer", "bench_probes", "bench_projection", "bench_train",
+              "neighbours_over_training", "quality", "training_budget"]
+
+
+def parser_of(module):
+    """The argparse parser a script or benchmark builds (caught as it parses), and what its
+    required options need to parse."""
+    import argparse
+
+    class Built(Exception):
+        pass
+
+    def catch(self, args=None, namespace=None):
+        raise Built(self)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(argparse.ArgumentParser, "parse_args", catch)
+        with pytest.raises(Built) as built:
+            (module.parse_args if hasattr(module, "parse_args") else module.main)([])
+    parser = built.value.args[0]
+    required = []
+    for a in parser._actions:
+        if a.required:
+            required += ([a.option_strings[0]] if a.option_strings else []) + ["8"]
+    return parser, required
+
+
+@functools.cache
+def numeric_options():
+    """(script, its parser, its required options, flag, nargs) of every option with a type."""
+    import importlib
+
+    from conftest import load_benchmark
+    found = []
+    for name in SCRIPTS + BENCHMARKS:
+        module = importlib.import_module(name) if name in SCRIPTS else load_benchmark(name)
+        parser, required = parser_of(module)
+        for a in parser._actions:
+            if a.option_strings and a.type is not None and a.type not in (str,):
+                found.append((name, parser, required, a.option_strings[0], a.nargs))
+    return found
+
+
+def test_every_numeric_option_of_every_script_has_an_upper_bound():
+    import math
+    unbounded = []
+    assert len(numeric_options()) > 60
+    for name, parser, required, flag, _ in numeric_options():
+        for huge in ("1" + "0" * 30, "1e300"):
+            try:
+                value = parser.parse_args([*required, flag, huge] if flag not in required else [flag, huge])
+            except SystemExit:
+                continue
+            v = getattr(value, parser._option_string_actions[flag].dest)
+            v = v[0] if isinstance(v, list) else v
+            if not (isinstance(v, float) and math.isfinite(v) and v < 1e6):
+                unbounded.append(f"{name} {flag} {huge}")
+    assert unbounded == []
+
+
+@pytest.mark.slow
+def test_fuzzed_numeric_options_parse_or_are_refused_in_one_line():
+    import contextlib
+    import io
+
+    from hypothesis import HealthCheck, given, settings, strategies as st
+    values = st.one_of(st.sampled_from(["0", "-1", "nan", "-nan", "inf", "-inf", "1e308", "1e309", "-1e308", "", " ",
+                                        "abc", "1.5", "0x10", "1_000", "9" * 400, "1e-320", "\x00", "٣", "+5", "--"]),
+                       st.integers().map(str), st.floats().map(str), st.text(max_size=8))
+
+    @settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(option=st.sampled_from(numeric_options()), value=values)
+    def check(option, value):
+        name, parser, required, flag, nargs = option
+        err = io.StringIO()
+        argv = [*(required if flag not in required else []), f"{flag}={value}"]
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                parser.parse_args(argv)
+            except SystemExit as e:
+                assert e.code == 2, (name, argv, e.code)
+                lines = err.getvalue().strip().splitlines()
+                assert len(lines) == 1 and "error:" in lines[0] and "Traceback" not in lines[0], (name, argv, lines)
+    check()
