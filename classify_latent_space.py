@@ -64,7 +64,7 @@ def main(args) -> dict:
 
     from latentlab import files, plots
     from latentlab.artifacts import check_latents_match
-    from latentlab.cli import UserError, pick_device, seed_everything, worded
+    from latentlab.cli import UserError, memory_for, pick_device, seed_everything, worded
     from latentlab.datasets import to_float
     from latentlab.inputs import find_latents, find_pca_baseline, find_test_data, read_training_split, say
     from latentlab.mlp_probe import PROBE_EPOCHS, PROBE_MIN_STEPS
@@ -115,7 +115,8 @@ def main(args) -> dict:
     else:
         sets = {(lat.latent_size, name): (x, lat.labels) for lat in latents for name, x in features(lat, data["images"]).items()}
         fits = len(sets) * len(args.probes) * args.folds
-    with tqdm(total=fits, desc="classifiers", unit="fit", disable=args.quiet, leave=False) as bar:
+    with tqdm(total=fits, desc="classifiers", unit="fit", disable=args.quiet, leave=False) as bar, \
+            memory_for("the classifiers on these latents", "the latents' --num_samples (encode_latent_space.py)"):
         # every feature set at once, side by side; the raw pixels both models share are fit once
         if heldout:
             with worded("encode more training images with encode_latent_space.py --split train --num_samples"):

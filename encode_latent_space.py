@@ -40,7 +40,7 @@ def main(args) -> dict:
     from tqdm import tqdm
 
     from latentlab import artifacts, files, tensorboard_log
-    from latentlab.cli import UserError, pick_device, seed_everything
+    from latentlab.cli import UserError, memory_for, pick_device, seed_everything
     from latentlab.inference import encode_images, sample_test_items
     from latentlab.inputs import find_models, load_training_split, say
     from model.autoencoder import model_from_checkpoint
@@ -69,7 +69,8 @@ def main(args) -> dict:
     for m in models:
         model = model_from_checkpoint(m.ckpt, device)
         with tqdm(total=n, unit="img", desc=f"encoding with the {m.latent_size}-d model", disable=args.quiet, leave=False) as bar:
-            z = encode_images(model, chosen, device, args.batch_size, progress=bar.update)
+            with memory_for(f"batches of {min(args.batch_size, n)} images", "--batch_size", device=device):
+                z = encode_images(model, chosen, device, args.batch_size, progress=bar.update)
         if not np.isfinite(z).all():
             raise UserError(f"{m.path} gives non-finite latents; the model diverged: retrain it")
         meta = {"split": args.split, "labels": labels[indices].tolist(), "indices": indices.tolist(),

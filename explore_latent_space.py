@@ -69,7 +69,9 @@ def main(args) -> dict:
     if not np.array_equal(latents[0].indices, latents[1].indices):
         raise UserError(f"{latents[0].path} and {latents[1].path} hold different test items; re-run encode_latent_space.py")
     two, big = latents
-    with worded("encode more with encode_latent_space.py --num_samples"):
+    with worded("encode more with encode_latent_space.py --num_samples"), \
+            memory_for(f"the projection of {len(latents[1].z)} latents",
+                       "the latents' --num_samples (encode_latent_space.py)"):
         xy, info = view_2d(big.z, args.vis_type, args.seed, out / "cache", args.quiet)
     clusters, notes = explorer.step5_clusters(out, latents, args.seed, args.quiet)
     preds, more = explorer.step6_predictions(out, latents, device, args.quiet)

@@ -35,7 +35,7 @@ def main(args) -> dict:
     from pathlib import Path
 
     from latentlab import files, plots
-    from latentlab.cli import UserError, seed_everything, worded
+    from latentlab.cli import UserError, memory_for, seed_everything, worded
     from latentlab.inputs import find_latents, say
     from latentlab.scores import kmeans_scores
     from latentlab.projection import METHOD_NAMES, axis_labels, clustering_space, view_2d
@@ -56,7 +56,8 @@ def main(args) -> dict:
         raise UserError(f"--umap_dims {args.umap_dims} needs at least {args.umap_dims + 2} latents, there are {n}; "
                         f"lower --umap_dims or encode more samples")
     results, figures = {}, []
-    with worded("encode more with encode_latent_space.py --num_samples"):
+    with worded("encode more with encode_latent_space.py --num_samples"), \
+            memory_for(f"k-means on {n} latents", "the latents' --num_samples (encode_latent_space.py)"):
         for lat in latents:
             feats, info = clustering_space(lat.z, args.space, args.umap_dims, args.seed, cache, args.quiet)
             space = f"the {lat.latent_size}-d latent space" if info is None else f"its {args.umap_dims}-d UMAP"

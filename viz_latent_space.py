@@ -50,7 +50,7 @@ def main(args) -> dict:
     from pathlib import Path
 
     from latentlab import files, plots
-    from latentlab.cli import seed_everything, worded
+    from latentlab.cli import memory_for, seed_everything, worded
     from latentlab.inputs import find_latents, say
     from latentlab.probes import KNN_K
 
@@ -58,7 +58,9 @@ def main(args) -> dict:
     out = Path(args.output_dir)
     latents = find_latents(args.latent_space, args.output_dir, quiet=args.quiet)
     main_l = latents[-1]
-    with worded("encode more with encode_latent_space.py --num_samples"):
+    with worded("encode more with encode_latent_space.py --num_samples"), \
+            memory_for(f"the projections of {len(main_l.z)} latents",
+                       "the latents' --num_samples (encode_latent_space.py)"):
         views = [view_and_score(lat, args, out / "cache") for lat in latents]
     results = {str(lat.latent_size): row for lat, (row, _) in zip(latents, views)}
     panels = [panel for _, panel in views]

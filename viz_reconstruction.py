@@ -27,7 +27,7 @@ def main(args) -> dict:
     from tqdm import tqdm
 
     from latentlab import files, plots
-    from latentlab.cli import UserError, pick_device, seed_everything
+    from latentlab.cli import UserError, memory_for, pick_device, seed_everything
     from latentlab.inputs import find_models, find_pca_baseline, say
     from model.autoencoder import model_from_checkpoint
     from latentlab.inference import reconstruct_batches
@@ -66,9 +66,11 @@ def main(args) -> dict:
         model = model_from_checkpoint(m.ckpt, device)
         progress = tqdm(reconstruct_batches(model, images, device, args.batch_size), total=batches,
                         desc=f"{k}-d model", disable=args.quiet, leave=False)
-        ae = reconstruction_scores(progress)
-        pk = min(k, pca["components"].shape[0])
-        base = reconstruction_scores(pca_reconstruct_batches(images, pca["mean"], pca["components"], pk, args.batch_size))
+        with memory_for(f"batches of {args.batch_size} images", "--batch_size", device=device):
+            ae = reconstruction_scores(progress)
+            pk = min(k, pca["components"].shape[0])
+            base = reconstruction_scores(pca_reconstruct_batches(images, pca["mean"], pca["components"], pk,
+                                                                 args.batch_size))
         results[str(k)] = {"model": m.label, "model_path": str(m.path), "family": m.family, "autoencoder": ae,
                            "pca": {**base, "components": pk}, "mse_vs_pca": ae["mse"] / base["mse"] if base["mse"] > 0 else None}
     metrics = {"step": "reconstruction", "dataset": data["dataset"], "test_data": str(data_path),
