@@ -11,7 +11,8 @@ PSNR and SSIM of the reconstructions of every test image; the accuracy of a line
 10-NN and the NMI of k-means (one cluster per class) on the encoded test images (--num_samples), by
 stratified --folds cross-validation. PCA of each size is scored the same way, per dataset and seed.
 A job writes metrics.json last, so a rerun skips it; an interrupted training resumes; a failed job
-(error.json) is listed and run again by the next call. Writes to --output_dir: sweep_runs.csv
+(error.json) is listed and run again by the next call. SIGTERM or Ctrl-C stops the running jobs
+(exit status 143 or 130), and the same command resumes them; every dataset name is checked first. Writes to --output_dir: sweep_runs.csv
 (every job), sweep_results.csv and .md (mean ± sd over seeds) and sweep_metrics_<dataset>.png.
 """
 from dataclasses import fields

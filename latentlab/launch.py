@@ -5,7 +5,8 @@ through submitit's AutoExecutor: SLURM where sbatch exists, else subprocesses on
 Whatever runs a job, its outcome lands in its folder (metrics.json, or error.json), so the sweep
 collects by reading folders, and a later sweep collects jobs that finished while it was away.
 Jobs still running at the start (another process holds their folder's lock, or SLURM still has
-them) are waited for, not started again.
+them) are waited for, not started again. SIGTERM or SIGINT stops the jobs this process started and
+leaves them to resume (stop_jobs); jobs submitted through submitit keep running there.
 """
 from __future__ import annotations
 
