@@ -164,8 +164,13 @@ def memory_available(device=None) -> int:
     try:
         import psutil
         return psutil.virtual_memory().available
-    except ImportError:  # psutil is optional: the POSIX count of free pages
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except ImportError:  # psutil is optional: Linux's estimate, which counts the page cache it can drop
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return sys.maxsize  # unknown: no check, and a failing allocation is still worded (memory_for)
 
 
 @contextlib.contextmanager
