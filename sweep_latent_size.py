@@ -12,13 +12,14 @@ PSNR and SSIM of the reconstructions of every test image; the accuracy of a line
 stratified --folds cross-validation. PCA of each size is scored the same way, per dataset and seed.
 A job writes metrics.json last, so a rerun skips it; an interrupted training resumes; a failed job
 (error.json) is listed and run again by the next call. SIGTERM or Ctrl-C stops the running jobs
-(exit status 143 or 130), and the same command resumes them; every dataset name is checked first. Writes to --output_dir: sweep_runs.csv
-(every job), sweep_results.csv and .md (mean ± sd over seeds) and sweep_metrics_<dataset>.png.
+(exit status 143 or 130), and the same command resumes them; every dataset name is checked first.
+Writes to --output_dir: sweep_runs.csv (every job), sweep_results.csv and .md (mean ± sd over seeds)
+and sweep_metrics_<dataset>.png.
 """
 from dataclasses import fields
 
-from latentlab.cli import (UserError, count_or_all, fold_count, make_parser, minutes, nonneg_int, processes, run, seed_int,
-                           width)
+from latentlab.cli import (UserError, count_or_all, fold_count, make_parser, minutes, nonneg_int, processes, run,
+                           seed_int, width)
 from latentlab.settings import Settings, add_training_flags
 from model.autoencoder import FAMILIES
 

@@ -34,8 +34,8 @@ def parse_args(argv=None):
     g.add_argument("--num_dims", type=width, default=8,
                    help="traverse, N-d model: how many of the highest-variance latent dimensions to vary")
     g.add_argument("--max_std", type=std_multiple, default=3.0,
-                   help="traverse, N-d model: vary each dimension from -max_std to +max_std of its std (at most 100: the test "
-                        "latents lie within a few)")
+                   help="traverse, N-d model: vary each dimension from -max_std to +max_std of its std (at most 100: "
+                        "the test latents lie within a few)")
     g.add_argument("--traverse_steps", type=row_length, default=7,
                    help="traverse, N-d model: offsets from -max_std to +max_std")
     return p.parse_args(argv)
@@ -141,7 +141,8 @@ def main(args) -> dict:
                 std = z_test.double().std(dim=0, unbiased=False)
                 offsets = gen.traversal_offsets(args.max_std, args.traverse_steps)
                 grid = gen.traversal_latents(z_test[a], dims, std, offsets)  # (dims, offsets, N)
-                decoded = decode(m.latent_size, grid.flatten(0, 1), "--num_dims or --traverse_steps").unflatten(0, grid.shape[:2])
+                decoded = decode(m.latent_size, grid.flatten(0, 1), "--num_dims or --traverse_steps")
+                decoded = decoded.unflatten(0, grid.shape[:2])  # (dims, offsets, C, H, W)
                 original = to_float(images[a:a + 1])
                 rows = [(f"dim {d}\n(std {std[d]:.2f})", torch.cat([original, decoded[i]]))
                         for i, d in enumerate(dims.tolist())]

@@ -66,7 +66,8 @@ def _ranged(kind, low=None, high=None, low_inclusive=True, allow=(), why: str = 
         if low is not None and (value < low if low_inclusive else value <= low):
             raise argparse.ArgumentTypeError(f"{text} must be {'>=' if low_inclusive else '>'} {low}")
         if high is not None and value > high:
-            raise argparse.ArgumentTypeError(f"{text} must be <= {high if kind is int else f'{high:g}'}{f': {why}' if why else ''}")
+            shown = high if kind is int else f"{high:g}"
+            raise argparse.ArgumentTypeError(f"{text} must be <= {shown}{f': {why}' if why else ''}")
         return value
     parse.__name__ = kind.__name__  # argparse names the type in its messages
     return parse

@@ -134,7 +134,8 @@ def resize_uint8(x: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
     n, c = len(x), x.shape[1]
     per_pixel = c * (2 * n + 4 * min(chunk, n))  # bytes: the uint8 parts and their concatenation, one float chunk
     fits = int((memory_available() / per_pixel) ** 0.5)
-    with memory_for(f"{n} images of {c}x{size}x{size}", f"--image_size (at most {fits} fits)", per_pixel * size * size):
+    with memory_for(f"{n} images of {c}x{size}x{size}", f"--image_size (at most {fits} fits)",
+                    per_pixel * size * size):
         out = []
         for part in x.split(chunk):
             y = F.interpolate(part.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)

@@ -96,7 +96,7 @@ class ChildProcess:
                 "except Exception: sys.exit(1)  # its error is in error.json\n"
                 "except KeyboardInterrupt: sys.exit(130)")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-        # a process group of its own: stop() reaches whatever the job starts, and a Ctrl-C in the
+        # a process group of its own: signal() reaches whatever the job starts, and a Ctrl-C in the
         # terminal reaches the sweep alone, which stops its jobs itself
         self.process = subprocess.Popen([sys.executable, "-c", code, str(spec)], env=env, cwd=ROOT,
                                         start_new_session=True)
@@ -218,9 +218,10 @@ def stop_jobs(active: dict, progress: Progress, signum: int, cluster: bool) -> N
     for job in ours:
         progress.set(job, job_state(job)[0])  # done if it finished meanwhile, else left: the next call resumes it
     on_cluster = len(active) - len(ours) if cluster else 0
+    elsewhere = (f"; {on_cluster} submitted job{'s' * (on_cluster != 1)} keep running under submitit (SLURM's "
+                 f"scancel stops them)" if on_cluster else "")
     raise Interrupted(signum, f"interrupted by {name}: stopped {len(ours)} running job{'s' * (len(ours) != 1)}"
-                              + (f"; {on_cluster} submitted job{'s' * (on_cluster != 1)} keep running under "
-                                 f"submitit (SLURM's scancel stops them)" if on_cluster else "") + "; re-run the same command to resume")
+                              f"{elsewhere}; re-run the same command to resume")
 
 
 def run_jobs(to_run: list[Job], progress: Progress, args) -> None:
