@@ -281,3 +281,15 @@ def test_fuzzed_numeric_options_parse_or_are_refused_in_one_line():
                 lines = err.getvalue().strip().splitlines()
                 assert len(lines) == 1 and "error:" in lines[0] and "Traceback" not in lines[0], (name, argv, lines)
     check()
+
+
+@pytest.mark.parametrize("argv,flag", [(["--mode", "sample", "--num_samples", 1024], "--num_samples"),
+                                       (["--mode", "traverse", "--grid_size", 256], "--grid_size")])
+def test_generation_past_the_free_memory_is_refused_before_decoding(trained_copy, monkeypatch, capsys, argv, flag):
+    from latentlab import cli
+    monkeypatch.setattr(cli, "memory_available", lambda device=None: 2**10)  # a machine with 1 KiB free
+    before = checksums(trained_copy)
+    line = run_refused("viz_generation", [*argv, "--output_dir", trained_copy, "--device", "cpu", "--quiet"], capsys)
+    assert re.fullmatch(rf"error: not enough memory for \d+ decoded images of 1x8x8: it needs .* GiB and this "
+                        rf"machine has 0\.0 GiB free; lower {flag}", line), line
+    assert written(trained_copy) == {k: v for k, v in before.items() if k != ".latentlab.lock"}
