@@ -1,5 +1,6 @@
-"""What every step shares: the common flags, option range checks, seeding, the device rule, and
-the way a user error becomes one line on stderr and exit status 2."""
+"""What every step shares: the common flags, option range checks (each bound with what it fits),
+seeding, the device rule, allocations worded by the flags that size them, and the way a user error
+becomes one line on stderr and exit status 2 (a signal that stops a step: 128 + its number)."""
 from __future__ import annotations
 
 import argparse
