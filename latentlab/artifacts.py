@@ -26,8 +26,8 @@ HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_mse", "seconds", "images
 
 
 def _require(cond, path, what):
-    if not cond:
-        raise UserError(f"{path} is malformed: {what}; retrain to recreate it")
+    if not cond:  # what may quote a value of the file: one line, whatever it holds
+        raise UserError(f"{path} is malformed: {' '.join(what.split())[:300]}; retrain to recreate it")
 
 
 def _is_int(v) -> bool:
@@ -38,6 +38,13 @@ def _is_shape(v) -> bool:
     return isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_int(s) and s >= 1 for s in v)
 
 
+def _is_plain(v) -> bool:
+    """A setting's value as JSON holds it (a number, a string, None, a list of them), not a tensor."""
+    if isinstance(v, (list, tuple)):
+        return all(map(_is_plain, v))
+    return v is None or isinstance(v, (bool, int, float, str))
+
+
 def _is_names(v) -> bool:
     return isinstance(v, list) and all(isinstance(n, str) for n in v)
 
@@ -46,7 +53,8 @@ def _parameter_shapes(config, path) -> tuple[dict, list]:
     """Build the model of a checkpoint's config on the meta device (no memory, no compute) and
     return ({state_dict name: shape}, [(parameter name, shape)] in model.parameters() order, the
     optimizer's): the config must build, and the weights must fit it."""
-    _require(isinstance(config, dict), path, "no model config")
+    _require(isinstance(config, dict) and all(map(_is_plain, config.values())), path,
+             "no model config of plain values")
     _require(config.get("family") in FAMILIES, path, f"model family {config.get('family')!r} is not one of {', '.join(FAMILIES)}")
     _require(_is_int(config.get("latent_size")) and config["latent_size"] >= 1, path, "latent_size must be a positive integer")
     _require(_is_shape(config.get("image_shape")), path, "image_shape must be three positive integers (C, H, W)")
@@ -151,10 +159,13 @@ def load_checkpoint(path) -> dict:
     ds = ckpt.get("dataset")
     _require(isinstance(ds, dict) and isinstance(ds.get("name"), str) and _is_names(ds.get("class_names")), path,
              "no dataset description (name, class names)")
-    _require(list(ds.get("image_shape", ckpt["config"]["image_shape"])) == list(ckpt["config"]["image_shape"]), path,
-             f"its dataset's image shape {ds.get('image_shape')} differs from its config's {ckpt['config']['image_shape']}")
+    shape = ds.get("image_shape", ckpt["config"]["image_shape"])
+    _require(isinstance(shape, (list, tuple)) and list(shape) == list(ckpt["config"]["image_shape"]), path,
+             f"its dataset's image shape {shape} differs from its config's {ckpt['config']['image_shape']}")
     history = _check_history(ckpt, path)
-    _require(isinstance(ckpt.get("train", {}), dict), path, "the training settings must be a dict")
+    train = ckpt.get("train", {})
+    _require(isinstance(train, dict) and all(map(_is_plain, train.values())), path,
+             "the training settings must be a dict of plain values")
     if "resume" in ckpt:
         r = ckpt["resume"]
         _require(isinstance(r, dict) and _is_int(r.get("epoch")) and r["epoch"] >= 0, path,
@@ -331,6 +342,8 @@ def _load_array(path) -> np.ndarray:
         raise UserError(f"{path} is not a readable .npy file ({str(e).splitlines()[0][:80] if str(e) else 'ValueError'}); {hint}")
     except MemoryError:
         raise UserError(f"not enough memory to load {path}")
+    except PermissionError as e:
+        raise files.cannot_read(path, e)
     except Exception as e:  # OSError, EOFError, SyntaxError in a forged header, ...: unreadable input
         raise UserError(f"{path} is not a readable .npy file ({type(e).__name__}); {hint}")
     if not isinstance(z, np.ndarray):  # np.load opens any zip archive (a .pth, an .npz) as an NpzFile

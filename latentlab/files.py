@@ -249,6 +249,11 @@ def save_figure(fig, path, dpi: int = 120) -> Path:
 
 
 # ---------------------------------------------------------------- safe, validated loads
+def cannot_read(path, e: OSError) -> UserError:
+    """A file that is there but cannot be read (another user's, without read permission): not a damaged one."""
+    return UserError(f"cannot read {path}: {e.strerror or e}; make it readable (chmod a+r) or pass a copy you can read")
+
+
 def load_torch(path, kind: str, hint: str = "") -> dict:
     """Load a .pth written by this project with weights_only=True and check its kind and version.
 
@@ -272,6 +277,8 @@ def load_torch(path, kind: str, hint: str = "") -> dict:
         raise UserError(f"{path} is not a readable PyTorch file (bad pickle data); it may be truncated or of another kind")
     except MemoryError:
         raise UserError(f"not enough memory to load {path}; free memory or use a machine with more")
+    except PermissionError as e:
+        raise cannot_read(path, e)
     except Exception as e:  # RuntimeError (bad zip), EOFError, ValueError, IndexError, ...: unreadable input
         if "allocate" in str(e):
             raise UserError(f"not enough memory to load {path}; free memory or use a machine with more")
@@ -281,8 +288,9 @@ def load_torch(path, kind: str, hint: str = "") -> dict:
         raise UserError(f"{path} is not a latentlab artifact (expected a {kind} written by train.py)")
     if obj["kind"] != kind:
         raise UserError(f"{path} is a {obj['kind']}, not a {kind}{'; ' + hint if hint else ''}")
-    if obj.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path} has format version {obj.get('format_version')}, this version reads "
+    version = obj.get("format_version")
+    if type(version) is not int or version != FORMAT_VERSION:  # a tensor here would not compare to one bool
+        raise UserError(f"{path} has format version {' '.join(str(version).split())[:40]}, this version reads "
                         f"{FORMAT_VERSION}; retrain with this version's train.py")
     return obj
 
@@ -295,7 +303,9 @@ def load_json(path, kind: str, hint: str) -> dict:
         obj = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{path} does not exist; {hint}")
-    except (ValueError, OSError, UnicodeDecodeError, RecursionError) as e:
+    except OSError as e:
+        raise cannot_read(path, e)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise UserError(f"{path} is not valid JSON ({type(e).__name__}); {hint}")
     if not isinstance(obj, dict) or obj.get("kind") != kind:
         raise UserError(f"{path} is not a {kind} file; {hint}")

@@ -52,6 +52,7 @@ import subprocess
 
 import numpy as np
 import torch
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from latentlab import artifacts, files
 from latentlab.cli import UserError
@@ -215,6 +216,37 @@ def test_C_a_training_writes_every_artifact_with_the_umask_mode(trained):
     assert modes and set(modes.values()) == {oct(0o666 & ~mask)}, modes
 
 
+def test_C_a_colleague_reads_what_was_written_and_is_told_plainly_what_they_cannot_read(tmp_path):
+    """Another user (uid 65534) loads a checkpoint written under umask 022, and one made 0600:
+    'cannot read ...: Permission denied', not 'may be truncated'."""
+    import sys
+    import tempfile
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv (util-linux) to run a process as another user")
+    shared = Path(tempfile.mkdtemp(dir="/tmp"))  # pytest's tmp_path is private to its user
+    try:
+        shared.chmod(0o755)
+        was = os.umask(0o022)
+        try:
+            artifacts.save_latents(shared / "latent_space_size_2.npy", np.zeros((4, 2)), _LATENT_META)
+            files.save_json({"kind": "k", "format_version": files.FORMAT_VERSION}, shared / "private.json")
+        finally:
+            os.umask(was)
+        (shared / "private.json").chmod(0o600)
+        code = ("import sys; from latentlab import artifacts, files\n"
+                "print(artifacts.load_latents(sys.argv[1]).z.shape)\n"
+                "try: files.load_json(sys.argv[2], 'k', '')\n"
+                "except Exception as e: print(e)")
+        proc = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code,
+                               shared / "latent_space_size_2.npy", shared / "private.json"],
+                              cwd=ROOT, capture_output=True, text=True)
+    finally:
+        shutil.rmtree(shared)
+    assert proc.stdout.splitlines() == ["(4, 2)", f"cannot read {shared / 'private.json'}: Permission denied; make it "
+                                                  f"readable (chmod a+r) or pass a copy you can read"], proc.stderr
+
+
 # ---------------------------------------------------------------- non-finite weights and numbers
 def _edited(src, dst, change):
     ckpt = torch.load(src, weights_only=True)
@@ -321,35 +353,69 @@ def _key_paths(obj, at=()):
             yield from _key_paths(v, (*at, k))
 
 
-def test_C_a_resume_state_missing_any_key_is_refused_or_resumes(trained, tmp_path):
-    """Each key of the checkpoint (nested ones too: optimizer, history, record) removed in turn:
-    --resume either continues or stops with one UserError line, never with another exception."""
+def _resume_from(ckpt, path) -> str:
+    """load_resume of ckpt saved at path, as train.py --resume calls it: "resumed" or its UserError line."""
     from latentlab.checkpointing import load_resume
     from latentlab.settings import Settings
     from model.autoencoder import build_model
-    src = trained / "model_latent_size_8.pth"
-    whole = torch.load(src, weights_only=True)
-    settings = Settings.from_args(__import__("train").parse_args([str(a) for a in RESUME_FLAGS]))
-    refused_keys, resumed = [], []
+    import train
+    torch.save(ckpt, path)
+    settings = Settings.from_args(train.parse_args([str(a) for a in RESUME_FLAGS]))
+    model = build_model(_WHOLE["config"])
+    opt = torch.optim.Adam(model.parameters())
+    try:
+        load_resume(path, settings, model.config, {"dataset": _WHOLE["dataset"]}, model, opt)
+        return "resumed"
+    except UserError as e:
+        assert "\n" not in str(e)
+        return str(e)
+
+
+_WHOLE = {}
+
+
+@pytest.fixture
+def whole(trained):
+    """The trained 8-d checkpoint as a dict, loaded once."""
+    if not _WHOLE:
+        _WHOLE.update(torch.load(trained / "model_latent_size_8.pth", weights_only=True))
+    return _WHOLE
+
+
+def _at(ckpt, keys):
+    for k in keys[:-1]:
+        ckpt = ckpt[k]
+    return ckpt
+
+
+def test_C_a_resume_state_missing_any_key_is_refused_or_resumes(whole, tmp_path):
+    """Each key of the checkpoint (nested ones too: optimizer, history, record) removed in turn:
+    --resume either continues or stops with one UserError line, never with another exception."""
+    import copy
+    outcome = {}
     for keys in _key_paths(whole):
-        ckpt = torch.load(src, weights_only=True)
-        parent = ckpt
-        for k in keys[:-1]:
-            parent = parent[k]
-        del parent[keys[-1]]
-        path = tmp_path / "model_latent_size_8.pth"
-        torch.save(ckpt, path)
-        model = build_model(whole["config"])
-        opt = torch.optim.Adam(model.parameters())
-        try:
-            load_resume(path, settings, model.config, {"dataset": whole["dataset"]}, model, opt)
-            resumed.append(keys)
-        except UserError as e:
-            assert "\n" not in str(e)
-            refused_keys.append(keys)
-    assert refused_keys and resumed  # what a resume needs is refused, a note such as "versions" is not
-    needed = [("resume",), ("history",), ("best_epoch",), ("resume", "optimizer", "state"), ("record", "xy")]
-    assert all(k in refused_keys for k in needed), [k for k in needed if k not in refused_keys]
+        ckpt = copy.deepcopy(whole)
+        del _at(ckpt, keys)[keys[-1]]
+        outcome[keys] = _resume_from(ckpt, tmp_path / "model_latent_size_8.pth")
+    needed = [("resume",), ("history",), ("best_epoch",), ("resume", "optimizer", "state"), ("record", "xy"),
+              ("resume", "optimizer", "state", 0, "exp_avg"), ("history", "val_loss"), ("config",)]
+    assert all(outcome[k] != "resumed" for k in needed), {k: outcome[k] for k in needed}
+    assert outcome[("versions",)] == outcome[("record",)] == "resumed"  # a note, and a record that starts afresh
+
+
+JUNK = st.sampled_from([None, "text", float("nan"), float("inf"), -1, 10**6, True, [], {}, [1.0, "a"],
+                        torch.zeros(3), torch.full((2, 2), float("nan")), torch.zeros(0, dtype=torch.uint8)])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pick=st.integers(0, 10**6), junk=JUNK)
+def test_C_a_resume_state_with_any_value_replaced_is_refused_or_resumes(whole, tmp_path, pick, junk):
+    import copy
+    paths = list(_key_paths(whole))
+    keys = paths[pick % len(paths)]
+    ckpt = copy.deepcopy(whole)
+    _at(ckpt, keys)[keys[-1]] = junk
+    _resume_from(ckpt, tmp_path / "model_latent_size_8.pth")  # a UserError line or a resume, nothing else
 
 
 # ================================================================ D: sizes, ranges and the fixes named
