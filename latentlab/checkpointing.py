@@ -18,7 +18,6 @@ from latentlab.settings import RESUME_MUST_MATCH, Settings, recorded_value
 from model.autoencoder import ModelConfig
 
 
-
 def library_versions() -> dict:
     out = {"torch": str(torch.__version__)}
     for pkg in ("torchvision", "numpy", "scikit-learn"):

@@ -1,11 +1,11 @@
-"""Files of output/: where each artifact lives, atomic writes, safe loads of this project's
-.pth and JSON files (kind and format version checked), and content-keyed cache entries. What each
-kind must hold is checked in artifacts.py.
+"""Files of output/: where each artifact lives, atomic writes (of one file, or of a group replaced
+together), safe loads of this project's .pth and JSON files (kind and format version checked), and
+content-keyed cache entries. What each kind must hold is checked in artifacts.py.
 
   model_latent_size_{N}.pth   kind "checkpoint": weights + config + dataset + history + resume state
   test_data.pth               kind "test_data": held-out images, labels, class names, split, models
   pca_baseline.pth            kind "pca_baseline": mean + components fit on the training split
-  latent_space_size_{N}.npy   float32 (samples, N), with latent_space_size_{N}.json beside it
+  latent_space_size_{N}.npy   float32 (samples, N), with latent_space_size_{N}.json beside it (its SHA-256)
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import os
 import pickle
 import re
 import secrets
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -84,7 +85,10 @@ def replace_together(writers: dict) -> list[Path]:
         if len(paths) > 1:  # hard links to the old files, to put them back if a later rename fails
             for path in filter(Path.exists, paths):
                 backups[path] = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-                os.link(path, backups[path])
+                try:
+                    os.link(path, backups[path])
+                except OSError:  # a file system without hard links
+                    shutil.copy2(path, backups[path])
         for path, tmp in zip(paths, temps):
             os.replace(tmp, path)
             done.append(path)
@@ -242,10 +246,10 @@ def load_cached_npy(path, valid) -> np.ndarray | None:
 def save_figure(fig, path, dpi: int = 120) -> Path:
     """Save a matplotlib figure as PNG atomically, then close it."""
     import matplotlib.pyplot as plt
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write(path, lambda f: f.write(buf.getvalue()))
+    try:
+        return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
 
 
 # ---------------------------------------------------------------- safe, validated loads

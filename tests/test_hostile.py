@@ -192,6 +192,18 @@ def test_C_a_torn_pair_is_refused_and_an_older_pair_without_the_hash_still_loads
     assert (artifacts.load_latents(new / "latent_space_size_2.npy").z == 1).all()
 
 
+def test_C_a_latent_value_changed_on_disk_is_refused(tmp_path):
+    """One flipped bit in the array's data keeps its header, shape and finiteness: the hash tells."""
+    path = tmp_path / "latent_space_size_2.npy"
+    artifacts.save_latents(path, np.ones((4, 2)), _LATENT_META)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01  # inside the last float32: 1.0 becomes another finite number
+    path.write_bytes(bytes(data))
+    assert np.isfinite(np.load(path)).all() and not (np.load(path) == 1).all()
+    with pytest.raises(UserError, match="do not belong together"):
+        artifacts.load_latents(path)
+
+
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
 def test_C_artifacts_get_the_mode_the_umask_gives_and_a_replaced_file_too(tmp_path, umask, mode):
     """Files were 0600 whatever the umask (mkstemp's mode survived the rename). A replaced file
