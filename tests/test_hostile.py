@@ -302,6 +302,19 @@ def test_C_json_holds_null_where_a_number_is_not_finite(tmp_path):
         "mse": None, "psnr": None, "per_class": [1.0, None], "t": None, "n": 3}
 
 
+def test_C_the_sweep_reads_a_metric_written_as_null(tmp_path):
+    """A perfect reconstruction's PSNR is inf, written as null: the sweep still counts the job as
+    finished, and its table shows the mean of what is there."""
+    from latentlab import sweep, sweep_report
+    record = {"kind": sweep.KIND, "format_version": files.FORMAT_VERSION, "family": "conv", "latent_size": 2,
+              "settings": {"dataset": "digits", "seed": 0}, "metrics": {m: 0.5 for m in sweep.METRICS}}
+    record["metrics"]["test_psnr"] = float("inf")
+    m = sweep.load_finished(files.save_json(record, tmp_path / "metrics.json"), {})
+    assert m["metrics"]["test_psnr"] is None
+    row, = sweep_report.aggregate(sweep_report.run_rows([m]))
+    assert math.isnan(row["test_psnr_mean"]) and row["test_mse_mean"] == 0.5
+
+
 @pytest.mark.parametrize("field,value", [("labels", "[NaN, 1, 2, 3]"), ("latent_size", "NaN"), ("shape", "[4, Infinity]"),
                                          ("indices", "[0, 1, 2, -Infinity]")])
 def test_C_a_latent_sidecar_with_nan_literals_is_refused(tmp_path, field, value):
