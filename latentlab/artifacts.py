@@ -5,6 +5,8 @@ line naming the file and the fix. Where files live and how they are written is f
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import math
 import re
 from dataclasses import dataclass
@@ -15,13 +17,17 @@ import torch
 
 from latentlab.cli import UserError
 from latentlab import files
-from latentlab.files import FORMAT_VERSION, load_json, load_torch, save_json, save_npy
+from latentlab.files import FORMAT_VERSION, load_json, load_torch
 from model.autoencoder import FAMILIES, ModelConfig, build_model, describe
 
 
+# the per-epoch history a checkpoint carries: one value per epoch in each list
+HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_mse", "seconds", "images_per_s")
+
+
 def _require(cond, path, what):
-    if not cond:
-        raise UserError(f"{path} is malformed: {what}; retrain to recreate it")
+    if not cond:  # what may quote a value of the file: one line, whatever it holds
+        raise UserError(f"{path} is malformed: {' '.join(what.split())[:300]}; retrain to recreate it")
 
 
 def _is_int(v) -> bool:
@@ -32,27 +38,46 @@ def _is_shape(v) -> bool:
     return isinstance(v, (list, tuple)) and len(v) == 3 and all(_is_int(s) and s >= 1 for s in v)
 
 
+def _is_plain(v) -> bool:
+    """A setting's value as JSON holds it (a number, a string, None, a list of them), not a tensor."""
+    if isinstance(v, (list, tuple)):
+        return all(map(_is_plain, v))
+    return v is None or isinstance(v, (bool, int, float, str))
+
+
 def _is_names(v) -> bool:
     return isinstance(v, list) and all(isinstance(n, str) for n in v)
 
 
-def _parameter_shapes(config, path) -> dict:
+def _parameter_shapes(config, path) -> tuple[dict, list]:
     """Build the model of a checkpoint's config on the meta device (no memory, no compute) and
-    return {parameter name: shape}: the config must build, and the weights must fit it."""
-    _require(isinstance(config, dict), path, "no model config")
+    return ({state_dict name: shape}, [(parameter name, shape)] in model.parameters() order, the
+    optimizer's): the config must build, and the weights must fit it."""
+    _require(isinstance(config, dict) and all(map(_is_plain, config.values())), path,
+             "no model config of plain values")
     _require(config.get("family") in FAMILIES, path, f"model family {config.get('family')!r} is not one of {', '.join(FAMILIES)}")
     _require(_is_int(config.get("latent_size")) and config["latent_size"] >= 1, path, "latent_size must be a positive integer")
     _require(_is_shape(config.get("image_shape")), path, "image_shape must be three positive integers (C, H, W)")
     for key in ("beta", "noise_std"):
         v = config.get(key, 0.0)
-        _require(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, path, f"{key} must be a number >= 0")
+        _require(_is_number(v) and v >= 0, path, f"{key} must be a number >= 0")
     try:
         with torch.device("meta"):
             model = build_model(ModelConfig.from_dict(config))
     except Exception as e:  # a config this version cannot build: wrong types, sizes, ...
         raise UserError(f"{path} is malformed: its model config does not build ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:100] if str(e) else ''}); retrain to recreate it")
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return ({k: tuple(v.shape) for k, v in model.state_dict().items()},
+            [(k, tuple(v.shape)) for k, v in model.named_parameters()])
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _require_finite(tensor, path, name) -> None:
+    if not bool(torch.isfinite(tensor).all()):
+        raise UserError(f"{path} holds non-finite weights ({name}); the training diverged before it was saved: retrain")
 
 
 def _check_weights(state, shapes: dict, path, what: str) -> None:
@@ -64,28 +89,94 @@ def _check_weights(state, shapes: dict, path, what: str) -> None:
     for name, shape in shapes.items():
         _require(tuple(state[name].shape) == shape and state[name].is_floating_point(), path,
                  f"{what}: {name} is {state[name].dtype} {tuple(state[name].shape)}, its config builds float {shape}")
+        _require_finite(state[name], path, f"{name} in {what}")
+
+
+def _check_optimizer(opt, params: list, path) -> None:
+    """The Adam state of the resume weights: one entry per parameter in model.parameters() order,
+    each a step and moments of that parameter's shape (torch's load_state_dict checks no shape)."""
+    what = "the resume state's optimizer"
+    groups = opt.get("param_groups") if isinstance(opt, dict) else None
+    _require(isinstance(groups, list) and groups and all(isinstance(g, dict) for g in groups)
+             and isinstance(opt.get("state"), dict), path, f"{what} must hold state and param_groups")
+    ids = [i for g in groups for i in (g.get("params") if isinstance(g.get("params"), list) else [None])]
+    _require(ids == list(range(len(params))), path, f"{what} is not for the {len(params)} parameters of its model")
+    for g in groups:
+        betas = g.get("betas")
+        _require(all(_is_number(g.get(k)) for k in ("lr", "eps", "weight_decay")) and isinstance(betas, (list, tuple))
+                 and len(betas) == 2 and all(_is_number(b) for b in betas), path,
+                 f"{what}'s settings (lr, betas, eps, weight_decay) must be numbers")
+    for i, s in opt["state"].items():
+        _require(_is_int(i) and 0 <= i < len(params) and isinstance(s, dict) and {"step", "exp_avg", "exp_avg_sq"} <= set(s)
+                 and all(torch.is_tensor(v) for v in s.values()), path,
+                 f"{what} has a malformed entry {i!r} (expected step, exp_avg and exp_avg_sq tensors)")
+        name, shape = params[i]
+        for key, v in s.items():
+            _require(v.is_floating_point() and tuple(v.shape) == (() if key == "step" else shape), path,
+                     f"{what}: {key} of {name} is {v.dtype} {tuple(v.shape)}, the parameter is float {shape}")
+            _require_finite(v, path, f"optimizer state {key} of {name}")
+
+
+def _check_history(ckpt: dict, path) -> dict:
+    """The per-epoch history: lists of finite numbers, one value per epoch each, and the selected
+    epoch among them."""
+    history = ckpt.get("history", {})
+    _require(isinstance(history, dict) and all(isinstance(v, list) and all(map(_is_number, v)) for v in history.values()),
+             path, "the training history must be lists of numbers")
+    _require(len({len(v) for v in history.values()}) <= 1, path, "the training history's lists differ in length")
+    if "best_epoch" in ckpt:
+        _require(_is_int(ckpt["best_epoch"]) and ckpt["best_epoch"] in history.get("epoch", []), path,
+                 f"its best_epoch {ckpt['best_epoch']!r} is not an epoch of its history")
+    return history
+
+
+RECORD_TENSORS = ("indices", "labels", "shot_indices", "originals", "epoch", "val_loss", "xy", "reconstructions")
+
+
+def _check_record(record, image_shape, classes: int, path) -> None:
+    """The training record (latentlab.animation) a resumed run continues: frames of one length."""
+    ok = isinstance(record, dict) and isinstance(record.get("view"), str) and all(
+        torch.is_tensor(record.get(k)) for k in RECORD_TENSORS)
+    if ok:
+        n, s, e = len(record["indices"]), len(record["shot_indices"]), len(record["epoch"])
+        labels, shape = record["labels"], tuple(image_shape)
+        ok = (labels.shape == (n,) and not labels.is_floating_point() and bool(((labels >= 0) & (labels < classes)).all())
+              and record["val_loss"].shape == (e,) and record["xy"].shape == (e, n, 2)
+              and bool(torch.isfinite(record["xy"]).all() and torch.isfinite(record["val_loss"]).all())
+              and record["originals"].shape == (s, *shape) and record["reconstructions"].shape == (e, s, *shape)
+              and record["originals"].dtype == record["reconstructions"].dtype == torch.uint8)
+    _require(ok, path, "its training record (the frames of the animations) is malformed")
 
 
 def load_checkpoint(path) -> dict:
-    """A model checkpoint, checked: its config builds, its weights (selected and resume) are float
-    tensors of the shapes that config builds, and its dataset description agrees with the config."""
+    """A model checkpoint, checked: its config builds, its weights (selected and resume) are finite
+    float tensors of the shapes that config builds, its dataset description agrees with the config,
+    and its history is whole. The resume state, when there is one, is checked in full (optimizer,
+    history up to its epoch, training record) before --resume writes anything."""
     ckpt = load_torch(path, "checkpoint", hint="run train.py first, or pass --model_path")
-    shapes = _parameter_shapes(ckpt.get("config"), path)
+    shapes, params = _parameter_shapes(ckpt.get("config"), path)
     _check_weights(ckpt.get("state_dict"), shapes, path, "the weights")
     ds = ckpt.get("dataset")
     _require(isinstance(ds, dict) and isinstance(ds.get("name"), str) and _is_names(ds.get("class_names")), path,
              "no dataset description (name, class names)")
-    _require(list(ds.get("image_shape", ckpt["config"]["image_shape"])) == list(ckpt["config"]["image_shape"]), path,
-             f"its dataset's image shape {ds.get('image_shape')} differs from its config's {ckpt['config']['image_shape']}")
-    history = ckpt.get("history", {})
-    _require(isinstance(history, dict) and all(isinstance(v, list) for v in history.values()), path,
-             "the training history must be lists")
-    _require(isinstance(ckpt.get("train", {}), dict), path, "the training settings must be a dict")
+    shape = ds.get("image_shape", ckpt["config"]["image_shape"])
+    _require(isinstance(shape, (list, tuple)) and list(shape) == list(ckpt["config"]["image_shape"]), path,
+             f"its dataset's image shape {shape} differs from its config's {ckpt['config']['image_shape']}")
+    history = _check_history(ckpt, path)
+    train = ckpt.get("train", {})
+    _require(isinstance(train, dict) and all(map(_is_plain, train.values())), path,
+             "the training settings must be a dict of plain values")
     if "resume" in ckpt:
         r = ckpt["resume"]
-        _require(isinstance(r, dict) and _is_int(r.get("epoch")) and r["epoch"] >= 0
-                 and isinstance(r.get("optimizer"), dict), path, "the resume state needs epoch, weights and optimizer")
+        _require(isinstance(r, dict) and _is_int(r.get("epoch")) and r["epoch"] >= 0, path,
+                 "the resume state needs epoch, weights and optimizer")
         _check_weights(r.get("state_dict"), shapes, path, "the resume weights")
+        _check_optimizer(r.get("optimizer"), params, path)
+        _require(set(history) == set(HISTORY_KEYS) and history["epoch"] == list(range(r["epoch"] + 1))
+                 and "best_epoch" in ckpt, path, f"its history and best_epoch do not run to the resume state's "
+                 f"epoch {r['epoch'] + 1}")
+        if "record" in ckpt:
+            _check_record(ckpt["record"], ckpt["config"]["image_shape"], len(ds["class_names"]), path)
     return ckpt
 
 
@@ -223,12 +314,18 @@ class Latents:
 
 
 def save_latents(path, latents: np.ndarray, meta: dict) -> tuple[Path, Path]:
-    """latents: float32 (samples, N). meta (JSON beside it) holds labels, test indices and the rest."""
+    """latents: float32 (samples, N). meta (JSON beside it) holds labels, test indices and the rest,
+    and the SHA-256 of the .npy: the two are replaced together, and a reader refuses a pair that
+    does not belong together."""
     path = Path(path)
     latents = np.ascontiguousarray(latents, dtype=np.float32)
+    buf = io.BytesIO()
+    np.save(buf, latents, allow_pickle=False)
+    npy = buf.getbuffer()
+    meta = {"kind": "latents", "format_version": FORMAT_VERSION, "shape": list(latents.shape), **meta,
+            "npy_sha256": hashlib.sha256(npy).hexdigest()}
     meta_path = path.with_suffix(".json")
-    save_json({"kind": "latents", "format_version": FORMAT_VERSION, "shape": list(latents.shape), **meta}, meta_path)
-    save_npy(latents, path)
+    files.replace_together({path: lambda f: f.write(npy), meta_path: lambda f: f.write(files.json_text(meta).encode())})
     return path, meta_path
 
 
@@ -245,6 +342,8 @@ def _load_array(path) -> np.ndarray:
         raise UserError(f"{path} is not a readable .npy file ({str(e).splitlines()[0][:80] if str(e) else 'ValueError'}); {hint}")
     except MemoryError:
         raise UserError(f"not enough memory to load {path}")
+    except PermissionError as e:
+        raise files.cannot_read(path, e)
     except Exception as e:  # OSError, EOFError, SyntaxError in a forged header, ...: unreadable input
         raise UserError(f"{path} is not a readable .npy file ({type(e).__name__}); {hint}")
     if not isinstance(z, np.ndarray):  # np.load opens any zip archive (a .pth, an .npz) as an NpzFile
@@ -259,6 +358,11 @@ def _load_array(path) -> np.ndarray:
     return z.astype(np.float32, copy=False)
 
 
+def _sha256(path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def load_latents(path) -> Latents:
     """latent_space_size_{N}.npy and its JSON, checked against each other: shape, size, labels,
     indices, class names."""
@@ -268,6 +372,10 @@ def load_latents(path) -> Latents:
     if not meta_path.exists():
         raise UserError(f"{meta_path} is missing: the latents need their labels; {again}")
     meta = load_json(meta_path, "latents", again)
+    recorded = meta.get("npy_sha256")  # latents written before the hash have none
+    if recorded is not None and recorded != _sha256(path):
+        raise UserError(f"{path} and {meta_path} do not belong together (the array is not the one the JSON "
+                        f"describes); {again}")
     if meta.get("shape", list(z.shape)) != list(z.shape):
         raise UserError(f"{path} holds an array of shape {list(z.shape)} but {meta_path} describes {meta.get('shape')}: "
                         f"the two files do not belong together; {again}")

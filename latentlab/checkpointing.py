@@ -12,11 +12,10 @@ from pathlib import Path
 import torch
 
 from latentlab import artifacts, files
+from latentlab.artifacts import HISTORY_KEYS
 from latentlab.cli import UserError
 from latentlab.settings import RESUME_MUST_MATCH, Settings, recorded_value
 from model.autoencoder import ModelConfig
-
-HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "val_mse", "seconds", "images_per_s")
 
 
 def library_versions() -> dict:
@@ -68,8 +67,14 @@ def check_resume(ckpt: dict, path: Path, settings: Settings, config: ModelConfig
     if was != config.to_dict() or ckpt["dataset"].get("name") != dataset:
         raise UserError(f"--resume: {path} holds another model or dataset ({ckpt['config']['family']}, "
                         f"{ckpt['dataset'].get('name')}); use the same flags or drop --resume")
-    if "resume" not in ckpt or set(ckpt["history"]) != set(HISTORY_KEYS):
-        raise UserError(f"--resume: {path} has no resume state or history; drop --resume to start over")
+    if "resume" not in ckpt:
+        raise UserError(f"--resume: {path} has no resume state; drop --resume to start over")
+
+
+def check_resumable(path: Path, settings: Settings, config: ModelConfig, dataset: str) -> None:
+    """What --resume will continue, checked in full before a run writes anything; no file yet is fine."""
+    if path.is_file():
+        check_resume(artifacts.load_checkpoint(path), path, settings, config, dataset)
 
 
 def load_resume(path: Path, settings: Settings, config: ModelConfig, meta: dict, model, opt) -> dict | None:

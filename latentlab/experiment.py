@@ -16,7 +16,7 @@ from latentlab.pca import fit_pca, pca_mse
 from latentlab.scores import psnr
 from latentlab.distributed import World, close_distributed, init_distributed, load_in_turn, local_batch_size, run_agreed
 from latentlab.settings import Settings
-from latentlab.checkpointing import write_log
+from latentlab.checkpointing import check_resumable, write_log
 from latentlab.training import TrainingSplit, place_data, split_train_val, train_model
 from latentlab.umap_loss import UmapLoss, fuzzy_graph
 from model.autoencoder import describe
@@ -94,6 +94,9 @@ def train_and_summarise(settings: Settings, out: Path, world: World, quiet: bool
                           *split_train_val(len(data.train_x), settings.val_fraction, settings.seed))
     sizes = model_sizes(settings.latent_size) if companion else [settings.latent_size]
     configs = {k: settings.model_config(k, data.image_shape) for k in sizes}  # bad widths stop before any write
+    if settings.resume:  # so does a resume state that cannot be continued, of either model
+        for k in sizes:
+            run_agreed(lambda k=k: check_resumable(files.checkpoint_path(out, k), settings, configs[k], data.name), world)
     if not quiet:
         print(f"{data.name}: {len(split.train)} train / {len(split.val)} validation / {len(data.test_x)} test images "
               f"of shape {tuple(data.image_shape)}, {len(data.class_names)} classes; device {world.device}"

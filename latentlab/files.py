@@ -1,21 +1,25 @@
-"""Files of output/: where each artifact lives, atomic writes, safe loads of this project's
-.pth and JSON files (kind and format version checked), and content-keyed cache entries. What each
-kind must hold is checked in artifacts.py.
+"""Files of output/: where each artifact lives, atomic writes (of one file, or of a group replaced
+together), safe loads of this project's .pth and JSON files (kind and format version checked), and
+content-keyed cache entries. What each kind must hold is checked in artifacts.py.
 
   model_latent_size_{N}.pth   kind "checkpoint": weights + config + dataset + history + resume state
   test_data.pth               kind "test_data": held-out images, labels, class names, split, models
   pca_baseline.pth            kind "pca_baseline": mean + components fit on the training split
-  latent_space_size_{N}.npy   float32 (samples, N), with latent_space_size_{N}.json beside it
+  latent_space_size_{N}.npy   float32 (samples, N), with latent_space_size_{N}.json beside it (its SHA-256)
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import hashlib
 import io
 import json
+import math
 import os
 import pickle
 import re
+import secrets
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -51,28 +55,96 @@ def latents_path(output_dir, latent_size: int, split: str = "test") -> Path:
 
 # ---------------------------------------------------------------- atomic writes
 def atomic_write(path, write) -> Path:
-    """Call write(file_object) on a temp file in path's folder, fsync it, then os.replace it onto
-    path: a crash at any moment leaves the old file or the new one, never a torn one."""
-    path = Path(path)
+    """Call write(file_object) and put what it wrote at path atomically: a crash at any moment
+    leaves the old file or the new one, never a torn one (replace_together, for one file)."""
+    return replace_together({path: write})[0]
+
+
+def replace_together(writers: dict) -> list[Path]:
+    """{path: write(file_object)}: write every file, then replace them together, so a failure
+    leaves all the old files or all the new ones (a machine crash between two renames excepted,
+    which the readers of a group detect: see artifacts.save_latents).
+
+    Each writer runs into memory first (the artifact's size in RAM once more), so a failure of the
+    disk (full, read-only, quota) happens in a plain write and becomes one line naming the file,
+    never an error from inside a serialiser (torch.save's zip writer raises RuntimeError). The
+    files get the mode the umask gives a new file, not mkstemp's 0600."""
+    paths = [Path(p) for p in writers]
+    blobs = []
+    for path, write in zip(paths, writers.values()):
+        buf = io.BytesIO()
+        try:
+            write(buf)
+        except MemoryError:
+            raise UserError(f"not enough memory to write {path}; free memory or use a machine with more")
+        blobs.append(buf.getbuffer())
+    temps, backups, done = [], {}, []
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise UserError(f"cannot write to {path.parent}: {e.strerror or e}; choose a writable --output_dir")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        _remove(tmp)
+        for path, blob in zip(paths, blobs):
+            temps.append(_write_temp(path, blob))
+        if len(paths) > 1:  # hard links to the old files, to put them back if a later rename fails
+            for path in filter(Path.exists, paths):
+                backups[path] = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+                try:
+                    os.link(path, backups[path])
+                except OSError:  # a file system without hard links
+                    shutil.copy2(path, backups[path])
+        for path, tmp in zip(paths, temps):
+            os.replace(tmp, path)
+            done.append(path)
+    except BaseException as e:
+        for p in done:  # put the group back as it was
+            with contextlib.suppress(OSError):
+                if p in backups:
+                    os.replace(backups.pop(p), p)
+                else:
+                    os.unlink(p)
+        for p in [*temps, *backups.values()]:
+            _remove(p)
+        if not isinstance(e, OSError):
+            raise
         raise UserError(f"cannot write {path}: {e.strerror or e} (disk full or not writable?); "
                         f"free space or choose another --output_dir")
+    for p in backups.values():
+        _remove(p)
+    for folder in {p.parent for p in paths}:
+        _fsync_folder(folder)
+    return paths
+
+
+def _write_temp(path: Path, blob) -> str:
+    """blob in a new temp file beside path (fsynced, with the umask's mode); returns its name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+            with contextlib.suppress(OSError):  # a file system without modes keeps its own
+                os.fchmod(f.fileno(), 0o666 & ~_umask())
     except BaseException:
         _remove(tmp)
         raise
-    return path
+    return tmp
+
+
+def _umask() -> int:
+    """The process's umask. os.umask can only set it: set 0o077 for the instant it is read, so a
+    file another thread creates meanwhile is too private rather than too open."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the renames into folder durable, where the OS lets a folder be opened and synced."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _remove(p):
@@ -119,17 +191,25 @@ def save_torch(obj: dict, path) -> Path:
 
 
 def save_json(obj, path) -> Path:
-    return save_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n", path)
+    return save_text(json_text(obj), path)
 
 
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, (np.ndarray, torch.Tensor)):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"cannot store {type(o).__name__} in JSON")
+def json_text(obj) -> str:
+    """obj as strict JSON: a float that is not finite (a metric that cannot be computed) is null,
+    as JSON has no NaN or Infinity; numpy and torch values as Python ones, paths as strings."""
+    return json.dumps(_plain(obj), indent=2, allow_nan=False) + "\n"
+
+
+def _plain(o):
+    if isinstance(o, dict):
+        return {k: _plain(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_plain(v) for v in o]
+    if isinstance(o, (np.ndarray, np.generic, torch.Tensor)):
+        return _plain(o.tolist())
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    return str(o) if isinstance(o, Path) else o
 
 
 def save_text(text: str, path) -> Path:
@@ -166,13 +246,18 @@ def load_cached_npy(path, valid) -> np.ndarray | None:
 def save_figure(fig, path, dpi: int = 120) -> Path:
     """Save a matplotlib figure as PNG atomically, then close it."""
     import matplotlib.pyplot as plt
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return atomic_write(path, lambda f: f.write(buf.getvalue()))
+    try:
+        return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
 
 
 # ---------------------------------------------------------------- safe, validated loads
+def cannot_read(path, e: OSError) -> UserError:
+    """A file that is there but cannot be read (another user's, without read permission): not a damaged one."""
+    return UserError(f"cannot read {path}: {e.strerror or e}; make it readable (chmod a+r) or pass a copy you can read")
+
+
 def load_torch(path, kind: str, hint: str = "") -> dict:
     """Load a .pth written by this project with weights_only=True and check its kind and version.
 
@@ -196,6 +281,8 @@ def load_torch(path, kind: str, hint: str = "") -> dict:
         raise UserError(f"{path} is not a readable PyTorch file (bad pickle data); it may be truncated or of another kind")
     except MemoryError:
         raise UserError(f"not enough memory to load {path}; free memory or use a machine with more")
+    except PermissionError as e:
+        raise cannot_read(path, e)
     except Exception as e:  # RuntimeError (bad zip), EOFError, ValueError, IndexError, ...: unreadable input
         if "allocate" in str(e):
             raise UserError(f"not enough memory to load {path}; free memory or use a machine with more")
@@ -205,8 +292,9 @@ def load_torch(path, kind: str, hint: str = "") -> dict:
         raise UserError(f"{path} is not a latentlab artifact (expected a {kind} written by train.py)")
     if obj["kind"] != kind:
         raise UserError(f"{path} is a {obj['kind']}, not a {kind}{'; ' + hint if hint else ''}")
-    if obj.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path} has format version {obj.get('format_version')}, this version reads "
+    version = obj.get("format_version")
+    if type(version) is not int or version != FORMAT_VERSION:  # a tensor here would not compare to one bool
+        raise UserError(f"{path} has format version {' '.join(str(version).split())[:40]}, this version reads "
                         f"{FORMAT_VERSION}; retrain with this version's train.py")
     return obj
 
@@ -219,7 +307,9 @@ def load_json(path, kind: str, hint: str) -> dict:
         obj = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{path} does not exist; {hint}")
-    except (ValueError, OSError, UnicodeDecodeError, RecursionError) as e:
+    except OSError as e:
+        raise cannot_read(path, e)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise UserError(f"{path} is not valid JSON ({type(e).__name__}); {hint}")
     if not isinstance(obj, dict) or obj.get("kind") != kind:
         raise UserError(f"{path} is not a {kind} file; {hint}")

@@ -18,6 +18,9 @@ SILHOUETTE_MAX_SAMPLES = 5000  # silhouette and trustworthiness are O(n^2): scor
 
 
 def psnr(mse: float) -> float:
+    """inf for a perfect reconstruction; NaN (null in the JSON) where the MSE is not a number."""
+    if not mse >= 0:
+        return float("nan")
     return 10.0 * math.log10(1.0 / mse) if mse > 0 else float("inf")
 
 

@@ -131,8 +131,9 @@ def load_finished(path: Path, settings: dict) -> dict | None:
         return None
     redo = f"delete {path.parent} to redo it"
     m = files.load_json(path, KIND, redo)
+    # a metric that is not a finite number (the PSNR of a perfect reconstruction) is null
     if not isinstance(m.get("settings"), dict) or not isinstance(m.get("metrics"), dict) or not all(
-            isinstance(m["metrics"].get(k), (int, float)) for k in METRICS):
+            k in m["metrics"] and isinstance(m["metrics"][k], (int, float, type(None))) for k in METRICS):
         raise UserError(f"{path} is malformed: it lacks its settings or metrics; {redo}")
     for k, v in settings.items():
         was = recorded_value(m["settings"], k)
