@@ -48,8 +48,10 @@ def sizes_text(sizes) -> str:
 
 def describe(held: dict) -> str:
     """'run 3fa2c1d0e9b7 (digits, latent sizes 2 and 16)', or what is known of a run without an id."""
-    what = f"{held.get('dataset', '?')}, {sizes_text(held.get('latent_sizes') or [])}"
-    return f"run {held['run']} ({what})" if held.get("run") else f"a training written before runs had ids ({what})"
+    known = [held["dataset"]] if held.get("dataset") else []
+    known += [sizes_text(held["latent_sizes"])] if held.get("latent_sizes") else []
+    what = f" ({', '.join(known)})" if known else ""
+    return f"run {held['run']}{what}" if held.get("run") else f"a training written before runs had ids{what}"
 
 
 # ---------------------------------------------------------------- the marker
@@ -86,7 +88,7 @@ def folder_run(folder) -> dict | None:
         data = files.load_torch(data_path, "test_data")
     except UserError:  # unreadable: the steps that read it say so; here it still marks a training's folder
         data = {}
-    return {"run": data.get("run"), "dataset": data.get("dataset", "?"), "latent_sizes": data.get("latent_sizes", []),
+    return {"run": data.get("run"), "dataset": data.get("dataset"), "latent_sizes": data.get("latent_sizes", []),
             "written_by": TRAINED_BY}
 
 
@@ -116,7 +118,6 @@ def claim(output_dir, *inputs, by: str) -> str | None:
     """Before a step's first write into output_dir: its inputs must be of one run, and the folder
     must hold that run's results, or none yet (it is then claimed for that run). Returns the run id."""
     out = Path(output_dir)
-    finish_replacement(out)
     run, rows = inputs_run(*inputs)
     if run is None:  # inputs older than run ids: which run they are of cannot be told
         return None
@@ -206,7 +207,8 @@ def plan_training(out, sizes, overwrite: bool, resume: bool) -> TrainingPlan:
         if held is not None and held.get("written_by") != TRAINED_BY:
             what, ways = f"the results of {describe(held)}", "pass --overwrite to replace them"
         else:
-            what = f"the training of {describe(held)}: {', '.join(present)}" if held else f"a training: {', '.join(present)}"
+            whose = f"the training of {describe(held)}" if held and held.get("run") else describe(held or {"run": None})
+            what = f"{whose}: {', '.join(present)}"
             ways = "pass --overwrite to replace it, --resume to continue it"
         stopped = (f" (and {staging}, the new run of a stopped --overwrite: --overwrite --resume continues it)"
                    if staging.is_dir() else "")
@@ -217,7 +219,7 @@ def plan_training(out, sizes, overwrite: bool, resume: bool) -> TrainingPlan:
 def check_resumed_dataset(plan: TrainingPlan, dataset: str) -> None:
     """--resume continues the folder's run: the same dataset (the sizes were checked by plan_training)."""
     held = plan.held
-    if held is not None and held.get("dataset") not in (None, "?", dataset):
+    if held is not None and held.get("dataset") not in (None, dataset):
         raise UserError(f"--resume: {plan.out} holds {describe(held)}, not a training on {dataset}; "
                         f"give that run's --dataset, --overwrite to replace it, or choose another --output_dir")
 
@@ -242,7 +244,8 @@ def swap_in(out) -> None:
 
 
 def finish_replacement(out) -> None:
-    """A swap that a kill stopped midway (only a finished run is swapped in) is finished first."""
+    """A swap that a kill stopped midway (only a finished run is swapped in) is finished; the folder's
+    next writer calls this, holding its lock, before it reads anything there."""
     out = Path(out)
     if (out / REPLACING).exists() or (out / REPLACED).exists():
         swap_in(out)
