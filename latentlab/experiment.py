@@ -95,8 +95,8 @@ def run_training(args, companion: bool = True, on_epoch=None) -> dict:
 
 def train_and_summarise(settings: Settings, plan: runs.TrainingPlan, world: World, quiet: bool, sizes: list[int],
                         also_on_epoch=None) -> dict:
-    """Every check of the user's input runs before the first write (run.json, test_data.pth,
-    pca_baseline.pth), so a refused training writes nothing."""
+    """Every check of the user's input runs before the first write (test_data.pth, pca_baseline.pth,
+    run.json), so a refused training writes nothing."""
     out = plan.folder
     seed_everything(settings.seed)
     local_batch_size(settings.batch_size, world)
@@ -203,7 +203,7 @@ def log_to_projector(board, ckpt: dict, data, settings: Settings, device, quiet:
 
 
 def write_run(data, train_idx, sizes, settings: Settings, plan: runs.TrainingPlan) -> dict:
-    """run.json, test_data.pth (the held-out test split, for the later steps) and the PCA baseline.
+    """test_data.pth (the held-out test split, for the later steps), the PCA baseline and run.json.
     A resumed run keeps those it wrote (the same split and fit), so a resume refused later changes none."""
     out = plan.folder
     if settings.resume and plan.held is not None and plan.held.get("run") == plan.run:
@@ -214,8 +214,9 @@ def write_run(data, train_idx, sizes, settings: Settings, plan: runs.TrainingPla
                 return baseline
         except UserError:  # missing or damaged (a kill between writes): written again below
             pass
+    baseline = write_test_data_and_baseline(data, train_idx, sizes, out, plan.run)
     runs.write_marker(out, plan.run, data.name, sizes, runs.TRAINED_BY, model=settings.model)
-    return write_test_data_and_baseline(data, train_idx, sizes, out, plan.run)
+    return baseline
 
 
 def write_test_data_and_baseline(data, train_idx, sizes, out: Path, run: str) -> dict:

@@ -171,8 +171,9 @@ class TrainingPlan:
             swap_in(self.out)
 
     def undo(self) -> None:
-        """After the training failed: a staged run is removed, the folder stays as it was."""
-        if self.staged:
+        """After the training failed: a staged run is removed, the folder stays as it was (unless the
+        swap had begun: the next writer finishes it)."""
+        if self.staged and not (self.out / REPLACING).exists() and not (self.out / REPLACED).exists():
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -184,8 +185,7 @@ def plan_training(out, sizes, overwrite: bool, resume: bool) -> TrainingPlan:
     staging = out / STAGING
     if overwrite:
         if resume and staging.is_dir():  # continue an --overwrite that was killed
-            held = read_marker(staging)
-            return TrainingPlan(out, staging, held["run"] if held else new_run_id(), held)
+            return _resumed(out, staging, sizes)
         if staging.exists():
             shutil.rmtree(staging)
         try:
@@ -195,14 +195,7 @@ def plan_training(out, sizes, overwrite: bool, resume: bool) -> TrainingPlan:
         return TrainingPlan(out, staging if replaceable(out) else out, new_run_id(), held)
     held, present = folder_run(out), training_files(out)
     if resume:
-        if held is not None and held.get("written_by") != TRAINED_BY:
-            raise UserError(f"--resume: {out} holds the results of {describe(held)}, trained in "
-                            f"{held.get('inputs_from', 'another folder')}, not a training to continue; "
-                            f"pass --overwrite to replace them, or choose another --output_dir")
-        if held is not None and held.get("latent_sizes") and sorted(held["latent_sizes"]) != sorted(sizes):
-            raise UserError(f"--resume: {out} holds {describe(held)}, not a training of {sizes_text(sorted(sizes))}; "
-                            f"give that run's --latent_size, --overwrite to replace it, or choose another --output_dir")
-        return TrainingPlan(out, out, (held or {}).get("run") or new_run_id(), held)
+        return _resumed(out, out, sizes)
     if held is not None or present:
         if held is not None and held.get("written_by") != TRAINED_BY:
             what, ways = f"the results of {describe(held)}", "pass --overwrite to replace them"
@@ -214,6 +207,35 @@ def plan_training(out, sizes, overwrite: bool, resume: bool) -> TrainingPlan:
                    if staging.is_dir() else "")
         raise UserError(f"{out} holds {what}{stopped}; {ways}, or choose another --output_dir")
     return TrainingPlan(out, out, new_run_id(), None)
+
+
+def _resumed(out: Path, folder: Path, sizes) -> TrainingPlan:
+    """--resume continues the run in folder (out, or the staging folder of a killed --overwrite): a
+    training's, of these sizes; it keeps that run's id (or its checkpoints')."""
+    held = folder_run(folder)
+    if held is not None and held.get("written_by") != TRAINED_BY:
+        raise UserError(f"--resume: {folder} holds the results of {describe(held)}, trained in "
+                        f"{held.get('inputs_from', 'another folder')}, not a training to continue; "
+                        f"pass --overwrite to replace them, or choose another --output_dir")
+    if held is not None and held.get("latent_sizes") and sorted(held["latent_sizes"]) != sorted(sizes):
+        raise UserError(f"--resume: {folder} holds {describe(held)}, not a training of {sizes_text(sorted(sizes))}; "
+                        f"give that run's --latent_size, --overwrite to replace it, or choose another --output_dir")
+    return TrainingPlan(out, folder, (held or {}).get("run") or checkpoints_run(folder) or new_run_id(), held)
+
+
+def checkpoints_run(folder) -> str | None:
+    """The run id of the checkpoints in a folder without run.json (a resume keeps the run it continues)."""
+    found = set()
+    for p in sorted(Path(folder).glob("model_latent_size_*.pth")):
+        try:
+            found.add(files.load_torch(p, "checkpoint").get("run"))
+        except UserError:  # unreadable: the resume itself says so
+            pass
+    found.discard(None)
+    if len(found) > 1:
+        raise UserError(f"--resume: the checkpoints in {folder} are of {len(found)} runs ({', '.join(sorted(found))}); "
+                        f"keep those of one run there, or pass --overwrite to start over")
+    return found.pop() if found else None
 
 
 def check_resumed_dataset(plan: TrainingPlan, dataset: str) -> None:
@@ -247,5 +269,9 @@ def finish_replacement(out) -> None:
     """A swap that a kill stopped midway (only a finished run is swapped in) is finished; the folder's
     next writer calls this, holding its lock, before it reads anything there."""
     out = Path(out)
+    if (out / REPLACING).exists() and not (out / STAGING).exists():  # no new run to finish: put the old one back
+        for p in (out / REPLACING).iterdir():
+            p.replace(out / p.name)
+        (out / REPLACING).rmdir()
     if (out / REPLACING).exists() or (out / REPLACED).exists():
         swap_in(out)

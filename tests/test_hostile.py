@@ -313,6 +313,18 @@ def test_b_artifacts_older_than_run_ids_are_read_but_a_new_run_never_writes_over
 
 
 
+def test_b_resume_keeps_the_run_of_the_checkpoints_it_continues(tmp_path, two_runs):
+    """benchmarks/quality.py's way: the 2-d model of one folder copied beside a new size, then --resume."""
+    import shutil
+
+    from conftest import run_main
+    out = tmp_path / "next"
+    out.mkdir()
+    shutil.copy2(two_runs["a"] / "model_latent_size_2.pth", out)
+    run_main("train", "--latent_size", "8", *TINY, "--resume", "--output_dir", out)
+    assert run_id(out) == run_id(two_runs["a"])
+    assert run_main("viz_reconstruction", "--output_dir", out, "--quiet", "--device", "cpu")["run"] == run_id(out)
+
 # ================================================================ C: writes and loads
 # (a real full disk, atomic pairs, umask modes, non-finite weights, malformed resume state, JSON)
 
