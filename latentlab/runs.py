@@ -119,10 +119,14 @@ def claim(output_dir, *inputs, by: str) -> str | None:
     must hold that run's results, or none yet (it is then claimed for that run). Returns the run id."""
     out = Path(output_dir)
     run, rows = inputs_run(*inputs)
-    if run is None:  # inputs older than run ids: which run they are of cannot be told
-        return None
     held = folder_run(out)
     source = rows[0][0].parent
+    if run is None:  # inputs older than run ids: of this folder's run when they lie in it; else it cannot be told
+        if held is not None and held.get("run") and source.resolve() != out.resolve():
+            raise UserError(f"{out} holds the results of {describe(held)}; these inputs in {source} carry no run "
+                            f"id (written before run ids), so they may be of another run: write into {source}, "
+                            f"or choose an empty --output_dir")
+        return None
     dataset = next((r[2] for r in rows if r[2]), "?")
     if held is None:
         sizes = sorted({k for r in rows for k in r[3]})

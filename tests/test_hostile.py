@@ -308,6 +308,9 @@ def test_b_artifacts_older_than_run_ids_are_read_but_a_new_run_never_writes_over
     line = b_refused("viz_kmeans_latent_space", ["--output_dir", run_a, "--latent_space",
                                                  two_runs["b"] / "latent_space_size_4.npy", "--quiet"], capsys)
     assert "holds the results of a training written before runs had ids (digits, latent sizes 2 and 4)" in line
+    line = b_refused("viz_kmeans_latent_space", ["--output_dir", two_runs["b"], "--latent_space",
+                                                 run_a / "latent_space_size_4.npy", "--quiet"], capsys)
+    assert f"{two_runs['b']} holds the results of run {run_id(two_runs['b'])}" in line and "carry no run id" in line
     assert "holds a training written before runs had ids" in b_refused("train", ["--latent_size", "4", *TINY, "--output_dir", run_a], capsys)
     assert b_unchanged(run_a) == before
 
