@@ -29,9 +29,12 @@ STAGING = ".overwrite"  # where an --overwrite trains until it has succeeded
 REPLACING, REPLACED = ".replacing", ".replaced"  # the earlier run's files while the new run is swapped in
 # what makes a folder a training's: train.py refuses to start over these without --overwrite or --resume
 TRAINING_FILES = (MARKER, "test_data.pth", "pca_baseline.pth", "model_latent_size_*.pth")
-# never replaced: the writer lock, the content-keyed cache (valid for any run) and the swap's own folders;
-# other sub-folders are left alone too (output/ may hold other runs' folders), except train.py's own
-TRAINING_FOLDERS = ("tensorboard",)
+# what --overwrite replaces: a run's files (every artifact is named after its model's latent size, but
+# these) and train.py's tensorboard/; other files and sub-folders stay (output/ may hold other runs'
+# folders, --output_dir may be a folder of the user's), as do the lock and the content-keyed cache/
+RUN_FILES = (MARKER, "test_data.pth", "pca_baseline.pth", "training_curves.png", "training_summary.json",
+             "*latent_size_*", "latent_space_size_*")
+RUN_FOLDERS = ("tensorboard",)
 KEPT = (LOCK_NAME, "cache", STAGING, REPLACING, REPLACED)
 
 
@@ -149,12 +152,12 @@ def training_files(folder) -> list[str]:
 
 
 def replaceable(folder) -> list[Path]:
-    """What --overwrite replaces: every file of the folder and train.py's own sub-folders, not KEPT."""
+    """What --overwrite replaces in folder: RUN_FILES and RUN_FOLDERS."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir()
-                  if p.name not in KEPT and (not p.is_dir() or p.is_symlink() or p.name in TRAINING_FOLDERS))
+    return sorted(p for p in folder.iterdir() if (p.name in RUN_FOLDERS and p.is_dir() and not p.is_symlink())
+                  or (not p.is_dir() and any(fnmatch.fnmatchcase(p.name, t) for t in RUN_FILES)))
 
 
 @dataclass
@@ -257,6 +260,7 @@ def swap_in(out) -> None:
     out = Path(out)
     replacing, replaced, staging = out / REPLACING, out / REPLACED, out / STAGING
     if not replaced.exists():
+        files.remove_stale_temp_files(out, RUN_FILES)  # half-written files of the earlier run's killed writers
         replacing.mkdir(exist_ok=True)
         for p in replaceable(out):
             p.rename(replacing / p.name)

@@ -126,6 +126,7 @@ def test_b_a_successful_overwrite_replaces_the_whole_run(run_a, two_runs, capsys
     (run_a / "cache" / "entry.npy").write_bytes(b"kept: keyed by content")
     (run_a / "another_run").mkdir()
     (run_a / "another_run" / "notes.txt").write_text("a sub-folder is another folder, left alone")
+    (run_a / "notes.txt").write_text("not an artifact: left alone")
     old = run_id(run_a)
     run_main("train", "--latent_size", "8", *TINY, "--overwrite", "--output_dir", run_a)
     new = run_id(run_a)
@@ -135,6 +136,7 @@ def test_b_a_successful_overwrite_replaces_the_whole_run(run_a, two_runs, capsys
                         ".overwrite", ".replaced", ".replacing"}
     assert {"model_latent_size_2.pth", "model_latent_size_8.pth", "another_run", "cache"} <= names
     assert (run_a / "cache" / "entry.npy").exists() and (run_a / "another_run" / "notes.txt").exists()
+    assert (run_a / "notes.txt").read_text() == "not an artifact: left alone"
     assert artifacts.load_test_data(run_a / "test_data.pth")["run"] == new
     assert artifacts.load_checkpoint(run_a / "model_latent_size_2.pth")["run"] == new
     # the later steps run on the new run alone, and record it
