@@ -85,6 +85,9 @@ def run_training(args, companion: bool = True, on_epoch=None) -> dict:
             if isinstance(e, UserError):
                 e = UserError(f"{e}; --overwrite stopped, so its new run is removed and {out} holds "
                               f"{runs.describe(plan.held) if plan.held else 'its earlier files'} as before")
+        elif (isinstance(e, UserError) and world.main and plan is not None and not settings.resume
+              and files.test_data_path(out).is_file()):  # the folder now holds this stopped run
+            e = UserError(f"{e} (with --overwrite, as {out} now holds this stopped run)")
         if isinstance(e, UserError):
             close_distributed(world)  # the processes agreed on the error: all of them are here
             raise e from None

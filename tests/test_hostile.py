@@ -318,6 +318,16 @@ def test_b_artifacts_older_than_run_ids_are_read_but_a_new_run_never_writes_over
 
 
 
+def test_b_a_stopped_first_training_says_how_to_retry_in_its_folder(tmp_path, capsys):
+    from conftest import run_main
+    out = tmp_path / "out"
+    diverging = ["--latent_size", "2", *TINY, "--model", "mlp", "--output_dir", out]
+    line = b_refused("train", [*diverging, "--lr", "1e30"], capsys)
+    assert line.endswith(f"lower --lr (now 1e+30) and retry (with --overwrite, as {out} now holds this stopped run)")
+    assert "--overwrite to replace it" in b_refused("train", diverging, capsys)
+    run_main("train", *diverging, "--overwrite")
+    assert (out / "model_latent_size_2.pth").is_file()
+
 def test_b_resume_keeps_the_run_of_the_checkpoints_it_continues(tmp_path, two_runs):
     """benchmarks/quality.py's way: the 2-d model of one folder copied beside a new size, then --resume."""
     import shutil
