@@ -16,7 +16,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 venv: $(VENV)/.installed
 
 demo: venv
-	$(PY) train.py --latent_size 16 --dataset digits --num_epochs 30 --output_dir $(OUT)
+	$(PY) train.py --latent_size 16 --dataset digits --num_epochs 30 --output_dir $(OUT) --overwrite
 	$(PY) viz_reconstruction.py --output_dir $(OUT)
 	$(PY) encode_latent_space.py --output_dir $(OUT)
 	$(PY) viz_latent_space.py --output_dir $(OUT)

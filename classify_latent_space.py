@@ -69,6 +69,7 @@ def main(args) -> dict:
     from latentlab.inputs import find_latents, find_pca_baseline, find_test_data, read_training_split, say
     from latentlab.mlp_probe import PROBE_EPOCHS, PROBE_MIN_STEPS
     from latentlab.pca import pca_encode
+    from latentlab.runs import claim
     from latentlab.probes import (HELDOUT_KNN_KS, check_folds, heldout_scores_of_sets,
                                   probe_scores_of_sets)
 
@@ -97,6 +98,8 @@ def main(args) -> dict:
                                    or not (train_labels.numpy()[t.indices] == t.labels).all()):
                 raise UserError(f"the labels stored with {t.path} differ from the dataset's training split; "
                                 f"re-run encode_latent_space.py --split train")
+
+    run = claim(out, (data_path, data), *latents, *trains, by="classify_latent_space.py")
 
     def features(lat, images):
         """name -> (samples, d) float features of the same images: latents, PCA of that size, pixels."""
@@ -156,7 +159,7 @@ def main(args) -> dict:
     title = f"confusion matrices of the test images ({how})"
     figure = files.save_figure(plots.confusion_figure(panels, main_l.class_names, title),
                                    out / f"confusion_matrix_latent_size_{main_l.latent_size}.png")
-    metrics = {"step": "classification", "protocol": args.protocol, "dataset": main_l.dataset,
+    metrics = {"step": "classification", "run": run, "protocol": args.protocol, "dataset": main_l.dataset,
                "folds": None if heldout else args.folds, "seed": args.seed, "probes": args.probes,
                "figure": str(figure), "models": results, "notes": notes}
     path = files.save_json(metrics, out / f"classification_latent_size_{main_l.latent_size}.json")

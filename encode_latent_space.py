@@ -43,6 +43,7 @@ def main(args) -> dict:
     from latentlab.cli import UserError, memory_for, pick_device, seed_everything
     from latentlab.inference import encode_images, sample_test_items
     from latentlab.inputs import find_models, load_training_split, say
+    from latentlab.runs import claim
     from model.autoencoder import model_from_checkpoint
 
     if args.tensorboard:
@@ -65,6 +66,7 @@ def main(args) -> dict:
         say(args.quiet, f"note: --num_samples {num_samples} but the {args.split} split holds {total} images; encoding all of them")
     chosen = images[indices] if n < total else images
     out = Path(args.output_dir)
+    run = claim(out, (data_path, data), *models, by="encode_latent_space.py")
     written = {}
     for m in models:
         model = model_from_checkpoint(m.ckpt, device)
@@ -73,7 +75,7 @@ def main(args) -> dict:
                 z = encode_images(model, chosen, device, args.batch_size, progress=bar.update)
         if not np.isfinite(z).all():
             raise UserError(f"{m.path} gives non-finite latents; the model diverged: retrain it")
-        meta = {"split": args.split, "labels": labels[indices].tolist(), "indices": indices.tolist(),
+        meta = {"run": run, "split": args.split, "labels": labels[indices].tolist(), "indices": indices.tolist(),
                 "class_names": data["class_names"], "dataset": data["dataset"], "model_path": str(m.path),
                 "latent_size": m.latent_size, "family": m.family, **source, "selection": selection, "seed": args.seed,
                 "latent": "posterior mean" if m.family == "vae" else "encoder output"}
@@ -88,7 +90,7 @@ def main(args) -> dict:
             writer.close()
             say(args.quiet, note or f"{m.label}: latents in TensorBoard's projector -> {folder}")
     say(args.quiet, f"encoded {selection}")
-    return {"step": "encode", "dataset": data["dataset"], "split": args.split, "num_samples": n,
+    return {"step": "encode", "run": run, "dataset": data["dataset"], "split": args.split, "num_samples": n,
             "selection": selection, "latents": written}
 
 

@@ -44,6 +44,7 @@ def main(args) -> dict:
     from latentlab.generation import decode_latents, manifold_grid
     from latentlab.inference import encode_images
     from latentlab.inputs import find_latents, find_models, say
+    from latentlab.runs import claim
     from latentlab.projection import METHOD_NAMES, axis_labels, view_2d
     from model.autoencoder import model_from_checkpoint
 
@@ -68,6 +69,7 @@ def main(args) -> dict:
                             f"re-run encode_latent_space.py after this training")
     if not np.array_equal(latents[0].indices, latents[1].indices):
         raise UserError(f"{latents[0].path} and {latents[1].path} hold different test items; re-run encode_latent_space.py")
+    claim(out, (data_path, data), *models, *latents, by="explore_latent_space.py")
     two, big = latents
     with worded("encode more with encode_latent_space.py --num_samples"), \
             memory_for(f"the projection of {len(latents[1].z)} latents",

@@ -62,6 +62,7 @@ def main(args) -> dict:
     from latentlab.datasets import to_float
     from latentlab.inference import encode_images
     from latentlab.inputs import find_models
+    from latentlab.runs import claim
     from model.autoencoder import model_from_checkpoint
 
     if args.steps < 2:
@@ -69,12 +70,13 @@ def main(args) -> dict:
     seed_everything(args.seed)
     device = pick_device(args.device)
     out = Path(args.output_dir)
-    data, _, models = find_models(args.model_path, args.test_data, out, args.quiet)
+    data, data_path, models = find_models(args.model_path, args.test_data, out, args.quiet)
     nets = {m.latent_size: model_from_checkpoint(m.ckpt, device) for m in models}
     images, labels = data["images"], data["labels"]
     names = list(data.get("class_names") or [])
     class_names = [gen.class_name(names, k) for k in range(max(len(names), int(labels.max()) + 1))]
     check_indices(args.index, len(images))
+    claim(out, (data_path, data), *models, by="viz_generation.py")
     dataset = data.get("dataset", "?")
     latents = {k: torch.from_numpy(encode_images(net, images, device)) for k, net in nets.items()}
     modes = ("sample", "interpolate", "traverse") if args.mode == "all" else (args.mode,)

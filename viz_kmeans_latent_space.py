@@ -37,6 +37,7 @@ def main(args) -> dict:
     from latentlab import files, plots
     from latentlab.cli import UserError, memory_for, seed_everything, worded
     from latentlab.inputs import find_latents, say
+    from latentlab.runs import claim
     from latentlab.scores import kmeans_scores
     from latentlab.projection import METHOD_NAMES, axis_labels, clustering_space, view_2d
 
@@ -55,6 +56,7 @@ def main(args) -> dict:
     if args.space == "umap" and args.umap_dims > n - 2:
         raise UserError(f"--umap_dims {args.umap_dims} needs at least {args.umap_dims + 2} latents, there are {n}; "
                         f"lower --umap_dims or encode more samples")
+    run = claim(out, *latents, by="viz_kmeans_latent_space.py")
     results, figures = {}, []
     with worded("encode more with encode_latent_space.py --num_samples"), \
             memory_for(f"k-means on {n} latents", "the latents' --num_samples (encode_latent_space.py)"):
@@ -77,7 +79,7 @@ def main(args) -> dict:
             results[str(lat.latent_size)] = {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z),
                                              "clustered_in": space, **scores, "umap": detail, "view": drawn,
                                              "figure": str(figure)}
-    metrics = {"step": "kmeans", "dataset": main_l.dataset, "space": args.space, "num_clusters": k,
+    metrics = {"step": "kmeans", "run": run, "dataset": main_l.dataset, "space": args.space, "num_clusters": k,
                "classes": len(main_l.class_names), "models": results,
                "notes": "NMI, ARI: sklearn normalized_mutual_info_score / adjusted_rand_score of clusters vs classes; "
                         "purity: share of samples in their cluster's majority class; silhouette: in the space "

@@ -52,12 +52,14 @@ def main(args) -> dict:
     from latentlab import files, plots
     from latentlab.cli import memory_for, seed_everything, worded
     from latentlab.inputs import find_latents, say
+    from latentlab.runs import claim
     from latentlab.probes import KNN_K
 
     seed_everything(args.seed)
     out = Path(args.output_dir)
     latents = find_latents(args.latent_space, args.output_dir, quiet=args.quiet)
     main_l = latents[-1]
+    run = claim(out, *latents, by="viz_latent_space.py")
     with worded("encode more with encode_latent_space.py --num_samples"), \
             memory_for(f"the projections of {len(main_l.z)} latents",
                        "the latents' --num_samples (encode_latent_space.py)"):
@@ -68,7 +70,7 @@ def main(args) -> dict:
     fig = plots.latent_scatter(panels, main_l.class_names, title)
     name = f"projection_{args.vis_type}_latent_size_{main_l.latent_size}"
     figure = files.save_figure(fig, out / f"{name}.png")
-    metrics = {"step": "latent_space", "dataset": main_l.dataset, "vis_type": args.vis_type, "figure": str(figure),
+    metrics = {"step": "latent_space", "run": run, "dataset": main_l.dataset, "vis_type": args.vis_type, "figure": str(figure),
                "models": results,
                "notes": f"trustworthiness: sklearn.manifold.trustworthiness (5 neighbours) of the 2-D projection; "
                         f"knn{KNN_K}_accuracy: {KNN_K}-NN on the coordinates as they are, stratified {args.folds}-fold "

@@ -29,6 +29,7 @@ def main(args) -> dict:
     from latentlab import files, plots
     from latentlab.cli import UserError, memory_for, pick_device, seed_everything
     from latentlab.inputs import find_models, find_pca_baseline, say
+    from latentlab.runs import claim
     from model.autoencoder import model_from_checkpoint
     from latentlab.inference import reconstruct_batches
     from latentlab.pca import pca_reconstruct_batches
@@ -44,6 +45,7 @@ def main(args) -> dict:
         raise UserError(f"--num_images {args.num_images} but the test data holds {len(images)} images; ask for fewer")
     main_model = models[-1]
     out = Path(args.output_dir)
+    run = claim(out, (data_path, data), *models, by="viz_reconstruction.py")
 
     # the figure: the same seeded sample of test images in every row
     pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(args.seed))[:args.num_images].sort().values
@@ -73,7 +75,7 @@ def main(args) -> dict:
                                                                  args.batch_size))
         results[str(k)] = {"model": m.label, "model_path": str(m.path), "family": m.family, "autoencoder": ae,
                            "pca": {**base, "components": pk}, "mse_vs_pca": ae["mse"] / base["mse"] if base["mse"] > 0 else None}
-    metrics = {"step": "reconstruction", "dataset": data["dataset"], "test_data": str(data_path),
+    metrics = {"step": "reconstruction", "run": run, "dataset": data["dataset"], "test_data": str(data_path),
                "test_images": len(images), "figure": str(figure), "models": results,
                "notes": "MSE over every pixel value in [0, 1]; PSNR = 10 log10(1 / MSE); SSIM = mean per-image SSIM "
                         "(7x7 window, as skimage); PCA fit on the training split, not clipped"}

@@ -206,6 +206,8 @@ def run(main, args) -> None:
             output_dir = getattr(args, "output_dir", None)
             if output_dir is not None and os.environ.get("RANK", "0") == "0":
                 stack.callback(_writer_lock(output_dir, getattr(args, "wait_for_lock", False)).release)
+                from latentlab.runs import finish_replacement
+                finish_replacement(output_dir)  # a swap of runs that a kill stopped midway, before anything reads
             main(args)
     except UserError as e:
         if getattr(args, "debug", False):

@@ -122,3 +122,12 @@ def epoch_shard(n: int, seed: int, epoch: int, world: World) -> torch.Tensor:
         perm = perm.repeat(math.ceil(total / n))[:total]  # wrap round (more than once when n < W)
         perm = perm[world.rank::world.size]
     return perm
+
+
+def from_main(value, world: World):
+    """Rank 0's value (any picklable value) on every process."""
+    if world.size == 1:
+        return value
+    box = [value if world.main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -1,6 +1,7 @@
-"""One training run, as train.py does it: load the dataset, carve the validation split, write the
-held-out test data and the PCA baseline, train the 2-d and the N-d model, and summarise them
-against PCA at the same size. train.py, the sweep and the notebook all call `run_training`."""
+"""One training run, as train.py does it: decide where it writes (latentlab.runs: one folder, one
+run), load the dataset, carve the validation split, write the held-out test data and the PCA
+baseline, train the 2-d and the N-d model, and summarise them against PCA at the same size.
+train.py, the sweep and the notebook all call `run_training`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,13 +9,14 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from latentlab import animation, files, plots, tensorboard_log
+from latentlab import animation, files, plots, runs, tensorboard_log
 from latentlab.cli import UserError, pick_device, seed_everything
 from latentlab.datasets import load_dataset, to_float
 from latentlab.inference import encode_images, model_mse, sample_test_items
 from latentlab.pca import fit_pca, pca_mse
 from latentlab.scores import psnr
-from latentlab.distributed import World, close_distributed, init_distributed, load_in_turn, local_batch_size, run_agreed
+from latentlab.distributed import (World, close_distributed, from_main, init_distributed, load_in_turn,
+                                   local_batch_size, run_agreed)
 from latentlab.settings import Settings
 from latentlab.checkpointing import check_resumable, write_log
 from latentlab.training import TrainingSplit, place_data, split_train_val, train_model
@@ -33,14 +35,14 @@ def model_sizes(latent_size: int) -> list[int]:
     return sorted({2, latent_size})
 
 
-def fit_pca_baseline(data, train_idx, sizes, out: Path) -> dict:
+def fit_pca_baseline(data, train_idx, sizes, out: Path, run: str) -> dict:
     """PCA fit on the training split (validation excluded, as for the models), scored on the test split."""
     mean, comps = fit_pca(data.train_x[train_idx], max(sizes))
     scores = {}
     for k in sizes:
         mse = pca_mse(data.test_x, mean, comps, k)
         scores[str(k)] = {"test_mse": mse, "test_psnr": psnr(mse), "components": min(k, comps.shape[0])}
-    baseline = {"kind": "pca_baseline", "format_version": files.FORMAT_VERSION, "dataset": data.name,
+    baseline = {"kind": "pca_baseline", "format_version": files.FORMAT_VERSION, "run": run, "dataset": data.name,
                 "image_shape": list(data.image_shape), "mean": mean, "components": comps, "scores": scores,
                 "fit_on": f"{len(train_idx)} training images (validation split excluded)"}
     files.save_torch(baseline, files.pca_path(out))
@@ -64,21 +66,41 @@ def run_training(args, companion: bool = True, on_epoch=None) -> dict:
     and logs (benchmarks that score every epoch's model).
 
     Under torchrun every process runs this; rank 0 alone writes. Every check that can fail on
-    the user's input runs on all processes alike (or is agreed on), so they stop together."""
+    the user's input runs on all processes alike (or is agreed on), so they stop together.
+    A folder that holds another run is refused unless --overwrite or --resume (latentlab.runs);
+    a failed --overwrite leaves the folder's earlier run as it was."""
     settings = Settings.from_args(args)
     world = init_distributed(pick_device(args.device))
+    out, plan = Path(args.output_dir), None
+    sizes = model_sizes(settings.latent_size) if companion else [settings.latent_size]
     try:
-        rows = train_and_summarise(settings, Path(args.output_dir), world, args.quiet or not world.main, companion,
-                                   on_epoch)
-    except UserError:
-        close_distributed(world)  # the processes agreed on the error: all of them are here
+        plan = run_agreed(lambda: runs.plan_training(out, sizes, settings.overwrite, settings.resume), world,
+                          main_only=True)
+        plan = from_main(plan, world)
+        rows = train_and_summarise(settings, plan, world, args.quiet or not world.main, sizes, on_epoch)
+        run_agreed(plan.commit, world, main_only=True)
+    except BaseException as e:
+        if world.main and plan is not None and plan.staged:
+            plan.undo()
+            if isinstance(e, UserError):
+                e = UserError(f"{e}; --overwrite stopped, so its new run is removed and {out} holds "
+                              f"{runs.describe(plan.held) if plan.held else 'its earlier files'} as before")
+        elif (isinstance(e, UserError) and world.main and plan is not None and not settings.resume
+              and files.test_data_path(out).is_file()):  # the folder now holds this stopped run
+            e = UserError(f"{e} (with --overwrite, as {out} now holds this stopped run)")
+        if isinstance(e, UserError):
+            close_distributed(world)  # the processes agreed on the error: all of them are here
+            raise e from None
         raise
     close_distributed(world)  # the last step (write_summary) was agreed on: all processes are here
     return rows
 
 
-def train_and_summarise(settings: Settings, out: Path, world: World, quiet: bool, companion: bool,
+def train_and_summarise(settings: Settings, plan: runs.TrainingPlan, world: World, quiet: bool, sizes: list[int],
                         also_on_epoch=None) -> dict:
+    """Every check of the user's input runs before the first write (test_data.pth, pca_baseline.pth,
+    run.json), so a refused training writes nothing."""
+    out = plan.folder
     seed_everything(settings.seed)
     local_batch_size(settings.batch_size, world)
     if settings.tensorboard:
@@ -92,7 +114,11 @@ def train_and_summarise(settings: Settings, out: Path, world: World, quiet: bool
         raise UserError(f"dataset {settings.dataset} has only {len(data.train_x)} training images; it needs at least 4")
     split = TrainingSplit(place_data(data.train_x, world.device),
                           *split_train_val(len(data.train_x), settings.val_fraction, settings.seed))
-    sizes = model_sizes(settings.latent_size) if companion else [settings.latent_size]
+    if len(split.train) == 0:
+        raise UserError(f"--val_fraction {settings.val_fraction:g} holds out all {len(split.val)} training images of "
+                        f"{data.name} for validation and leaves none to train on; lower --val_fraction or add images")
+    if settings.resume:
+        runs.check_resumed_dataset(plan, data.name)
     configs = {k: settings.model_config(k, data.image_shape) for k in sizes}  # bad widths stop before any write
     if settings.resume:  # so does a resume state that cannot be continued, of either model
         for k in sizes:
@@ -101,18 +127,19 @@ def train_and_summarise(settings: Settings, out: Path, world: World, quiet: bool
         print(f"{data.name}: {len(split.train)} train / {len(split.val)} validation / {len(data.test_x)} test images "
               f"of shape {tuple(data.image_shape)}, {len(data.class_names)} classes; device {world.device}"
               f"{f', {world.size} processes' if world.size > 1 else ''}")
-    baseline = run_agreed(lambda: write_test_data_and_baseline(data, split.train, sizes, out), world, main_only=True)
+    umap = None
+    if any(c.umap_weight > 0 for c in configs.values()):
+        graph = load_in_turn(lambda: fuzzy_graph(data.train_x[split.train], plan.out / "cache", quiet), world)
+        umap = UmapLoss(graph, split.train, settings.umap_weight, settings.umap_edges)
+    baseline = run_agreed(lambda: write_run(data, split.train, sizes, settings, plan), world, main_only=True)
 
-    meta = {"dataset": {"name": data.name, "class_names": data.class_names, "image_shape": list(data.image_shape),
+    meta = {"run": plan.run,
+            "dataset": {"name": data.name, "class_names": data.class_names, "image_shape": list(data.image_shape),
                         "split": data.split, "num_train": len(split.train), "num_val": len(split.val),
                         # what re-reads the training split (encode_latent_space.py --split train)
                         "data_dir": str(Path(settings.data_dir).resolve()) if settings.data_dir else None,
                         "image_size": settings.image_size},
             "seed": settings.seed}
-    umap = None
-    if any(c.umap_weight > 0 for c in configs.values()):
-        graph = load_in_turn(lambda: fuzzy_graph(data.train_x[split.train], out / "cache", quiet), world)
-        umap = UmapLoss(graph, split.train, settings.umap_weight, settings.umap_edges)
     shot_idx = split.val[:SNAPSHOT_IMAGES]
     shots = data.train_x[shot_idx]
     sample = animation.record_sample(split.val, settings.seed)
@@ -156,10 +183,10 @@ def train_and_summarise(settings: Settings, out: Path, world: World, quiet: bool
     def write_summary():
         title = f"{settings.model} autoencoder on {data.name}: training curves"
         files.save_figure(plots.training_curves(histories, title), out / "training_curves.png")
-        files.save_json({"dataset": data.name, "model": settings.model, "models": rows},
-                            out / "training_summary.json")
+        files.save_json({"run": plan.run, "dataset": data.name, "model": settings.model, "models": rows},
+                        out / "training_summary.json")
         if not quiet:
-            print_summary(rows, out)
+            print_summary(rows, plan.out)
     run_agreed(write_summary, world, main_only=True)
     return rows
 
@@ -181,15 +208,32 @@ def log_to_projector(board, ckpt: dict, data, settings: Settings, device, quiet:
         tqdm.write(note)
 
 
-def write_test_data_and_baseline(data, train_idx, sizes, out: Path) -> dict:
+def write_run(data, train_idx, sizes, settings: Settings, plan: runs.TrainingPlan) -> dict:
+    """test_data.pth (the held-out test split, for the later steps), the PCA baseline and run.json.
+    A resumed run keeps those it wrote (the same split and fit), so a resume refused later changes none."""
+    out = plan.folder
+    if settings.resume and plan.held is not None and plan.held.get("run") == plan.run:
+        try:
+            data_file = files.load_torch(files.test_data_path(out), "test_data")
+            baseline = files.load_torch(files.pca_path(out), "pca_baseline")
+            if data_file.get("run") == baseline.get("run") == plan.run:
+                return baseline
+        except UserError:  # missing or damaged (a kill between writes): written again below
+            pass
+    baseline = write_test_data_and_baseline(data, train_idx, sizes, out, plan.run)
+    runs.write_marker(out, plan.run, data.name, sizes, runs.TRAINED_BY, model=settings.model)
+    return baseline
+
+
+def write_test_data_and_baseline(data, train_idx, sizes, out: Path, run: str) -> dict:
     """test_data.pth (the held-out test split, for the later steps) and the PCA baseline."""
     files.save_torch({
-        "kind": "test_data", "format_version": files.FORMAT_VERSION, "dataset": data.name,
+        "kind": "test_data", "format_version": files.FORMAT_VERSION, "run": run, "dataset": data.name,
         "images": data.test_x, "labels": data.test_y, "class_names": data.class_names,
         "split": data.split, "models": [files.checkpoint_path(out, k).name for k in sizes],
         "latent_sizes": sizes,
     }, files.test_data_path(out))
-    return fit_pca_baseline(data, train_idx, sizes, out)
+    return fit_pca_baseline(data, train_idx, sizes, out, run)
 
 
 def summarise(ckpt: dict, data, device, baseline: dict, path: Path) -> dict:

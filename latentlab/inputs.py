@@ -1,6 +1,8 @@
 """Find what an analysis step reads: the paths it was given, or else what train.py and
 encode_latent_space.py left in --output_dir. Each file is loaded through its validator in
-artifacts.py and checked against the others (same training, dataset, image shape and size).
+artifacts.py and checked against the others (same training, dataset, image shape and size; the same
+run id where both have one, latentlab.runs). Before a step writes, runs.claim checks that
+--output_dir holds the run of its inputs (or none yet).
 
 Defaults: `test_data.pth` in --output_dir names the models of its training (`latent_sizes`,
 `models`): the N-d model is the size that is not 2, and the 2-d model sits beside it. Latents are
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latentlab import artifacts, files
+from latentlab import artifacts, files, runs
 from latentlab.artifacts import CheckpointFile, Latents
 from latentlab.cli import UserError
 
@@ -57,6 +59,7 @@ def load_model(path, data: dict, data_path) -> CheckpointFile:
     path = Path(path)
     ckpt = artifacts.load_checkpoint(path)
     artifacts.check_test_data_matches(data, ckpt, data_path, path)
+    runs.inputs_run((data_path, data), (path, ckpt))
     return CheckpointFile(path, ckpt)
 
 
@@ -103,6 +106,7 @@ def find_pca_baseline(pca_baseline, data: dict, data_path, sizes) -> dict:
     path = Path(pca_baseline) if pca_baseline else files.pca_path(Path(data_path).parent)
     pca = artifacts.load_pca_baseline(path)
     artifacts.check_pca_matches(pca, data, path, data_path, sizes)
+    runs.inputs_run((data_path, data), (path, pca))
     return pca
 
 
@@ -128,7 +132,9 @@ def find_latents(latent_space, output_dir, data: dict | None = None, quiet: bool
             if companion.dataset != main.dataset:
                 raise UserError(f"{two} is from dataset {companion.dataset!r} but {path} from {main.dataset!r}; "
                                 f"re-run encode_latent_space.py so both come from the same training")
+            runs.inputs_run(main, companion)
             found.insert(0, companion)
         else:
             say(quiet, f"note: {two} not found; working on the {main.latent_size}-d latents alone")
     return found
+

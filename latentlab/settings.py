@@ -117,6 +117,9 @@ class Settings:
                              resume_must_match=True, recorded=True, older="auto")
     resume: bool = setting(False, help="continue an interrupted (or killed) run from its last completed epoch",
                            group="training", per_run=True, makes_results=False)
+    overwrite: bool = setting(False, help="replace the run that --output_dir holds (named in its run.json; train.py "
+                                          "refuses it otherwise): its files stay until the new run has succeeded",
+                              group="training", per_run=True, makes_results=False)
     snapshot_every: int = setting(5, help="a reconstruction snapshot every N epochs, and the per-epoch record "
                                           "animated at the end (0: snapshots and animations off)", group="training",
                                   type=epoch_count_or_off, makes_results=False, recorded=True)

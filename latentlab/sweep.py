@@ -119,7 +119,7 @@ def make_jobs(args, datasets, seeds, families, sizes, quiet: bool) -> list[Job]:
                     pca = run_dir(args.output_dir, d, s, PCA, k) if f == families[0] else None
                     # --resume: an interrupted (or killed) training continues where it stopped
                     train = {**vars(args), "dataset": d, "seed": s, "latent_size": k, "model": f,
-                             "output_dir": str(folder), "resume": True, "quiet": quiet}
+                             "output_dir": str(folder), "resume": True, "overwrite": False, "quiet": quiet}
                     jobs.append(Job(d, f, k, s, str(folder), pca and str(pca), train, resolved_network(settings, f, k, args.umap_max_size)))
     return jobs
 

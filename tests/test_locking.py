@@ -58,7 +58,7 @@ def test_wait_for_lock_waits_for_the_first_writer_then_runs(tmp_path):
     first = start_training(out, "--num_epochs", "15")
     try:
         wait_until_locked(out, first)
-        second = start_training(out, "--num_epochs", "1", "--latent_size", "4", "--wait_for_lock")
+        second = start_training(out, "--num_epochs", "1", "--latent_size", "4", "--wait_for_lock", "--overwrite")
         assert second.wait(timeout=300) == 0, second.communicate()
         assert first.poll() == 0  # the second ran only once the first had finished
     finally:

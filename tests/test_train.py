@@ -162,7 +162,7 @@ def test_every_setting_is_a_train_flag_with_its_default_and_the_sweep_takes_all_
             assert getattr(s, f.name) == f.default, f.name
     sweep_args = vars(sweep_latent_size.parse_args([]))
     per_run = {f.name for f in dataclasses.fields(Settings) if f.metadata["per_run"]}
-    assert per_run == {"latent_size", "model", "resume", "dataset", "seed"}
+    assert per_run == {"latent_size", "model", "resume", "overwrite", "dataset", "seed"}
     assert {f.name for f in dataclasses.fields(Settings)} - per_run <= set(sweep_args)
     assert not per_run & set(sweep_args) - {"seed"}  # --seed is every step's; the sweep's --seeds defaults to it
     assert {"datasets", "seeds"} <= set(sweep_args)
