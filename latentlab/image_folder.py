@@ -1,0 +1,286 @@
+"""Image files -> uint8 arrays (N, C, S, S), decoded once, small, on every core; and a folder of
+them (one sub-folder per class) cached on disk as one memory-mappable .npy.
+
+Each image is shrunk as it is read (a JPEG decodes at 1/2, 1/4 or 1/8 scale through Pillow's
+draft mode), turned upright by its EXIF orientation, scaled to 8 bits by its own range when it
+has more (16-bit, 32-bit int and float images), then resized to S x S; nothing is kept at full
+size. The cache holds the training images first and the test images after, so both splits are
+slices of one memory map; its name carries a key of the file list, sizes, mtimes and S, so a
+changed folder gets a new cache, and it appears under its name only once complete (a temp file,
+fsync, os.replace), so a killed build is never taken for a whole one.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from latentlab.cli import UserError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp"}
+# modes that hold one grey value per pixel: a folder of only these becomes 1-channel images
+GRAY_MODES = {"1", "L", "LA", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
+CHUNK = 64  # images per task of the process pool
+CACHE_FORMAT = 1  # in the key: a change of the decoding gives new cache names
+SHOWN_BAD_FILES = 3  # unreadable files named in the one error line
+
+
+def shown(path) -> str:
+    """A path as an error line or a figure shows it: newlines, other control characters and bytes
+    that are not valid in the file system's encoding appear escaped, never raw."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+def list_folder(root: Path) -> tuple[list[Path], np.ndarray, list[str]]:
+    """(image files, their class indices (N,) int64, class names): one sub-folder per class, its
+    images found recursively, in sorted order (the order decides the seeded split)."""
+    if not root.is_dir():
+        raise UserError(f"folder dataset {shown(root)} does not exist; give folder:PATH with one sub-folder per class")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    files, labels = [], []
+    for i, c in enumerate(classes):
+        found = []
+        for dirpath, _, names in os.walk(root / c):  # symlinked folders are not entered, as pathlib's rglob
+            rel = Path(dirpath).relative_to(root / c).parts
+            found += [(rel + (n,), Path(dirpath, n)) for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES]
+        found = [f for _, f in sorted(found) if f.is_file()]
+        files += found
+        labels += [i] * len(found)
+    if not files:
+        raise UserError(f"folder dataset {shown(root)} has no images: expected one sub-folder per class "
+                        f"holding {', '.join(sorted(IMAGE_SUFFIXES))} files")
+    found = sorted({classes[i] for i in labels})
+    if len(found) < 2:
+        raise UserError(f"folder dataset {shown(root)} has images of one class only ({shown(found[0])}); the later "
+                        f"steps compare classes: give at least two sub-folders, one per class")
+    return files, np.asarray(labels, dtype=np.int64), classes
+
+
+# ---------------------------------------------------------------- one image
+def to_8bit(img):
+    """16-bit, 32-bit int and float images -> mode L, scaled by their own range (min -> 0, max -> 255;
+    non-finite values to the nearest end); other modes are returned as they are."""
+    from PIL import Image
+    if img.mode not in ("I", "F") and not img.mode.startswith("I;16"):
+        return img
+    a = np.asarray(img, dtype=np.float64)
+    finite = a[np.isfinite(a)]
+    lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+    a = np.nan_to_num(a, nan=lo, posinf=hi, neginf=lo)
+    scaled = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    return Image.fromarray(np.round(scaled).astype(np.uint8), "L")
+
+
+def decode_image(path, size: int, channels: int) -> np.ndarray:
+    """One image file -> uint8 (channels, size, size), shrunk while it is decoded."""
+    from PIL import Image, ImageOps
+    with Image.open(path) as img:
+        img.draft("L" if channels == 1 else "RGB", (size, size))  # JPEG only: decode at a reduced scale
+        if img.getexif().get(0x0112, 1) != 1:  # Orientation: phone photos are stored on their side
+            img = ImageOps.exif_transpose(img)
+        img = to_8bit(img).convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+    return np.asarray(img).reshape(size, size, channels).transpose(2, 0, 1)
+
+
+def _reason(e: Exception) -> str:
+    return str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+
+
+def _open_errors():
+    from PIL import Image, UnidentifiedImageError
+    return (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def _modes(paths) -> list[tuple[str | None, str | None]]:
+    """(mode, None) of each file from its header alone, or (None, why it cannot be read)."""
+    from PIL import Image
+    out = []
+    for p in paths:
+        try:
+            with Image.open(p) as img:
+                out.append((img.mode, None))
+        except _open_errors() as e:
+            out.append((None, _reason(e)))
+    return out
+
+
+def _decode_chunk(paths, size: int, channels: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """(uint8 (n, C, size, size), [(position in paths, why it cannot be read)])."""
+    arr = np.zeros((len(paths), channels, size, size), dtype=np.uint8)
+    bad = []
+    for i, p in enumerate(paths):
+        try:
+            arr[i] = decode_image(p, size, channels)
+        except _open_errors() as e:
+            bad.append((i, _reason(e)))
+    return arr, bad
+
+
+# ---------------------------------------------------------------- many images, on every core
+def _workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _chunked_map(fn, items: list, *args, quiet: bool = True, what: str = ""):
+    """fn(chunk, *args) for each CHUNK of items, in order, on a process pool (in this process for a
+    few items); a progress bar (images/s, ETA) on a terminal unless quiet."""
+    import sys
+    from tqdm import tqdm
+    chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
+    workers = min(_workers(), len(chunks))
+    with tqdm(total=len(items), unit="img", desc=what, disable=quiet or not sys.stderr.isatty(),
+              leave=False, dynamic_ncols=True) as bar:
+        if workers <= 1:
+            results = (fn(c, *args) for c in chunks)
+            for c, r in zip(chunks, results):
+                bar.update(len(c))
+                yield r
+            return
+        # fork: the workers need no re-import of torch; they touch only Pillow and numpy
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+            for c, r in zip(chunks, pool.map(fn, chunks, *[[a] * len(chunks) for a in args])):
+                bar.update(len(c))
+                yield r
+
+
+def _unreadable(bad: list[tuple[Path, str]]) -> UserError:
+    if len(bad) == 1:
+        path, why = bad[0]
+        return UserError(f"cannot read image {shown(path)}: {why}; remove or replace the file")
+    names = "; ".join(f"{shown(p)} ({why})" for p, why in bad[:SHOWN_BAD_FILES])
+    more = f" and {len(bad) - SHOWN_BAD_FILES} more" if len(bad) > SHOWN_BAD_FILES else ""
+    return UserError(f"cannot read {len(bad)} images: {names}{more}; remove or replace them")
+
+
+def image_channels(paths: list, quiet: bool = True) -> int:
+    """1 when every file holds grey values (GRAY_MODES), else 3; every unreadable file named at once."""
+    modes, bad = [], []
+    for chunk_start, found in zip(range(0, len(paths), CHUNK), _chunked_map(_modes, paths, quiet=quiet,
+                                                                           what="reading headers")):
+        modes += [m for m, _ in found]
+        bad += [(paths[chunk_start + i], why) for i, (_, why) in enumerate(found) if why is not None]
+    if bad:
+        raise _unreadable(bad)
+    return 1 if all(m in GRAY_MODES for m in modes) else 3
+
+
+def decode_images(paths: list, size: int, channels: int, out: np.ndarray | None = None,
+                  quiet: bool = True) -> np.ndarray:
+    """Decode every file into out (uint8 (N, channels, size, size); a new array when None), on every
+    core; every unreadable file is named at once."""
+    if out is None:
+        out = np.empty((len(paths), channels, size, size), dtype=np.uint8)
+    bad = []
+    for start, (arr, errors) in zip(range(0, len(paths), CHUNK),
+                                    _chunked_map(_decode_chunk, paths, size, channels, quiet=quiet,
+                                                 what="decoding images")):
+        out[start:start + len(arr)] = arr
+        bad += [(paths[start + i], why) for i, why in errors]
+    if bad:
+        raise _unreadable(bad)
+    return out
+
+
+# ---------------------------------------------------------------- the cache of a folder
+def cache_path(root: Path, files: list[Path], order: np.ndarray, size: int, cache_dir: Path) -> Path:
+    """Where the decoded images of files (taken in this order) at size x size are cached: named by
+    the folder and a key of every file's path, size and mtime."""
+    from latentlab.files import content_key
+    stats = [(f.stat(), f) for f in files]
+    listing = [[str(f.relative_to(root)), s.st_size, s.st_mtime_ns] for s, f in stats]
+    key = content_key({"format": CACHE_FORMAT, "size": size, "files": listing}, order.astype(np.int64))
+    return cache_dir / f"{_folder_id(root, size)}-{key}.npy"
+
+
+def _folder_id(root: Path, size: int) -> str:
+    from latentlab.files import content_key
+    return f"folder-{content_key({'root': str(root.resolve())})[:10]}-{size}px"
+
+
+def _valid(path: Path, n: int, size: int) -> bool:
+    try:
+        a = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return False
+    return a.dtype == np.uint8 and a.ndim == 4 and a.shape[0] == n and a.shape[1] in (1, 3) and a.shape[2:] == (size, size)
+
+
+def _remove_dead_temps(final: Path) -> None:
+    """Temp files of this cache that a killed build on this machine left behind."""
+    host = socket.gethostname()
+    for tmp in final.parent.glob(f".{final.name}.{host}.*.tmp"):
+        pid = tmp.name[len(f".{final.name}.{host}."):-len(".tmp")]
+        try:
+            os.kill(int(pid), 0)
+        except (ValueError, ProcessLookupError):
+            tmp.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's
+            pass
+
+
+def build_cache(files: list[Path], size: int, final: Path, quiet: bool = True) -> None:
+    """Decode files into final (.npy of uint8 (N, C, size, size)) through a temp file that only a
+    complete build renames; older caches of the same folder and size are removed after it."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_temps(final)
+    channels = image_channels(files, quiet)
+    tmp = final.parent / f".{final.name}.{socket.gethostname()}.{os.getpid()}.tmp"
+    shape = (len(files), channels, size, size)
+    try:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        try:
+            with open(tmp, "r+b") as f:  # claim the blocks now: a full disk is an error here, not a SIGBUS later
+                os.posix_fallocate(f.fileno(), 0, os.path.getsize(tmp))
+        except OSError as e:
+            raise UserError(f"cannot write the decoded cache of this folder ({np.prod(shape) / 1e9:.2f} GB) to "
+                            f"{shown(final.parent)}: {e.strerror or e}; free space there or give --data_dir "
+                            f"on another disk")
+        decode_images(files, size, channels, out=arr, quiet=quiet)
+        arr.flush()
+        del arr
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        dir_fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    for old in final.parent.glob(f"{final.name.rsplit('-', 1)[0]}-*.npy"):
+        if old != final:
+            old.unlink(missing_ok=True)
+
+
+def folder_images(root: Path, files: list[Path], order: np.ndarray, size: int, cache_dir: Path,
+                  memory_budget: int, quiet: bool = True) -> np.ndarray:
+    """uint8 (N, C, size, size) images of files[order], from the cache (built first when missing or
+    stale): read into memory when they fit memory_budget bytes, else memory-mapped (copy-on-write,
+    so the file is never changed). A cache folder that cannot be written: decoded into memory."""
+    ordered = [files[i] for i in order]
+    try:
+        final = cache_path(root, files, order, size, cache_dir)
+        if not _valid(final, len(files), size):
+            build_cache(ordered, size, final, quiet)
+    except PermissionError as e:
+        if not quiet:
+            print(f"note: cannot write the decoded cache to {shown(cache_dir)} ({e.strerror}); decoding into "
+                  f"memory (give --data_dir a writable folder to decode once)", flush=True)
+        return decode_images(ordered, size, image_channels(ordered, quiet), quiet=quiet)
+    header = np.load(final, mmap_mode="r")
+    return np.load(final) if header.nbytes <= memory_budget else np.load(final, mmap_mode="c")
+
+
+def default_memory_budget() -> int:
+    """Bytes a decoded folder may take in memory by default: half of this machine's RAM, shared by
+    the processes torchrun starts on it."""
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return ram // (2 * max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
