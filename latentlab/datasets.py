@@ -69,6 +69,17 @@ def to_float(x_u8: torch.Tensor) -> torch.Tensor:
     return x_u8.float().div_(255.0)
 
 
+def take(x_u8: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x_u8[idx], read in ascending index order and returned in idx's order: on a memory-mapped
+    dataset the reads then run forwards through the file, and the batch is the same either way."""
+    if x_u8.device.type != "cpu" or len(idx) < 2:
+        return x_u8[idx]
+    ascending, order = idx.sort()
+    out = torch.empty((len(idx), *x_u8.shape[1:]), dtype=x_u8.dtype)
+    out[order] = x_u8[ascending]
+    return out
+
+
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (plain or .gz): magic (0, 0, dtype, ndim), big-endian dims, then data."""
     path = Path(path)

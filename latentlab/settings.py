@@ -67,8 +67,9 @@ class Settings:
                                          "clean); any family", group="model", type=nonneg_float)
     beta: float = setting(1.0, help="VAE: weight of the KL term", group="model", type=nonneg_float)
     channels: tuple | None = setting(None, help="conv, vae: channels of each stride-2 stage, at most as many stages "
-                                                "as the image halves (28x28: 2, 32x32: 3)", group="model",
-                                     type=positive_int, nargs="+", shown=_by_code_size(1, 2) + " (28x28; a third stage at 32x32)")
+                                                "as the image halves (28x28: 2, 32x32: 3, 64x64: 4, 128x128: 5)", group="model",
+                                     type=positive_int, nargs="+", shown=_by_code_size(1, 2) + " (28x28; a third stage at 32x32, a fourth at 64x64, "
+                                                                   "more of the last width above)")
     dense: tuple | None = setting(None, help="conv, vae: widths of dense layers between the conv features and "
                                              "the bottleneck, mirrored in the decoder (`--dense` alone or 0: none)",
                                   group="model", type=nonneg_int, nargs="*", older=0,
@@ -97,6 +98,10 @@ class Settings:
                                    shown="data/<name>/", makes_results=False)
     image_size: int | None = setting(None, help=f"resize images to this square size (at least {MIN_IMAGE_SIZE})",
                                      group="data", type=image_size, shown="native (32 for gtsrb and folders)")
+    memory_budget: float | None = setting(None, help="GB of memory a decoded image folder may take; a larger one "
+                                                     "trains and encodes from its memory-mapped cache on disk",
+                                          group="data", type=positive_float, shown="half of the machine's RAM",
+                                          makes_results=False)
     val_fraction: float = setting(0.1, help="share of the training split held out for model selection",
                                   group="data", type=fraction, resume_must_match=True, recorded=True)
     num_epochs: int = setting(20, help="epochs per model", group="training", type=positive_int, recorded=True)
@@ -152,7 +157,7 @@ class Settings:
         given = {k: v for k, v in (("channels", self.channels), ("hidden", self.hidden)) if v is not None}
         if self.bottleneck is not None:
             given["bottleneck"] = self.bottleneck if latent_size >= 3 else "linear"
-        defaults = default_network(latent_size, self.model) if conv else {"dense": (), "bottleneck": "linear"}
+        defaults = default_network(latent_size, self.model, image_shape) if conv else {"dense": (), "bottleneck": "linear"}
         if self.dense and 0 in self.dense and len(self.dense) > 1:
             raise UserError(f"--dense {' '.join(map(str, self.dense))}: 0 means no dense layer and stands alone; "
                             f"give positive widths, or 0 (or --dense alone) for none")
