@@ -88,6 +88,9 @@ def decode_image(path, size: int, channels: int) -> np.ndarray:
 
 
 def _reason(e: Exception) -> str:
+    from PIL import UnidentifiedImageError
+    if isinstance(e, UnidentifiedImageError):  # its message repeats the path, which the error line names
+        return "not an image file Pillow can identify"
     return str(e).splitlines()[0][:120] if str(e) else type(e).__name__
 
 
@@ -150,6 +153,7 @@ def _chunked_map(fn, items: list, *args, quiet: bool = True, what: str = ""):
 
 
 def _unreadable(bad: list[tuple[Path, str]]) -> UserError:
+    bad = sorted(bad)
     if len(bad) == 1:
         path, why = bad[0]
         return UserError(f"cannot read image {shown(path)}: {why}; remove or replace the file")
