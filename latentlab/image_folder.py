@@ -11,6 +11,7 @@ fsync, os.replace), so a killed build is never taken for a whole one.
 """
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import socket
@@ -138,7 +139,7 @@ def _chunked_map(fn, items: list, *args, quiet: bool = True, what: str = ""):
     workers = min(_workers(), len(chunks))
     with tqdm(total=len(items), unit="img", desc=what, disable=quiet or not sys.stderr.isatty(),
               leave=False, dynamic_ncols=True) as bar:
-        if workers <= 1:
+        if workers <= 1 or multiprocessing.current_process().daemon:  # a daemon may not start processes
             results = (fn(c, *args) for c in chunks)
             for c, r in zip(chunks, results):
                 bar.update(len(c))
@@ -174,20 +175,24 @@ def image_channels(paths: list, quiet: bool = True) -> int:
     return 1 if all(m in GRAY_MODES for m in modes) else 3
 
 
-def decode_images(paths: list, size: int, channels: int, out: np.ndarray | None = None,
-                  quiet: bool = True) -> np.ndarray:
-    """Decode every file into out (uint8 (N, channels, size, size); a new array when None), on every
-    core; every unreadable file is named at once."""
-    if out is None:
-        out = np.empty((len(paths), channels, size, size), dtype=np.uint8)
+def decoded_chunks(paths: list, size: int, channels: int, quiet: bool = True):
+    """Yield (start, uint8 (n, channels, size, size)) for consecutive chunks of paths, decoded on
+    every core; after the last, every unreadable file is named at once (a UserError)."""
     bad = []
     for start, (arr, errors) in zip(range(0, len(paths), CHUNK),
                                     _chunked_map(_decode_chunk, paths, size, channels, quiet=quiet,
                                                  what="decoding images")):
-        out[start:start + len(arr)] = arr
         bad += [(paths[start + i], why) for i, why in errors]
+        yield start, arr
     if bad:
         raise _unreadable(bad)
+
+
+def decode_images(paths: list, size: int, channels: int, quiet: bool = True) -> np.ndarray:
+    """Every file decoded into one uint8 array (N, channels, size, size)."""
+    out = np.empty((len(paths), channels, size, size), dtype=np.uint8)
+    for start, arr in decoded_chunks(paths, size, channels, quiet):
+        out[start:start + len(arr)] = arr
     return out
 
 
@@ -237,18 +242,17 @@ def build_cache(files: list[Path], size: int, final: Path, quiet: bool = True) -
     tmp = final.parent / f".{final.name}.{socket.gethostname()}.{os.getpid()}.tmp"
     shape = (len(files), channels, size, size)
     try:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-        try:
-            with open(tmp, "r+b") as f:  # claim the blocks now: a full disk is an error here, not a SIGBUS later
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()  # the .npy header
+        with open(tmp, "r+b") as f:
+            try:  # claim the blocks now: a full disk stops the build before any decoding
                 os.posix_fallocate(f.fileno(), 0, os.path.getsize(tmp))
-        except OSError as e:
-            raise UserError(f"cannot write the decoded cache of this folder ({np.prod(shape) / 1e9:.2f} GB) to "
-                            f"{shown(final.parent)}: {e.strerror or e}; free space there or give --data_dir "
-                            f"on another disk")
-        decode_images(files, size, channels, out=arr, quiet=quiet)
-        arr.flush()
-        del arr
-        with open(tmp, "rb") as f:
+            except (AttributeError, OSError) as e:  # no fallocate here (macOS, some network file systems)
+                if getattr(e, "errno", None) == errno.ENOSPC:
+                    raise
+            f.seek(os.path.getsize(tmp) - int(np.prod(shape)))
+            for _, arr in decoded_chunks(files, size, channels, quiet):  # in order: one sequential write
+                f.write(arr.tobytes())
+            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
         dir_fd = os.open(final.parent, os.O_RDONLY)
@@ -256,8 +260,12 @@ def build_cache(files: list[Path], size: int, final: Path, quiet: bool = True) -
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and not isinstance(e, PermissionError):
+            raise UserError(f"cannot write the decoded cache of this folder ({np.prod(shape) / 1e9:.2f} GB) to "
+                            f"{shown(final.parent)}: {e.strerror or e}; free space there or give --data_dir "
+                            f"on another disk")
         raise
     for old in final.parent.glob(f"{final.name.rsplit('-', 1)[0]}-*.npy"):
         if old != final:
@@ -278,7 +286,7 @@ def folder_images(root: Path, files: list[Path], order: np.ndarray, size: int, c
         if not quiet:
             print(f"note: cannot write the decoded cache to {shown(cache_dir)} ({e.strerror}); decoding into "
                   f"memory (give --data_dir a writable folder to decode once)", flush=True)
-        return decode_images(ordered, size, image_channels(ordered, quiet), quiet=quiet)
+        return decode_images(ordered, size, image_channels(ordered, quiet), quiet)
     header = np.load(final, mmap_mode="r")
     return np.load(final) if header.nbytes <= memory_budget else np.load(final, mmap_mode="c")
 
