@@ -231,7 +231,7 @@ def _torchvision(name, root, image_size, quiet):
 
     def conv(d):
         samples = d._samples
-        images = decode_images([p for p, _ in samples], size, 3, quiet=quiet)
+        images = decode_images([p for p, _ in samples], size, channels=3, quiet=quiet)
         return torch.from_numpy(images), torch.tensor([t for _, t in samples], dtype=torch.int64)
     (trx, tr_y), (tex, te_y) = conv(tr), conv(te)
     return trx, tr_y, tex, te_y, GTSRB_CLASSES, "official train/test split"
@@ -241,13 +241,13 @@ def _folder(path, image_size, cache_dir: Path, memory_budget: int, quiet: bool):
     """An image folder's seeded stratified split, decided on the file list before any image is
     decoded; both splits are slices of one array (the training images first), with no copy."""
     root = Path(path)
-    files, labels, classes = list_folder(root)
-    train_idx, test_idx = split_indices(torch.from_numpy(labels), 0.2, seed=0)
+    listing = list_folder(root)
+    train_idx, test_idx = split_indices(torch.from_numpy(listing.labels), 0.2, seed=0)
     order = torch.cat([train_idx, test_idx]).numpy()
-    x = torch.from_numpy(folder_images(root, files, order, image_size or 32, cache_dir, memory_budget, quiet))
+    x = torch.from_numpy(folder_images(root, listing, order, image_size or 32, cache_dir, memory_budget, quiet))
     n = len(train_idx)
-    y = torch.from_numpy(labels[order])
-    return x[:n], y[:n], x[n:], y[n:], [shown(c) for c in classes], "seeded stratified 80/20 split (split seed 0)"
+    y = torch.from_numpy(listing.labels[order])
+    return x[:n], y[:n], x[n:], y[n:], [shown(c) for c in listing.classes], "seeded stratified 80/20 split (split seed 0)"
 
 
 def load_dataset(name: str, data_dir: str | None = None, image_size: int | None = None,

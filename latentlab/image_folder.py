@@ -15,8 +15,10 @@ import errno
 import multiprocessing
 import os
 import socket
+import stat
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -37,21 +39,34 @@ def shown(path) -> str:
     return text if text.isprintable() else repr(text)[1:-1]
 
 
-def list_folder(root: Path) -> tuple[list[Path], np.ndarray, list[str]]:
-    """(image files, their class indices (N,) int64, class names): one sub-folder per class, its
-    images found recursively, in sorted order (the order decides the seeded split)."""
+class Listing(NamedTuple):
+    files: list  # image paths, class by class, each class's in sorted order (the order decides the split)
+    labels: np.ndarray  # (N,) int64 class indices
+    classes: list  # the sub-folders' names
+    stamps: list  # [path relative to the folder, size, mtime in ns] of each file: the cache's key
+
+
+def list_folder(root: Path) -> Listing:
+    """The images of a folder with one sub-folder per class, found recursively in each; symlinked
+    folders are not entered (as pathlib's rglob)."""
     if not root.is_dir():
         raise UserError(f"folder dataset {shown(root)} does not exist; give folder:PATH with one sub-folder per class")
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    files, labels = [], []
+    files, labels, stamps = [], [], []
     for i, c in enumerate(classes):
         found = []
-        for dirpath, _, names in os.walk(root / c):  # symlinked folders are not entered, as pathlib's rglob
-            rel = Path(dirpath).relative_to(root / c).parts
-            found += [(rel + (n,), Path(dirpath, n)) for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES]
-        found = [f for _, f in sorted(found) if f.is_file()]
-        files += found
-        labels += [i] * len(found)
+        for dirpath, _, names in os.walk(root / c):
+            rel = tuple(Path(dirpath).relative_to(root).parts)
+            found += [(rel + (n,), dirpath) for n in names if os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES]
+        for parts, dirpath in sorted(found):  # sorted as Paths sort: part by part
+            try:
+                st = os.stat(os.path.join(dirpath, parts[-1]))
+            except OSError:  # a broken link: not an image file
+                continue
+            if stat.S_ISREG(st.st_mode):
+                files.append(Path(dirpath, parts[-1]))
+                labels.append(i)
+                stamps.append(["/".join(parts), st.st_size, st.st_mtime_ns])
     if not files:
         raise UserError(f"folder dataset {shown(root)} has no images: expected one sub-folder per class "
                         f"holding {', '.join(sorted(IMAGE_SUFFIXES))} files")
@@ -59,7 +74,7 @@ def list_folder(root: Path) -> tuple[list[Path], np.ndarray, list[str]]:
     if len(found) < 2:
         raise UserError(f"folder dataset {shown(root)} has images of one class only ({shown(found[0])}); the later "
                         f"steps compare classes: give at least two sub-folders, one per class")
-    return files, np.asarray(labels, dtype=np.int64), classes
+    return Listing(files, np.asarray(labels, dtype=np.int64), classes, stamps)
 
 
 # ---------------------------------------------------------------- one image
@@ -77,15 +92,20 @@ def to_8bit(img):
     return Image.fromarray(np.round(scaled).astype(np.uint8), "L")
 
 
-def decode_image(path, size: int, channels: int) -> np.ndarray:
-    """One image file -> uint8 (channels, size, size), shrunk while it is decoded."""
+def decode_image(path, size: int) -> tuple[np.ndarray, bool]:
+    """One image file -> (uint8 (3, size, size), whether it holds grey values alone (GRAY_MODES):
+    then its three channels are equal), shrunk while it is decoded."""
     from PIL import Image, ImageOps
     with Image.open(path) as img:
-        img.draft("L" if channels == 1 else "RGB", (size, size))  # JPEG only: decode at a reduced scale
+        gray = img.mode in GRAY_MODES
+        img.draft("L" if gray else "RGB", (size, size))  # JPEG only: decode at a reduced scale
         if img.getexif().get(0x0112, 1) != 1:  # Orientation: phone photos are stored on their side
             img = ImageOps.exif_transpose(img)
-        img = to_8bit(img).convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
-    return np.asarray(img).reshape(size, size, channels).transpose(2, 0, 1)
+        img = to_8bit(img).convert("L" if gray else "RGB")
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.BILINEAR)
+    a = np.asarray(img)
+    return (np.broadcast_to(a, (3, size, size)) if gray else a.transpose(2, 0, 1)), gray
 
 
 def _reason(e: Exception) -> str:
@@ -100,29 +120,17 @@ def _open_errors():
     return (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-def _modes(paths) -> list[tuple[str | None, str | None]]:
-    """(mode, None) of each file from its header alone, or (None, why it cannot be read)."""
-    from PIL import Image
-    out = []
-    for p in paths:
-        try:
-            with Image.open(p) as img:
-                out.append((img.mode, None))
-        except _open_errors() as e:
-            out.append((None, _reason(e)))
-    return out
-
-
-def _decode_chunk(paths, size: int, channels: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """(uint8 (n, C, size, size), [(position in paths, why it cannot be read)])."""
-    arr = np.zeros((len(paths), channels, size, size), dtype=np.uint8)
+def _decode_chunk(paths, size: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+    """(uint8 (n, 3, size, size), which are grey (n,) bool, [(position in paths, why it cannot be read)])."""
+    arr = np.zeros((len(paths), 3, size, size), dtype=np.uint8)
+    gray = np.ones(len(paths), dtype=bool)
     bad = []
     for i, p in enumerate(paths):
         try:
-            arr[i] = decode_image(p, size, channels)
+            arr[i], gray[i] = decode_image(p, size)
         except _open_errors() as e:
             bad.append((i, _reason(e)))
-    return arr, bad
+    return arr, gray, bad
 
 
 # ---------------------------------------------------------------- many images, on every core
@@ -163,47 +171,34 @@ def _unreadable(bad: list[tuple[Path, str]]) -> UserError:
     return UserError(f"cannot read {len(bad)} images: {names}{more}; remove or replace them")
 
 
-def image_channels(paths: list, quiet: bool = True) -> int:
-    """1 when every file holds grey values (GRAY_MODES), else 3; every unreadable file named at once."""
-    modes, bad = [], []
-    for chunk_start, found in zip(range(0, len(paths), CHUNK), _chunked_map(_modes, paths, quiet=quiet,
-                                                                           what="reading headers")):
-        modes += [m for m, _ in found]
-        bad += [(paths[chunk_start + i], why) for i, (_, why) in enumerate(found) if why is not None]
-    if bad:
-        raise _unreadable(bad)
-    return 1 if all(m in GRAY_MODES for m in modes) else 3
-
-
-def decoded_chunks(paths: list, size: int, channels: int, quiet: bool = True):
-    """Yield (start, uint8 (n, channels, size, size)) for consecutive chunks of paths, decoded on
-    every core; after the last, every unreadable file is named at once (a UserError)."""
+def decoded_chunks(paths: list, size: int, quiet: bool = True):
+    """Yield (start, uint8 (n, 3, size, size), which are grey (n,) bool) for consecutive chunks of
+    paths, decoded on every core; after the last, every unreadable file is named at once."""
     bad = []
-    for start, (arr, errors) in zip(range(0, len(paths), CHUNK),
-                                    _chunked_map(_decode_chunk, paths, size, channels, quiet=quiet,
-                                                 what="decoding images")):
+    for start, (arr, gray, errors) in zip(range(0, len(paths), CHUNK),
+                                          _chunked_map(_decode_chunk, paths, size, quiet=quiet, what="decoding images")):
         bad += [(paths[start + i], why) for i, why in errors]
-        yield start, arr
+        yield start, arr, gray
     if bad:
         raise _unreadable(bad)
 
 
-def decode_images(paths: list, size: int, channels: int, quiet: bool = True) -> np.ndarray:
-    """Every file decoded into one uint8 array (N, channels, size, size)."""
-    out = np.empty((len(paths), channels, size, size), dtype=np.uint8)
-    for start, arr in decoded_chunks(paths, size, channels, quiet):
+def decode_images(paths: list, size: int, channels: int | None = None, quiet: bool = True) -> np.ndarray:
+    """Every file decoded into one uint8 array (N, C, size, size); C: channels, or when None, 1 if
+    every image holds grey values alone, else 3."""
+    out, all_gray = np.empty((len(paths), 3, size, size), dtype=np.uint8), True
+    for start, arr, gray in decoded_chunks(paths, size, quiet):
         out[start:start + len(arr)] = arr
-    return out
+        all_gray &= bool(gray.all())
+    return out[:, :1].copy() if channels == 1 or (channels is None and all_gray) else out
 
 
 # ---------------------------------------------------------------- the cache of a folder
-def cache_path(root: Path, files: list[Path], order: np.ndarray, size: int, cache_dir: Path) -> Path:
-    """Where the decoded images of files (taken in this order) at size x size are cached: named by
-    the folder and a key of every file's path, size and mtime."""
+def cache_path(listing: Listing, order: np.ndarray, size: int, cache_dir: Path, root: Path) -> Path:
+    """Where the decoded images of a folder (taken in this order) at size x size are cached: named
+    by the folder and a key of every file's path, size and mtime."""
     from latentlab.files import content_key
-    stats = [(f.stat(), f) for f in files]
-    listing = [[str(f.relative_to(root)), s.st_size, s.st_mtime_ns] for s, f in stats]
-    key = content_key({"format": CACHE_FORMAT, "size": size, "files": listing}, order.astype(np.int64))
+    key = content_key({"format": CACHE_FORMAT, "size": size, "files": listing.stamps}, order.astype(np.int64))
     return cache_dir / f"{_folder_id(root, size)}-{key}.npy"
 
 
@@ -233,25 +228,37 @@ def _remove_dead_temps(final: Path) -> None:
             pass
 
 
-def build_cache(files: list[Path], size: int, final: Path, quiet: bool = True) -> None:
-    """Decode files into final (.npy of uint8 (N, C, size, size)) through a temp file that only a
-    complete build renames; older caches of the same folder and size are removed after it."""
+class _ColourAfterGrey(Exception):
+    """A colour image after a first chunk of grey ones: the build starts again with 3 channels."""
+
+
+def build_cache(files: list[Path], size: int, final: Path, quiet: bool = True, channels: int | None = None) -> None:
+    """Decode files into final (.npy of uint8 (N, C, size, size); C: 1 if every image holds grey
+    values alone, else 3) through a temp file that only a complete build renames; older caches of
+    the same folder and size are removed after it."""
     final.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_temps(final)
-    channels = image_channels(files, quiet)
     tmp = final.parent / f".{final.name}.{socket.gethostname()}.{os.getpid()}.tmp"
+    chunks = decoded_chunks(files, size, quiet)
+    start, arr, gray = next(chunks)
+    channels = channels or (1 if gray.all() else 3)  # guessed from the first chunk; a colour image later restarts
     shape = (len(files), channels, size, size)
     try:
         np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()  # the .npy header
         with open(tmp, "r+b") as f:
-            try:  # claim the blocks now: a full disk stops the build before any decoding
+            try:  # claim the blocks now: a full disk stops the build here, not with a torn file
                 os.posix_fallocate(f.fileno(), 0, os.path.getsize(tmp))
             except (AttributeError, OSError) as e:  # no fallocate here (macOS, some network file systems)
                 if getattr(e, "errno", None) == errno.ENOSPC:
                     raise
             f.seek(os.path.getsize(tmp) - int(np.prod(shape)))
-            for _, arr in decoded_chunks(files, size, channels, quiet):  # in order: one sequential write
-                f.write(arr.tobytes())
+            while True:  # chunks arrive in order: one sequential write
+                if channels == 1 and not gray.all():
+                    raise _ColourAfterGrey
+                f.write(np.ascontiguousarray(arr[:, :channels]).tobytes())
+                start, arr, gray = next(chunks, (None, None, None))
+                if start is None:
+                    break
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
@@ -261,7 +268,10 @@ def build_cache(files: list[Path], size: int, final: Path, quiet: bool = True) -
         finally:
             os.close(dir_fd)
     except BaseException as e:
+        chunks.close()
         tmp.unlink(missing_ok=True)
+        if isinstance(e, _ColourAfterGrey):
+            return build_cache(files, size, final, quiet, channels=3)
         if isinstance(e, OSError) and not isinstance(e, PermissionError):
             raise UserError(f"cannot write the decoded cache of this folder ({np.prod(shape) / 1e9:.2f} GB) to "
                             f"{shown(final.parent)}: {e.strerror or e}; free space there or give --data_dir "
@@ -272,21 +282,22 @@ def build_cache(files: list[Path], size: int, final: Path, quiet: bool = True) -
             old.unlink(missing_ok=True)
 
 
-def folder_images(root: Path, files: list[Path], order: np.ndarray, size: int, cache_dir: Path,
+def folder_images(root: Path, listing: Listing, order: np.ndarray, size: int, cache_dir: Path,
                   memory_budget: int, quiet: bool = True) -> np.ndarray:
-    """uint8 (N, C, size, size) images of files[order], from the cache (built first when missing or
-    stale): read into memory when they fit memory_budget bytes, else memory-mapped (copy-on-write,
-    so the file is never changed). A cache folder that cannot be written: decoded into memory."""
-    ordered = [files[i] for i in order]
+    """uint8 (N, C, size, size) images of the listing's files in this order, from the cache (built
+    first when missing or stale): read into memory when they fit memory_budget bytes, else
+    memory-mapped (copy-on-write, so the file is never changed). A cache folder that cannot be
+    written: decoded into memory."""
+    ordered = [listing.files[i] for i in order]
     try:
-        final = cache_path(root, files, order, size, cache_dir)
-        if not _valid(final, len(files), size):
+        final = cache_path(listing, order, size, cache_dir, root)
+        if not _valid(final, len(ordered), size):
             build_cache(ordered, size, final, quiet)
     except PermissionError as e:
         if not quiet:
             print(f"note: cannot write the decoded cache to {shown(cache_dir)} ({e.strerror}); decoding into "
                   f"memory (give --data_dir a writable folder to decode once)", flush=True)
-        return decode_images(ordered, size, image_channels(ordered, quiet), quiet)
+        return decode_images(ordered, size, quiet=quiet)
     header = np.load(final, mmap_mode="r")
     return np.load(final) if header.nbytes <= memory_budget else np.load(final, mmap_mode="c")
 

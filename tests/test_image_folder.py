@@ -70,22 +70,23 @@ def test_another_image_size_is_a_cache_of_its_own(tmp_path):
 def split_order(folder: Path):
     """(files, the order the cache holds them in: the training split, then the test split)."""
     from latentlab.datasets import split_indices
-    files, labels, _ = image_folder.list_folder(folder)
-    train_idx, test_idx = split_indices(torch.from_numpy(labels), 0.2, seed=0)
-    return files, torch.cat([train_idx, test_idx]).numpy()
+    listing = image_folder.list_folder(folder)
+    train_idx, test_idx = split_indices(torch.from_numpy(listing.labels), 0.2, seed=0)
+    return listing, torch.cat([train_idx, test_idx]).numpy()
 
 
 def test_a_temp_file_left_by_a_killed_build_is_never_taken_and_is_removed(tmp_path):
     folder = make_folder(tmp_path / "photos", per_class=5)
-    files, order = split_order(folder)
-    final = image_folder.cache_path(folder, files, order, 16, tmp_path / "folder_cache")
+    listing, order = split_order(folder)
+    files = listing.files
+    final = image_folder.cache_path(listing, order, 16, tmp_path / "folder_cache", folder)
     final.parent.mkdir(parents=True)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     torn = final.parent / f".{final.name}.{image_folder.socket.gethostname()}.{int(dead.stdout)}.tmp"
     np.lib.format.open_memmap(torn, mode="w+", dtype=np.uint8, shape=(len(files), 3, 16, 16))  # all zeros
     data = load_dataset(f"folder:{folder}", data_dir=tmp_path, image_size=16)
     assert not torn.exists() and final.is_file()
-    expected = image_folder.decode_images([files[i] for i in order], 16, 3)
+    expected = image_folder.decode_images([files[i] for i in order], 16)
     assert np.array_equal(torch.cat([data.train_x, data.test_x]).numpy(), expected) and expected.mean() > 10
 
 
@@ -110,8 +111,8 @@ def test_a_build_killed_midway_leaves_no_cache_and_the_next_load_is_whole(tmp_pa
     assert caches(tmp_path) == [] and list(cache_dir.glob(".*.tmp"))
     data = load_dataset(f"folder:{folder}", data_dir=tmp_path, image_size=32, quiet=True)
     assert not list(cache_dir.glob(".*.tmp")) and len(caches(tmp_path)) == 1
-    files, order = split_order(folder)
-    expected = image_folder.decode_images([files[i] for i in order], 32, 3)
+    listing, order = split_order(folder)
+    expected = image_folder.decode_images([listing.files[i] for i in order], 32)
     assert np.array_equal(torch.cat([data.train_x, data.test_x]).numpy(), expected)
 
 
@@ -119,9 +120,9 @@ def test_a_folder_over_the_memory_budget_trains_from_its_memory_map_to_the_same_
     folder = make_folder(tmp_path / "photos", per_class=24, size=16)
     in_memory = load_dataset(f"folder:{folder}", data_dir=tmp_path, image_size=8)
     mapped = load_dataset(f"folder:{folder}", data_dir=tmp_path, image_size=8, memory_budget=1e-9)
-    files, order = split_order(folder)
-    assert isinstance(image_folder.folder_images(folder, files, order, 8, tmp_path / "folder_cache", 1), np.memmap)
-    assert not isinstance(image_folder.folder_images(folder, files, order, 8, tmp_path / "folder_cache", 2**40),
+    listing, order = split_order(folder)
+    assert isinstance(image_folder.folder_images(folder, listing, order, 8, tmp_path / "folder_cache", 1), np.memmap)
+    assert not isinstance(image_folder.folder_images(folder, listing, order, 8, tmp_path / "folder_cache", 2**40),
                           np.memmap)
     settings = Settings(latent_size=4, num_epochs=2, batch_size=8, snapshot_every=0, seed=3)
     weights = []
@@ -163,3 +164,20 @@ def test_the_data_benchmark_runs_on_a_tiny_folder_and_refuses_a_bad_size(tmp_pat
     assert out.count("load_dataset, from the cache") == 2 and out.count("ImageFolder's speed") == 2
     bad = run_script("benchmarks/bench_data.py", "--photo_size", "3000", check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "is not WIDTHxHEIGHT" in bad.stderr
+
+
+def test_colour_images_after_many_grey_ones_make_a_colour_cache(tmp_path):
+    root = tmp_path / "mixed"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    for i in range(90):  # more grey images than one chunk, first in the cache's order
+        Image.fromarray(np.full((12, 12), i, dtype=np.uint8)).save(root / "a" / f"{i:02d}.png")
+    for i in range(5):
+        Image.fromarray(np.full((12, 12, 3), (200, 10, i), dtype=np.uint8)).save(root / "b" / f"{i}.png")
+    data = load_dataset(f"folder:{root}", data_dir=tmp_path, image_size=12)
+    x = torch.cat([data.train_x, data.test_x])
+    y = torch.cat([data.train_y, data.test_y])
+    assert x.shape[1] == 3 and len(caches(tmp_path)) == 1 and not list((tmp_path / "folder_cache").glob(".*"))
+    grey, colour = x[y == 0], x[y == 1]
+    assert (grey[:, 0] == grey[:, 1]).all() and (grey[:, 1] == grey[:, 2]).all()
+    assert (colour[:, 0] == 200).all() and (colour[:, 1] == 10).all()
