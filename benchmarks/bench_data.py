@@ -14,6 +14,7 @@ import argparse
 import json
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -44,6 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--small", type=nonneg_int, default=50000, help="small JPEGs (0: skip that folder)")
     p.add_argument("--small_size", type=image_shape, default=(64, 64), help="WIDTHxHEIGHT of the small images")
     p.add_argument("--image_size", type=positive_int, default=64, help="--image_size of the loads")
+    p.add_argument("--repeats", type=positive_int, default=3, help="interleaved repeats of every path")
     p.add_argument("--loader_workers", type=nonneg_int, default=2, help="DataLoader workers of the ImageFolder path")
     p.add_argument("--child", nargs=4, metavar=("PATH", "FOLDER", "IMAGE_SIZE", "CACHE"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -136,11 +138,20 @@ def run_child(path: str, folder: Path, image_size: int, extra: str) -> dict:
 
 
 def bench_folder(name: str, folder: Path, args) -> dict:
+    """Each path --repeats times, interleaved (the machine's load drifts): the median seconds, the
+    highest peak RSS, and the median of each repeat's speed-up over ImageFolder."""
     cache = Path(args.work_dir) / f"cache_{name}"
-    shutil.rmtree(cache, ignore_errors=True)
-    rows = {"imagefolder": run_child("imagefolder", folder, args.image_size, str(args.loader_workers)),
-            "first_load": run_child("first_load", folder, args.image_size, str(cache)),
-            "cached_load": run_child("cached_load", folder, args.image_size, str(cache))}
+    runs = {path: [] for path in PATHS}
+    for _ in range(args.repeats):
+        shutil.rmtree(cache, ignore_errors=True)
+        runs["imagefolder"].append(run_child("imagefolder", folder, args.image_size, str(args.loader_workers)))
+        runs["first_load"].append(run_child("first_load", folder, args.image_size, str(cache)))
+        runs["cached_load"].append(run_child("cached_load", folder, args.image_size, str(cache)))
+    rows = {path: {"seconds": statistics.median(r["seconds"] for r in runs[path]), "images": runs[path][0]["images"],
+                   "rss_mb": max(r["rss_mb"] for r in runs[path])} for path in PATHS}
+    for path in ("first_load", "cached_load"):
+        rows[path]["speedup"] = statistics.median(a["seconds"] / b["seconds"]
+                                                  for a, b in zip(runs["imagefolder"], runs[path]))
     rows["cache_bytes"] = sum(p.stat().st_size for p in cache.rglob("*.npy"))
     return rows
 
@@ -174,8 +185,8 @@ def print_rows(name: str, count: int, size: tuple, args, rows: dict) -> None:
     for path in PATHS:
         r = rows[path]
         print(f"{labels[path]:<34} {r['seconds']:>8.2f} {r['images'] / r['seconds']:>8,.0f} {r['rss_mb']:>12,.0f}")
-    print(f"first load: {rows['imagefolder']['seconds'] / rows['first_load']['seconds']:.2f}x ImageFolder's speed; "
-          f"cached load: {rows['imagefolder']['seconds'] / rows['cached_load']['seconds']:.1f}x")
+    print(f"first load: {rows['first_load']['speedup']:.2f}x ImageFolder's speed; "
+          f"cached load: {rows['cached_load']['speedup']:.1f}x (medians of {args.repeats} interleaved repeats)")
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ def shown(path) -> str:
 
 
 class Listing(NamedTuple):
-    files: list  # image paths, class by class, each class's in sorted order (the order decides the split)
+    files: list  # image paths (str: a Path per file costs more than the rest of a cached load), class by class, each class's in sorted order (the order decides the split)
     labels: np.ndarray  # (N,) int64 class indices
     classes: list  # the sub-folders' names
     stamps: list  # [path relative to the folder, size, mtime in ns] of each file: the cache's key
@@ -59,12 +59,13 @@ def list_folder(root: Path) -> Listing:
             rel = tuple(Path(dirpath).relative_to(root).parts)
             found += [(rel + (n,), dirpath) for n in names if os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES]
         for parts, dirpath in sorted(found):  # sorted as Paths sort: part by part
+            path = os.path.join(dirpath, parts[-1])
             try:
-                st = os.stat(os.path.join(dirpath, parts[-1]))
+                st = os.stat(path)
             except OSError:  # a broken link: not an image file
                 continue
             if stat.S_ISREG(st.st_mode):
-                files.append(Path(dirpath, parts[-1]))
+                files.append(path)
                 labels.append(i)
                 stamps.append(["/".join(parts), st.st_size, st.st_mtime_ns])
     if not files:
