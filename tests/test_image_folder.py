@@ -181,3 +181,14 @@ def test_colour_images_after_many_grey_ones_make_a_colour_cache(tmp_path):
     grey, colour = x[y == 0], x[y == 1]
     assert (grey[:, 0] == grey[:, 1]).all() and (grey[:, 1] == grey[:, 2]).all()
     assert (colour[:, 0] == 200).all() and (colour[:, 1] == 10).all()
+
+
+@pytest.mark.parametrize("exact_max_dim", [4096, 16])
+def test_the_pca_baseline_of_a_memory_map_is_the_one_of_its_training_rows_in_memory(tmp_path, exact_max_dim):
+    from latentlab.pca import fit_pca
+    folder = make_folder(tmp_path / "photos", per_class=20, size=8)
+    mapped = load_dataset(f"folder:{folder}", data_dir=tmp_path, image_size=8, memory_budget=1e-9)
+    idx = torch.arange(0, len(mapped.train_x), 3)
+    mean, comps = fit_pca(mapped.train_x, 5, exact_max_dim=exact_max_dim, idx=idx)
+    ref_mean, ref_comps = fit_pca(mapped.train_x[idx].clone(), 5, exact_max_dim=exact_max_dim)
+    assert torch.equal(mean, ref_mean) and torch.equal(comps, ref_comps)
