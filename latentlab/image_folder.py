@@ -202,7 +202,6 @@ def _unreadable(bad: list[tuple[Path, str]]) -> UserError:
 def decoded_chunks(paths: list, size: int, quiet: bool = True):
     """Yield (start, uint8 (n, 3, size, size), which are grey (n,) bool) for consecutive chunks of
     paths, decoded on every core; after the last, every unreadable file is named at once."""
-    import torchvision.io  # noqa: F401  (imported once here, not in each forked worker: see _small_jpeg)
     bad = []
     for start, (arr, gray, errors) in zip(range(0, len(paths), CHUNK),
                                           _chunked_map(_decode_chunk, paths, size, quiet=quiet, what="decoding images")):
