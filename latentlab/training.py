@@ -6,6 +6,10 @@ Determinism: every epoch draws its permutation from a generator seeded by (seed,
 reseeds torch's global RNG (denoising noise, VAE sampling) by (seed, epoch, rank). So an epoch
 depends only on the weights and optimizer state at its start, which the checkpoint holds: a run
 resumed after a crash ends exactly where an uninterrupted one ends.
+
+A memory-mapped dataset (an image folder over --memory_budget) keeps the same permutation: each
+batch is read in ascending index order and put back in the permutation's order (datasets.take),
+so the batches, and the weights, do not depend on where the data lives.
 """
 from __future__ import annotations
 
