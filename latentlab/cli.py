@@ -118,6 +118,7 @@ workers = _ranged(int, 0, MAX_PROCESSES, why="more than a machine has cores")
 minutes = _ranged(int, 1, MAX_MINUTES, why="a year")
 seconds = _ranged(float, 0.0, 60.0 * MAX_MINUTES, low_inclusive=False, why="a year")
 repeat_count = _ranged(int, 1, MAX_REPEATS, why="a thousand timings already give a stable median")
+gigabytes = _ranged(float, 0.0, 2.0**20, low_inclusive=False, why="a pebibyte, more memory than a machine has")
 
 
 def seed_everything(seed: int) -> None:

@@ -1,7 +1,9 @@
 """Dataset name -> train and test tensors, with class names.
 
 Every dataset becomes `ImageData`: uint8 tensors of shape (N, C, H, W) and int64 labels, held whole
-in memory, so the training loop takes batches as index slices and never decodes an image per item.
+in memory (an image folder larger than the memory budget: memory-mapped from its decoded cache, see
+latentlab.image_folder), so the training loop takes batches as index slices and never decodes an
+image per item.
 Local files come first (IDX files for the MNIST family); otherwise torchvision downloads into
 data/<name>/. With neither, a UserError says which files to place where.
 """
@@ -17,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from latentlab.cli import UserError, memory_available, memory_for
+from latentlab.image_folder import decode_images, default_memory_budget, folder_images, list_folder, shown
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "emnist", "cifar10", "cifar100", "gtsrb", "svhn", "folder:PATH")
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -32,7 +35,6 @@ GTSRB_CLASSES = [
     "Turn left ahead", "Ahead only", "Go straight or right", "Go straight or left", "Keep right",
     "Keep left", "Roundabout mandatory", "End of no passing", "End of no passing for trucks",
 ]
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp"}
 # The MNIST-family file names, as published and as torchvision stores them under <root>/<Name>/raw/.
 IDX_FILES = {
     "mnist": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -65,6 +67,17 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">
 def to_float(x_u8: torch.Tensor) -> torch.Tensor:
     """uint8 images -> float32 in [0, 1] (the model's input normalisation)."""
     return x_u8.float().div_(255.0)
+
+
+def take(x_u8: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x_u8[idx], read in ascending index order and returned in idx's order: on a memory-mapped
+    dataset the reads then run forwards through the file, and the batch is the same either way."""
+    if x_u8.device.type != "cpu" or len(idx) < 2:
+        return x_u8[idx]
+    ascending, order = idx.sort()
+    out = torch.empty((len(idx), *x_u8.shape[1:]), dtype=x_u8.dtype)
+    out[order] = x_u8[ascending]
+    return out
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -113,8 +126,9 @@ def _load_idx_dataset(name: str, dirs: list[Path]) -> tuple | None:
 
 
 # ---------------------------------------------------------------- helpers
-def _seeded_split(x: torch.Tensor, y: torch.Tensor, test_fraction: float, seed: int):
-    """A stratified split: the same test_fraction of every class, chosen by a seeded permutation."""
+def split_indices(y: torch.Tensor, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A stratified split of the items with labels y: the same test_fraction of every class, chosen
+    by a seeded permutation. Returns (training indices, test indices), each ascending."""
     g = torch.Generator().manual_seed(seed)
     test_idx = []
     for c in torch.unique(y):
@@ -124,7 +138,12 @@ def _seeded_split(x: torch.Tensor, y: torch.Tensor, test_fraction: float, seed: 
     test_idx = torch.cat(test_idx).sort().values
     mask = torch.ones(len(y), dtype=torch.bool)
     mask[test_idx] = False
-    return x[mask], y[mask], x[test_idx], y[test_idx]
+    return torch.nonzero(mask).flatten(), test_idx
+
+
+def _seeded_split(x: torch.Tensor, y: torch.Tensor, test_fraction: float, seed: int):
+    train_idx, test_idx = split_indices(y, test_fraction, seed)
+    return x[train_idx], y[train_idx], x[test_idx], y[test_idx]
 
 
 def resize_uint8(x: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
@@ -141,17 +160,6 @@ def resize_uint8(x: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
             y = F.interpolate(part.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
             out.append(y.round_().clamp_(0, 255).to(torch.uint8))
         return torch.cat(out)
-
-
-def _pil_to_uint8(images, size: int, channels: int) -> torch.Tensor:
-    """Decode PIL images once, at load time, into one (N, C, size, size) uint8 tensor."""
-    from PIL import Image
-    mode = "L" if channels == 1 else "RGB"
-    arr = np.empty((len(images), size, size, channels), dtype=np.uint8)
-    for i, img in enumerate(images):
-        img = img.convert(mode).resize((size, size), Image.BILINEAR)
-        arr[i] = np.asarray(img).reshape(size, size, channels)
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
 
 
 def _no_network(name: str, root: Path, files: str, err: Exception) -> UserError:
@@ -203,7 +211,7 @@ def _class_names(name):
     return [str(i) for i in range(10)]
 
 
-def _torchvision(name, root, image_size):
+def _torchvision(name, root, image_size, quiet):
     import torchvision.datasets as tvd
     try:
         if name in ("cifar10", "cifar100"):
@@ -224,57 +232,44 @@ def _torchvision(name, root, image_size):
                  "svhn": "train_32x32.mat test_32x32.mat",
                  "gtsrb": "gtsrb/GTSRB-Training_fixed.zip gtsrb/GTSRB_Final_Test_Images.zip gtsrb/GTSRB_Final_Test_GT.zip"}[name]
         raise _no_network(name, root, files, e)
-    from PIL import Image
     size = image_size or 32  # GTSRB's images vary in size; 32x32 keeps the traffic signs legible
 
     def conv(d):
         samples = d._samples
-        imgs = (Image.open(p) for p, _ in samples)
-        return _pil_to_uint8(list(imgs), size, 3), torch.tensor([t for _, t in samples], dtype=torch.int64)
+        images = decode_images([p for p, _ in samples], size, channels=3, quiet=quiet)
+        return torch.from_numpy(images), torch.tensor([t for _, t in samples], dtype=torch.int64)
     (trx, tr_y), (tex, te_y) = conv(tr), conv(te)
     return trx, tr_y, tex, te_y, GTSRB_CLASSES, "official train/test split"
 
 
-def _folder(path, image_size, seed):
-    from PIL import Image, UnidentifiedImageError
+def _folder(path, image_size, cache_dir: Path, memory_budget: int, quiet: bool):
+    """An image folder's seeded stratified split, decided on the file list before any image is
+    decoded; both splits are slices of one array (the training images first), with no copy."""
     root = Path(path)
-    if not root.is_dir():
-        raise UserError(f"folder dataset {root} does not exist; give folder:PATH with one sub-folder per class")
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).rglob("*"))
-             if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
-    if not files:
-        raise UserError(f"folder dataset {root} has no images: expected one sub-folder per class "
-                        f"holding {', '.join(sorted(IMAGE_SUFFIXES))} files")
-    found = sorted({classes[i] for _, i in files})
-    if len(found) < 2:
-        raise UserError(f"folder dataset {root} has images of one class only ({found[0]}); the later steps "
-                        f"compare classes: give at least two sub-folders, one per class")
-    images = []
-    for f, _ in files:
-        try:
-            with Image.open(f) as img:
-                img.load()
-                images.append(img.copy())
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-            raise UserError(f"cannot read image {f}: {str(e).splitlines()[0][:120] if str(e) else type(e).__name__}; "
-                            f"remove or replace the file")
-    channels = 1 if all(img.mode in ("L", "1", "I;16", "I") for img in images) else 3
-    x = _pil_to_uint8(images, image_size or 32, channels)
-    y = torch.tensor([i for _, i in files], dtype=torch.int64)
-    trx, tr_y, tex, te_y = _seeded_split(x, y, 0.2, seed=0)
-    return trx, tr_y, tex, te_y, classes, "seeded stratified 80/20 split (split seed 0)"
+    listing = list_folder(root)
+    train_idx, test_idx = split_indices(torch.from_numpy(listing.labels), 0.2, seed=0)
+    order = torch.cat([train_idx, test_idx]).numpy()
+    x = torch.from_numpy(folder_images(root, listing, order, image_size or 32, cache_dir, memory_budget, quiet))
+    n = len(train_idx)
+    y = torch.from_numpy(listing.labels[order])
+    return x[:n], y[:n], x[n:], y[n:], [shown(c) for c in listing.classes], "seeded stratified 80/20 split (split seed 0)"
 
 
 def load_dataset(name: str, data_dir: str | None = None, image_size: int | None = None,
-                 data_root: str = "data", seed: int = 0) -> ImageData:
+                 data_root: str = "data", seed: int = 0, memory_budget: float | None = None,
+                 quiet: bool = False) -> ImageData:
     """Load a dataset by name (see DATASETS) as whole uint8 tensors.
 
     image_size resizes every image to image_size x image_size (folders and GTSRB default to 32).
+    An image folder is decoded once into a cache under data_dir (else data_root)/folder_cache/;
+    one larger than memory_budget GB (None: latentlab.image_folder.default_memory_budget) stays
+    memory-mapped there. quiet: no progress bar while images decode.
     """
     key = name.lower()
     if key.startswith("folder:"):
-        trx, tr_y, tex, te_y, classes, split = _folder(name.split(":", 1)[1], image_size, seed)
+        budget = default_memory_budget() if memory_budget is None else int(memory_budget * 1e9)
+        trx, tr_y, tex, te_y, classes, split = _folder(name.split(":", 1)[1], image_size,
+                                                       Path(data_dir or data_root) / "folder_cache", budget, quiet)
         key = name
     elif key == "digits":
         trx, tr_y, tex, te_y, classes, split = _digits(data_dir, seed)
@@ -284,7 +279,7 @@ def load_dataset(name: str, data_dir: str | None = None, image_size: int | None 
         classes = _class_names(key)
     elif key in ("cifar10", "cifar100", "svhn", "gtsrb"):
         root = Path(data_dir) if data_dir else Path(data_root) / key
-        trx, tr_y, tex, te_y, classes, split = _torchvision(key, root, image_size)
+        trx, tr_y, tex, te_y, classes, split = _torchvision(key, root, image_size, quiet)
     else:
         raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     if len(tex) == 0:

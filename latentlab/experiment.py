@@ -37,7 +37,7 @@ def model_sizes(latent_size: int) -> list[int]:
 
 def fit_pca_baseline(data, train_idx, sizes, out: Path, run: str) -> dict:
     """PCA fit on the training split (validation excluded, as for the models), scored on the test split."""
-    mean, comps = fit_pca(data.train_x[train_idx], max(sizes))
+    mean, comps = fit_pca(data.train_x, max(sizes), idx=train_idx)
     scores = {}
     for k in sizes:
         mse = pca_mse(data.test_x, mean, comps, k)
@@ -108,8 +108,8 @@ def train_and_summarise(settings: Settings, plan: runs.TrainingPlan, world: Worl
     files.ensure_writable(out)
     if world.main:
         files.remove_stale_temp_files(out, OUTPUTS)
-    data = load_in_turn(lambda: load_dataset(settings.dataset, data_dir=settings.data_dir,
-                                             image_size=settings.image_size), world)
+    data = load_in_turn(lambda: load_dataset(settings.dataset, data_dir=settings.data_dir, image_size=settings.image_size,
+                                             memory_budget=settings.memory_budget, quiet=quiet), world)
     if len(data.train_x) < 4:
         raise UserError(f"dataset {settings.dataset} has only {len(data.train_x)} training images; it needs at least 4")
     split = TrainingSplit(place_data(data.train_x, world.device),

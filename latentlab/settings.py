@@ -10,7 +10,7 @@ import argparse
 from dataclasses import MISSING, dataclass, field, fields
 
 from latentlab.cli import (MAX_IMAGE_SIZE, UserError, adam_lr, batch_images, epoch_count, epoch_count_or_off, fraction,
-                           image_side, loss_weight, make_parser, noise_level, width, width_or_none)
+                           gigabytes, image_side, loss_weight, make_parser, noise_level, width, width_or_none)
 from latentlab.datasets import DATASETS
 from model.autoencoder import (BOTTLENECKS, DEFAULT_NETWORK, FAMILIES, ModelConfig, build_model, conv_stages,
                                default_network)
@@ -69,8 +69,9 @@ class Settings:
                                          "clean); any family; at most 1000", group="model", type=noise_level)
     beta: float = setting(1.0, help="VAE: weight of the KL term (0 to 1e6)", group="model", type=loss_weight)
     channels: tuple | None = setting(None, help="conv, vae: channels of each stride-2 stage, at most as many stages "
-                                                "as the image halves (28x28: 2, 32x32: 3)", group="model",
-                                     type=width, nargs="+", shown=_by_code_size(1, 2) + " (28x28; a third stage at 32x32)")
+                                                "as the image halves (28x28: 2, 32x32: 3, 64x64: 4, 128x128: 5)", group="model",
+                                     type=width, nargs="+", shown=_by_code_size(1, 2) + " (28x28; a third stage at 32x32, a fourth at 64x64, "
+                                                                   "more of the last width above)")
     dense: tuple | None = setting(None, help="conv, vae: widths of dense layers between the conv features and "
                                              "the bottleneck, mirrored in the decoder (`--dense` alone or 0: none)",
                                   group="model", type=width_or_none, nargs="*", older=0,
@@ -99,6 +100,10 @@ class Settings:
                                    shown="data/<name>/", makes_results=False)
     image_size: int | None = setting(None, help=f"resize images to this square size ({MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE})",
                                      group="data", type=image_size, shown="native (32 for gtsrb and folders)")
+    memory_budget: float | None = setting(None, help="GB of memory a decoded image folder may take; a larger one "
+                                                     "trains and encodes from its memory-mapped cache on disk",
+                                          group="data", type=gigabytes, shown="half of the machine's RAM",
+                                          makes_results=False)
     val_fraction: float = setting(0.1, help="share of the training split held out for model selection",
                                   group="data", type=fraction, resume_must_match=True, recorded=True)
     num_epochs: int = setting(20, help="epochs per model", group="training", type=epoch_count, recorded=True)
@@ -149,7 +154,7 @@ class Settings:
         given = {k: v for k, v in (("channels", self.channels), ("hidden", self.hidden)) if v is not None}
         if self.bottleneck is not None:
             given["bottleneck"] = self.bottleneck if latent_size >= 3 else "linear"
-        defaults = default_network(latent_size, self.model) if conv else {"dense": (), "bottleneck": "linear"}
+        defaults = default_network(latent_size, self.model, image_shape) if conv else {"dense": (), "bottleneck": "linear"}
         if self.dense is not None:
             given["dense"] = tuple(u for u in self.dense if u)
         config = ModelConfig(family=self.model, latent_size=latent_size, image_shape=tuple(image_shape),

@@ -6,6 +6,10 @@ Determinism: every epoch draws its permutation from a generator seeded by (seed,
 reseeds torch's global RNG (denoising noise, VAE sampling) by (seed, epoch, rank). So an epoch
 depends only on the weights and optimizer state at its start, which the checkpoint holds: a run
 resumed after a crash ends exactly where an uninterrupted one ends.
+
+A memory-mapped dataset (an image folder over --memory_budget) keeps the same permutation: each
+batch is read in ascending index order and put back in the permutation's order (datasets.take),
+so the batches, and the weights, do not depend on where the data lives.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from latentlab import files
 from latentlab.checkpointing import (HISTORY_KEYS, best_epoch_of, library_versions, load_resume, optimizer_to_cpu,
                                      to_cpu)
 from latentlab.cli import UserError, memory_for
-from latentlab.datasets import to_float
+from latentlab.datasets import take, to_float
 from latentlab.distributed import (World, all_ranks_ok, all_reduce_sum, epoch_shard, local_batch_size, run_agreed,
                                    same_everywhere)
 from latentlab.settings import PRECISIONS, Settings, recorded
@@ -72,7 +76,8 @@ def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[torch.Tenso
 
 
 def place_data(x_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Keep the uint8 tensor on the GPU when there is one and it fits easily, else on the CPU."""
+    """Keep the uint8 tensor on the GPU when there is one and it fits easily, else on the CPU (where
+    it may be a memory map of an image folder's cache: batches then read from it, see take)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         if x_u8.numel() < free // 4:
@@ -120,8 +125,8 @@ def _train_epoch(net, opt, split: TrainingSplit, settings: Settings, epoch: int,
             idx = shard[i * local_batch:(i + 1) * local_batch]
             for group in opt.param_groups:
                 group["lr"] = learning_rate(settings, epoch * steps + i, steps)
-            x = to_float(split.images[idx].to(device, non_blocking=True))
-            x_ends = None if umap is None else to_float(split.images[ends[i]].to(device, non_blocking=True))
+            x = to_float(take(split.images, idx).to(device, non_blocking=True))
+            x_ends = None if umap is None else to_float(take(split.images, ends[i]).to(device, non_blocking=True))
             if config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
                 x_ends = x_ends if x_ends is None else x_ends.contiguous(memory_format=torch.channels_last)

@@ -56,10 +56,14 @@ DEFAULT_NETWORK = ((4, (32, 64, 128, 256), (512, 128, 32), "linear"),
                    (math.inf, (64, 128, 256, 512), (), "linear"))
 
 
-def default_network(latent_size: int, family: str = "conv") -> dict:
+def default_network(latent_size: int, family: str = "conv", image_shape=None) -> dict:
     """The channels, dense widths and bottleneck a conv or VAE model of this latent size gets by
-    default (the VAE's code is Gaussian, so always linear)."""
+    default (the VAE's code is Gaussian, so always linear). Images that halve more often than
+    DEFAULT_NETWORK has stages (128x128 and up) get further stages of the last width, so the
+    features before the bottleneck stay at most 4x4 per channel."""
     channels, dense, bottleneck = next(row[1:] for row in DEFAULT_NETWORK if latent_size <= row[0])
+    if image_shape is not None:
+        channels += (channels[-1],) * max(0, conv_stages(*image_shape[-2:]) - len(channels))
     return {"channels": channels, "dense": dense, "bottleneck": bottleneck if family == "conv" else "linear"}
 
 

@@ -1,0 +1,193 @@
+"""Loading an image folder: latentlab's decoder and cache against torchvision's ImageFolder with a
+DataLoader, on generated folders of large photos and of many small images.
+
+    python benchmarks/bench_data.py
+    python benchmarks/bench_data.py --photos 2000 --small 50000 --image_size 64 --work_dir /tmp/bench_data
+
+Generates (once, in parallel, kept under --work_dir for reruns) a folder of photo-like JPEGs
+(smooth gradients, shapes, sensor noise: realistic file sizes) and one of small JPEGs, two and ten
+classes. Then, each in a process of its own, measures: ImageFolder + DataLoader(--loader_workers)
+with the same resize into one uint8 tensor; load_dataset's first load (decode and build the
+cache); its load from the cache. Prints seconds, images/s and peak RSS of each, and the ratios.
+"""
+import argparse
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from latentlab.cli import Parser, UserError, nonneg_int, positive_int, run  # noqa: E402
+
+PATHS = ("imagefolder", "first_load", "cached_load")
+
+
+def image_shape(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT (e.g. 3000x2000)")
+    if min(w, h) < 8 or w * h > 50_000_000:
+        raise argparse.ArgumentTypeError(f"{text}: give 8 to 50 megapixels a side product, e.g. 3000x2000")
+    return w, h
+
+
+def parse_args(argv=None):
+    p = Parser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--work_dir", default="/tmp/latentlab_bench_data", help="generated folders and caches")
+    p.add_argument("--photos", type=nonneg_int, default=2000, help="photo-like JPEGs (0: skip that folder)")
+    p.add_argument("--photo_size", type=image_shape, default=(3000, 2000), help="WIDTHxHEIGHT of the photos")
+    p.add_argument("--small", type=nonneg_int, default=50000, help="small JPEGs (0: skip that folder)")
+    p.add_argument("--small_size", type=image_shape, default=(64, 64), help="WIDTHxHEIGHT of the small images")
+    p.add_argument("--image_size", type=positive_int, default=64, help="--image_size of the loads")
+    p.add_argument("--repeats", type=positive_int, default=3, help="interleaved repeats of every path")
+    p.add_argument("--loader_workers", type=nonneg_int, default=2, help="DataLoader workers of the ImageFolder path")
+    p.add_argument("--child", nargs=4, metavar=("PATH", "FOLDER", "IMAGE_SIZE", "CACHE"), help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------- generated folders
+_NOISE = {}  # per worker process: one sensor-noise field per size, cropped at a random offset per photo
+
+
+def photo(args) -> None:
+    """One photo-like JPEG: a smooth colour field, a few shapes, Gaussian sensor noise."""
+    path, (w, h), seed = args
+    import numpy as np
+    from PIL import Image, ImageChops, ImageDraw
+    rng = np.random.default_rng(seed)
+    img = Image.fromarray(rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+    draw = ImageDraw.Draw(img)
+    for _ in range(8):
+        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
+        box = [x0, y0, x0 + int(rng.integers(w // 20, w // 3) + 1), y0 + int(rng.integers(h // 20, h // 3) + 1)]
+        fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=fill)
+    if (w, h) not in _NOISE:
+        _NOISE[(w, h)] = Image.merge("RGB", [Image.effect_noise((w + 64, h + 64), 6) for _ in range(3)])
+    dx, dy = (int(v) for v in rng.integers(0, 64, 2))
+    noise = _NOISE[(w, h)].crop((dx, dy, dx + w, dy + h))
+    ImageChops.add(img, noise, offset=-128).save(path, quality=90)
+
+
+def generate(folder: Path, count: int, size: tuple, classes: int) -> Path:
+    """count JPEGs of size in classes sub-folders, made in parallel; kept for reruns (done.json)."""
+    from concurrent.futures import ProcessPoolExecutor
+    done = folder / "done.json"
+    spec = {"count": count, "size": list(size), "classes": classes}
+    if done.is_file() and json.loads(done.read_text()) == spec:
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    for c in range(classes):
+        (folder / f"class_{c}").mkdir(parents=True)
+    jobs = [(folder / f"class_{i % classes}" / f"{i:06d}.jpg", size, i) for i in range(count)]
+    print(f"generating {count} JPEGs of {size[0]}x{size[1]} in {folder} ...", flush=True)
+    try:
+        with ProcessPoolExecutor() as pool:
+            list(pool.map(photo, jobs, chunksize=64))
+    except OSError as e:
+        raise UserError(f"cannot generate the folder in {folder}: {e.strerror or e}; give --work_dir on a disk "
+                        f"with room")
+    done.write_text(json.dumps(spec))
+    return folder
+
+
+# ---------------------------------------------------------------- one measured path, in its own process
+def measure(path: str, folder: str, image_size: int, cache: str) -> dict:
+    """Load the folder one way: seconds, images, peak RSS of the loading process (the pool's
+    workers and the DataLoader's each hold one chunk or batch at a time)."""
+    t0 = time.perf_counter()
+    if path == "imagefolder":
+        import torch
+        from torch.utils.data import DataLoader
+        from torchvision import datasets, transforms
+        ds = datasets.ImageFolder(folder, transforms.Compose([
+            transforms.Resize((image_size, image_size), transforms.InterpolationMode.BILINEAR),
+            transforms.PILToTensor()]))
+        workers = int(cache)
+        loader = DataLoader(ds, batch_size=256, num_workers=workers, persistent_workers=False)
+        count = len(torch.cat([batch for batch, _ in loader]))
+    else:
+        from latentlab.datasets import load_dataset
+        data = load_dataset(f"folder:{folder}", image_size=image_size, data_dir=cache, quiet=True)
+        count = len(data.train_x) + len(data.test_x)
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "images": count, "rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: unlike getrusage's ru_maxrss, it starts afresh
+    at exec, so the parent's size at the fork does not count)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_child(path: str, folder: Path, image_size: int, extra: str) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", path, str(folder), str(image_size), extra],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UserError(f"the {path} measurement failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_folder(name: str, folder: Path, args) -> dict:
+    """Each path --repeats times, interleaved (the machine's load drifts): the median seconds, the
+    highest peak RSS, and the median of each repeat's speed-up over ImageFolder."""
+    cache = Path(args.work_dir) / f"cache_{name}"
+    runs = {path: [] for path in PATHS}
+    for _ in range(args.repeats):
+        shutil.rmtree(cache, ignore_errors=True)
+        runs["imagefolder"].append(run_child("imagefolder", folder, args.image_size, str(args.loader_workers)))
+        runs["first_load"].append(run_child("first_load", folder, args.image_size, str(cache)))
+        runs["cached_load"].append(run_child("cached_load", folder, args.image_size, str(cache)))
+    rows = {path: {"seconds": statistics.median(r["seconds"] for r in runs[path]), "images": runs[path][0]["images"],
+                   "rss_mb": max(r["rss_mb"] for r in runs[path])} for path in PATHS}
+    for path in ("first_load", "cached_load"):
+        rows[path]["speedup"] = statistics.median(a["seconds"] / b["seconds"]
+                                                  for a, b in zip(runs["imagefolder"], runs[path]))
+    rows["cache_bytes"] = sum(p.stat().st_size for p in cache.rglob("*.npy"))
+    return rows
+
+
+def main(args) -> dict:
+    if args.child:
+        path, folder, size, extra = args.child
+        print(json.dumps(measure(path, folder, int(size), extra)))
+        return {}
+    work = Path(args.work_dir)
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --work_dir {work}: {e.strerror or e}")
+    results = {}
+    for name, count, size, classes in (("photos", args.photos, args.photo_size, 2),
+                                       ("small", args.small, args.small_size, 10)):
+        if count:
+            folder = generate(work / f"{name}_{count}_{size[0]}x{size[1]}", count, size, classes)
+            results[name] = bench_folder(name, folder, args)
+            print_rows(name, count, size, args, results[name])
+    return results
+
+
+def print_rows(name: str, count: int, size: tuple, args, rows: dict) -> None:
+    print(f"\n{name}: {count} JPEGs of {size[0]}x{size[1]} -> {args.image_size}x{args.image_size}; "
+          f"cache {rows['cache_bytes'] / 1e6:,.0f} MB")
+    print(f"{'path':<34} {'seconds':>8} {'img/s':>8} {'peak RSS MB':>12}")
+    labels = {"imagefolder": f"ImageFolder + DataLoader({args.loader_workers} workers)",
+              "first_load": "load_dataset, first (decode+cache)", "cached_load": "load_dataset, from the cache"}
+    for path in PATHS:
+        r = rows[path]
+        print(f"{labels[path]:<34} {r['seconds']:>8.2f} {r['images'] / r['seconds']:>8,.0f} {r['rss_mb']:>12,.0f}")
+    print(f"first load: {rows['first_load']['speedup']:.2f}x ImageFolder's speed; "
+          f"cached load: {rows['cached_load']['speedup']:.1f}x (medians of {args.repeats} interleaved repeats)")
+
+
+if __name__ == "__main__":
+    run(main, parse_args())

@@ -1,0 +1,337 @@
+"""Image files -> uint8 arrays (N, C, S, S), decoded once, small, on every core; and a folder of
+them (one sub-folder per class) cached on disk as one memory-mappable .npy.
+
+Each image is shrunk as it is read (a JPEG decodes at 1/2, 1/4 or 1/8 scale through Pillow's
+draft mode), turned upright by its EXIF orientation, scaled to 8 bits by its own range when it
+has more (16-bit, 32-bit int and float images), then resized to S x S; nothing is kept at full
+size. The cache holds the training images first and the test images after, so both splits are
+slices of one memory map; its name carries a key of the file list, sizes, mtimes and S, so a
+changed folder gets a new cache, and it appears under its name only once complete (a temp file,
+fsync, os.replace), so a killed build is never taken for a whole one.
+"""
+from __future__ import annotations
+
+import errno
+import multiprocessing
+import os
+import socket
+import stat
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from latentlab.cli import UserError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tiff", ".webp"}
+# modes that hold one grey value per pixel: a folder of only these becomes 1-channel images
+GRAY_MODES = {"1", "L", "LA", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
+CHUNK = 64  # images per task of the process pool
+CACHE_FORMAT = 1  # in the key: a change of the decoding gives new cache names
+SHOWN_BAD_FILES = 3  # unreadable files named in the one error line
+
+
+def shown(path) -> str:
+    """A path as an error line or a figure shows it: newlines, other control characters and bytes
+    that are not valid in the file system's encoding appear escaped, never raw."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+class Listing(NamedTuple):
+    files: list  # image paths (str: a Path per file costs more than the rest of a cached load), class by class, each class's in sorted order (the order decides the split)
+    labels: np.ndarray  # (N,) int64 class indices
+    classes: list  # the sub-folders' names
+    stamps: list  # [path relative to the folder, size, mtime in ns] of each file: the cache's key
+
+
+def list_folder(root: Path) -> Listing:
+    """The images of a folder with one sub-folder per class, found recursively in each; symlinked
+    folders are not entered (as pathlib's rglob)."""
+    if not root.is_dir():
+        raise UserError(f"folder dataset {shown(root)} does not exist; give folder:PATH with one sub-folder per class")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    files, labels, stamps = [], [], []
+    for i, c in enumerate(classes):
+        found = []
+        for dirpath, _, names in os.walk(root / c):
+            rel = tuple(Path(dirpath).relative_to(root).parts)
+            found += [(rel + (n,), dirpath) for n in names if os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES]
+        for parts, dirpath in sorted(found):  # sorted as Paths sort: part by part
+            path = os.path.join(dirpath, parts[-1])
+            try:
+                st = os.stat(path)
+            except OSError:  # a broken link: not an image file
+                continue
+            if stat.S_ISREG(st.st_mode):
+                files.append(path)
+                labels.append(i)
+                stamps.append(["/".join(parts), st.st_size, st.st_mtime_ns])
+    if not files:
+        raise UserError(f"folder dataset {shown(root)} has no images: expected one sub-folder per class "
+                        f"holding {', '.join(sorted(IMAGE_SUFFIXES))} files")
+    found = sorted({classes[i] for i in labels})
+    if len(found) < 2:
+        raise UserError(f"folder dataset {shown(root)} has images of one class only ({shown(found[0])}); the later "
+                        f"steps compare classes: give at least two sub-folders, one per class")
+    return Listing(files, np.asarray(labels, dtype=np.int64), classes, stamps)
+
+
+# ---------------------------------------------------------------- one image
+def to_8bit(img):
+    """16-bit, 32-bit int and float images -> mode L, scaled by their own range (min -> 0, max -> 255;
+    non-finite values to the nearest end); other modes are returned as they are."""
+    from PIL import Image
+    if img.mode not in ("I", "F") and not img.mode.startswith("I;16"):
+        return img
+    a = np.asarray(img, dtype=np.float64)
+    finite = a[np.isfinite(a)]
+    lo, hi = (finite.min(), finite.max()) if finite.size else (0.0, 0.0)
+    a = np.nan_to_num(a, nan=lo, posinf=hi, neginf=lo)
+    scaled = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    return Image.fromarray(np.round(scaled).astype(np.uint8), "L")
+
+
+def _small_jpeg(path, size: int) -> tuple[np.ndarray, bool] | None:
+    """A JPEG of at most about size x size pixels through torchvision's decoder (libjpeg-turbo, as
+    Pillow's, the same pixels; without Pillow's per-file parsing, several times faster on small
+    images), EXIF-rotated; None for anything else (large, CMYK, damaged): Pillow takes it."""
+    if os.path.splitext(str(path))[1].lower() not in (".jpg", ".jpeg") or os.path.getsize(path) > 3 * size * size:
+        return None
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+    with open(path, "rb") as f:
+        data = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+    try:
+        x = decode_jpeg(data, mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True).numpy()
+    except RuntimeError:
+        return None
+    c, h, w = x.shape
+    if c not in (1, 3) or min(h // size, w // size) >= 2:  # Pillow's draft would shrink it: keep its pixels
+        return None
+    if (h, w) != (size, size):
+        from PIL import Image
+        img = Image.fromarray(x[0] if c == 1 else x.transpose(1, 2, 0)).resize((size, size), Image.BILINEAR)
+        x = np.asarray(img).reshape(size, size, c).transpose(2, 0, 1)
+    return np.broadcast_to(x, (3, size, size)), c == 1
+
+
+def decode_image(path, size: int) -> tuple[np.ndarray, bool]:
+    """One image file -> (uint8 (3, size, size), whether it holds grey values alone (GRAY_MODES):
+    then its three channels are equal), shrunk while it is decoded."""
+    from PIL import Image, ImageOps
+    small = _small_jpeg(path, size)
+    if small is not None:
+        return small
+    with Image.open(path) as img:
+        gray = img.mode in GRAY_MODES
+        img.draft("L" if gray else "RGB", (size, size))  # JPEG only: decode at a reduced scale
+        if img.getexif().get(0x0112, 1) != 1:  # Orientation: phone photos are stored on their side
+            img = ImageOps.exif_transpose(img)
+        img = to_8bit(img).convert("L" if gray else "RGB")
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.BILINEAR)
+    a = np.asarray(img)
+    return (np.broadcast_to(a, (3, size, size)) if gray else a.transpose(2, 0, 1)), gray
+
+
+def _reason(e: Exception) -> str:
+    from PIL import UnidentifiedImageError
+    if isinstance(e, UnidentifiedImageError):  # its message repeats the path, which the error line names
+        return "not an image file Pillow can identify"
+    return str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+
+
+def _open_errors():
+    from PIL import Image, UnidentifiedImageError
+    return (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def _decode_chunk(paths, size: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+    """(uint8 (n, 3, size, size), which are grey (n,) bool, [(position in paths, why it cannot be read)])."""
+    arr = np.zeros((len(paths), 3, size, size), dtype=np.uint8)
+    gray = np.ones(len(paths), dtype=bool)
+    bad = []
+    for i, p in enumerate(paths):
+        try:
+            arr[i], gray[i] = decode_image(p, size)
+        except _open_errors() as e:
+            bad.append((i, _reason(e)))
+    return arr, gray, bad
+
+
+# ---------------------------------------------------------------- many images, on every core
+def _workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _chunked_map(fn, items: list, *args, quiet: bool = True, what: str = ""):
+    """fn(chunk, *args) for each CHUNK of items, in order, on a process pool (in this process for a
+    few items); a progress bar (images/s, ETA) on a terminal unless quiet."""
+    import sys
+    from tqdm import tqdm
+    chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
+    workers = min(_workers(), len(chunks))
+    with tqdm(total=len(items), unit="img", desc=what, disable=quiet or not sys.stderr.isatty(),
+              leave=False, dynamic_ncols=True) as bar:
+        if workers <= 1 or multiprocessing.current_process().daemon:  # a daemon may not start processes
+            results = (fn(c, *args) for c in chunks)
+            for c, r in zip(chunks, results):
+                bar.update(len(c))
+                yield r
+            return
+        # fork: the workers need no re-import of torch; they touch only Pillow and numpy
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+            for c, r in zip(chunks, pool.map(fn, chunks, *[[a] * len(chunks) for a in args])):
+                bar.update(len(c))
+                yield r
+
+
+def _unreadable(bad: list[tuple[Path, str]]) -> UserError:
+    bad = sorted(bad)
+    if len(bad) == 1:
+        path, why = bad[0]
+        return UserError(f"cannot read image {shown(path)}: {why}; remove or replace the file")
+    names = "; ".join(f"{shown(p)} ({why})" for p, why in bad[:SHOWN_BAD_FILES])
+    more = f" and {len(bad) - SHOWN_BAD_FILES} more" if len(bad) > SHOWN_BAD_FILES else ""
+    return UserError(f"cannot read {len(bad)} images: {names}{more}; remove or replace them")
+
+
+def decoded_chunks(paths: list, size: int, quiet: bool = True):
+    """Yield (start, uint8 (n, 3, size, size), which are grey (n,) bool) for consecutive chunks of
+    paths, decoded on every core; after the last, every unreadable file is named at once."""
+    bad = []
+    for start, (arr, gray, errors) in zip(range(0, len(paths), CHUNK),
+                                          _chunked_map(_decode_chunk, paths, size, quiet=quiet, what="decoding images")):
+        bad += [(paths[start + i], why) for i, why in errors]
+        yield start, arr, gray
+    if bad:
+        raise _unreadable(bad)
+
+
+def decode_images(paths: list, size: int, channels: int | None = None, quiet: bool = True) -> np.ndarray:
+    """Every file decoded into one uint8 array (N, C, size, size); C: channels, or when None, 1 if
+    every image holds grey values alone, else 3."""
+    out, all_gray = np.empty((len(paths), 3, size, size), dtype=np.uint8), True
+    for start, arr, gray in decoded_chunks(paths, size, quiet):
+        out[start:start + len(arr)] = arr
+        all_gray &= bool(gray.all())
+    return out[:, :1].copy() if channels == 1 or (channels is None and all_gray) else out
+
+
+# ---------------------------------------------------------------- the cache of a folder
+def cache_path(listing: Listing, order: np.ndarray, size: int, cache_dir: Path, root: Path) -> Path:
+    """Where the decoded images of a folder (taken in this order) at size x size are cached: named
+    by the folder and a key of every file's path, size and mtime."""
+    from latentlab.files import content_key
+    key = content_key({"format": CACHE_FORMAT, "size": size, "files": listing.stamps}, order.astype(np.int64))
+    return cache_dir / f"{_folder_id(root, size)}-{key}.npy"
+
+
+def _folder_id(root: Path, size: int) -> str:
+    from latentlab.files import content_key
+    return f"folder-{content_key({'root': str(root.resolve())})[:10]}-{size}px"
+
+
+def _valid(path: Path, n: int, size: int) -> bool:
+    try:
+        a = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return False
+    return a.dtype == np.uint8 and a.ndim == 4 and a.shape[0] == n and a.shape[1] in (1, 3) and a.shape[2:] == (size, size)
+
+
+def _remove_dead_temps(final: Path) -> None:
+    """Temp files of this cache that a killed build on this machine left behind."""
+    host = socket.gethostname()
+    for tmp in final.parent.glob(f".{final.name}.{host}.*.tmp"):
+        pid = tmp.name[len(f".{final.name}.{host}."):-len(".tmp")]
+        try:
+            os.kill(int(pid), 0)
+        except (ValueError, ProcessLookupError):
+            tmp.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's
+            pass
+
+
+class _ColourAfterGrey(Exception):
+    """A colour image after a first chunk of grey ones: the build starts again with 3 channels."""
+
+
+def build_cache(files: list[Path], size: int, final: Path, quiet: bool = True, channels: int | None = None) -> None:
+    """Decode files into final (.npy of uint8 (N, C, size, size); C: 1 if every image holds grey
+    values alone, else 3) through a temp file that only a complete build renames; older caches of
+    the same folder and size are removed after it."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_temps(final)
+    tmp = final.parent / f".{final.name}.{socket.gethostname()}.{os.getpid()}.tmp"
+    chunks = decoded_chunks(files, size, quiet)
+    start, arr, gray = next(chunks)
+    channels = channels or (1 if gray.all() else 3)  # guessed from the first chunk; a colour image later restarts
+    shape = (len(files), channels, size, size)
+    try:
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()  # the .npy header
+        with open(tmp, "r+b") as f:
+            try:  # claim the blocks now: a full disk stops the build here, not with a torn file
+                os.posix_fallocate(f.fileno(), 0, os.path.getsize(tmp))
+            except (AttributeError, OSError) as e:  # no fallocate here (macOS, some network file systems)
+                if getattr(e, "errno", None) == errno.ENOSPC:
+                    raise
+            f.seek(os.path.getsize(tmp) - int(np.prod(shape)))
+            while True:  # chunks arrive in order: one sequential write
+                if channels == 1 and not gray.all():
+                    raise _ColourAfterGrey
+                f.write(np.ascontiguousarray(arr[:, :channels]).tobytes())
+                start, arr, gray = next(chunks, (None, None, None))
+                if start is None:
+                    break
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        dir_fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException as e:
+        chunks.close()
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, _ColourAfterGrey):
+            return build_cache(files, size, final, quiet, channels=3)
+        if isinstance(e, OSError) and not isinstance(e, PermissionError):
+            raise UserError(f"cannot write the decoded cache of this folder ({np.prod(shape) / 1e9:.2f} GB) to "
+                            f"{shown(final.parent)}: {e.strerror or e}; free space there or give --data_dir "
+                            f"on another disk")
+        raise
+    for old in final.parent.glob(f"{final.name.rsplit('-', 1)[0]}-*.npy"):
+        if old != final:
+            old.unlink(missing_ok=True)
+
+
+def folder_images(root: Path, listing: Listing, order: np.ndarray, size: int, cache_dir: Path,
+                  memory_budget: int, quiet: bool = True) -> np.ndarray:
+    """uint8 (N, C, size, size) images of the listing's files in this order, from the cache (built
+    first when missing or stale): read into memory when they fit memory_budget bytes, else
+    memory-mapped (copy-on-write, so the file is never changed). A cache folder that cannot be
+    written: decoded into memory."""
+    ordered = [listing.files[i] for i in order]
+    try:
+        final = cache_path(listing, order, size, cache_dir, root)
+        if not _valid(final, len(ordered), size):
+            build_cache(ordered, size, final, quiet)
+    except PermissionError as e:
+        if not quiet:
+            print(f"note: cannot write the decoded cache to {shown(cache_dir)} ({e.strerror}); decoding into "
+                  f"memory (give --data_dir a writable folder to decode once)", flush=True)
+        return decode_images(ordered, size, quiet=quiet)
+    header = np.load(final, mmap_mode="r")
+    return np.load(final) if header.nbytes <= memory_budget else np.load(final, mmap_mode="c")
+
+
+def default_memory_budget() -> int:
+    """Bytes a decoded folder may take in memory by default: half of this machine's RAM, shared by
+    the processes torchrun starts on it."""
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return ram // (2 * max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
