@@ -237,7 +237,7 @@ def _folder_id(root: Path, size: int) -> str:
 
 def _valid(path: Path, n: int, size: int) -> bool:
     try:
-        a = np.load(path, mmap_mode="r")
+        a = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError):
         return False
     return a.dtype == np.uint8 and a.ndim == 4 and a.shape[0] == n and a.shape[1] in (1, 3) and a.shape[2:] == (size, size)
@@ -326,8 +326,9 @@ def folder_images(root: Path, listing: Listing, order: np.ndarray, size: int, ca
             print(f"note: cannot write the decoded cache to {shown(cache_dir)} ({e.strerror}); decoding into "
                   f"memory (give --data_dir a writable folder to decode once)", flush=True)
         return decode_images(ordered, size, quiet=quiet)
-    header = np.load(final, mmap_mode="r")
-    return np.load(final) if header.nbytes <= memory_budget else np.load(final, mmap_mode="c")
+    header = np.load(final, mmap_mode="r", allow_pickle=False)
+    mode = None if header.nbytes <= memory_budget else "c"  # "c": a private map, so no step writes the cache
+    return np.load(final, mmap_mode=mode, allow_pickle=False)
 
 
 def default_memory_budget() -> int:
