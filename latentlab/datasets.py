@@ -279,7 +279,7 @@ def _folder(path, image_size, cache_dir: Path, memory_budget: int, quiet: bool, 
 
 def load_dataset(name: str, data_dir: str | None = None, image_size: int | None = None,
                  data_root: str = "data", seed: int = 0, memory_budget: float | None = None,
-                 quiet: bool = False, resize: str = "crop", background: str = "white",
+                 quiet: bool = False, resize: str = "crop", background: str = "#ffffff",
                  skip_unreadable: bool = False) -> ImageData:
     """Load a dataset by name (see DATASETS) as whole uint8 tensors.
 

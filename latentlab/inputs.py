@@ -78,7 +78,7 @@ def reading_of(described: dict) -> dict:
     """How a training read its images (a checkpoint's dataset description, or the latents of its
     training split that carry it), as load_dataset's arguments; a record older than these
     settings read folders as they were then (squashed, on white)."""
-    return {"resize": described.get("resize", "squash"), "background": described.get("background", "white"),
+    return {"resize": described.get("resize", "squash"), "background": described.get("background", "#ffffff"),
             "skip_unreadable": described.get("skip_unreadable", False)}
 
 

@@ -113,8 +113,9 @@ class Settings:
                                        "stay round); pad, the whole image on the --background; squash, stretched "
                                        "(the benchmark sets are resized as published)", group="data",
                           choices=RESIZE_MODES, resume_must_match=True, recorded=True, older="squash")
-    background: str = setting("white", help="folders: the colour under transparent pixels and around a padded "
-                                            "image (a name or #rrggbb)", group="data", type=background_colour,
+    background: str = setting("#ffffff", help="folders: the colour under transparent pixels and around a padded "
+                                              "image (a name Pillow knows, as white, or #rrggbb)", group="data",
+                              type=background_colour,
                               resume_must_match=True, recorded=True, older="#ffffff")
     skip_unreadable: bool = setting(False, help="folders: train on the readable images, leaving out (and counting) "
                                                 "the files that cannot be decoded", group="data",

@@ -206,7 +206,7 @@ def test_resume_refuses_a_checkpoint_of_another_setting(tmp_path, name):
     ckpt = _checkpoint_of(was, config)
     check_resume(ckpt, tmp_path, was, config, "digits")  # the same settings resume
     changed = {"val_fraction": 0.2, "batch_size": 64, "lr": 1e-3, "lr_schedule": "constant", "precision": "fp32",
-               "seed": 1, "umap_edges": 256}[name]
+               "seed": 1, "umap_edges": 256, "resize": "pad", "background": "#000000", "skip_unreadable": True}[name]
     now = dataclasses.replace(was, **{name: changed})
     with pytest.raises(UserError, match=f"trained with {name}={getattr(was, name)}, not {changed}; use the same flags"):
         check_resume(ckpt, tmp_path, now, config, "digits")
