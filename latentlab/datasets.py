@@ -238,7 +238,8 @@ def _torchvision(name, root, image_size, quiet):
 
     def conv(d):
         samples = d._samples
-        images = decode_images([p for p, _ in samples], size, channels=3, quiet=quiet)
+        # squashed, as GTSRB's published crops of signs always were
+        images = decode_images([p for p, _ in samples], size, channels=3, quiet=quiet, reading=Reading("squash"))
         return torch.from_numpy(images), torch.tensor([t for _, t in samples], dtype=torch.int64)
     (trx, tr_y), (tex, te_y) = conv(tr), conv(te)
     return trx, tr_y, tex, te_y, GTSRB_CLASSES, "official train/test split"

@@ -57,6 +57,13 @@ def reading(settings: Settings, data) -> dict:
             "skip_unreadable": settings.skip_unreadable, "skipped": len(data.skipped)}
 
 
+def skipped_note(skipped: list) -> str:
+    """The unreadable files --skip_unreadable left out, for the training's first line ('' for none)."""
+    if not skipped:
+        return ""
+    return f"; {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} skipped: {unreadable_files(skipped)}"
+
+
 def snapshot(model, images_u8, device, epoch: int, latent_size: int, family: str, out: Path) -> None:
     with torch.no_grad():
         model.eval()
@@ -137,7 +144,7 @@ def train_and_summarise(settings: Settings, plan: runs.TrainingPlan, world: Worl
         print(f"{data.name}: {len(split.train)} train / {len(split.val)} validation / {len(data.test_x)} test images "
               f"of shape {tuple(data.image_shape)}, {len(data.class_names)} classes; device {world.device}"
               f"{f', {world.size} processes' if world.size > 1 else ''}"
-              f"{f'; {len(data.skipped)} unreadable files skipped: {unreadable_files(data.skipped)}' if data.skipped else ''}")
+              f"{skipped_note(data.skipped)}")
     umap = None
     if any(c.umap_weight > 0 for c in configs.values()):
         graph = load_in_turn(lambda: fuzzy_graph(data.train_x[split.train], plan.out / "cache", quiet), world)

@@ -110,6 +110,13 @@ def to_8bit(img):
     return Image.fromarray(np.round(scaled).astype(np.uint8), "L")
 
 
+def grey(colour: str) -> bool:
+    """Whether a colour is a shade of grey: an image composited or padded on it can stay grey."""
+    from PIL import ImageColor
+    r, g, b = ImageColor.getrgb(colour)[:3]
+    return r == g == b
+
+
 def _squared(img, size: int, resize: str, background: str):
     """A PIL image made size x size as RESIZE_MODES says."""
     from PIL import Image, ImageColor, ImageOps
@@ -149,6 +156,8 @@ def _small_jpeg(path, size: int, reading: Reading) -> tuple[np.ndarray, bool] | 
     c, h, w = x.shape
     if c not in (1, 3) or min(h // size, w // size) >= 2:  # Pillow's draft would shrink it: keep its pixels
         return None
+    if c == 1 and not grey(reading.background) and reading.resize == "pad" and (h, w) != (size, size):
+        return None  # a grey photo padded with a colour: Pillow's path makes it a colour image
     if (h, w) != (size, size):
         from PIL import Image
         img = _squared(Image.fromarray(x[0] if c == 1 else x.transpose(1, 2, 0)), size, *reading)
@@ -159,13 +168,12 @@ def _small_jpeg(path, size: int, reading: Reading) -> tuple[np.ndarray, bool] | 
 def decode_image(path, size: int, reading: Reading = Reading()) -> tuple[np.ndarray, bool]:
     """One image file -> (uint8 (3, size, size), whether it holds grey values alone (GRAY_MODES;
     composited on a grey background): then its three channels are equal), shrunk while it is decoded."""
-    from PIL import Image, ImageColor, ImageOps
+    from PIL import Image, ImageOps
     small = _small_jpeg(path, size, reading)
     if small is not None:
         return small
     with Image.open(path) as img:
-        r, g, b = ImageColor.getrgb(reading.background)[:3]
-        gray = img.mode in GRAY_MODES and r == g == b
+        gray = img.mode in GRAY_MODES and grey(reading.background)
         # JPEG only: decode at a reduced scale, each side still at least size (covers the centre crop)
         img.draft("L" if gray else "RGB", (size, size))
         if img.getexif().get(0x0112, 1) != 1:  # Orientation: phone photos are stored on their side
@@ -246,7 +254,7 @@ class Unreadable(UserError):
             super().__init__(f"cannot read {len(bad)} images: {unreadable_files(bad)}; remove or replace them{rest}")
 
 
-def decoded_chunks(paths: list, size: int, quiet: bool = True, reading: Reading = Reading("squash")):
+def decoded_chunks(paths: list, size: int, quiet: bool = True, reading: Reading = Reading()):
     """Yield (start, uint8 (n, 3, size, size), which are grey (n,) bool) for consecutive chunks of
     paths, decoded on every core; after the last, every unreadable file is named at once (Unreadable)."""
     bad = []
@@ -260,7 +268,7 @@ def decoded_chunks(paths: list, size: int, quiet: bool = True, reading: Reading 
 
 
 def decode_images(paths: list, size: int, channels: int | None = None, quiet: bool = True,
-                  reading: Reading = Reading("squash")) -> np.ndarray:
+                  reading: Reading = Reading()) -> np.ndarray:
     """Every file decoded into one uint8 array (N, C, size, size); C: channels, or when None, 1 if
     every image holds grey values alone, else 3."""
     out, all_gray = np.empty((len(paths), 3, size, size), dtype=np.uint8), True
@@ -291,7 +299,8 @@ def _folder_id(root: Path) -> str:
 def _unreadable_record(root: Path, listing: Listing, cache_dir: Path) -> Path:
     """Where the unreadable files of this very file list are recorded (whatever the size or reading)."""
     from latentlab.files import content_key
-    return cache_dir / f"{_folder_id(root)}-unreadable-{content_key({'format': CACHE_FORMAT, 'files': listing.stamps})}.json"
+    key = content_key({"format": CACHE_FORMAT, "files": listing.stamps})
+    return cache_dir / f"{_folder_id(root)}-unreadable-{key}.json"
 
 
 def known_unreadable(root: Path, listing: Listing, cache_dir: Path) -> list | None:

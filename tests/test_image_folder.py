@@ -246,6 +246,14 @@ def test_pad_keeps_the_whole_image_with_the_background_around_it(tmp_path):
         assert (x[:, :, 4:12] == torch.tensor([200, 40, 40], dtype=torch.uint8)[:, None, None]).all()  # every column kept
 
 
+@pytest.mark.parametrize("width", [48, 192])  # torchvision's decoder, Pillow's draft decode
+def test_a_grey_photo_padded_with_a_colour_becomes_a_colour_image(tmp_path, width):
+    root = save_both_classes(tmp_path / "grey", Image.new("L", (width, width // 2), 128), ".jpg")
+    x = loaded(root, tmp_path, resize="pad", background="#0000ff")
+    assert x.shape[1] == 3 and (x[:, :, :4] == torch.tensor([0, 0, 255], dtype=torch.uint8)[:, None, None]).all()
+    assert (x[:, :, 5:11] - 128).abs().max() <= 2  # the photo, grey in all three channels
+
+
 def transparent(mode: str) -> Image.Image:
     """A 16x16 image of this mode: an opaque dark left half, a fully transparent right half (red
     underneath, which must not show)."""
