@@ -258,6 +258,15 @@ def recorded(settings: Settings) -> dict:
     return {k: getattr(settings, k) for k in RECORDED}
 
 
+FOLDER_READING = ("resize", "background", "skip_unreadable")  # how a folder's files become images
+
+
+def applies(name: str, dataset: str) -> bool:
+    """Whether a setting can change a run on this dataset: the folder reading settings leave the
+    other datasets as they are, so a record older than them need not match them there."""
+    return name not in FOLDER_READING or dataset.lower().startswith("folder:")
+
+
 def recorded_value(record: dict, name: str):
     """A setting's value in a record (a checkpoint's "train", a sweep pair's "settings"); for a
     record older than the setting, the value runs had before it existed (None: unknown)."""
