@@ -337,3 +337,18 @@ def test_skip_unreadable_trains_on_the_rest_and_counts_them(tmp_path, capsys):
     assert [path for path, _ in fresh.skipped] == [str(root / "dogs" / n) for n in ("a_broken.png", "b_broken.jpg",
                                                                                      "c_broken.png")]
     assert len(fresh.train_x) + len(fresh.test_x) == 20
+
+
+def test_a_sweep_job_done_before_the_reading_flags_counts_on_digits_and_is_redone_on_a_folder(tmp_path):
+    from latentlab import files, sweep
+    from latentlab.cli import UserError
+    now = {"resize": "crop", "background": "#ffffff", "skip_unreadable": False}
+    for dataset in ("digits", "folder:photos"):
+        path = files.save_json({"kind": sweep.KIND, "format_version": files.FORMAT_VERSION,
+                                "settings": {"dataset": dataset}, "metrics": dict.fromkeys(sweep.METRICS, 0.5)},
+                               tmp_path / dataset.replace(":", "_") / "metrics.json")
+        if dataset == "digits":
+            assert sweep.load_finished(path, now)["metrics"]["knn"] == 0.5
+        else:  # its images were squashed: not the numbers a crop gives
+            with pytest.raises(UserError, match="was swept with --resize squash, not crop"):
+                sweep.load_finished(path, now)
