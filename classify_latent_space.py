@@ -66,7 +66,7 @@ def main(args) -> dict:
     from latentlab.artifacts import check_latents_match
     from latentlab.cli import UserError, memory_for, pick_device, seed_everything, worded
     from latentlab.datasets import to_float
-    from latentlab.inputs import find_latents, find_pca_baseline, find_test_data, read_training_split, say
+    from latentlab.inputs import find_latents, find_pca_baseline, find_test_data, read_training_split, reading_of, say
     from latentlab.mlp_probe import PROBE_EPOCHS, PROBE_MIN_STEPS
     from latentlab.pca import pca_encode
     from latentlab.runs import claim
@@ -92,7 +92,7 @@ def main(args) -> dict:
         m = trains[-1].meta
         train_images, train_labels = read_training_split(m["dataset"], m.get("data_dir"), m.get("image_size"),
                                                          m.get("image_shape", data["images"].shape[1:]),
-                                                         m["split_size"], trains[-1].path)
+                                                         m["split_size"], trains[-1].path, reading_of(m))
         for t in trains:
             if len(t.indices) and (t.indices.max() >= len(train_labels)
                                    or not (train_labels.numpy()[t.indices] == t.labels).all()):

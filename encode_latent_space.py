@@ -42,7 +42,7 @@ def main(args) -> dict:
     from latentlab import artifacts, files, tensorboard_log
     from latentlab.cli import UserError, memory_for, pick_device, seed_everything
     from latentlab.inference import encode_images, sample_test_items
-    from latentlab.inputs import find_models, load_training_split, say
+    from latentlab.inputs import find_models, load_training_split, reading_of, say
     from latentlab.runs import claim
     from model.autoencoder import model_from_checkpoint
 
@@ -57,7 +57,7 @@ def main(args) -> dict:
     else:  # both models trained on the same split of the same files
         images, labels = load_training_split(models[-1])
         ds = models[-1].ckpt["dataset"]
-        source = {"data_dir": ds["data_dir"], "image_size": ds["image_size"], "dataset_split": ds.get("split"),
+        source = {"data_dir": ds["data_dir"], "image_size": ds["image_size"], **reading_of(ds), "dataset_split": ds.get("split"),
                   "image_shape": list(images.shape[1:]), "split_size": len(images)}
     total = len(images)
     indices, selection = sample_test_items(total, num_samples, args.seed, args.split)

@@ -114,7 +114,8 @@ def measure(path: str, folder: str, image_size: int, cache: str) -> dict:
         count = len(torch.cat([batch for batch, _ in loader]))
     else:
         from latentlab.datasets import load_dataset
-        data = load_dataset(f"folder:{folder}", image_size=image_size, data_dir=cache, quiet=True)
+        # squashed, as ImageFolder's Resize((S, S)) above: the same work on both paths
+        data = load_dataset(f"folder:{folder}", image_size=image_size, data_dir=cache, quiet=True, resize="squash")
         count = len(data.train_x) + len(data.test_x)
     seconds = time.perf_counter() - t0
     return {"seconds": seconds, "images": count, "rss_mb": peak_rss_mb()}

@@ -14,7 +14,7 @@ import torch
 from latentlab import artifacts, files
 from latentlab.artifacts import HISTORY_KEYS
 from latentlab.cli import UserError
-from latentlab.settings import RESUME_MUST_MATCH, Settings, recorded_value
+from latentlab.settings import RESUME_MUST_MATCH, Settings, applies, recorded_value
 from model.autoencoder import ModelConfig
 
 
@@ -55,7 +55,7 @@ def check_resume(ckpt: dict, path: Path, settings: Settings, config: ModelConfig
     """Refuse (UserError) a checkpoint that another model, dataset or training setting made."""
     for key in RESUME_MUST_MATCH:
         was = recorded_value(ckpt.get("train", {}), key)
-        if was != getattr(settings, key):
+        if was != getattr(settings, key) and applies(key, dataset):
             raise UserError(f"--resume: {path} was trained with {key}={was}, not {getattr(settings, key)}; "
                             f"use the same flags or drop --resume")
     was = ModelConfig.from_dict(ckpt["config"]).to_dict()  # a config older than a field has its default

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from latentlab.cli import UserError, memory_available, memory_for
-from latentlab.image_folder import decode_images, default_memory_budget, folder_images, list_folder, shown
+from latentlab.image_folder import (Reading, Unreadable, decode_images, default_memory_budget, folder_images,
+                                    known_unreadable, list_folder, readable, record_unreadable, shown)
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "emnist", "cifar10", "cifar100", "gtsrb", "svhn", "folder:PATH")
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -54,6 +55,7 @@ class ImageData:
     test_y: torch.Tensor
     class_names: list = field(default_factory=list)
     split: str = ""  # how the test split was made
+    skipped: list = field(default_factory=list)  # (path, why) of the unreadable files left out (--skip_unreadable)
 
     @property
     def image_shape(self) -> tuple:
@@ -236,40 +238,68 @@ def _torchvision(name, root, image_size, quiet):
 
     def conv(d):
         samples = d._samples
-        images = decode_images([p for p, _ in samples], size, channels=3, quiet=quiet)
+        # squashed, as GTSRB's published crops of signs always were
+        images = decode_images([p for p, _ in samples], size, channels=3, quiet=quiet, reading=Reading("squash"))
         return torch.from_numpy(images), torch.tensor([t for _, t in samples], dtype=torch.int64)
     (trx, tr_y), (tex, te_y) = conv(tr), conv(te)
     return trx, tr_y, tex, te_y, GTSRB_CLASSES, "official train/test split"
 
 
-def _folder(path, image_size, cache_dir: Path, memory_budget: int, quiet: bool):
-    """An image folder's seeded stratified split, decided on the file list before any image is
-    decoded; both splits are slices of one array (the training images first), with no copy."""
+def _folder(path, image_size, cache_dir: Path, memory_budget: int, quiet: bool, reading: Reading,
+            skip_unreadable: bool):
+    """An image folder's seeded stratified split, decided on the file list (less the unreadable
+    files, with skip_unreadable) before any image is decoded; both splits are slices of one array
+    (the training images first), with no copy. Unreadable files are named all at once; their list
+    is kept beside the cache, so a later load knows them without a decode."""
     root = Path(path)
-    listing = list_folder(root)
-    train_idx, test_idx = split_indices(torch.from_numpy(listing.labels), 0.2, seed=0)
-    order = torch.cat([train_idx, test_idx]).numpy()
-    x = torch.from_numpy(folder_images(root, listing, order, image_size or 32, cache_dir, memory_budget, quiet))
+    full = list_folder(root)
+    bad = known_unreadable(root, full, cache_dir) or []
+    if bad and not skip_unreadable:
+        raise Unreadable(bad, skippable=True)
+    while True:
+        listing = readable(full, bad)
+        if len(listing.files) == 0:
+            raise UserError(f"folder dataset {shown(root)} has no readable images (all {len(bad)} cannot be read, "
+                            f"as {shown(bad[0][0])}: {bad[0][1]}); replace them")
+        train_idx, test_idx = split_indices(torch.from_numpy(listing.labels), 0.2, seed=0)
+        order = torch.cat([train_idx, test_idx]).numpy()
+        try:
+            x = torch.from_numpy(folder_images(root, listing, order, image_size or 32, cache_dir, memory_budget,
+                                               quiet, reading))
+            break
+        except Unreadable as e:
+            bad = sorted(bad + e.bad)
+            record_unreadable(root, full, cache_dir, bad)
+            if not skip_unreadable:
+                raise Unreadable(bad, skippable=True) from None
     n = len(train_idx)
     y = torch.from_numpy(listing.labels[order])
-    return x[:n], y[:n], x[n:], y[n:], [shown(c) for c in listing.classes], "seeded stratified 80/20 split (split seed 0)"
+    return (x[:n], y[:n], x[n:], y[n:], [shown(c) for c in listing.classes],
+            "seeded stratified 80/20 split (split seed 0)", bad)
 
 
 def load_dataset(name: str, data_dir: str | None = None, image_size: int | None = None,
                  data_root: str = "data", seed: int = 0, memory_budget: float | None = None,
-                 quiet: bool = False) -> ImageData:
+                 quiet: bool = False, resize: str = "crop", background: str = "#ffffff",
+                 skip_unreadable: bool = False) -> ImageData:
     """Load a dataset by name (see DATASETS) as whole uint8 tensors.
 
     image_size resizes every image to image_size x image_size (folders and GTSRB default to 32).
     An image folder is decoded once into a cache under data_dir (else data_root)/folder_cache/;
     one larger than memory_budget GB (None: latentlab.image_folder.default_memory_budget) stays
-    memory-mapped there. quiet: no progress bar while images decode.
+    memory-mapped there. quiet: no progress bar while images decode. resize, background: how a
+    folder's images become square and opaque (latentlab.image_folder.Reading; other datasets are
+    resized as they always were). skip_unreadable: a folder's unreadable files are left out
+    (listed in ImageData.skipped) instead of stopping the load.
     """
+    skipped = []
     key = name.lower()
     if key.startswith("folder:"):
         budget = default_memory_budget() if memory_budget is None else int(memory_budget * 1e9)
-        trx, tr_y, tex, te_y, classes, split = _folder(name.split(":", 1)[1], image_size,
-                                                       Path(data_dir or data_root) / "folder_cache", budget, quiet)
+        reading = Reading(resize, colour_or_error(background))
+        trx, tr_y, tex, te_y, classes, split, skipped = _folder(
+            name.split(":", 1)[1], image_size, Path(data_dir or data_root) / "folder_cache", budget, quiet, reading,
+            skip_unreadable)
         key = name
     elif key == "digits":
         trx, tr_y, tex, te_y, classes, split = _digits(data_dir, seed)
@@ -287,4 +317,13 @@ def load_dataset(name: str, data_dir: str | None = None, image_size: int | None 
                         f"add images")
     if image_size:
         trx, tex = resize_uint8(trx, image_size), resize_uint8(tex, image_size)
-    return ImageData(key, trx.contiguous(), tr_y.long(), tex.contiguous(), te_y.long(), list(classes), split)
+    return ImageData(key, trx.contiguous(), tr_y.long(), tex.contiguous(), te_y.long(), list(classes), split, skipped)
+
+
+def colour_or_error(text: str) -> str:
+    """--background as #rrggbb; a UserError for a colour Pillow does not know."""
+    from latentlab.image_folder import colour
+    try:
+        return colour(text)
+    except ValueError:
+        raise UserError(f"--background {text!r} is not a colour: give a name (white, black, gray...) or #rrggbb") from None

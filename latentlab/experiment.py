@@ -12,6 +12,7 @@ from tqdm import tqdm
 from latentlab import animation, files, plots, runs, tensorboard_log
 from latentlab.cli import UserError, pick_device, seed_everything
 from latentlab.datasets import load_dataset, to_float
+from latentlab.image_folder import unreadable_files
 from latentlab.inference import encode_images, model_mse, sample_test_items
 from latentlab.pca import fit_pca, pca_mse
 from latentlab.scores import psnr
@@ -47,6 +48,20 @@ def fit_pca_baseline(data, train_idx, sizes, out: Path, run: str) -> dict:
                 "fit_on": f"{len(train_idx)} training images (validation split excluded)"}
     files.save_torch(baseline, files.pca_path(out))
     return baseline
+
+
+def reading(settings: Settings, data) -> dict:
+    """How the images were read (a folder's), for the steps that re-read the training split, and
+    how many unreadable files were left out."""
+    return {"resize": settings.resize, "background": settings.background,
+            "skip_unreadable": settings.skip_unreadable, "skipped": len(data.skipped)}
+
+
+def skipped_note(skipped: list) -> str:
+    """The unreadable files --skip_unreadable left out, for the training's first line ('' for none)."""
+    if not skipped:
+        return ""
+    return f"; {len(skipped)} unreadable file{'s' if len(skipped) > 1 else ''} skipped: {unreadable_files(skipped)}"
 
 
 def snapshot(model, images_u8, device, epoch: int, latent_size: int, family: str, out: Path) -> None:
@@ -109,7 +124,9 @@ def train_and_summarise(settings: Settings, plan: runs.TrainingPlan, world: Worl
     if world.main:
         files.remove_stale_temp_files(out, OUTPUTS)
     data = load_in_turn(lambda: load_dataset(settings.dataset, data_dir=settings.data_dir, image_size=settings.image_size,
-                                             memory_budget=settings.memory_budget, quiet=quiet), world)
+                                             memory_budget=settings.memory_budget, quiet=quiet, resize=settings.resize,
+                                             background=settings.background,
+                                             skip_unreadable=settings.skip_unreadable), world)
     if len(data.train_x) < 4:
         raise UserError(f"dataset {settings.dataset} has only {len(data.train_x)} training images; it needs at least 4")
     split = TrainingSplit(place_data(data.train_x, world.device),
@@ -126,7 +143,8 @@ def train_and_summarise(settings: Settings, plan: runs.TrainingPlan, world: Worl
     if not quiet:
         print(f"{data.name}: {len(split.train)} train / {len(split.val)} validation / {len(data.test_x)} test images "
               f"of shape {tuple(data.image_shape)}, {len(data.class_names)} classes; device {world.device}"
-              f"{f', {world.size} processes' if world.size > 1 else ''}")
+              f"{f', {world.size} processes' if world.size > 1 else ''}"
+              f"{skipped_note(data.skipped)}")
     umap = None
     if any(c.umap_weight > 0 for c in configs.values()):
         graph = load_in_turn(lambda: fuzzy_graph(data.train_x[split.train], plan.out / "cache", quiet), world)
@@ -138,7 +156,7 @@ def train_and_summarise(settings: Settings, plan: runs.TrainingPlan, world: Worl
                         "split": data.split, "num_train": len(split.train), "num_val": len(split.val),
                         # what re-reads the training split (encode_latent_space.py --split train)
                         "data_dir": str(Path(settings.data_dir).resolve()) if settings.data_dir else None,
-                        "image_size": settings.image_size},
+                        "image_size": settings.image_size, **reading(settings, data)},
             "seed": settings.seed}
     shot_idx = split.val[:SNAPSHOT_IMAGES]
     shots = data.train_x[shot_idx]
@@ -231,7 +249,7 @@ def write_test_data_and_baseline(data, train_idx, sizes, out: Path, run: str) ->
         "kind": "test_data", "format_version": files.FORMAT_VERSION, "run": run, "dataset": data.name,
         "images": data.test_x, "labels": data.test_y, "class_names": data.class_names,
         "split": data.split, "models": [files.checkpoint_path(out, k).name for k in sizes],
-        "latent_sizes": sizes,
+        "latent_sizes": sizes, "skipped": len(data.skipped),
     }, files.test_data_path(out))
     return fit_pca_baseline(data, train_idx, sizes, out, run)
 

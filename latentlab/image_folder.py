@@ -3,8 +3,9 @@ them (one sub-folder per class) cached on disk as one memory-mappable .npy.
 
 Each image is shrunk as it is read (a JPEG decodes at 1/2, 1/4 or 1/8 scale through Pillow's
 draft mode), turned upright by its EXIF orientation, scaled to 8 bits by its own range when it
-has more (16-bit, 32-bit int and float images), then resized to S x S; nothing is kept at full
-size. The cache holds the training images first and the test images after, so both splits are
+has more (16-bit, 32-bit int and float images), composited on a background colour where it
+is transparent, then made S x S (RESIZE_MODES: centre-cropped, letterboxed or squashed); nothing is
+kept at full size. The cache holds the training images first and the test images after, so both splits are
 slices of one memory map; its name carries a key of the file list, sizes, mtimes and S, so a
 changed folder gets a new cache, and it appears under its name only once complete (a temp file,
 fsync, os.replace), so a killed build is never taken for a whole one.
@@ -28,8 +29,24 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".tif", ".tif
 # modes that hold one grey value per pixel: a folder of only these becomes 1-channel images
 GRAY_MODES = {"1", "L", "LA", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
 CHUNK = 64  # images per task of the process pool
-CACHE_FORMAT = 1  # in the key: a change of the decoding gives new cache names
+CACHE_FORMAT = 2  # in the key: a change of the decoding gives new cache names
 SHOWN_BAD_FILES = 3  # unreadable files named in the one error line
+# how a non-square image becomes square: crop, the centre square (a circle stays round); pad, the
+# whole image letterboxed onto the background colour; squash, stretched (the benchmark sets' way)
+RESIZE_MODES = ("crop", "pad", "squash")
+
+
+class Reading(NamedTuple):
+    """How the files of a folder become images: in the cache's key."""
+    resize: str = "crop"
+    background: str = "#ffffff"  # under transparent pixels, and around a padded image
+
+
+def colour(text: str) -> str:
+    """A colour Pillow's ImageColor knows (a name, #rrggbb, rgb(...)) as #rrggbb; ValueError else."""
+    from PIL import ImageColor
+    r, g, b = ImageColor.getrgb(text)[:3]
+    return f"#{r:02x}{g:02x}{b:02x}"
 
 
 def shown(path) -> str:
@@ -93,7 +110,36 @@ def to_8bit(img):
     return Image.fromarray(np.round(scaled).astype(np.uint8), "L")
 
 
-def _small_jpeg(path, size: int) -> tuple[np.ndarray, bool] | None:
+def grey(colour: str) -> bool:
+    """Whether a colour is a shade of grey: an image composited or padded on it can stay grey."""
+    from PIL import ImageColor
+    r, g, b = ImageColor.getrgb(colour)[:3]
+    return r == g == b
+
+
+def _squared(img, size: int, resize: str, background: str):
+    """A PIL image made size x size as RESIZE_MODES says."""
+    from PIL import Image, ImageColor, ImageOps
+    if img.size == (size, size):
+        return img
+    if resize == "crop":
+        return ImageOps.fit(img, (size, size), Image.BILINEAR)
+    if resize == "pad":
+        return ImageOps.pad(img, (size, size), Image.BILINEAR, color=ImageColor.getcolor(background, img.mode))
+    return img.resize((size, size), Image.BILINEAR)
+
+
+def _opaque(img, background: str):
+    """An image with transparency (an alpha band, or a palette or colour key marked transparent)
+    composited onto the background colour; others as they are."""
+    from PIL import Image
+    if img.mode not in ("RGBA", "LA", "PA", "La", "RGBa") and "transparency" not in img.info:
+        return img
+    rgba = img.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, background), rgba).convert("RGB")
+
+
+def _small_jpeg(path, size: int, reading: Reading) -> tuple[np.ndarray, bool] | None:
     """A JPEG of at most about size x size pixels through torchvision's decoder (libjpeg-turbo, as
     Pillow's, the same pixels; without Pillow's per-file parsing, several times faster on small
     images), EXIF-rotated; None for anything else (large, CMYK, damaged): Pillow takes it."""
@@ -110,28 +156,29 @@ def _small_jpeg(path, size: int) -> tuple[np.ndarray, bool] | None:
     c, h, w = x.shape
     if c not in (1, 3) or min(h // size, w // size) >= 2:  # Pillow's draft would shrink it: keep its pixels
         return None
+    if c == 1 and not grey(reading.background) and reading.resize == "pad" and (h, w) != (size, size):
+        return None  # a grey photo padded with a colour: Pillow's path makes it a colour image
     if (h, w) != (size, size):
         from PIL import Image
-        img = Image.fromarray(x[0] if c == 1 else x.transpose(1, 2, 0)).resize((size, size), Image.BILINEAR)
+        img = _squared(Image.fromarray(x[0] if c == 1 else x.transpose(1, 2, 0)), size, *reading)
         x = np.asarray(img).reshape(size, size, c).transpose(2, 0, 1)
     return np.broadcast_to(x, (3, size, size)), c == 1
 
 
-def decode_image(path, size: int) -> tuple[np.ndarray, bool]:
-    """One image file -> (uint8 (3, size, size), whether it holds grey values alone (GRAY_MODES):
-    then its three channels are equal), shrunk while it is decoded."""
+def decode_image(path, size: int, reading: Reading = Reading()) -> tuple[np.ndarray, bool]:
+    """One image file -> (uint8 (3, size, size), whether it holds grey values alone (GRAY_MODES;
+    composited on a grey background): then its three channels are equal), shrunk while it is decoded."""
     from PIL import Image, ImageOps
-    small = _small_jpeg(path, size)
+    small = _small_jpeg(path, size, reading)
     if small is not None:
         return small
     with Image.open(path) as img:
-        gray = img.mode in GRAY_MODES
-        img.draft("L" if gray else "RGB", (size, size))  # JPEG only: decode at a reduced scale
+        gray = img.mode in GRAY_MODES and grey(reading.background)
+        # JPEG only: decode at a reduced scale, each side still at least size (covers the centre crop)
+        img.draft("L" if gray else "RGB", (size, size))
         if img.getexif().get(0x0112, 1) != 1:  # Orientation: phone photos are stored on their side
             img = ImageOps.exif_transpose(img)
-        img = to_8bit(img).convert("L" if gray else "RGB")
-        if img.size != (size, size):
-            img = img.resize((size, size), Image.BILINEAR)
+        img = _squared(_opaque(to_8bit(img), reading.background).convert("L" if gray else "RGB"), size, *reading)
     a = np.asarray(img)
     return (np.broadcast_to(a, (3, size, size)) if gray else a.transpose(2, 0, 1)), gray
 
@@ -148,14 +195,14 @@ def _open_errors():
     return (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-def _decode_chunk(paths, size: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
+def _decode_chunk(paths, size: int, reading: Reading) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
     """(uint8 (n, 3, size, size), which are grey (n,) bool, [(position in paths, why it cannot be read)])."""
     arr = np.zeros((len(paths), 3, size, size), dtype=np.uint8)
     gray = np.ones(len(paths), dtype=bool)
     bad = []
     for i, p in enumerate(paths):
         try:
-            arr[i], gray[i] = decode_image(p, size)
+            arr[i], gray[i] = decode_image(p, size, reading)
         except _open_errors() as e:
             bad.append((i, _reason(e)))
     return arr, gray, bad
@@ -189,50 +236,105 @@ def _chunked_map(fn, items: list, *args, quiet: bool = True, what: str = ""):
                 yield r
 
 
-def _unreadable(bad: list[tuple[Path, str]]) -> UserError:
-    bad = sorted(bad)
-    if len(bad) == 1:
-        path, why = bad[0]
-        return UserError(f"cannot read image {shown(path)}: {why}; remove or replace the file")
+def unreadable_files(bad: list) -> str:
+    """[(path, why)] as an error line or a summary names them: every one up to SHOWN_BAD_FILES, then a count."""
     names = "; ".join(f"{shown(p)} ({why})" for p, why in bad[:SHOWN_BAD_FILES])
-    more = f" and {len(bad) - SHOWN_BAD_FILES} more" if len(bad) > SHOWN_BAD_FILES else ""
-    return UserError(f"cannot read {len(bad)} images: {names}{more}; remove or replace them")
+    return names + (f" and {len(bad) - SHOWN_BAD_FILES} more" if len(bad) > SHOWN_BAD_FILES else "")
 
 
-def decoded_chunks(paths: list, size: int, quiet: bool = True):
+class Unreadable(UserError):
+    """Files that cannot be decoded, every one of them: bad holds (path, why), sorted."""
+
+    def __init__(self, bad: list, skippable: bool = False):
+        self.bad = bad = sorted(bad)
+        rest = ", or pass --skip_unreadable to train on the rest" if skippable else ""
+        if len(bad) == 1:
+            super().__init__(f"cannot read image {shown(bad[0][0])}: {bad[0][1]}; remove or replace the file{rest}")
+        else:
+            super().__init__(f"cannot read {len(bad)} images: {unreadable_files(bad)}; remove or replace them{rest}")
+
+
+def decoded_chunks(paths: list, size: int, quiet: bool = True, reading: Reading = Reading()):
     """Yield (start, uint8 (n, 3, size, size), which are grey (n,) bool) for consecutive chunks of
-    paths, decoded on every core; after the last, every unreadable file is named at once."""
+    paths, decoded on every core; after the last, every unreadable file is named at once (Unreadable)."""
     bad = []
     for start, (arr, gray, errors) in zip(range(0, len(paths), CHUNK),
-                                          _chunked_map(_decode_chunk, paths, size, quiet=quiet, what="decoding images")):
+                                          _chunked_map(_decode_chunk, paths, size, reading, quiet=quiet,
+                                                       what="decoding images")):
         bad += [(paths[start + i], why) for i, why in errors]
         yield start, arr, gray
     if bad:
-        raise _unreadable(bad)
+        raise Unreadable(bad)
 
 
-def decode_images(paths: list, size: int, channels: int | None = None, quiet: bool = True) -> np.ndarray:
+def decode_images(paths: list, size: int, channels: int | None = None, quiet: bool = True,
+                  reading: Reading = Reading()) -> np.ndarray:
     """Every file decoded into one uint8 array (N, C, size, size); C: channels, or when None, 1 if
     every image holds grey values alone, else 3."""
     out, all_gray = np.empty((len(paths), 3, size, size), dtype=np.uint8), True
-    for start, arr, gray in decoded_chunks(paths, size, quiet):
+    for start, arr, gray in decoded_chunks(paths, size, quiet, reading):
         out[start:start + len(arr)] = arr
         all_gray &= bool(gray.all())
     return out[:, :1].copy() if channels == 1 or (channels is None and all_gray) else out
 
 
 # ---------------------------------------------------------------- the cache of a folder
-def cache_path(listing: Listing, order: np.ndarray, size: int, cache_dir: Path, root: Path) -> Path:
-    """Where the decoded images of a folder (taken in this order) at size x size are cached: named
-    by the folder and a key of every file's path, size and mtime."""
+def cache_path(listing: Listing, order: np.ndarray, size: int, cache_dir: Path, root: Path,
+               reading: Reading = Reading()) -> Path:
+    """Where the decoded images of a folder (taken in this order) at size x size, read this way, are
+    cached: named by the folder, the size and the resize mode (each keeps its own cache) and a key
+    of every file's path, size and mtime and the reading."""
     from latentlab.files import content_key
-    key = content_key({"format": CACHE_FORMAT, "size": size, "files": listing.stamps}, order.astype(np.int64))
-    return cache_dir / f"{_folder_id(root, size)}-{key}.npy"
+    key = content_key({"format": CACHE_FORMAT, "size": size, "files": listing.stamps, "reading": list(reading)},
+                      order.astype(np.int64))
+    return cache_dir / f"{_folder_id(root)}-{size}px-{reading.resize}-{key}.npy"
 
 
-def _folder_id(root: Path, size: int) -> str:
+def _folder_id(root: Path) -> str:
     from latentlab.files import content_key
-    return f"folder-{content_key({'root': str(root.resolve())})[:10]}-{size}px"
+    return f"folder-{content_key({'root': str(root.resolve())})[:10]}"
+
+
+# ---------------------------------------------------------------- unreadable files
+def _unreadable_record(root: Path, listing: Listing, cache_dir: Path) -> Path:
+    """Where the unreadable files of this very file list are recorded (whatever the size or reading)."""
+    from latentlab.files import content_key
+    key = content_key({"format": CACHE_FORMAT, "files": listing.stamps})
+    return cache_dir / f"{_folder_id(root)}-unreadable-{key}.json"
+
+
+def known_unreadable(root: Path, listing: Listing, cache_dir: Path) -> list | None:
+    """[(path, why)] that a decode of this file list found unreadable; None when none recorded."""
+    import json
+    try:
+        bad = json.loads(_unreadable_record(root, listing, cache_dir).read_text())
+    except (OSError, ValueError):
+        return None
+    files = set(listing.files)
+    if not isinstance(bad, list) or not all(isinstance(b, list) and len(b) == 2 and b[0] in files for b in bad):
+        return None
+    return [tuple(b) for b in bad]
+
+
+def record_unreadable(root: Path, listing: Listing, cache_dir: Path, bad: list) -> None:
+    """Keep the unreadable files found, so a later load (with --skip_unreadable, or to name them
+    again) needs no decode to know them; older records of the folder are removed."""
+    from latentlab.files import save_json
+    path = _unreadable_record(root, listing, cache_dir)
+    try:
+        for old in cache_dir.glob(f"{_folder_id(root)}-unreadable-*.json"):
+            old.unlink(missing_ok=True)
+        save_json([list(b) for b in bad], path)
+    except (OSError, UserError):  # a cache folder that cannot be written: found again next time
+        pass
+
+
+def readable(listing: Listing, bad: list) -> Listing:
+    """The listing without the unreadable files."""
+    gone = {p for p, _ in bad}
+    keep = [i for i, p in enumerate(listing.files) if p not in gone]
+    return Listing([listing.files[i] for i in keep], listing.labels[keep], listing.classes,
+                   [listing.stamps[i] for i in keep])
 
 
 def _valid(path: Path, n: int, size: int) -> bool:
@@ -260,14 +362,15 @@ class _ColourAfterGrey(Exception):
     """A colour image after a first chunk of grey ones: the build starts again with 3 channels."""
 
 
-def build_cache(files: list[Path], size: int, final: Path, quiet: bool = True, channels: int | None = None) -> None:
+def build_cache(files: list[Path], size: int, final: Path, quiet: bool = True, channels: int | None = None,
+                reading: Reading = Reading()) -> None:
     """Decode files into final (.npy of uint8 (N, C, size, size); C: 1 if every image holds grey
     values alone, else 3) through a temp file that only a complete build renames; older caches of
-    the same folder and size are removed after it."""
+    the same folder, size and resize mode are removed after it."""
     final.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_temps(final)
     tmp = final.parent / f".{final.name}.{socket.gethostname()}.{os.getpid()}.tmp"
-    chunks = decoded_chunks(files, size, quiet)
+    chunks = decoded_chunks(files, size, quiet, reading)
     start, arr, gray = next(chunks)
     channels = channels or (1 if gray.all() else 3)  # guessed from the first chunk; a colour image later restarts
     shape = (len(files), channels, size, size)
@@ -299,7 +402,7 @@ def build_cache(files: list[Path], size: int, final: Path, quiet: bool = True, c
         chunks.close()
         tmp.unlink(missing_ok=True)
         if isinstance(e, _ColourAfterGrey):
-            return build_cache(files, size, final, quiet, channels=3)
+            return build_cache(files, size, final, quiet, channels=3, reading=reading)
         if isinstance(e, OSError) and not isinstance(e, PermissionError):
             raise UserError(f"cannot write the decoded cache of this folder ({np.prod(shape) / 1e9:.2f} GB) to "
                             f"{shown(final.parent)}: {e.strerror or e}; free space there or give --data_dir "
@@ -311,21 +414,21 @@ def build_cache(files: list[Path], size: int, final: Path, quiet: bool = True, c
 
 
 def folder_images(root: Path, listing: Listing, order: np.ndarray, size: int, cache_dir: Path,
-                  memory_budget: int, quiet: bool = True) -> np.ndarray:
+                  memory_budget: int, quiet: bool = True, reading: Reading = Reading()) -> np.ndarray:
     """uint8 (N, C, size, size) images of the listing's files in this order, from the cache (built
     first when missing or stale): read into memory when they fit memory_budget bytes, else
     memory-mapped (copy-on-write, so the file is never changed). A cache folder that cannot be
     written: decoded into memory."""
     ordered = [listing.files[i] for i in order]
     try:
-        final = cache_path(listing, order, size, cache_dir, root)
+        final = cache_path(listing, order, size, cache_dir, root, reading)
         if not _valid(final, len(ordered), size):
-            build_cache(ordered, size, final, quiet)
+            build_cache(ordered, size, final, quiet, reading=reading)
     except PermissionError as e:
         if not quiet:
             print(f"note: cannot write the decoded cache to {shown(cache_dir)} ({e.strerror}); decoding into "
                   f"memory (give --data_dir a writable folder to decode once)", flush=True)
-        return decode_images(ordered, size, quiet=quiet)
+        return decode_images(ordered, size, quiet=quiet, reading=reading)
     header = np.load(final, mmap_mode="r", allow_pickle=False)
     mode = None if header.nbytes <= memory_budget else "c"  # "c": a private map, so no step writes the cache
     return np.load(final, mmap_mode=mode, allow_pickle=False)

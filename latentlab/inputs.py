@@ -71,13 +71,23 @@ def load_training_split(model: CheckpointFile) -> tuple:
         raise UserError(f"{model.path} is too old to name its dataset's folder and image size, so its training split "
                         f"cannot be re-read; retrain it with this version's train.py")
     return read_training_split(ds["name"], ds["data_dir"], ds["image_size"], model.ckpt["config"]["image_shape"],
-                               ds.get("num_train", 0) + ds.get("num_val", 0), model.path)
+                               ds.get("num_train", 0) + ds.get("num_val", 0), model.path, reading_of(ds))
 
 
-def read_training_split(name: str, data_dir, image_size, image_shape, count: int, source) -> tuple:
-    """load_dataset's training split, checked to be the one `source` names: count images of image_shape."""
+def reading_of(described: dict) -> dict:
+    """How a training read its images (a checkpoint's dataset description, or the latents of its
+    training split that carry it), as load_dataset's arguments; a record older than these
+    settings read folders as they were then (squashed, on white)."""
+    return {"resize": described.get("resize", "squash"), "background": described.get("background", "#ffffff"),
+            "skip_unreadable": described.get("skip_unreadable", False)}
+
+
+def read_training_split(name: str, data_dir, image_size, image_shape, count: int, source,
+                        reading: dict | None = None) -> tuple:
+    """load_dataset's training split, read as `reading` says (reading_of), checked to be the one
+    `source` names: count images of image_shape."""
     from latentlab.datasets import load_dataset
-    data = load_dataset(name, data_dir=data_dir, image_size=image_size)
+    data = load_dataset(name, data_dir=data_dir, image_size=image_size, **(reading or reading_of({})))
     if tuple(data.image_shape) != tuple(image_shape) or len(data.train_x) != count:
         raise UserError(f"the {name} training split read now ({len(data.train_x)} images of shape "
                         f"{tuple(data.image_shape)}) is not the one of {source} ({count} of shape "

@@ -12,6 +12,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from latentlab.cli import (MAX_IMAGE_SIZE, UserError, adam_lr, batch_images, epoch_count, epoch_count_or_off, fraction,
                            gigabytes, image_side, loss_weight, make_parser, noise_level, width, width_or_none)
 from latentlab.datasets import DATASETS
+from latentlab.image_folder import RESIZE_MODES, colour
 from model.autoencoder import (BOTTLENECKS, DEFAULT_NETWORK, FAMILIES, ModelConfig, build_model, conv_stages,
                                default_network)
 
@@ -26,6 +27,14 @@ def image_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{size} is too small: use {MIN_IMAGE_SIZE} or more, the smallest size "
                                           f"the conv encoder halves at least once")
     return size
+
+
+def background_colour(text: str) -> str:
+    try:
+        return colour(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a colour: give a name Pillow knows (white, black, "
+                                         f"gray, ...) or #rrggbb") from None
 
 
 def setting(default=MISSING, *, help: str, group: str, type=None, choices=None, shown: str | None = None,
@@ -100,6 +109,17 @@ class Settings:
                                    shown="data/<name>/", makes_results=False)
     image_size: int | None = setting(None, help=f"resize images to this square size ({MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE})",
                                      group="data", type=image_size, shown="native (32 for gtsrb and folders)")
+    resize: str = setting("crop", help="folders: how an image becomes square: crop, its centre square (round things "
+                                       "stay round); pad, the whole image on the --background; squash, stretched "
+                                       "(the benchmark sets are resized as published)", group="data",
+                          choices=RESIZE_MODES, resume_must_match=True, recorded=True, older="squash")
+    background: str = setting("#ffffff", help="folders: the colour under transparent pixels and around a padded "
+                                              "image (a name Pillow knows, as white, or #rrggbb)", group="data",
+                              type=background_colour,
+                              resume_must_match=True, recorded=True, older="#ffffff")
+    skip_unreadable: bool = setting(False, help="folders: train on the readable images, leaving out (and counting) "
+                                                "the files that cannot be decoded", group="data",
+                                    resume_must_match=True, recorded=True, older=False)
     memory_budget: float | None = setting(None, help="GB of memory a decoded image folder may take; a larger one "
                                                      "trains and encodes from its memory-mapped cache on disk",
                                           group="data", type=gigabytes, shown="half of the machine's RAM",
@@ -236,6 +256,15 @@ OLDER = {f.name: f.metadata["older"] for f in fields(Settings) if f.metadata["ol
 def recorded(settings: Settings) -> dict:
     """What the checkpoint's "train" dict keeps of the settings."""
     return {k: getattr(settings, k) for k in RECORDED}
+
+
+FOLDER_READING = ("resize", "background", "skip_unreadable")  # how a folder's files become images
+
+
+def applies(name: str, dataset: str) -> bool:
+    """Whether a setting can change a run on this dataset: the folder reading settings leave the
+    other datasets as they are, so a record older than them need not match them there."""
+    return name not in FOLDER_READING or dataset.lower().startswith("folder:")
 
 
 def recorded_value(record: dict, name: str):

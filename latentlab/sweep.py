@@ -35,7 +35,7 @@ from latentlab.pca import pca_encode, pca_reconstruct_batches
 from latentlab.probes import KNN_K, probe_scores
 from latentlab.scores import kmeans_nmi, reconstruction_scores
 from latentlab.datasets import DATASETS
-from latentlab.settings import RESULT_SETTINGS, Settings, recorded_value, resolved_network
+from latentlab.settings import RESULT_SETTINGS, Settings, applies, recorded_value, resolved_network
 from model.autoencoder import describe, model_from_checkpoint
 
 # metric -> (what it is, for table headers and panel titles; does higher mean better)
@@ -137,7 +137,7 @@ def load_finished(path: Path, settings: dict) -> dict | None:
         raise UserError(f"{path} is malformed: it lacks its settings or metrics; {redo}")
     for k, v in settings.items():
         was = recorded_value(m["settings"], k)
-        if was != v:
+        if was != v and applies(k, str(m["settings"].get("dataset", ""))):
             raise UserError(f"{path} was swept with --{k} {was}, not {v}; use the same flags, "
                             f"another --output_dir, or {redo}")
     return m

@@ -190,3 +190,165 @@ def test_the_pca_baseline_of_a_memory_map_is_the_one_of_its_training_rows_in_mem
     mean, comps = fit_pca(mapped.train_x, 5, exact_max_dim=exact_max_dim, idx=idx)
     ref_mean, ref_comps = fit_pca(mapped.train_x[idx].clone(), 5, exact_max_dim=exact_max_dim)
     assert torch.equal(mean, ref_mean) and torch.equal(comps, ref_comps)
+
+
+# ---------------------------------------------------------------- photos as photos: square, opaque, the readable rest
+def save_both_classes(root: Path, image, suffix: str = ".png", per_class: int = 3) -> Path:
+    """The same PIL image per_class times in each of two class sub-folders."""
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image.save(root / name / f"{i}{suffix}")
+    return root
+
+
+def loaded(root: Path, cache: Path, size: int = 16, **reading) -> torch.Tensor:
+    data = load_dataset(f"folder:{root}", data_dir=cache, image_size=size, quiet=True, **reading)
+    return torch.cat([data.train_x, data.test_x])
+
+
+def disc(width: int, height: int) -> Image.Image:
+    """A white disc of diameter `height` centred on a wide black canvas."""
+    yy, xx = np.mgrid[:height, :width]
+    inside = (xx - (width - 1) / 2) ** 2 + (yy - (height - 1) / 2) ** 2 <= (height / 2 - 1) ** 2
+    return Image.fromarray(np.where(inside, 255, 0).astype(np.uint8))
+
+
+def box(image: torch.Tensor) -> tuple[int, int]:
+    """(width, height) of the bounding box of the bright pixels of a (C, H, W) image."""
+    rows, cols = torch.nonzero(image[0] > 127, as_tuple=True)
+    return int(cols.max() - cols.min() + 1), int(rows.max() - rows.min() + 1)
+
+
+# a PNG; a large JPEG (Pillow's draft decode at 1/4 scale); a small one (torchvision's decoder)
+@pytest.mark.parametrize("width,suffix", [(48, ".png"), (192, ".jpg"), (48, ".jpg")])
+def test_crop_keeps_a_circle_round_and_squash_does_not(tmp_path, width, suffix):
+    root = save_both_classes(tmp_path / "discs", disc(width, width // 2), suffix)
+    if suffix == ".jpg":
+        small = image_folder._small_jpeg(root / "a" / "0.jpg", 16, image_folder.Reading())
+        assert (small is not None) == (width == 48)
+    for image in loaded(root, tmp_path):  # crop: the default for folders
+        w, h = box(image)
+        assert abs(w - h) <= 1 and h >= 13  # round, and as large as the crop leaves it
+    squashed = loaded(root, tmp_path, resize="squash")
+    w, h = box(squashed[0])
+    assert h - w >= 5  # stretched upright into an ellipse
+
+
+def test_pad_keeps_the_whole_image_with_the_background_around_it(tmp_path):
+    wide = Image.fromarray(np.full((16, 32, 3), (200, 40, 40), dtype=np.uint8))  # red, twice as wide as tall
+    root = save_both_classes(tmp_path / "wide", wide)
+    for background, rgb in (("white", (255, 255, 255)), ("#0000ff", (0, 0, 255))):
+        x = loaded(root, tmp_path, resize="pad", background=background)
+        assert x.shape[1:] == (3, 16, 16)
+        band = torch.tensor(rgb, dtype=torch.uint8)[:, None, None]
+        assert (x[:, :, :4] == band).all() and (x[:, :, 12:] == band).all()  # above and below: the background
+        assert (x[:, :, 4:12] == torch.tensor([200, 40, 40], dtype=torch.uint8)[:, None, None]).all()  # every column kept
+
+
+@pytest.mark.parametrize("width", [48, 192])  # torchvision's decoder, Pillow's draft decode
+def test_a_grey_photo_padded_with_a_colour_becomes_a_colour_image(tmp_path, width):
+    root = save_both_classes(tmp_path / "grey", Image.new("L", (width, width // 2), 128), ".jpg")
+    x = loaded(root, tmp_path, resize="pad", background="#0000ff")
+    assert x.shape[1] == 3 and (x[:, :, :4] == torch.tensor([0, 0, 255], dtype=torch.uint8)[:, None, None]).all()
+    assert (x[:, :, 5:11] - 128).abs().max() <= 2  # the photo, grey in all three channels
+
+
+def transparent(mode: str) -> Image.Image:
+    """A 16x16 image of this mode: an opaque dark left half, a fully transparent right half (red
+    underneath, which must not show)."""
+    rgba = np.zeros((16, 16, 4), dtype=np.uint8)
+    rgba[:, :8, :3] = 30
+    rgba[:, 8:, 0] = 250
+    rgba[:, :8, 3] = 255
+    image = Image.fromarray(rgba, "RGBA")
+    if mode == "P":  # a palette with one transparent entry, as a GIF keeps it
+        image = image.convert("RGB").quantize(2)
+        image.info["transparency"] = image.getpixel((15, 0))
+        return image
+    return image.convert(mode)
+
+
+@pytest.mark.parametrize("mode,suffix", [("RGBA", ".png"), ("LA", ".png"), ("P", ".gif"), ("P", ".png")])
+def test_transparent_areas_come_out_white_or_the_background_colour(tmp_path, mode, suffix):
+    root = save_both_classes(tmp_path / mode, transparent(mode), suffix)
+    x = loaded(root, tmp_path)
+    assert (x[:, :, :, 8:] == 255).all() and (x[:, :, :, :8] == 30).all()
+    green = loaded(root, tmp_path, background="#00ff00")
+    assert green.shape[1] == 3  # a colour under a grey image makes it a colour one
+    assert (green[:, :, :, 8:] == torch.tensor([0, 255, 0], dtype=torch.uint8)[:, None, None]).all()
+    assert (green[:, :, :, :8] == 30).all()
+
+
+def test_a_changed_resize_or_background_makes_a_new_cache(tmp_path):
+    root = save_both_classes(tmp_path / "discs", disc(32, 16))
+    crop = loaded(root, tmp_path)
+    [crop_cache] = caches(tmp_path)
+    pad = loaded(root, tmp_path, resize="pad")
+    pad_black = loaded(root, tmp_path, resize="pad", background="black")
+    names = caches(tmp_path)
+    assert crop_cache in names and len(names) == 2  # the crop cache stays; the pad one was rebuilt for black
+    assert not torch.equal(crop, pad) and not torch.equal(pad, pad_black)
+    assert torch.equal(loaded(root, tmp_path), crop)
+
+
+def test_a_bad_background_is_one_line_and_exit_2(tmp_path, capsys):
+    from conftest import run_main
+    from latentlab.cli import UserError
+    with pytest.raises(SystemExit) as e:
+        run_main("train", "--dataset", "digits", "--latent_size", 4, "--background", "nocolour",
+                 "--output_dir", tmp_path / "out")
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "\n" not in err and "--background: 'nocolour' is not a colour" in err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(UserError, match="--background '#12345' is not a colour"):
+        load_dataset(f"folder:{tmp_path}", background="#12345")
+
+
+def test_skip_unreadable_trains_on_the_rest_and_counts_them(tmp_path, capsys):
+    from conftest import run_main
+    from latentlab.cli import UserError
+    root = make_folder(tmp_path / "photos", per_class=10, size=12)
+    for name in ("a_broken.png", "b_broken.jpg", "c_broken.png"):
+        (root / "dogs" / name).write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    flags = ["--dataset", f"folder:{root}", "--latent_size", 4, "--num_epochs", 1, "--image_size", 8,
+             "--snapshot_every", 0, "--data_dir", tmp_path / "cache"]
+    with pytest.raises(UserError) as err:
+        run_main("train", *flags, "--output_dir", tmp_path / "refused")
+    line = str(err.value)
+    assert line.startswith("cannot read 3 images: ") and all(n in line for n in ("a_broken", "b_broken", "c_broken"))
+    assert line.endswith("remove or replace them, or pass --skip_unreadable to train on the rest")
+    capsys.readouterr()
+
+    out = tmp_path / "out"
+    run_main("train", *flags, "--skip_unreadable", "--output_dir", out)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "3 unreadable files skipped: " in first and "a_broken.png" in first
+    ckpt = torch.load(out / "model_latent_size_4.pth", weights_only=False)
+    ds = ckpt["dataset"]
+    assert ds["skipped"] == 3 and ds["skip_unreadable"] and ds["resize"] == "crop"
+    test_data = torch.load(out / "test_data.pth", weights_only=False)
+    assert test_data["skipped"] == 3 and ds["num_train"] + ds["num_val"] + len(test_data["labels"]) == 20
+    # the training split is re-read the same way: the same 16 readable images
+    run_main("encode_latent_space", "--output_dir", out, "--split", "train", "--quiet")
+    assert len(np.load(out / "latent_space_size_4_train.npy")) == 16
+    # the first load of a folder, with the flag from the start: the same readable rest
+    fresh = load_dataset(f"folder:{root}", data_dir=tmp_path / "fresh", image_size=8, skip_unreadable=True, quiet=True)
+    assert [path for path, _ in fresh.skipped] == [str(root / "dogs" / n) for n in ("a_broken.png", "b_broken.jpg",
+                                                                                     "c_broken.png")]
+    assert len(fresh.train_x) + len(fresh.test_x) == 20
+
+
+def test_a_sweep_job_done_before_the_reading_flags_counts_on_digits_and_is_redone_on_a_folder(tmp_path):
+    from latentlab import files, sweep
+    from latentlab.cli import UserError
+    now = {"resize": "crop", "background": "#ffffff", "skip_unreadable": False}
+    for dataset in ("digits", "folder:photos"):
+        path = files.save_json({"kind": sweep.KIND, "format_version": files.FORMAT_VERSION,
+                                "settings": {"dataset": dataset}, "metrics": dict.fromkeys(sweep.METRICS, 0.5)},
+                               tmp_path / dataset.replace(":", "_") / "metrics.json")
+        if dataset == "digits":
+            assert sweep.load_finished(path, now)["metrics"]["knn"] == 0.5
+        else:  # its images were squashed: not the numbers a crop gives
+            with pytest.raises(UserError, match="was swept with --resize squash, not crop"):
+                sweep.load_finished(path, now)

@@ -15,7 +15,7 @@ from conftest import ROOT, run_script
 from latentlab import files
 from latentlab.cli import UserError
 from latentlab.datasets import load_dataset, read_idx
-from latentlab.settings import MIN_IMAGE_SIZE, RESUME_MUST_MATCH, Settings, flag_table, recorded
+from latentlab.settings import FOLDER_READING, MIN_IMAGE_SIZE, RESUME_MUST_MATCH, Settings, flag_table, recorded
 from model.autoencoder import model_from_checkpoint
 
 
@@ -206,8 +206,14 @@ def test_resume_refuses_a_checkpoint_of_another_setting(tmp_path, name):
     ckpt = _checkpoint_of(was, config)
     check_resume(ckpt, tmp_path, was, config, "digits")  # the same settings resume
     changed = {"val_fraction": 0.2, "batch_size": 64, "lr": 1e-3, "lr_schedule": "constant", "precision": "fp32",
-               "seed": 1, "umap_edges": 256}[name]
+               "seed": 1, "umap_edges": 256, "resize": "pad", "background": "#000000", "skip_unreadable": True}[name]
     now = dataclasses.replace(was, **{name: changed})
+    if name in FOLDER_READING:  # how a folder's files are read: refused on a folder, no matter elsewhere
+        check_resume(ckpt, tmp_path, now, config, "digits")
+        ckpt = _checkpoint_of(was, config, "folder:photos")
+        with pytest.raises(UserError, match=f"trained with {name}={getattr(was, name)}, not {changed}; use the same flags"):
+            check_resume(ckpt, tmp_path, now, config, "folder:photos")
+        return
     with pytest.raises(UserError, match=f"trained with {name}={getattr(was, name)}, not {changed}; use the same flags"):
         check_resume(ckpt, tmp_path, now, config, "digits")
     # the settings that may change between runs: more epochs, other patience, snapshots
@@ -227,6 +233,12 @@ def test_a_checkpoint_older_than_the_precision_setting_resumes_as_auto(tmp_path)
     ckpt = _checkpoint_of(settings, config)
     del ckpt["train"]["precision"]
     check_resume(ckpt, tmp_path, settings, config, "digits")
+    for name in FOLDER_READING:  # a folder was squashed on white, and stopped at an unreadable file, before them
+        del ckpt["train"][name]
+    check_resume(ckpt, tmp_path, settings, config, "digits")
+    with pytest.raises(UserError, match="resize=squash, not crop"):
+        check_resume(_checkpoint_of(settings, config, "folder:photos") | {"train": ckpt["train"]}, tmp_path, settings,
+                     config, "folder:photos")
     with pytest.raises(UserError, match="precision=auto, not bf16"):
         check_resume(ckpt, tmp_path, dataclasses.replace(settings, precision="bf16"), config, "digits")
 
