@@ -10,7 +10,6 @@ import os
 import random
 import shutil
 import sys
-import textwrap
 import traceback
 from pathlib import Path
 
@@ -215,19 +214,13 @@ def progress(iterable=None, *, quiet: bool, **kwargs):
 
 def text_table(header: list[str], rows: list[list[str]]) -> str:
     """A console table: labels (the first column) left-aligned, the other cells right-aligned,
-    each column as wide as its widest cell, so no label is cut; a label past 72 characters (a
-    long folder path) wraps onto the next lines."""
-    rows = [[textwrap.wrap(r[0], 72, break_on_hyphens=False) or [""], *r[1:]] for r in rows]
-    widths = [max(len(header[0]), *(len(part) for r in rows for part in r[0]))]
-    widths += [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(1, len(header))]
+    each column as wide as its widest cell, so that no label (a long folder path) is cut."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells):
-        return " ".join([cells[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))]).rstrip()
+        return " ".join([cells[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))])
     head = line(header)
-    lines = [head, "-" * len(head)]
-    for label, *cells in rows:
-        lines += [line([label[0], *cells]), *(part for part in label[1:])]
-    return "\n".join(lines)
+    return "\n".join([head, "-" * len(head), *map(line, rows)])
 
 
 def run(main, args) -> None:
@@ -262,16 +255,14 @@ DATA_ROOT = Path("data")  # where latentlab.datasets downloads a dataset by defa
 
 
 def _absent_folders(args) -> list[Path]:
-    """The folders a step may create that do not exist yet, deepest first: --output_dir and
-    --data_dir with their missing parents, and data/<name>/ of a download."""
-    absent = []
-    for folder in (getattr(args, "output_dir", None), getattr(args, "data_dir", None)):
-        if folder is not None:
-            absent += [p for p in [Path(folder).absolute(), *Path(folder).absolute().parents] if not p.exists()]
+    """The folders a step may create that do not exist yet, with their missing parents, deepest
+    first: --output_dir, --data_dir and data/<name>/ of a download."""
     names = [getattr(args, "dataset", None), *(getattr(args, "datasets", None) or [])]
-    absent += [p.absolute() for p in (DATA_ROOT / str(n).lower() for n in names if n and ":" not in str(n))
-               if not p.exists()]
-    return sorted(set(absent), key=lambda p: len(p.parts), reverse=True)
+    folders = [getattr(args, "output_dir", None), getattr(args, "data_dir", None),
+               *(DATA_ROOT / str(n).lower() for n in names if n and ":" not in str(n))]
+    absent = {p for f in folders if f is not None for p in [Path(f).absolute(), *Path(f).absolute().parents]
+              if not p.exists()}
+    return sorted(absent, key=lambda p: len(p.parts), reverse=True)
 
 
 def _remove_empty(folders: list[Path]) -> None:
