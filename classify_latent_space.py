@@ -66,7 +66,7 @@ def main(args) -> dict:
     from latentlab.artifacts import check_latents_match
     from latentlab.cli import UserError, memory_for, pick_device, seed_everything, worded
     from latentlab.datasets import to_float
-    from latentlab.inputs import find_latents, find_pca_baseline, find_test_data, read_training_split, say
+    from latentlab.inputs import find_latents, find_pca_baseline, find_test_data, read_training_split
     from latentlab.mlp_probe import PROBE_EPOCHS, PROBE_MIN_STEPS
     from latentlab.pca import pca_encode
     from latentlab.runs import claim
@@ -163,7 +163,7 @@ def main(args) -> dict:
                "folds": None if heldout else args.folds, "seed": args.seed, "probes": args.probes,
                "figure": str(figure), "models": results, "notes": notes}
     path = files.save_json(metrics, out / f"classification_latent_size_{main_l.latent_size}.json")
-    say(args.quiet, f"protocol {args.protocol}: {how}")
+    print(f"protocol {args.protocol}: {how}")
     print_table(results)
     print(f"wrote {figure} and {path}")
     return metrics
