@@ -25,11 +25,11 @@ demo: venv
 	$(PY) viz_generation.py --output_dir $(OUT)
 	$(PY) explore_latent_space.py --output_dir $(OUT)
 	@echo "the demo wrote, in $(OUT)/:"
-	@echo "  figures:    $$(cd $(OUT) && ls *.png | grep -v _epoch_ | tr '\n' ' ')"
-	@echo "              and $$(cd $(OUT) && ls *_epoch_*.png | wc -l) per-epoch snapshots (reconstructions_*_epoch_NNN.png)"
-	@echo "  animations: $$(cd $(OUT) && ls *.gif *.mp4 2>/dev/null | tr '\n' ' ')"
-	@echo "  page:       $$(cd $(OUT) && ls *.html | tr '\n' ' ') (open it in a browser)"
-	@echo "  numbers:    $$(cd $(OUT) && ls *.json | tr '\n' ' ')"
+	@echo "figures (and $$(ls $(OUT)/*_epoch_*.png 2>/dev/null | wc -l) per-epoch snapshots, reconstructions_*_epoch_NNN.png):"
+	@cd $(OUT) && ls *.png | grep -v _epoch_ | fmt -w 110 | sed 's/^/  /'
+	@echo "animations:"; cd $(OUT) && ls *.gif *.mp4 2>/dev/null | fmt -w 110 | sed 's/^/  /'
+	@echo "page (open it in a browser):"; cd $(OUT) && ls *.html | sed 's/^/  /'
+	@echo "numbers:"; cd $(OUT) && ls *.json | fmt -w 110 | sed 's/^/  /'
 
 test: venv
 	$(PY) -m pytest -q
