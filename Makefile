@@ -1,4 +1,4 @@
-# make demo: build .venv, then run every step on the embedded dataset (offline).
+# make demo: build .venv, then run every step on the embedded dataset (offline), ending with the explorer page.
 # make test: build .venv with the test tools, then run the test suite.
 # make test-fast: the same without the tests marked slow (subprocesses, torchrun, notebook, fuzz).
 PYTHON ?= python3
@@ -23,7 +23,13 @@ demo: venv
 	$(PY) viz_kmeans_latent_space.py --output_dir $(OUT)
 	$(PY) classify_latent_space.py --output_dir $(OUT)
 	$(PY) viz_generation.py --output_dir $(OUT)
-	@echo "figures of the demo:"; for f in $(OUT)/*.png; do echo "  $$f"; done
+	$(PY) explore_latent_space.py --output_dir $(OUT)
+	@echo "the demo wrote, in $(OUT)/:"
+	@echo "figures (and $$(ls $(OUT)/*_epoch_*.png 2>/dev/null | wc -l) per-epoch snapshots, reconstructions_*_epoch_NNN.png):"
+	@cd $(OUT) && ls *.png | grep -v _epoch_ | fmt -w 110 | sed 's/^/  /'
+	@echo "animations:"; cd $(OUT) && ls *.gif *.mp4 2>/dev/null | fmt -w 110 | sed 's/^/  /'
+	@echo "page (open it in a browser):"; cd $(OUT) && ls *.html | sed 's/^/  /'
+	@echo "numbers:"; cd $(OUT) && ls *.json | fmt -w 110 | sed 's/^/  /'
 
 test: venv
 	$(PY) -m pytest -q

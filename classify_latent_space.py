@@ -20,7 +20,7 @@ and PCA baselines are fit once, not for every model. Writes to --output_dir:
 classification_latent_size_{N}.json and confusion_matrix_latent_size_{N}.png (the best classifier on
 each latent space).
 """
-from latentlab.cli import fold_count, make_parser, run
+from latentlab.cli import fold_count, make_parser, run, show_progress, text_table
 from latentlab.inputs import add_input_flags
 from latentlab.probes import PROBES
 
@@ -66,7 +66,7 @@ def main(args) -> dict:
     from latentlab.artifacts import check_latents_match
     from latentlab.cli import UserError, memory_for, pick_device, seed_everything, worded
     from latentlab.datasets import to_float
-    from latentlab.inputs import find_latents, find_pca_baseline, find_test_data, read_training_split, reading_of, say
+    from latentlab.inputs import find_latents, find_pca_baseline, find_test_data, read_training_split, reading_of
     from latentlab.mlp_probe import PROBE_EPOCHS, PROBE_MIN_STEPS
     from latentlab.pca import pca_encode
     from latentlab.runs import claim
@@ -118,7 +118,7 @@ def main(args) -> dict:
     else:
         sets = {(lat.latent_size, name): (x, lat.labels) for lat in latents for name, x in features(lat, data["images"]).items()}
         fits = len(sets) * len(args.probes) * args.folds
-    with tqdm(total=fits, desc="classifiers", unit="fit", disable=args.quiet, leave=False) as bar, \
+    with tqdm(total=fits, desc="classifiers", unit="fit", disable=not show_progress(args.quiet), leave=False) as bar, \
             memory_for("the classifiers on these latents", "the latents' --num_samples (encode_latent_space.py)"):
         # every feature set at once, side by side; the raw pixels both models share are fit once
         if heldout:
@@ -163,23 +163,18 @@ def main(args) -> dict:
                "folds": None if heldout else args.folds, "seed": args.seed, "probes": args.probes,
                "figure": str(figure), "models": results, "notes": notes}
     path = files.save_json(metrics, out / f"classification_latent_size_{main_l.latent_size}.json")
-    if not args.quiet:
-        print(f"protocol {args.protocol}: {how}")
-        print_table(results)
-        say(False, f"wrote {figure} and {path}")
+    print(f"protocol {args.protocol}: {how}")
+    print_table(results)
+    print(f"wrote {figure} and {path}")
     return metrics
 
 
 def print_table(results: dict) -> None:
     probes = [p for p in next(iter(results.values()))["latent"] if p != "dims"]
-    head = f"{'features':<44} {'dims':>5} " + " ".join(f"{p + ' acc/F1':>14}" for p in probes)
-    lines = [head, "-" * len(head)]
-    for r in results.values():
-        for name, label in (("latent", r["model"]), ("pca", "  PCA, same size"), ("raw_pixels", "  raw pixels")):
-            s = r[name]
-            lines.append(f"{label[:44]:<44} {s['dims']:>5} " + " ".join(
-                f"{s[p]['accuracy']:>7.3f}/{s[p]['macro_f1']:.3f}" for p in probes))
-    print("\n".join(lines))
+    rows = [[label, str(r[name]["dims"]), *(f"{r[name][p]['accuracy']:.3f}/{r[name][p]['macro_f1']:.3f}" for p in probes)]
+            for r in results.values()
+            for name, label in (("latent", r["model"]), ("pca", "  PCA, same size"), ("raw_pixels", "  raw pixels"))]
+    print(text_table(["features", "dims", *(f"{p} acc/F1" for p in probes)], rows))
 
 
 if __name__ == "__main__":

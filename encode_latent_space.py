@@ -14,7 +14,7 @@ latent_space_size_{k}.npy (test) or latent_space_size_{k}_train.npy (train), flo
 and a .json beside it (split, labels, indices into the split, class names, dataset, model, size, family);
 with --tensorboard, also the latents in TensorBoard's projector (tensorboard --logdir output/tensorboard).
 """
-from latentlab.cli import batch_images, count_or_all, make_parser, run
+from latentlab.cli import batch_images, count_or_all, make_parser, progress, run
 from latentlab.inputs import add_input_flags
 
 
@@ -37,7 +37,6 @@ def main(args) -> dict:
     from pathlib import Path
 
     import numpy as np
-    from tqdm import tqdm
 
     from latentlab import artifacts, files, tensorboard_log
     from latentlab.cli import UserError, memory_for, pick_device, seed_everything
@@ -70,7 +69,7 @@ def main(args) -> dict:
     written = {}
     for m in models:
         model = model_from_checkpoint(m.ckpt, device)
-        with tqdm(total=n, unit="img", desc=f"encoding with the {m.latent_size}-d model", disable=args.quiet, leave=False) as bar:
+        with progress(total=n, unit="img", desc=f"encoding with the {m.latent_size}-d model", quiet=args.quiet) as bar:
             with memory_for(f"batches of {min(args.batch_size, n)} images", "--batch_size", device=device):
                 z = encode_images(model, chosen, device, args.batch_size, progress=bar.update)
         if not np.isfinite(z).all():
@@ -81,7 +80,7 @@ def main(args) -> dict:
                 "latent": "posterior mean" if m.family == "vae" else "encoder output"}
         path, _ = artifacts.save_latents(files.latents_path(out, m.latent_size, args.split), z, meta)
         written[str(m.latent_size)] = {"path": str(path), "shape": list(z.shape), "model": m.label}
-        say(args.quiet, f"{m.label}: {z.shape[0]} x {z.shape[1]} latents -> {path}")
+        print(f"{m.label}: {z.shape[0]} x {z.shape[1]} latents -> {path}")
         if args.tensorboard:
             folder = tensorboard_log.run_dir(out, m.family, m.latent_size) / "encoded"
             writer = tensorboard_log.open_writer(folder)

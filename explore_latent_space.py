@@ -13,7 +13,7 @@ the nearest cell of a --grid_size x --grid_size grid. Above --max_points latents
 is drawn, and the page says so.
 Writes to --output_dir: explorer_latent_size_{N}.html.
 """
-from latentlab.cli import batch_images, grid_side, make_parser, positive_int, run
+from latentlab.cli import batch_images, grid_side, make_parser, positive_int, progress, run
 from latentlab.inputs import add_input_flags
 from latentlab.projection import METHODS
 
@@ -36,7 +36,6 @@ def main(args) -> dict:
 
     import numpy as np
     import torch
-    from tqdm import tqdm
 
     from latentlab import explorer, files
     from latentlab.artifacts import check_latents_match
@@ -95,7 +94,7 @@ def main(args) -> dict:
     method = METHOD_NAMES[args.vis_type]
     drawn = (f"all {total} encoded test images drawn" if len(rows) == total else
              f"{len(rows)} of {total} encoded test images drawn (a sample seeded with {args.seed}; --max_points)")
-    with tqdm(total=4, desc="sprite sheets", unit="sheet", disable=args.quiet, leave=False) as bar:
+    with progress(total=4, desc="sprite sheets", unit="sheet", quiet=args.quiet) as bar:
         sheets = {}
         for name, x in (("test", images), ("rec2", recon[2]), ("recN", recon[big.latent_size]), ("grid", decoded)):
             sheets[name] = explorer.sprite_sheet(x, lossy=name != "test")
@@ -109,7 +108,7 @@ def main(args) -> dict:
         axis_labels=(axis_labels(None), axis_labels(info)), model_names=("2-d", f"{big.latent_size}-d"),
         csv_name=f"explorer_selection_latent_size_{big.latent_size}.csv")
     path = files.save_text(html, out / f"explorer_latent_size_{big.latent_size}.html")
-    say(args.quiet, f"wrote {path} ({len(html) / 1e6:.1f} MB; {drawn})")
+    print(f"wrote {path} ({len(html) / 1e6:.1f} MB; {drawn})")
     for n in notes:
         say(args.quiet, f"note: {n}")
     return {"path": str(path), "points": len(rows), "total": total, "grid_size": args.grid_size, "notes": notes,

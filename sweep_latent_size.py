@@ -98,10 +98,8 @@ def main(args) -> dict:
     records = [load_finished(path, settings) for _, path, settings in sorted(finished, key=lambda f: f[0])]
     paths = write_outputs(records, out, args.num_epochs) if records else {}
     rows = aggregate(run_rows(records))
-    if not args.quiet:
-        print(to_markdown(rows), end="")
-        say(False, f"{progress.summary()}; wrote {', '.join(str(p) for p in paths.values())} "
-                   f"in {time.perf_counter() - t0:.0f} s")
+    print(to_markdown(rows), end="")
+    print(f"{progress.summary()}; wrote {', '.join(str(p) for p in paths.values())} in {time.perf_counter() - t0:.0f} s")
     failed = progress.failed()
     if failed:
         for job, error in failed:

@@ -85,8 +85,7 @@ def main(args) -> dict:
     def save(fig, name):
         path = files.save_figure(fig, out / f"generation_{name}.png")
         written[name] = path
-        if not args.quiet:
-            print(f"wrote {path}")
+        print(f"wrote {path}")
 
     def decode(k, z, flags):
         shape = nets[k].config.image_shape

@@ -11,7 +11,7 @@ classes, and the silhouette in the space clustered. Writes to --output_dir:
 kmeans_{space}_space_latent_size_{k}.png per model (the clusters in a 2-D view with their
 centroids, and a heatmap of clusters against classes) and kmeans_{space}_space_latent_size_{N}.json.
 """
-from latentlab.cli import at_least_two, make_parser, run, width
+from latentlab.cli import at_least_two, make_parser, run, text_table, width
 from latentlab.inputs import add_input_flags
 from latentlab.projection import METHODS
 
@@ -85,12 +85,10 @@ def main(args) -> dict:
                         "purity: share of samples in their cluster's majority class; silhouette: in the space "
                         "clustered (Euclidean, at most 5000 samples)"}
     path = files.save_json(metrics, out / f"kmeans_{args.space}_space_latent_size_{main_l.latent_size}.json")
-    if not args.quiet:
-        head = f"{'k-means, ' + str(k) + ' clusters':<44} {'NMI':>6} {'ARI':>6} {'purity':>7} {'silhouette':>10}"
-        print("\n".join([head, "-" * len(head)] + [
-            f"{r['model'][:44]:<44} {r['nmi']:>6.3f} {r['ari']:>6.3f} {r['purity']:>7.3f} "
-            f"{'-' if r['silhouette'] is None else format(r['silhouette'], '.3f'):>10}" for r in results.values()]))
-        say(False, f"wrote {', '.join(figures)} and {path}")
+    print(text_table([f"k-means, {k} clusters", "NMI", "ARI", "purity", "silhouette"], [
+        [r["model"], f"{r['nmi']:.3f}", f"{r['ari']:.3f}", f"{r['purity']:.3f}",
+         "-" if r["silhouette"] is None else f"{r['silhouette']:.3f}"] for r in results.values()]))
+    print(f"wrote {', '.join(figures)} and {path}")
     return metrics
 
 

@@ -51,7 +51,7 @@ def main(args) -> dict:
 
     from latentlab import files, plots
     from latentlab.cli import memory_for, seed_everything, worded
-    from latentlab.inputs import find_latents, say
+    from latentlab.inputs import find_latents
     from latentlab.runs import claim
     from latentlab.probes import KNN_K
 
@@ -76,12 +76,11 @@ def main(args) -> dict:
                         f"knn{KNN_K}_accuracy: {KNN_K}-NN on the coordinates as they are, stratified {args.folds}-fold "
                         f"cross-validation (shuffle seeded with {args.seed}), pooled out-of-fold accuracy"}
     path = files.save_json(metrics, out / f"{name}.json")
-    if not args.quiet:
-        for k, r in results.items():
-            extra = "" if "trustworthiness" not in r else (
-                f", trustworthiness {r['trustworthiness']:.3f}, {KNN_K}-NN accuracy in {k}-d {r[f'knn{KNN_K}_accuracy_full']:.3f}")
-            print(f"{r['model']} ({r['drawn']}): {KNN_K}-NN accuracy in 2-D {r[f'knn{KNN_K}_accuracy_2d']:.3f}{extra}")
-        say(False, f"wrote {figure} and {path}")
+    for k, r in results.items():
+        extra = "" if "trustworthiness" not in r else (
+            f", trustworthiness {r['trustworthiness']:.3f}, {KNN_K}-NN accuracy in {k}-d {r[f'knn{KNN_K}_accuracy_full']:.3f}")
+        print(f"{r['model']} ({r['drawn']}): {KNN_K}-NN accuracy in 2-D {r[f'knn{KNN_K}_accuracy_2d']:.3f}{extra}")
+    print(f"wrote {figure} and {path}")
     return metrics
 
 

@@ -7,7 +7,7 @@ reconstruction error on the whole test set beside PCA at the same size.
 Writes to --output_dir: reconstruction_latent_size_{N}.png (originals, then one row per model and
 PCA, the class name over each column) and reconstruction_latent_size_{N}.json (MSE, PSNR, SSIM).
 """
-from latentlab.cli import batch_images, figure_images, make_parser, run
+from latentlab.cli import batch_images, figure_images, make_parser, progress, run, text_table
 from latentlab.inputs import add_input_flags
 
 
@@ -24,11 +24,10 @@ def main(args) -> dict:
     from pathlib import Path
 
     import torch
-    from tqdm import tqdm
 
     from latentlab import files, plots
     from latentlab.cli import UserError, memory_for, pick_device, seed_everything
-    from latentlab.inputs import find_models, find_pca_baseline, say
+    from latentlab.inputs import find_models, find_pca_baseline
     from latentlab.runs import claim
     from model.autoencoder import model_from_checkpoint
     from latentlab.inference import reconstruct_batches
@@ -66,10 +65,10 @@ def main(args) -> dict:
     for m in models:
         k = m.latent_size
         model = model_from_checkpoint(m.ckpt, device)
-        progress = tqdm(reconstruct_batches(model, images, device, args.batch_size), total=batches,
-                        desc=f"{k}-d model", disable=args.quiet, leave=False)
+        batch_scores = progress(reconstruct_batches(model, images, device, args.batch_size), total=batches,
+                                desc=f"{k}-d model", quiet=args.quiet)
         with memory_for(f"batches of {args.batch_size} images", "--batch_size", device=device):
-            ae = reconstruction_scores(progress)
+            ae = reconstruction_scores(batch_scores)
             pk = min(k, pca["components"].shape[0])
             base = reconstruction_scores(pca_reconstruct_batches(images, pca["mean"], pca["components"], pk,
                                                                  args.batch_size))
@@ -80,19 +79,15 @@ def main(args) -> dict:
                "notes": "MSE over every pixel value in [0, 1]; PSNR = 10 log10(1 / MSE); SSIM = mean per-image SSIM "
                         "(7x7 window, as skimage); PCA fit on the training split, not clipped"}
     path = files.save_json(metrics, out / f"reconstruction_latent_size_{main_model.latent_size}.json")
-    if not args.quiet:
-        print_table(results, len(images))
-        say(False, f"wrote {figure} and {path}")
+    print_table(results, len(images))
+    print(f"wrote {figure} and {path}")
     return metrics
 
 
 def print_table(results: dict, n: int) -> None:
-    head = f"{'on ' + str(n) + ' test images':<44} {'MSE':>9} {'PSNR dB':>8} {'SSIM':>7}"
-    lines = [head, "-" * len(head)]
-    for k, r in results.items():
-        for name, s in ((r["model"], r["autoencoder"]), (f"PCA, {r['pca']['components']} components", r["pca"])):
-            lines.append(f"{name[:44]:<44} {s['mse']:>9.5f} {s['psnr']:>8.2f} {s['ssim']:>7.4f}")
-    print("\n".join(lines))
+    print(text_table([f"on {n} test images", "MSE", "PSNR dB", "SSIM"], [
+        [name, f"{s['mse']:.5f}", f"{s['psnr']:.2f}", f"{s['ssim']:.4f}"] for r in results.values()
+        for name, s in ((r["model"], r["autoencoder"]), (f"PCA, {r['pca']['components']} components", r["pca"]))]))
 
 
 if __name__ == "__main__":

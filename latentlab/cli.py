@@ -8,8 +8,10 @@ import contextlib
 import math
 import os
 import random
+import shutil
 import sys
 import traceback
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,7 +47,7 @@ def make_parser(description: str) -> Parser:
     common.add_argument("--seed", type=seed_int, default=0, help="seed for random, numpy and torch (0 to 2**32-1)")
     common.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                         help="auto picks cuda, then mps, then cpu")
-    common.add_argument("--quiet", action="store_true", help="no progress bars or tables")
+    common.add_argument("--quiet", action="store_true", help="only the result tables and the files written: no progress or notes")
     common.add_argument("--debug", action="store_true", help="show the traceback of an error")
     common.add_argument("--wait_for_lock", action="store_true",
                         help="when another process is writing into --output_dir, wait for it instead of stopping")
@@ -198,15 +200,41 @@ def memory_for(what: str, flags: str, nbytes: int | None = None, device=None):
         raise UserError(f"not enough memory for {what} on {where}; lower {flags}") from e
 
 
+def show_progress(quiet: bool) -> bool:
+    """Progress bars on a terminal alone: piped into a log (nohup, SLURM, `> log`) each redraw
+    of a bar would be a line; there the steps' own lines (an epoch, a table, a file written) remain."""
+    return not quiet and sys.stderr.isatty()
+
+
+def progress(iterable=None, *, quiet: bool, **kwargs):
+    """A tqdm bar, shown when show_progress(quiet)."""
+    from tqdm import tqdm
+    return tqdm(iterable, disable=not show_progress(quiet), leave=False, dynamic_ncols=True, **kwargs)
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    """A console table: labels (the first column) left-aligned, the other cells right-aligned,
+    each column as wide as its widest cell, so that no label (a long folder path) is cut."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells):
+        return " ".join([cells[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))])
+    head = line(header)
+    return "\n".join([head, "-" * len(head), *map(line, rows)])
+
+
 def run(main, args) -> None:
     """Run a step's main(args) holding the writer lock of its --output_dir (rank 0 alone under
     torchrun: the other ranks do not write); a UserError becomes one line and exit status 2
-    (--debug: traceback)."""
+    (--debug: traceback). A step that fails removes the folders it made that hold nothing."""
+    made = []  # folders this run may create, with their missing parents: those absent now
     try:
         with contextlib.ExitStack() as stack:
             output_dir = getattr(args, "output_dir", None)
+            made = _absent_folders(args)
             if output_dir is not None and os.environ.get("RANK", "0") == "0":
                 stack.callback(_writer_lock(output_dir, getattr(args, "wait_for_lock", False)).release)
+                stack.push(lambda kind, *_: kind is not None and _remove_empty(made))  # before the lock's release
                 from latentlab.runs import finish_replacement
                 finish_replacement(output_dir)  # a swap of runs that a kill stopped midway, before anything reads
             main(args)
@@ -221,6 +249,28 @@ def run(main, args) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
+
+
+DATA_ROOT = Path("data")  # where latentlab.datasets downloads a dataset by default: data/<name>/
+
+
+def _absent_folders(args) -> list[Path]:
+    """The folders a step may create that do not exist yet, with their missing parents, deepest
+    first: --output_dir, --data_dir and data/<name>/ of a download."""
+    names = [getattr(args, "dataset", None), *(getattr(args, "datasets", None) or [])]
+    folders = [getattr(args, "output_dir", None), getattr(args, "data_dir", None),
+               *(DATA_ROOT / str(n).lower() for n in names if n and ":" not in str(n))]
+    absent = {p for f in folders if f is not None for p in [Path(f).absolute(), *Path(f).absolute().parents]
+              if not p.exists()}
+    return sorted(absent, key=lambda p: len(p.parts), reverse=True)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove each folder that holds no file but its writer lock (empty sub-folders go with it)."""
+    from latentlab.locking import LOCK_NAME
+    for folder in folders:
+        if folder.is_dir() and all(p.is_dir() or p == folder / LOCK_NAME for p in folder.rglob("*")):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _writer_lock(output_dir, wait: bool):

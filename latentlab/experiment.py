@@ -203,8 +203,7 @@ def train_and_summarise(settings: Settings, plan: runs.TrainingPlan, world: Worl
         files.save_figure(plots.training_curves(histories, title), out / "training_curves.png")
         files.save_json({"run": plan.run, "dataset": data.name, "model": settings.model, "models": rows},
                         out / "training_summary.json")
-        if not quiet:
-            print_summary(rows, plan.out)
+        print_summary(rows, plan.out)  # the result table, --quiet too
     run_agreed(write_summary, world, main_only=True)
     return rows
 

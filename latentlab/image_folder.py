@@ -216,11 +216,12 @@ def _workers() -> int:
 def _chunked_map(fn, items: list, *args, quiet: bool = True, what: str = ""):
     """fn(chunk, *args) for each CHUNK of items, in order, on a process pool (in this process for a
     few items); a progress bar (images/s, ETA) on a terminal unless quiet."""
-    import sys
     from tqdm import tqdm
+
+    from latentlab.cli import show_progress
     chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
     workers = min(_workers(), len(chunks))
-    with tqdm(total=len(items), unit="img", desc=what, disable=quiet or not sys.stderr.isatty(),
+    with tqdm(total=len(items), unit="img", desc=what, disable=not show_progress(quiet),
               leave=False, dynamic_ncols=True) as bar:
         if workers <= 1 or multiprocessing.current_process().daemon:  # a daemon may not start processes
             results = (fn(c, *args) for c in chunks)

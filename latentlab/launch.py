@@ -25,7 +25,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from latentlab import files
-from latentlab.cli import Interrupted, UserError
+from latentlab.cli import Interrupted, UserError, show_progress
 from latentlab.sweep import Job, job_state, record_error, run_job
 
 STATES = ("done", "running", "failed", "left")
@@ -41,8 +41,8 @@ class Progress:
 
     def __init__(self, states: dict[Job, tuple[str, str | None]], quiet: bool):
         self.states, self.quiet = dict(states), quiet
-        self.bar = tqdm(total=len(states), initial=self.counts()["done"], unit="job", desc="sweep", disable=quiet,
-                        dynamic_ncols=True)
+        self.bar = tqdm(total=len(states), initial=self.counts()["done"], unit="job", desc="sweep",
+                        disable=not show_progress(quiet), dynamic_ncols=True)
         self.bar.set_postfix_str(self.summary())
 
     def counts(self) -> Counter:
@@ -58,6 +58,8 @@ class Progress:
         self.states[job] = (state, error)
         if state == "failed" and not self.quiet:
             tqdm.write(f"{job.name}: failed: {error}")
+        elif state == "done" and self.bar.disable and not self.quiet:  # piped: a line a job in place of the bar
+            tqdm.write(f"{job.name}: done ({self.summary()})")
         self.bar.set_postfix_str(self.summary())
 
     def failed(self) -> list[tuple[Job, str]]:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from latentlab import files
 from latentlab.checkpointing import (HISTORY_KEYS, best_epoch_of, library_versions, load_resume, optimizer_to_cpu,
                                      to_cpu)
-from latentlab.cli import UserError, memory_for
+from latentlab.cli import UserError, memory_for, progress
 from latentlab.datasets import take, to_float
 from latentlab.distributed import (World, all_ranks_ok, all_reduce_sum, epoch_shard, local_batch_size, run_agreed,
                                    same_everywhere)
@@ -118,8 +118,7 @@ def _train_epoch(net, opt, split: TrainingSplit, settings: Settings, epoch: int,
     ends = umap.epoch_ends(steps, settings.seed, epoch, world.rank).to(split.images.device) if umap else None
     model.train()
     loss_sum, seen, t0 = 0.0, 0, time.perf_counter()
-    bar = tqdm(total=steps, desc=f"latent {config.latent_size:>4} epoch {epoch + 1}/{settings.num_epochs}",
-               disable=quiet, leave=False, dynamic_ncols=True)
+    bar = progress(total=steps, desc=f"latent {config.latent_size:>4} epoch {epoch + 1}/{settings.num_epochs}", quiet=quiet)
     with bar:
         for i in range(steps):
             idx = shard[i * local_batch:(i + 1) * local_batch]

@@ -209,7 +209,9 @@ def test_explicit_paths_as_in_the_readme(pipeline, tmp_path):
     ]
     for script, *args in commands:
         proc = run_script(script, *args, "--output_dir", out, "--quiet", env=ONE_THREAD)
-        assert proc.stdout == "" and proc.stderr == "", (script, proc.stdout, proc.stderr)  # --quiet is quiet
+        # --quiet: the step's results and the files it wrote, no progress and no notes
+        assert proc.stderr == "" and "\r" not in proc.stdout and "note" not in proc.stdout, (script, proc.stdout, proc.stderr)
+        assert str(out) in proc.stdout.splitlines()[-1], (script, proc.stdout)
     assert snapshot(src) == before  # the inputs are only read
     meta = load_json(out / "latent_space_size_8.json")
     # a seeded sample of 150, kept in test-set order, the same for both models
