@@ -152,7 +152,9 @@ def main(args) -> dict:
             row[name] = {p: {m: v for m, v in s.items() if m not in ("predictions", "probed_dims")}
                          for p, s in scores.items()}
             row[name]["dims"] = int(sets[lat.latent_size, name][0].shape[1])
-            row[name]["probed_dims"] = next(iter(scores.values()))["probed_dims"]
+            probed = next(iter(scores.values()))["probed_dims"]
+            if probed < row[name]["dims"]:  # reduced by PCA before the probes
+                row[name]["probed_dims"] = probed
         results[str(lat.latent_size)] = row
     _, counts = np.unique(trains[-1].labels if heldout else main_l.labels, return_counts=True)
     if not heldout:  # stratified folds: a class's held-out folds differ by at most one image
@@ -162,7 +164,7 @@ def main(args) -> dict:
     found += list(dict.fromkeys(  # one line for the pixels both models share
         f"{label} ({r[n]['dims']} features) reduced to {r[n]['probed_dims']} principal components of the training "
         f"rows before the probes" for r in results.values() for n, label in (("pca", "PCA"), ("raw_pixels", "raw pixels"))
-        if n in r and r[n]["probed_dims"] < r[n]["dims"]))
+        if "probed_dims" in r.get(n, {})))
     if heldout:
         how = (f"fit on {len(trains[-1].z)} encoded training images, scored once on {len(main_l.z)} encoded test images")
         notes = (f"protocol heldout: every classifier is fit on the features of the encoded training split "

@@ -91,7 +91,17 @@ def test_step6_on_few_wide_images_says_so(small_photos, capsys):
     pixels = m["models"]["4"]["raw_pixels"]
     assert pixels["dims"] == 1728 and pixels["probed_dims"] < 1728
     assert any(c.startswith("raw pixels (1728 features) reduced to") for c in m["caveats"])
-    assert m["models"]["4"]["pca"]["probed_dims"] == m["models"]["4"]["pca"]["dims"] == 4
+    assert "probed_dims" not in m["models"]["4"]["pca"]  # 4 features: as they are
+
+
+def test_step6_heldout_reduces_wide_pixels_on_the_training_split(small_photos, capsys):
+    run_main("encode_latent_space", "--output_dir", small_photos, "--split", "train", "--quiet")
+    m = run_main("classify_latent_space", "--output_dir", small_photos, "--protocol", "heldout", "--baselines", "pixels")
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("caveat: ")]
+    assert printed == [f"caveat: {c}" for c in m["caveats"]]
+    row = m["models"]["4"]
+    assert row["raw_pixels"]["dims"] == 1728 and row["raw_pixels"]["probed_dims"] == row["training_samples"] - 1
+    assert "pca" not in row and any(c.startswith("raw pixels (1728 features) reduced to") for c in m["caveats"])
 
 
 @pytest.mark.parametrize("flag,kept", [(["pixels"], {"raw_pixels"}), (["pca"], {"pca"}), ([], set())])
