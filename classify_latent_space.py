@@ -25,6 +25,7 @@ from latentlab.inputs import add_input_flags
 from latentlab.probes import PROBES
 
 PROTOCOLS = ("cv", "heldout")
+BASELINES = {"pca": "pca", "pixels": "raw_pixels"}  # flag value -> feature set
 
 
 def parse_args(argv=None):
@@ -36,6 +37,9 @@ def parse_args(argv=None):
                         "split, score the test images once")
     g.add_argument("--folds", type=fold_count, default=5, help="cv: folds of the stratified cross-validation")
     g.add_argument("--probes", nargs="+", default=list(PROBES), choices=PROBES, help="classifiers to run")
+    g.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=BASELINES,
+                   help="the baselines scored beside the latents: PCA of the same size, raw pixels (wider than "
+                        "1024 features: first reduced by PCA on the training rows); the flag alone: none")
     return p.parse_args(argv)
 
 
@@ -59,15 +63,17 @@ def training_latents(lat):
 def main(args) -> dict:
     from pathlib import Path
 
+    import numpy as np
     from sklearn.metrics import confusion_matrix
     from tqdm import tqdm
 
-    from latentlab import files, plots
+    from latentlab import caveats, files, plots
     from latentlab.artifacts import check_latents_match
     from latentlab.cli import UserError, memory_for, pick_device, seed_everything, worded
     from latentlab.datasets import to_float
     from latentlab.inputs import find_latents, find_pca_baseline, find_test_data, read_training_split, reading_of
     from latentlab.mlp_probe import PROBE_EPOCHS, PROBE_MIN_STEPS
+    from latentlab.probes import MAX_PROBE_FEATURES
     from latentlab.pca import pca_encode
     from latentlab.runs import claim
     from latentlab.probes import (HELDOUT_KNN_KS, check_folds, heldout_scores_of_sets,
@@ -85,10 +91,12 @@ def main(args) -> dict:
             with worded("encode more with encode_latent_space.py --num_samples, or lower --folds"):
                 check_folds(lat.labels, args.folds)
     trains = [training_latents(lat) for lat in latents] if heldout else []
-    pca = find_pca_baseline(args.pca_baseline, data, data_path, [lat.latent_size for lat in latents])
+    names = ["latent", *(BASELINES[b] for b in dict.fromkeys(args.baselines))]
+    pca = (find_pca_baseline(args.pca_baseline, data, data_path, [lat.latent_size for lat in latents])
+           if "pca" in names else None)
     main_l = latents[-1]
     train_images = None
-    if heldout:
+    if heldout and len(names) > 1:  # the baselines of the training images
         m = trains[-1].meta
         train_images, train_labels = read_training_split(m["dataset"], m.get("data_dir"), m.get("image_size"),
                                                          m.get("image_shape", data["images"].shape[1:]),
@@ -103,10 +111,12 @@ def main(args) -> dict:
 
     def features(lat, images):
         """name -> (samples, d) float features of the same images: latents, PCA of that size, pixels."""
-        x = images[lat.indices]
-        k = min(lat.latent_size, pca["components"].shape[0])
-        return {"latent": lat.z, "pca": pca_encode(x, pca["mean"], pca["components"], k).numpy(),
-                "raw_pixels": to_float(x.reshape(len(x), -1)).numpy()}
+        x = images[lat.indices] if images is not None else None
+        made = {"latent": lambda: lat.z,
+                "pca": lambda: pca_encode(x, pca["mean"], pca["components"],
+                                          min(lat.latent_size, pca["components"].shape[0])).numpy(),
+                "raw_pixels": lambda: to_float(x.reshape(len(x), -1)).numpy()}
+        return {name: made[name]() for name in names}
 
     if heldout:
         sets = {}
@@ -133,15 +143,28 @@ def main(args) -> dict:
         row = {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z)}
         if heldout:
             row.update(training_latents=str(trains[i].path), training_samples=len(trains[i].z))
-        for name in ("latent", "pca", "raw_pixels"):
+        for name in names:
             scores = scored[lat.latent_size, name]
             if name == "latent":
                 best = max(scores, key=lambda p: scores[p]["accuracy"])
                 cm = confusion_matrix(lat.labels, scores[best]["predictions"], labels=range(len(lat.class_names)))
                 panels.append((cm, f"{lat.label}\n{best} probe on the latents: accuracy {scores[best]['accuracy']:.3f}"))
-            row[name] = {p: {m: v for m, v in s.items() if m != "predictions"} for p, s in scores.items()}
+            row[name] = {p: {m: v for m, v in s.items() if m not in ("predictions", "probed_dims")}
+                         for p, s in scores.items()}
             row[name]["dims"] = int(sets[lat.latent_size, name][0].shape[1])
+            probed = next(iter(scores.values()))["probed_dims"]
+            if probed < row[name]["dims"]:  # reduced by PCA before the probes
+                row[name]["probed_dims"] = probed
         results[str(lat.latent_size)] = row
+    _, counts = np.unique(trains[-1].labels if heldout else main_l.labels, return_counts=True)
+    if not heldout:  # stratified folds: a class's held-out folds differ by at most one image
+        counts = counts - -(-counts // args.folds)
+    found = caveats.per_class_caveat(counts, "a probe's training fold holds")
+    found += caveats.per_class_caveat(np.unique(main_l.labels, return_counts=True)[1], "the test images scored hold")
+    found += list(dict.fromkeys(  # one line for the pixels both models share
+        f"{label} ({r[n]['dims']} features) reduced to {r[n]['probed_dims']} principal components of the training "
+        f"rows before the probes" for r in results.values() for n, label in (("pca", "PCA"), ("raw_pixels", "raw pixels"))
+        if "probed_dims" in r.get(n, {})))
     if heldout:
         how = (f"fit on {len(trains[-1].z)} encoded training images, scored once on {len(main_l.z)} encoded test images")
         notes = (f"protocol heldout: every classifier is fit on the features of the encoded training split "
@@ -153,27 +176,31 @@ def main(args) -> dict:
         notes = (f"protocol cv: features of the encoded test images alone; stratified {args.folds}-fold cross-validation, "
                  f"shuffle seeded with {args.seed}: each sample is predicted by a classifier fit on the other folds; "
                  f"accuracy and macro-F1 over all held-out predictions, fold_accuracy_std across folds; knn = 10-NN")
+    notes += (f". Features wider than {MAX_PROBE_FEATURES} are first reduced to their principal components "
+              f"(scikit-learn PCA fit on each training fold, at most {MAX_PROBE_FEATURES}; probed_dims)")
     notes += (f". The autoencoders and PCA were fit on the training split. linear = logistic regression (L2, C=1, "
-              f"L-BFGS up to 100 iterations), mlp = one hidden layer of 256 ReLU units (Adam, {PROBE_EPOCHS} epochs and "
-              f"at least {PROBE_MIN_STEPS} steps), both on standardised features; k-NN on the features as they are")
+              f"L-BFGS up to 100 iterations), mlp = one hidden layer of 256 ReLU units (Adam, {PROBE_EPOCHS} epochs over the "
+              f"training fold and at least {PROBE_MIN_STEPS} steps), both on standardised features; k-NN on the features as they are")
     title = f"confusion matrices of the test images ({how})"
     figure = files.save_figure(plots.confusion_figure(panels, main_l.class_names, title),
                                    out / f"confusion_matrix_latent_size_{main_l.latent_size}.png")
     metrics = {"step": "classification", "run": run, "protocol": args.protocol, "dataset": main_l.dataset,
                "folds": None if heldout else args.folds, "seed": args.seed, "probes": args.probes,
-               "figure": str(figure), "models": results, "notes": notes}
+               "baselines": args.baselines, "figure": str(figure), "models": results, "caveats": found, "notes": notes}
     path = files.save_json(metrics, out / f"classification_latent_size_{main_l.latent_size}.json")
     print(f"protocol {args.protocol}: {how}")
     print_table(results)
+    caveats.print_caveats(found)
     print(f"wrote {figure} and {path}")
     return metrics
 
 
 def print_table(results: dict) -> None:
-    probes = [p for p in next(iter(results.values()))["latent"] if p != "dims"]
+    probes = [p for p in next(iter(results.values()))["latent"] if p not in ("dims", "probed_dims")]
     rows = [[label, str(r[name]["dims"]), *(f"{r[name][p]['accuracy']:.3f}/{r[name][p]['macro_f1']:.3f}" for p in probes)]
             for r in results.values()
-            for name, label in (("latent", r["model"]), ("pca", "  PCA, same size"), ("raw_pixels", "  raw pixels"))]
+            for name, label in (("latent", r["model"]), ("pca", "  PCA, same size"), ("raw_pixels", "  raw pixels"))
+            if name in r]  # --baselines may leave one out
     print(text_table(["features", "dims", *(f"{p} acc/F1" for p in probes)], rows))
 
 

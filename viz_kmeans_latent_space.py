@@ -34,7 +34,9 @@ def parse_args(argv=None):
 def main(args) -> dict:
     from pathlib import Path
 
-    from latentlab import files, plots
+    import numpy as np
+
+    from latentlab import caveats, files, plots
     from latentlab.cli import UserError, memory_for, seed_everything, worded
     from latentlab.inputs import find_latents, say
     from latentlab.runs import claim
@@ -79,8 +81,10 @@ def main(args) -> dict:
             results[str(lat.latent_size)] = {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z),
                                              "clustered_in": space, **scores, "umap": detail, "view": drawn,
                                              "figure": str(figure)}
+    found = caveats.per_class_caveat(np.unique(main_l.labels, return_counts=True)[1],
+                                     "the test latents scored (NMI, ARI, purity) hold")
     metrics = {"step": "kmeans", "run": run, "dataset": main_l.dataset, "space": args.space, "num_clusters": k,
-               "classes": len(main_l.class_names), "models": results,
+               "classes": len(main_l.class_names), "models": results, "caveats": found,
                "notes": "NMI, ARI: sklearn normalized_mutual_info_score / adjusted_rand_score of clusters vs classes; "
                         "purity: share of samples in their cluster's majority class; silhouette: in the space "
                         "clustered (Euclidean, at most 5000 samples)"}
@@ -88,6 +92,7 @@ def main(args) -> dict:
     print(text_table([f"k-means, {k} clusters", "NMI", "ARI", "purity", "silhouette"], [
         [r["model"], f"{r['nmi']:.3f}", f"{r['ari']:.3f}", f"{r['purity']:.3f}",
          "-" if r["silhouette"] is None else f"{r['silhouette']:.3f}"] for r in results.values()]))
+    caveats.print_caveats(found)
     print(f"wrote {', '.join(figures)} and {path}")
     return metrics
 

@@ -49,7 +49,9 @@ def view_and_score(lat, args, cache):
 def main(args) -> dict:
     from pathlib import Path
 
-    from latentlab import files, plots
+    import numpy as np
+
+    from latentlab import caveats, files, plots
     from latentlab.cli import memory_for, seed_everything, worded
     from latentlab.inputs import find_latents
     from latentlab.runs import claim
@@ -70,8 +72,10 @@ def main(args) -> dict:
     fig = plots.latent_scatter(panels, main_l.class_names, title)
     name = f"projection_{args.vis_type}_latent_size_{main_l.latent_size}"
     figure = files.save_figure(fig, out / f"{name}.png")
+    found = caveats.per_class_caveat(np.unique(main_l.labels, return_counts=True)[1],
+                                     f"the test latents scored ({KNN_K}-NN accuracy, trustworthiness) hold")
     metrics = {"step": "latent_space", "run": run, "dataset": main_l.dataset, "vis_type": args.vis_type, "figure": str(figure),
-               "models": results,
+               "models": results, "caveats": found,
                "notes": f"trustworthiness: sklearn.manifold.trustworthiness (5 neighbours) of the 2-D projection; "
                         f"knn{KNN_K}_accuracy: {KNN_K}-NN on the coordinates as they are, stratified {args.folds}-fold "
                         f"cross-validation (shuffle seeded with {args.seed}), pooled out-of-fold accuracy"}
@@ -80,6 +84,7 @@ def main(args) -> dict:
         extra = "" if "trustworthiness" not in r else (
             f", trustworthiness {r['trustworthiness']:.3f}, {KNN_K}-NN accuracy in {k}-d {r[f'knn{KNN_K}_accuracy_full']:.3f}")
         print(f"{r['model']} ({r['drawn']}): {KNN_K}-NN accuracy in 2-D {r[f'knn{KNN_K}_accuracy_2d']:.3f}{extra}")
+    caveats.print_caveats(found)
     print(f"wrote {figure} and {path}")
     return metrics
 

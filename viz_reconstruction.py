@@ -25,7 +25,7 @@ def main(args) -> dict:
 
     import torch
 
-    from latentlab import files, plots
+    from latentlab import caveats, files, plots
     from latentlab.cli import UserError, memory_for, pick_device, seed_everything
     from latentlab.inputs import find_models, find_pca_baseline
     from latentlab.runs import claim
@@ -74,12 +74,15 @@ def main(args) -> dict:
                                                                  args.batch_size))
         results[str(k)] = {"model": m.label, "model_path": str(m.path), "family": m.family, "autoencoder": ae,
                            "pca": {**base, "components": pk}, "mse_vs_pca": ae["mse"] / base["mse"] if base["mse"] > 0 else None}
+    found = [f"{m.latent_size}-d model: {c}" for m in models for c in caveats.training_caveats(
+        m.ckpt.get("test_metrics", {}).get("optimiser_steps"), results[str(m.latent_size)]["mse_vs_pca"])]
     metrics = {"step": "reconstruction", "run": run, "dataset": data["dataset"], "test_data": str(data_path),
-               "test_images": len(images), "figure": str(figure), "models": results,
+               "test_images": len(images), "figure": str(figure), "models": results, "caveats": found,
                "notes": "MSE over every pixel value in [0, 1]; PSNR = 10 log10(1 / MSE); SSIM = mean per-image SSIM "
                         "(7x7 window, as skimage); PCA fit on the training split, not clipped"}
     path = files.save_json(metrics, out / f"reconstruction_latent_size_{main_model.latent_size}.json")
     print_table(results, len(images))
+    caveats.print_caveats(found)
     print(f"wrote {figure} and {path}")
     return metrics
 

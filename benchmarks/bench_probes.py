@@ -77,8 +77,8 @@ def main(argv=None):
     y = np.unique(labels, return_inverse=True)[1].reshape(-1)
     splits = list(StratifiedKFold(args.folds, shuffle=True, random_state=0).split(x, y))
     n_train = max(len(tr) for tr, _ in splits)
-    per_epoch = math.ceil(n_train / mlp_probe.MLP_BATCH)
-    epochs = max(mlp_probe.PROBE_EPOCHS, math.ceil(mlp_probe.PROBE_MIN_STEPS / per_epoch))
+    steps, batch = mlp_probe.probe_steps(n_train)
+    epochs = math.ceil(steps / math.ceil(n_train / batch))
     print(f"{what}, {args.folds}-fold cross-validation")
     print(f"{'probe':<7} {'scikit-learn acc':>17} {'s':>6} {'latentlab acc':>14} {'s':>6} {'difference':>11}")
     for name in args.probes:

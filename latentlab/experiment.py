@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from latentlab import animation, files, plots, runs, tensorboard_log
+from latentlab import animation, caveats, files, plots, runs, tensorboard_log
 from latentlab.cli import UserError, pick_device, seed_everything
 from latentlab.datasets import load_dataset, to_float
 from latentlab.image_folder import unreadable_files
@@ -201,9 +201,9 @@ def train_and_summarise(settings: Settings, plan: runs.TrainingPlan, world: Worl
     def write_summary():
         title = f"{settings.model} autoencoder on {data.name}: training curves"
         files.save_figure(plots.training_curves(histories, title), out / "training_curves.png")
-        files.save_json({"run": plan.run, "dataset": data.name, "model": settings.model, "models": rows},
-                        out / "training_summary.json")
-        print_summary(rows, plan.out)  # the result table, --quiet too
+        files.save_json({"run": plan.run, "dataset": data.name, "model": settings.model, "models": rows,
+                         "caveats": model_caveats(rows)}, out / "training_summary.json")
+        print_summary(rows, plan.out)  # the result table and its caveats, --quiet too
     run_agreed(write_summary, world, main_only=True)
     return rows
 
@@ -265,10 +265,18 @@ def summarise(ckpt: dict, data, device, baseline: dict, path: Path) -> dict:
            "val_mse": ckpt["history"]["val_mse"][best], "test_mse": test_mse, "test_psnr": psnr(test_mse),
            "pca_test_mse": pca["test_mse"], "pca_test_psnr": pca["test_psnr"],
            "mse_vs_pca": test_mse / pca["test_mse"] if pca["test_mse"] > 0 else float("nan"),
-           "train_seconds": sum(ckpt["history"]["seconds"])}
+           "train_seconds": sum(ckpt["history"]["seconds"]),
+           "optimiser_steps": caveats.optimiser_steps(len(ckpt["history"]["epoch"]), ckpt["dataset"]["num_train"],
+                                                      ckpt["train"]["batch_size"])}
+    row["caveats"] = caveats.training_caveats(row["optimiser_steps"], row["mse_vs_pca"])  # the later steps repeat them
     ckpt["test_metrics"] = row
     files.save_torch(ckpt, path)
     return row
+
+
+def model_caveats(rows: dict) -> list[str]:
+    """Each model's caveats, named by its latent size."""
+    return [f"{k}-d model: {c}" for k, r in rows.items() for c in r.get("caveats", [])]
 
 
 def print_summary(rows: dict, out: Path) -> None:
@@ -278,5 +286,6 @@ def print_summary(rows: dict, out: Path) -> None:
         lines.append(f"{k:>6} {r['best_epoch']:>7} {r['val_mse']:>9.5f} {r['test_mse']:>9.5f} {r['test_psnr']:>8.2f} "
                      f"{r['pca_test_mse']:>9.5f} {r['pca_test_psnr']:>7.2f} {r['mse_vs_pca']:>7.2f} {r['train_seconds']:>7.0f}")
     tqdm.write("\n".join(lines))
+    caveats.print_caveats(model_caveats(rows), tqdm.write)
     tqdm.write(f"artifacts in {out}/: {', '.join(files.checkpoint_path(out, k).name for k in rows)}, "
                f"test_data.pth, pca_baseline.pth, training_curves.png, training_summary.json")

@@ -10,12 +10,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-# The MLP probe's fixed budget, the same for every feature set and never tuned on held-out data:
-# PROBE_EPOCHS passes over the training folds, and at least PROBE_MIN_STEPS optimiser steps, so a
-# small set (the demo classifies 359 test digits: 287 per training fold, 2 batches an epoch) is
-# not left underfit.
+# The MLP probe's budget, the same for every feature set and never tuned on held-out data: PROBE_EPOCHS
+# passes over the largest training fold, so the work grows with the samples, and at least
+# PROBE_MIN_STEPS optimiser steps, so a small set (a few hundred samples, one or two batches an
+# epoch) still converges.
 PROBE_EPOCHS = 30
-PROBE_MIN_STEPS = 1000
+PROBE_MIN_STEPS = 200
 MLP_HIDDEN, MLP_BATCH, MLP_LR, MLP_WEIGHT_DECAY = 256, 256, 1e-3, 1e-4
 
 
@@ -44,16 +44,22 @@ def mlp_forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     return torch.baddbmm(b2, torch.baddbmm(b1, x, w1).relu(), w2)
 
 
+def probe_steps(train_size: int) -> tuple[int, int]:
+    """(optimiser steps, batch size) of a fit on `train_size` rows: PROBE_EPOCHS epochs of batches of
+    MLP_BATCH (the whole fold where it is smaller), and at least PROBE_MIN_STEPS steps."""
+    batch = min(MLP_BATCH, train_size)
+    return max(PROBE_MIN_STEPS, PROBE_EPOCHS * math.ceil(train_size / batch)), batch
+
+
 def mlp_batches(train_sizes: list[int], generator: torch.Generator) -> torch.Tensor:
-    """(F, steps, MLP_BATCH) positions into each fold's training rows. Each fold streams its own
-    seeded permutations, epoch after epoch, cut into full batches, so folds of different sizes take
-    the same number of steps of the same size; the budget is that of the largest fold."""
-    per_epoch = math.ceil(max(train_sizes) / MLP_BATCH)
-    steps = max(PROBE_EPOCHS, math.ceil(PROBE_MIN_STEPS / per_epoch)) * per_epoch
+    """(F, steps, batch) positions into each fold's training rows. Each fold streams its own seeded
+    permutations, epoch after epoch, cut into full batches, so folds of different sizes take the
+    same number of steps of the same size; the budget (probe_steps) is that of the largest fold."""
+    steps, batch = probe_steps(max(train_sizes))
     out = []
     for n in train_sizes:
-        stream = torch.cat([torch.randperm(n, generator=generator) for _ in range(math.ceil(steps * MLP_BATCH / n))])
-        out.append(stream[:steps * MLP_BATCH].view(steps, MLP_BATCH))
+        stream = torch.cat([torch.randperm(n, generator=generator) for _ in range(math.ceil(steps * batch / n))])
+        out.append(stream[:steps * batch].view(steps, batch))
     return torch.stack(out)
 
 

@@ -24,7 +24,10 @@ from latentlab.mlp_probe import mlp_predict, standardise
 
 PROBES = ("linear", "knn", "mlp")
 KNN_K = 10
-PROBE_VERSION = 5  # bump when a probe's training changes: cached predictions of older probes are not reused
+# wider features (the raw pixels of larger images) are reduced by PCA on the training rows first,
+# as a probe's cost grows with the width
+MAX_PROBE_FEATURES = 1024
+PROBE_VERSION = 6  # bump when a probe's training changes: cached predictions of older probes are not reused
 
 
 def check_folds(labels: np.ndarray, folds: int) -> None:
@@ -58,17 +61,37 @@ def _out_of_fold(name: str, x: torch.Tensor, y: torch.Tensor, splits, num_classe
     """Each sample's class predicted by the probe fit on the other folds: (n,) int64."""
     pred = torch.empty(len(y), dtype=torch.int64, device=x.device)
     folds = [(torch.as_tensor(tr, device=x.device), torch.as_tensor(te, device=x.device)) for tr, te in splits]
+    width = probe_width(x.shape[1], min(len(tr) for tr, _ in splits))  # the same in every fold: the MLPs are stacked
+    fits = [(*reduce_wide(x[tr], x[te], width, seed), y[tr], te) for tr, te in folds]
     if name == "knn":
-        for tr, te in folds:
-            pred[te] = knn_predict(x[tr], y[tr], x[te], num_classes, k)
+        for train_x, test_x, train_y, te in fits:
+            pred[te] = knn_predict(train_x, train_y, test_x, num_classes, k)
     elif name == "linear":  # on the CPU, in numpy
-        for tr, te in folds:
-            train_x, test_x = standardise(x[tr], x[te])
-            pred[te] = torch.as_tensor(linear_predict(train_x.cpu().numpy(), y[tr].cpu().numpy(), test_x.cpu().numpy()))
+        for train_x, test_x, train_y, te in fits:
+            train_x, test_x = standardise(train_x, test_x)
+            pred[te] = torch.as_tensor(linear_predict(train_x.cpu().numpy(), train_y.cpu().numpy(), test_x.cpu().numpy()))
     else:
-        for (_, te), p in zip(folds, mlp_predict([(x[tr], y[tr], x[te]) for tr, te in folds], num_classes, seed)):
+        for (*_, te), p in zip(fits, mlp_predict([(tr_x, tr_y, te_x) for tr_x, te_x, tr_y, _ in fits], num_classes, seed)):
             pred[te] = p
     return pred.cpu().numpy()
+
+
+def probe_width(d: int, train_size: int) -> int:
+    """The width the probes see of d features fit on train_size rows: d, or where d is over
+    MAX_PROBE_FEATURES, that many principal components, and no more than the centred rows span (a
+    component beyond them has no variance, which standardising would blow up)."""
+    return d if d <= MAX_PROBE_FEATURES else max(1, min(MAX_PROBE_FEATURES, train_size - 1))
+
+
+def reduce_wide(train_x: torch.Tensor, test_x: torch.Tensor, width: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, test) features as they are, or projected on the first `width` principal components
+    of the training rows (scikit-learn's PCA, whose solver is randomized for wide data)."""
+    if width == train_x.shape[1]:
+        return train_x, test_x
+    from sklearn.decomposition import PCA
+    pca = PCA(width, random_state=seed).fit(train_x.cpu().numpy())
+    return tuple(torch.as_tensor(pca.transform(a.cpu().numpy()), dtype=torch.float32, device=a.device)
+                 for a in (train_x, test_x))
 
 
 def probe_scores(features: np.ndarray, labels: np.ndarray, probes=PROBES, folds: int = 5, seed: int = 0,
@@ -81,8 +104,9 @@ def probe_scores_of_sets(sets: dict, probes=PROBES, folds: int = 5, seed: int = 
                          device="cpu", cache_dir=None, workers: int | None = None) -> dict:
     """Score classifiers on each feature set by stratified k-fold cross-validation:
     sets {key: (features (n, d), labels (n,))} -> {key: {probe: {"accuracy", "macro_f1",
-    "fold_accuracy_std", "predictions"}}}, the scores over the pooled out-of-fold predictions, the
-    spread of the per-fold accuracies, and the predictions themselves (same order as labels). The
+    "fold_accuracy_std", "predictions", "probed_dims"}}}, the scores over the pooled out-of-fold
+    predictions, the spread of the per-fold accuracies, the predictions themselves (same order as
+    labels) and the width the probes saw (probe_width: wide features are reduced by PCA). The
     folds are StratifiedKFold(folds, shuffle=True, random_state=seed). k-NN uses min(knn_k,
     smallest training fold) neighbours. progress: optional callable () -> None after each fold's fit.
 
@@ -133,13 +157,15 @@ def probe_scores_of_sets(sets: dict, probes=PROBES, folds: int = 5, seed: int = 
     preds = run_fits(jobs, run, device, workers, lambda job: folds * uses[job] if progress else 0, progress)
     out = {}
     for key, (classes, codes, splits, k, names) in plans.items():
+        features = sets[key][0]
         out[key] = {}
         for name, job in names.items():
             pred = preds[job]
             fold_acc = [accuracy_score(codes[test], pred[test]) for _, test in splits]
             out[key][name] = {"accuracy": float(accuracy_score(codes, pred)),
                               "macro_f1": float(f1_score(codes, pred, average="macro", zero_division=0)),
-                              "fold_accuracy_std": float(np.std(fold_acc)), "predictions": classes[pred]}
+                              "fold_accuracy_std": float(np.std(fold_acc)), "predictions": classes[pred],
+                              "probed_dims": probe_width(np.shape(features)[1], min(len(tr) for tr, _ in splits))}
         if "knn" in out[key]:
             out[key]["knn"]["k"] = k
     return out
@@ -182,6 +208,7 @@ def _fit_key(name: str, device, *arrays: np.ndarray, **fields) -> str:
     the protocol's own fields, and the content of the arrays."""
     return files.content_key({"probe": name, "version": PROBE_VERSION, "device": torch.device(device).type,
                               "epochs": [mlp_probe.PROBE_EPOCHS, mlp_probe.PROBE_MIN_STEPS],
+                              "max_features": MAX_PROBE_FEATURES,
                               "torch": torch.__version__.split("+")[0], **fields}, *arrays)
 
 
@@ -193,7 +220,7 @@ def heldout_scores_of_sets(sets: dict, probes=PROBES, seed: int = 0, knn_ks=HELD
                            device="cpu", cache_dir=None, workers: int | None = None) -> dict:
     """Score classifiers fit once on training features and scored once on test features, as the
     literature does: sets {key: (train features (n, d), train labels (n,), test features (m, d),
-    test labels (m,))} -> {key: {probe: {"accuracy", "macro_f1", "predictions"}}}; "knn" becomes one
+    test labels (m,))} -> {key: {probe: {"accuracy", "macro_f1", "predictions", "probed_dims"}}}; "knn" becomes one
     entry per k of knn_ks ("knn5", "knn10"). Fits of the same content run once; cache_dir and
     workers as in probe_scores_of_sets. progress: optional callable () -> None after each fit."""
     from sklearn.metrics import accuracy_score, f1_score
@@ -225,7 +252,7 @@ def heldout_scores_of_sets(sets: dict, probes=PROBES, seed: int = 0, knn_ks=HELD
                                          and ((p >= 0) & (p < num_classes)).all())
         if pred is None:
             x, y = torch.as_tensor(train_x).to(device), torch.as_tensor(train_c).to(device)
-            q = torch.as_tensor(test_x).to(device)
+            x, q = reduce_wide(x, torch.as_tensor(test_x).to(device), probe_width(x.shape[1], len(x)), seed)
             if name == "knn":
                 pred = knn_predict(x, y, q, num_classes, k)
             elif name == "linear":  # on the CPU, in numpy
@@ -242,7 +269,9 @@ def heldout_scores_of_sets(sets: dict, probes=PROBES, seed: int = 0, knn_ks=HELD
     preds = run_fits(jobs, run, device, workers, lambda job: uses[job] if progress else 0, progress)
     out = {}
     for key, (classes, test_c, names) in plans.items():
+        n_train, width = np.shape(sets[key][0])
         out[key] = {name: {"accuracy": float(accuracy_score(test_c, preds[job])),
                            "macro_f1": float(f1_score(test_c, preds[job], average="macro", zero_division=0)),
-                           "predictions": classes[preds[job]]} for name, job in names.items()}
+                           "predictions": classes[preds[job]], "probed_dims": probe_width(width, n_train)}
+                    for name, job in names.items()}
     return out

@@ -311,6 +311,8 @@ CASES = {
         "viz_reconstruction", ["--num_images", 400], "--num_images 400 but the test data holds 359"),
     "umap wider than the samples": lambda out, tmp, shrunk: (
         "viz_kmeans_latent_space", ["--space", "umap", "--umap_dims", 358], "--umap_dims 358 needs at least 360 latents"),
+    "unknown baseline": lambda out, tmp, shrunk: (
+        "classify_latent_space", ["--baselines", "umap"], "invalid choice: 'umap'"),
     "more folds than samples of any class": lambda out, tmp, shrunk: (
         "classify_latent_space", ["--folds", 100], "100-fold cross-validation needs a class with at least 100 samples"),
 }

@@ -103,7 +103,7 @@ def test_fold_stacked_mlps_train_as_separate_torch_fits(sizes, d, monkeypatch):
     params = mlp_probe.init_mlps(len(sizes), d, 4, g)
     batches = mlp_probe.mlp_batches(sizes, g)
     per_epoch = -(-n // 256)
-    assert batches.shape[1] == max(2, -(-5 // per_epoch)) * per_epoch and all((batches[f] < m).all() for f, m in enumerate(sizes))
+    assert batches.shape[1] == max(5, 2 * per_epoch) and all((batches[f] < m).all() for f, m in enumerate(sizes))
     nets = []
     for f in range(len(sizes)):
         net = torch.nn.Sequential(torch.nn.Linear(d, 256), torch.nn.ReLU(), torch.nn.Linear(256, 4))
