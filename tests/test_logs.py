@@ -26,9 +26,10 @@ def test_quiet_keeps_the_result_table_and_drops_the_rest(tmp_path, capsys):
     run_main("train", "--latent_size", 2, "--dataset", "digits", "--num_epochs", 1, "--snapshot_every", 0,
              "--output_dir", out, "--quiet")
     printed = capsys.readouterr()
-    lines = printed.out.splitlines()
+    lines = [line for line in printed.out.splitlines() if not line.startswith("caveat: ")]
     assert lines[0].split()[:4] == ["latent", "best", "ep", "val"] and set(lines[1]) == {"-"}
     assert len(lines) == 4 and lines[-1].startswith(f"artifacts in {out}/")  # header, rule, one model, files
+    assert "caveat: 2-d model: trained 11 optimiser steps" in printed.out  # a result's caveat stays with its table
     assert printed.err == ""
     run_main("viz_reconstruction", "--output_dir", out, "--quiet")
     lines = capsys.readouterr().out.splitlines()
