@@ -40,6 +40,15 @@ def run_main(module: str, *args):
     return mod.main(mod.parse_args([str(a) for a in args]))
 
 
+def edit_torch(src, dst, change):
+    """A copy of the .pth src at dst, change(obj) applied to what it holds: a hand-edited artifact."""
+    import torch
+    obj = torch.load(src, weights_only=True)
+    change(obj)
+    torch.save(obj, dst)
+    return dst
+
+
 def load_benchmark(name: str):
     """benchmarks/<name>.py as a module, for tests that call its main() in-process."""
     import importlib.util

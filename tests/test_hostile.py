@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, run_script  # noqa: F401  (the sections below use them)
+from conftest import ROOT, edit_torch, run_script  # noqa: F401  (the sections below use them)
 
 
 def one_error_line(stderr: str) -> str:
@@ -660,13 +660,6 @@ def test_C_a_colleague_reads_what_was_written_and_is_told_plainly_what_they_cann
 
 
 # ---------------------------------------------------------------- non-finite weights and numbers
-def _edited(src, dst, change):
-    ckpt = torch.load(src, weights_only=True)
-    change(ckpt)
-    torch.save(ckpt, dst)
-    return dst
-
-
 NON_FINITE = {
     "NaN in the decoder's selected weights": (lambda c: c["state_dict"]["decoder.fc.0.weight"].__setitem__((0, 0), float("nan")),
                                               r"decoder.fc.0.weight in the weights"),
@@ -681,7 +674,7 @@ NON_FINITE = {
 def test_C_non_finite_weights_are_refused_with_one_line(trained_copy, capsys, case):
     """A checkpoint whose decoder held NaN passed the load checks, and step 2 wrote "psnr": Infinity."""
     change, name = NON_FINITE[case]
-    _edited(trained_copy / "model_latent_size_8.pth", trained_copy / "model_latent_size_8.pth", change)
+    edit_torch(trained_copy / "model_latent_size_8.pth", trained_copy / "model_latent_size_8.pth", change)
     before = _artifacts_in(trained_copy)
     code, err = _exit_and_line("viz_reconstruction", ["--output_dir", trained_copy, "--quiet"], capsys)
     assert code == 2
@@ -762,7 +755,7 @@ def test_C_a_malformed_resume_state_is_refused_before_anything_is_written(traine
     """--resume crashed on these (tracebacks), once after rewriting the 2-d checkpoint. The 8-d
     checkpoint is the later one: every model's resume state is checked before any write."""
     change, message = MALFORMED_RESUME[case]
-    _edited(trained_copy / "model_latent_size_8.pth", trained_copy / "model_latent_size_8.pth", change)
+    edit_torch(trained_copy / "model_latent_size_8.pth", trained_copy / "model_latent_size_8.pth", change)
     before = _artifacts_in(trained_copy)
     code, err = _exit_and_line("train", [*RESUME_FLAGS, "--output_dir", trained_copy], capsys)
     assert code == 2, err

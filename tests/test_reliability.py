@@ -15,7 +15,7 @@ import torch
 from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
 
 import train
-from conftest import ROOT, run_script
+from conftest import ROOT, edit_torch, run_script
 from latentlab import artifacts
 from latentlab.cli import UserError, run
 from latentlab.datasets import load_dataset
@@ -120,13 +120,6 @@ def test_no_module_loads_files_unsafely():
 
 
 # ---------------------------------------------------------------- validation on load
-def _edit(src, dst, change):
-    obj = torch.load(src, weights_only=True)
-    change(obj)
-    torch.save(obj, dst)
-    return dst
-
-
 CHECKPOINT_DEFECTS = {
     "weights that are not tensors": (lambda c: c["state_dict"].update({"to_latent.bias": [0.0] * 8}),
                                      "must map parameter names to tensors"),
@@ -147,7 +140,7 @@ CHECKPOINT_DEFECTS = {
 @pytest.mark.parametrize("defect", CHECKPOINT_DEFECTS)
 def test_a_malformed_checkpoint_is_refused_with_what_is_wrong(trained, tmp_path, defect):
     change, message = CHECKPOINT_DEFECTS[defect]
-    path = _edit(trained / "model_latent_size_8.pth", tmp_path / "bad.pth", change)
+    path = edit_torch(trained / "model_latent_size_8.pth", tmp_path / "bad.pth", change)
     with pytest.raises(UserError, match=message):
         artifacts.load_checkpoint(path)
 
@@ -170,11 +163,11 @@ def test_each_loader_wants_its_own_kind(trained):
 ])
 def test_malformed_test_data_is_refused(trained, tmp_path, change, message):
     with pytest.raises(UserError, match=message):
-        artifacts.load_test_data(_edit(trained / "test_data.pth", tmp_path / "t.pth", change))
+        artifacts.load_test_data(edit_torch(trained / "test_data.pth", tmp_path / "t.pth", change))
 
 
 def test_malformed_pca_baseline_is_refused(trained, tmp_path):
-    path = _edit(trained / "pca_baseline.pth", tmp_path / "p.pth", lambda p: p.update(components=p["components"][:, :10]))
+    path = edit_torch(trained / "pca_baseline.pth", tmp_path / "p.pth", lambda p: p.update(components=p["components"][:, :10]))
     with pytest.raises(UserError, match=r"components must be a float \(k, 64\) matrix"):
         artifacts.load_pca_baseline(path)
 
