@@ -28,6 +28,7 @@ from latentlab.cli import UserError, memory_for, progress
 from latentlab.datasets import take, to_float
 from latentlab.distributed import (World, all_ranks_ok, all_reduce_sum, epoch_shard, local_batch_size, run_agreed,
                                    same_everywhere)
+from latentlab.runs import STAGING
 from latentlab.settings import PRECISIONS, Settings, recorded
 from latentlab.umap_loss import UmapLoss
 from model.autoencoder import ModelConfig, build_model
@@ -173,9 +174,13 @@ def evaluate(model, x_u8: torch.Tensor, idx: torch.Tensor, batch: int, amp: bool
 
 def _diverged(config: ModelConfig, what: str, value, epoch: int, where: str, path: Path,
               settings: Settings) -> UserError:
-    kept = f"the last good checkpoint ({path}, epoch {epoch}) is kept" if epoch > 0 else "no checkpoint of it was written"
+    if path.parent.name == STAGING:  # an --overwrite's new run: experiment.py removes it and says so
+        kept = ""
+    else:
+        kept = (f"the last good checkpoint ({path}, epoch {epoch}) is kept; " if epoch > 0
+                else "no checkpoint of it was written; ")
     return UserError(f"training of the latent-{config.latent_size} {config.family} model diverged: the {what} became "
-                     f"{value} in epoch {epoch + 1}{where}; {kept}; lower {divergence_fix(settings.lr, config)} and retry")
+                     f"{value} in epoch {epoch + 1}{where}; {kept}lower {divergence_fix(settings.lr, config)} and retry")
 
 
 def divergence_fix(lr: float, config: ModelConfig) -> str:

@@ -208,6 +208,7 @@ def test_b_a_failed_overwrite_leaves_the_earlier_run_byte_identical(run_a, capsy
     line = b_refused("train", ["--latent_size", "8", *TINY, *DIVERGING, "--overwrite",
                                "--output_dir", run_a], capsys)
     assert "diverged" in line and f"holds run {run_id(run_a)} (digits, latent sizes 2 and 4) as before" in line
+    assert "is kept" not in line  # the new run's checkpoints are removed: the line never says otherwise
     assert b_unchanged(run_a) == before
     # Ctrl-C (or any other exception) late in the run, after both models trained: the same
     import latentlab.experiment
