@@ -159,7 +159,7 @@ def main(args) -> dict:
     _, counts = np.unique(trains[-1].labels if heldout else main_l.labels, return_counts=True)
     if not heldout:  # stratified folds: a class's held-out folds differ by at most one image
         counts = counts - -(-counts // args.folds)
-    found = caveats.per_class_caveat(counts, "a probe's training fold holds")
+    found = caveats.of_latents(latents) + caveats.per_class_caveat(counts, "a probe's training fold holds")
     found += caveats.per_class_caveat(np.unique(main_l.labels, return_counts=True)[1], "the test images scored hold")
     found += list(dict.fromkeys(  # one line for the pixels both models share
         f"{label} ({r[n]['dims']} features) reduced to {r[n]['probed_dims']} principal components of the training "

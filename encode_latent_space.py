@@ -77,7 +77,8 @@ def main(args) -> dict:
         meta = {"run": run, "split": args.split, "labels": labels[indices].tolist(), "indices": indices.tolist(),
                 "class_names": data["class_names"], "dataset": data["dataset"], "model_path": str(m.path),
                 "latent_size": m.latent_size, "family": m.family, **source, "selection": selection, "seed": args.seed,
-                "latent": "posterior mean" if m.family == "vae" else "encoder output"}
+                "latent": "posterior mean" if m.family == "vae" else "encoder output",
+                "model_caveats": m.ckpt.get("test_metrics", {}).get("caveats", [])}
         path, _ = artifacts.save_latents(files.latents_path(out, m.latent_size, args.split), z, meta)
         written[str(m.latent_size)] = {"path": str(path), "shape": list(z.shape), "model": m.label}
         print(f"{m.label}: {z.shape[0]} x {z.shape[1]} latents -> {path}")

@@ -81,7 +81,7 @@ def main(args) -> dict:
             results[str(lat.latent_size)] = {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z),
                                              "clustered_in": space, **scores, "umap": detail, "view": drawn,
                                              "figure": str(figure)}
-    found = caveats.per_class_caveat(np.unique(main_l.labels, return_counts=True)[1],
+    found = caveats.of_latents(latents) + caveats.per_class_caveat(np.unique(main_l.labels, return_counts=True)[1],
                                      "the test latents scored (NMI, ARI, purity) hold")
     metrics = {"step": "kmeans", "run": run, "dataset": main_l.dataset, "space": args.space, "num_clusters": k,
                "classes": len(main_l.class_names), "models": results, "caveats": found,

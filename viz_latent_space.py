@@ -72,7 +72,7 @@ def main(args) -> dict:
     fig = plots.latent_scatter(panels, main_l.class_names, title)
     name = f"projection_{args.vis_type}_latent_size_{main_l.latent_size}"
     figure = files.save_figure(fig, out / f"{name}.png")
-    found = caveats.per_class_caveat(np.unique(main_l.labels, return_counts=True)[1],
+    found = caveats.of_latents(latents) + caveats.per_class_caveat(np.unique(main_l.labels, return_counts=True)[1],
                                      f"the test latents scored ({KNN_K}-NN accuracy, trustworthiness) hold")
     metrics = {"step": "latent_space", "run": run, "dataset": main_l.dataset, "vis_type": args.vis_type, "figure": str(figure),
                "models": results, "caveats": found,

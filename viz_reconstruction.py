@@ -74,8 +74,8 @@ def main(args) -> dict:
                                                                  args.batch_size))
         results[str(k)] = {"model": m.label, "model_path": str(m.path), "family": m.family, "autoencoder": ae,
                            "pca": {**base, "components": pk}, "mse_vs_pca": ae["mse"] / base["mse"] if base["mse"] > 0 else None}
-    found = [f"{m.latent_size}-d model: {c}" for m in models for c in caveats.training_caveats(
-        m.ckpt.get("test_metrics", {}).get("optimiser_steps"), results[str(m.latent_size)]["mse_vs_pca"])]
+    found = caveats.of_models({m.latent_size: caveats.training_caveats(
+        m.ckpt.get("test_metrics", {}).get("optimiser_steps"), results[str(m.latent_size)]["mse_vs_pca"]) for m in models})
     metrics = {"step": "reconstruction", "run": run, "dataset": data["dataset"], "test_data": str(data_path),
                "test_images": len(images), "figure": str(figure), "models": results, "caveats": found,
                "notes": "MSE over every pixel value in [0, 1]; PSNR = 10 log10(1 / MSE); SSIM = mean per-image SSIM "

@@ -49,6 +49,17 @@ def per_class_caveat(counts, what: str) -> list[str]:
     return []
 
 
+def of_models(caveats_by_size: dict) -> list[str]:
+    """Each model's caveats, named by its latent size: {latent size: [caveat, ...]} -> lines."""
+    return [f"{k}-d model: {c}" for k, found in caveats_by_size.items() for c in found]
+
+
+def of_latents(latents) -> list[str]:
+    """The training caveats of the models that encoded latents (encode_latent_space.py copies them
+    from each checkpoint), so steps 4 to 6 repeat what step 1 said of the models they read."""
+    return of_models({lat.latent_size: lat.meta.get("model_caveats", []) for lat in latents})
+
+
 def print_caveats(caveats: list[str], write=print) -> None:
     """Each caveat as one line under a step's table."""
     for c in caveats:

@@ -276,7 +276,7 @@ def summarise(ckpt: dict, data, device, baseline: dict, path: Path) -> dict:
 
 def model_caveats(rows: dict) -> list[str]:
     """Each model's caveats, named by its latent size."""
-    return [f"{k}-d model: {c}" for k, r in rows.items() for c in r.get("caveats", [])]
+    return caveats.of_models({k: r.get("caveats", []) for k, r in rows.items()})
 
 
 def print_summary(rows: dict, out: Path) -> None:

@@ -27,6 +27,12 @@ def test_a_model_trained_one_step_gets_its_caveat(tmp_path, capsys):
     metrics = run_main("viz_reconstruction", "--output_dir", tmp_path, "--quiet")
     assert any(c.startswith("4-d model: trained 1 optimiser step,") for c in metrics["caveats"])
     assert "caveat: 4-d model: trained 1 optimiser step," in capsys.readouterr().out  # --quiet keeps the table and them
+    # encoding copies them beside the latents, and steps 4 to 6 repeat them with their own
+    run_main("encode_latent_space", "--output_dir", tmp_path, "--quiet")
+    for step in ("viz_latent_space", "viz_kmeans_latent_space", "classify_latent_space"):
+        metrics = run_main(step, "--output_dir", tmp_path, "--quiet", *(["--vis_type", "pca"] if step == "viz_latent_space" else []))
+        assert any(c.startswith("4-d model: trained 1 optimiser step,") for c in metrics["caveats"]), step
+        assert "caveat: 4-d model: trained 1 optimiser step," in capsys.readouterr().out, step
 
 
 def test_a_model_trained_long_enough_and_better_than_pca_has_none():
