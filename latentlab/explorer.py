@@ -88,13 +88,13 @@ def point_data(two, big, rows: np.ndarray, xy: np.ndarray, clusters: dict, preds
     """build_page's columns and colorings for the drawn rows of the 2-d latents two and the N-d
     latents big (inputs.Latents of the same items), xy the projection of big, clusters and preds
     from step5_clusters and step6_predictions."""
-    from latentlab import plots
+    from latentlab import palettes
     labels, names = big.labels[rows], big.class_names
-    colorings = {"class": (labels, list(zip(names, hex_colors(plots.class_colors(len(names))))))}
+    colorings = {"class": (labels, list(zip(names, hex_colors(palettes.class_colors(len(names))))))}
     for k, c in clusters.items():
-        cp = hex_colors(plots.cluster_colors(int(c.max()) + 1))
+        cp = hex_colors(palettes.cluster_colors(int(c.max()) + 1))
         colorings[f"k-means cluster, {k}-d model"] = (c[rows], [(f"cluster {j}", cp[j]) for j in range(len(cp))])
-    right, wrong = hex_colors(plots.OUTCOME_COLORS)
+    right, wrong = hex_colors(palettes.OUTCOME_COLORS)
     for k, (p, probe) in preds.items():
         colorings[f"{probe} classifier right / wrong, {k}-d model"] = (
             (p[rows] != labels).astype(np.int64), [("right", right), ("wrong", wrong)])

@@ -1,14 +1,14 @@
 """Every figure: labelled axes, titles that say what and which model, PNG via save_figure."""
 from __future__ import annotations
 
-import functools
-
 import matplotlib
 
 matplotlib.use("Agg")  # headless: figures are files
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from latentlab.palettes import class_colors, cluster_colors  # noqa: E402
 
 
 ROW_GAP, COL_GAP = 0.16, 0.06  # inches between the rows and the columns of an image grid
@@ -92,60 +92,9 @@ def training_curves(histories: dict[str, dict], title: str):
 
 
 # ---------------------------------------------------------------- latent spaces, clusters, confusion
-# Kelly's 22 colours of maximum contrast (Kelly 1965), less white and black: distinct up to 20
-# classes, where tab20 pairs each hue with a lighter copy of itself
-KELLY = ("#f3c300", "#875692", "#f38400", "#a1caf1", "#be0032", "#c2b280", "#848482", "#008856", "#e68fac",
-         "#0067a5", "#f99379", "#604e97", "#f6a600", "#b3446c", "#dcd300", "#882d17", "#8db600", "#654522",
-         "#e25822", "#2b3d26")
-
-
-def _farthest(avoid: np.ndarray, candidates: np.ndarray, n: int) -> list[int]:
-    """Indices of n candidates picked one at a time, each the farthest from `avoid` and from those
-    picked before it (Glasbey et al. 2007's greedy rule); rows are points of one colour space."""
-    nearest = np.min(np.linalg.norm(candidates[:, None] - avoid[None], axis=-1), axis=1)
-    picked = []
-    for _ in range(n):
-        picked.append(int(nearest.argmax()))
-        nearest = np.minimum(nearest, np.linalg.norm(candidates - candidates[picked[-1]], axis=1))
-    return picked
-
-
-@functools.lru_cache(maxsize=None)
-def class_colors(n: int) -> tuple:
-    """The class palette of every figure and the explorer: n distinct colours, colour i always for
-    class i of a dataset. tab10 up to 10 classes, Kelly's colours up to 20, then Kelly's followed by
-    the colours farthest from all chosen so far (greedy, in RGB)."""
-    if n <= 10:
-        return tuple(plt.cm.tab10(i) for i in range(n))
-    chosen = [matplotlib.colors.to_rgb(c) for c in KELLY[:n]]
-    levels = np.linspace(0.1, 0.9, 9)  # no near-white or near-black: they vanish on the background or the text
-    candidates = np.stack(np.meshgrid(levels, levels, levels), -1).reshape(-1, 3)
-    chosen += [tuple(candidates[i]) for i in _farthest(np.array(chosen), candidates, n - len(chosen))]
-    return tuple((*c, 1.0) for c in chosen)
-
-
-@functools.lru_cache(maxsize=None)
-def cluster_colors(k: int) -> tuple:
-    """The cluster palette (k-means clusters, in every figure and the explorer): k colours chosen
-    in CIELAB to lie far from tab10's and Kelly's, the class colours of any dataset up to 20
-    classes, so that no colour reads as "class j" in one figure and "cluster j" in the next."""
-    from skimage.color import rgb2lab
-    levels = np.linspace(0, 1, 18)
-    rgb = np.stack(np.meshgrid(levels, levels, levels), -1).reshape(-1, 3)
-    lab = rgb2lab(rgb[None])[0]
-    # mid lightness and chroma: no near-white, near-black or neon points
-    keep = (lab[:, 0] > 30) & (lab[:, 0] < 80) & (np.hypot(lab[:, 1], lab[:, 2]) < 75)
-    classes = np.array([matplotlib.colors.to_rgb(c) for c in (*plt.cm.tab10.colors, *KELLY)])
-    picked = _farthest(rgb2lab(classes[None])[0], lab[keep], k)
-    return tuple((*rgb[keep][i], 1.0) for i in picked)
-
-
-OUTCOME_COLORS = ("#b8b8b8", "#000000")  # a classifier right (light grey) / wrong (black): neither a class nor a cluster
-
-
 def _point_size(n: int) -> float:
     """Marker area (pt^2) for n points: 100 points stay distinct dots, 10,000 stay visible."""
-    return float(np.clip(300 / np.sqrt(max(n, 1)), 3, 30))
+    return float(np.clip(300 / np.sqrt(max(n, 1)), 4, 30))
 
 
 def _tick_fontsize(n: int) -> int:
@@ -178,10 +127,11 @@ def scatter_within(ax, xy: np.ndarray, colors: np.ndarray, limits: tuple) -> int
     inside = order[~out[order]]
     ax.scatter(xy[inside, 0], xy[inside, 1], s=size, c=colors[inside], alpha=0.8, linewidths=0)
     edge = np.clip(xy, (x0, y0), (x1, y1))
-    for marker, side in (("<", xy[:, 0] < x0), (">", xy[:, 0] > x1), ("v", (xy[:, 1] < y0) & (xy[:, 0] >= x0) & (xy[:, 0] <= x1)),
-                         ("^", (xy[:, 1] > y1) & (xy[:, 0] >= x0) & (xy[:, 0] <= x1))):
+    left, right = xy[:, 0] < x0, xy[:, 0] > x1
+    below, above = (xy[:, 1] < y0) & ~left & ~right, (xy[:, 1] > y1) & ~left & ~right  # corners: by x
+    for marker, side in (("<", left), (">", right), ("v", below), ("^", above)):
         if side.any():
-            ax.scatter(edge[side, 0], edge[side, 1], s=max(2 * size, 14), c=colors[side], marker=marker,
+            ax.scatter(edge[side, 0], edge[side, 1], s=max(3 * size, 24), c=colors[side], marker=marker,
                        clip_on=False, linewidths=0.3, edgecolors="black", zorder=3)
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
@@ -243,22 +193,23 @@ def _heatmap(fig, ax, m: np.ndarray, row_labels, col_labels, xlabel: str, ylabel
 ANNOTATION_SIZES = (10, 9, 8)  # pt, largest first: below 8 pt, no numbers at all
 
 
-def annotate_cells(fig, ax, im, texts: np.ndarray) -> int | None:
+def annotate_cells(fig, ax, im, texts: np.ndarray) -> None:
     """Write texts (rows, cols) ('' for none) in the cells of heatmap im, at the largest of
-    ANNOTATION_SIZES that fits a cell at the figure's size, black on light cells and white on dark
-    ones. Call once the layout is final. Returns the size used, None where even 8 pt does not fit."""
+    ANNOTATION_SIZES that fits a cell at the figure's size (none where even 8 pt does not), black
+    on light cells and white on dark ones. Call once the layout is final."""
     rows, cols = texts.shape
     box = ax.get_position()
     cell_w, cell_h = box.width * fig.get_figwidth() / cols, box.height * fig.get_figheight() / rows
     longest = max((len(t) for t in texts.flat), default=0)
     size = next((s for s in ANNOTATION_SIZES  # a digit is about 0.6 em wide; a line 1.2 em high
                  if longest * 0.62 * s / 72 + 0.05 <= cell_w and 1.2 * s / 72 + 0.02 <= cell_h), None)
-    for (i, j), t in np.ndenumerate(texts if size else np.empty((0, 0))):
+    if size is None:
+        return
+    for (i, j), t in np.ndenumerate(texts):
         if t:
             r, g, b, _ = im.cmap(im.norm(im.get_array()[i, j]))
             ax.text(j, i, t, ha="center", va="center", fontsize=size,
                     color="black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white")
-    return size
 
 
 def kmeans_figure(xy: np.ndarray, clusters: np.ndarray, labels: np.ndarray, class_names: list, title: str,

@@ -4,10 +4,9 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
-from matplotlib.ticker import MaxNLocator  # noqa: F401  (the locator the training curves must use)
 from skimage.color import rgb2lab
 
-from latentlab import plots
+from latentlab import palettes, plots
 
 
 def heatmap_texts(fig):
@@ -105,30 +104,31 @@ def test_point_size_grows_as_the_count_falls():
 @pytest.mark.parametrize("n", [2, 10, 20])
 def test_cluster_colors_are_never_class_colors(n):
     for k in (2, n, 20, 40):
-        clusters = rgb2lab(np.array([c[:3] for c in plots.cluster_colors(k)])[None])[0]
-        classes = rgb2lab(np.array([c[:3] for c in plots.class_colors(n)])[None])[0]
+        clusters = rgb2lab(np.array([c[:3] for c in palettes.cluster_colors(k)])[None])[0]
+        classes = rgb2lab(np.array([c[:3] for c in palettes.class_colors(n)])[None])[0]
         gap = np.linalg.norm(clusters[:, None] - classes[None], axis=-1).min()
         assert gap > 15, (n, k, gap)  # CIELAB distance: 15 is a difference any reader sees
-        assert len(set(plots.cluster_colors(k))) == k
+        assert len(set(palettes.cluster_colors(k))) == k
 
 
 def test_the_outcome_colours_are_neither_a_class_nor_a_cluster():
-    colours = {matplotlib.colors.to_hex(c) for c in (*plots.class_colors(10), *plots.cluster_colors(20))}
-    assert not colours & {matplotlib.colors.to_hex(c) for c in plots.OUTCOME_COLORS}
+    colours = {matplotlib.colors.to_hex(c) for c in (*palettes.class_colors(10), *palettes.cluster_colors(20))}
+    assert not colours & {matplotlib.colors.to_hex(c) for c in palettes.OUTCOME_COLORS}
 
 
-@pytest.mark.parametrize("hw", [(28, 28), (16, 64), (64, 16)])
-def test_image_rows_leave_a_gap_between_rows_and_columns(hw):
-    imgs = torch.rand(5, 1, *hw)
+@pytest.mark.parametrize("hw,n", [((28, 28), 12), ((28, 28), 5), ((16, 64), 5), ((64, 16), 5)])
+def test_image_rows_leave_a_gap_between_rows_and_columns(hw, n):
+    """12 columns of two rows: the interpolation figure, whose rows used to touch."""
+    imgs = torch.rand(n, 1, *hw)
     fig = plots.image_rows([("2-d", imgs), ("16-d", imgs), ("PCA", imgs[:3])], "a title\nof two lines",
-                           col_titles=["t=0.00", "b", "c\nclass 3", "d", "e"])
+                           col_titles=["image 3\nclass 1", *(f"t={t:.2f}" for t in range(n - 1))])
     fig.canvas.draw()
     w, h = fig.get_size_inches()
-    axes = np.array(fig.axes).reshape(3, 5)
+    axes = np.array(fig.axes).reshape(3, n)
     pos = [[ax.get_position(original=False) for ax in row] for row in axes]  # where the image is drawn
     for r in range(2):
         assert (pos[r][0].y0 - pos[r + 1][0].y1) * h >= 0.1  # inches
-    for c in range(4):
+    for c in range(n - 1):
         assert (pos[0][c + 1].x0 - pos[0][c].x1) * w >= 0.04
     plt_close(fig)
 
@@ -137,3 +137,23 @@ def plt_close(*figs):
     import matplotlib.pyplot as plt
     for f in figs:
         plt.close(f)
+
+
+def test_the_explorer_colours_with_the_same_palettes():
+    """One palette per meaning in the explorer too: classes, clusters, right / wrong."""
+    from types import SimpleNamespace
+    from matplotlib.colors import to_hex
+    from latentlab import explorer
+    n, rng = 40, np.random.default_rng(0)
+    labels = np.arange(n) % 10
+    lat = lambda d: SimpleNamespace(z=rng.normal(size=(n, d)), labels=labels, indices=np.arange(n),  # noqa: E731
+                                    class_names=[f"c{i}" for i in range(10)])
+    two, big = lat(2), lat(8)
+    rows = np.arange(n)
+    _, colorings = explorer.point_data(two, big, rows, big.z[:, :2], {8: (np.arange(n) * 3) % 10},
+                                       {8: (labels, "mlp")})
+    colours = {name: [c for _, c in entries] for name, (_, entries) in colorings.items()}
+    assert colours["class"] == [to_hex(c) for c in palettes.class_colors(10)]
+    assert colours["k-means cluster, 8-d model"] == [to_hex(c) for c in palettes.cluster_colors(10)]
+    assert not set(colours["class"]) & set(colours["k-means cluster, 8-d model"])
+    assert colours["mlp classifier right / wrong, 8-d model"] == list(palettes.OUTCOME_COLORS)
