@@ -32,7 +32,7 @@ def image_rows(rows: list[tuple[str, torch.Tensor]], title: str, col_titles: lis
     separates the images (with tight_layout, equal-aspect images of adjoining rows can touch)."""
     n = max(len(imgs) for _, imgs in rows)
     h, w = next(imgs for _, imgs in rows if len(imgs)).shape[-2:]
-    cell_w = min(1.1, 15.0 / n)  # inches per image: wide grids shrink, the figure stays under ~17 inches
+    cell_w = min(1.1, 15.0 / n, 1.6 * w / h)  # inches per image: under ~17 inches wide, 1.6 high
     cell_h = cell_w * h / w
 
     def lines(texts, size):  # inches of the tallest of these texts, at size pt
@@ -221,7 +221,7 @@ def kmeans_figure(xy: np.ndarray, clusters: np.ndarray, labels: np.ndarray, clas
     counts = np.zeros((k, c), dtype=np.int64)
     np.add.at(counts, (clusters, labels), 1)
     order = np.lexsort((-counts.max(1), counts.argmax(1)))  # by majority class, then size
-    heat_w, heat_h = np.clip(2.4 + 0.45 * c, 5.5, 12), np.clip(1.6 + 0.36 * k, 5.0, 12)
+    heat_w, heat_h = np.clip(2.4 + 0.45 * c, 5.5, 12), np.clip(1.6 + 0.36 * k, 5.0, 10)
     fig, (ax, hx) = plt.subplots(1, 2, figsize=(6.5 + heat_w, heat_h + 1.4),
                                  gridspec_kw={"width_ratios": [6.5, heat_w]})
     colors = np.array(cluster_colors(k))
@@ -313,7 +313,7 @@ def latent_manifold(images: torch.Tensor, xs: np.ndarray, ys: np.ndarray, z2: np
     outside = scatter_within(right, z2, np.array(class_colors(len(class_names)))[labels],
                              ((extent[0], extent[1]), (extent[2], extent[3])))
     right.set_title(f"encoded test images ({len(z2)}), coloured by class"
-                    f"{outside_note(outside, 'the decoded grid')}", fontsize=10)
+                    f"{outside_note(outside, 'the decoded tiles')}", fontsize=10)
     right.grid(alpha=0.3)
     for ax in (left, right):
         ax.set_xlabel("latent 1")
