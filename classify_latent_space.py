@@ -17,8 +17,8 @@ features as they are. The same classifiers run on the PCA features of the same s
 the training images re-read from the dataset the latents name). They run in torch on --device; each
 one's predictions are cached in --output_dir/cache by the content of the features, so the raw-pixel
 and PCA baselines are fit once, not for every model. Writes to --output_dir:
-classification_latent_size_{N}.json and confusion_matrix_latent_size_{N}.png (the best classifier on
-each latent space).
+classification_latent_size_{N}.json and confusion_matrix_latent_size_{N}.png (on every latent space
+the one classifier most accurate on the N-d latents, like for like).
 """
 from latentlab.cli import fold_count, make_parser, run, show_progress, text_table
 from latentlab.inputs import add_input_flags
@@ -76,7 +76,7 @@ def main(args) -> dict:
     from latentlab.probes import MAX_PROBE_FEATURES
     from latentlab.pca import pca_encode
     from latentlab.runs import claim
-    from latentlab.probes import (HELDOUT_KNN_KS, check_folds, heldout_scores_of_sets,
+    from latentlab.probes import (HELDOUT_KNN_KS, best_probe, check_folds, heldout_scores_of_sets,
                                   probe_scores_of_sets)
 
     seed_everything(args.seed)
@@ -139,6 +139,7 @@ def main(args) -> dict:
             scored = probe_scores_of_sets(sets, args.probes, args.folds, args.seed, progress=bar.update, device=device,
                                           cache_dir=out / "cache")
     results, panels = {}, []
+    shown = best_probe(scored[main_l.latent_size, "latent"])  # one probe in every panel: like for like
     for i, lat in enumerate(latents):
         row = {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z)}
         if heldout:
@@ -146,9 +147,8 @@ def main(args) -> dict:
         for name in names:
             scores = scored[lat.latent_size, name]
             if name == "latent":
-                best = max(scores, key=lambda p: scores[p]["accuracy"])
-                cm = confusion_matrix(lat.labels, scores[best]["predictions"], labels=range(len(lat.class_names)))
-                panels.append((cm, f"{lat.label}\n{best} probe on the latents: accuracy {scores[best]['accuracy']:.3f}"))
+                cm = confusion_matrix(lat.labels, scores[shown]["predictions"], labels=range(len(lat.class_names)))
+                panels.append((cm, f"{lat.label}\n{shown} probe on the latents: accuracy {scores[shown]['accuracy']:.3f}"))
             row[name] = {p: {m: v for m, v in s.items() if m not in ("predictions", "probed_dims")}
                          for p, s in scores.items()}
             row[name]["dims"] = int(sets[lat.latent_size, name][0].shape[1])
@@ -181,12 +181,14 @@ def main(args) -> dict:
     notes += (f". The autoencoders and PCA were fit on the training split. linear = logistic regression (L2, C=1, "
               f"L-BFGS up to 100 iterations), mlp = one hidden layer of 256 ReLU units (Adam, {PROBE_EPOCHS} epochs over the "
               f"training fold and at least {PROBE_MIN_STEPS} steps), both on standardised features; k-NN on the features as they are")
-    title = f"confusion matrices of the test images ({how})"
+    title = (f"confusion matrices of the test images ({how})\n"
+             f"both panels: the {shown} probe, the most accurate on the {main_l.latent_size}-d latents")
     figure = files.save_figure(plots.confusion_figure(panels, main_l.class_names, title),
                                    out / f"confusion_matrix_latent_size_{main_l.latent_size}.png")
     metrics = {"step": "classification", "run": run, "protocol": args.protocol, "dataset": main_l.dataset,
                "folds": None if heldout else args.folds, "seed": args.seed, "probes": args.probes,
-               "baselines": args.baselines, "figure": str(figure), "models": results, "caveats": found, "notes": notes}
+               "baselines": args.baselines, "figure": str(figure), "figure_probe": shown, "models": results,
+               "caveats": found, "notes": notes}
     path = files.save_json(metrics, out / f"classification_latent_size_{main_l.latent_size}.json")
     print(f"protocol {args.protocol}: {how}")
     print_table(results)

@@ -74,7 +74,8 @@ def main(args) -> dict:
                 xy, vinfo = view_2d(lat.z, args.vis_type, args.seed, cache, args.quiet)
                 view, (xlabel, ylabel) = f"a {METHOD_NAMES[args.vis_type]} view of the latents", axis_labels(vinfo)
                 drawn = {"method": args.vis_type, "cache": vinfo["path"], "cached": vinfo["cached"]}
-            title = f"k-means on {lat.label}, clustered in {space}"
+            title = (f"k-means on {lat.label}, clustered in {space}\n"
+                     f"against the classes: NMI {scores['nmi']:.3f}, ARI {scores['ari']:.3f}, purity {scores['purity']:.3f}")
             fig = plots.kmeans_figure(xy, clusters, lat.labels, lat.class_names, title, xlabel, ylabel, view)
             figure = files.save_figure(fig, out / f"kmeans_{args.space}_space_latent_size_{lat.latent_size}.png")
             figures.append(str(figure))

@@ -43,7 +43,11 @@ def view_and_score(lat, args, cache):
         row["projection"] = {"params": info["params"], "cache": info["path"], "cached": info["cached"]}
     xlabel, ylabel = axis_labels(info)
     how = "as it is" if info is None else f"{method} of the {lat.latent_size}-d latents"
-    return row, {"xy": xy, "labels": lat.labels, "title": f"{lat.label}\n{how}", "xlabel": xlabel, "ylabel": ylabel}
+    scores = f"{KNN_K}-NN accuracy {knn['accuracy']:.3f}" if info is None else (
+        f"trustworthiness {row['trustworthiness']:.3f}; {KNN_K}-NN accuracy {knn['accuracy']:.3f} in 2-D, "
+        f"{row[f'knn{KNN_K}_accuracy_full']:.3f} in {lat.latent_size}-d")
+    return row, {"xy": xy, "labels": lat.labels, "title": f"{lat.label}\n{how}\n{scores}", "xlabel": xlabel,
+                 "ylabel": ylabel}
 
 
 def main(args) -> dict:

@@ -4,8 +4,9 @@ reconstruction error on the whole test set beside PCA at the same size.
     python viz_reconstruction.py --model_path output/model_latent_size_256.pth --test_data output/test_data.pth
     python viz_reconstruction.py            # after train.py: finds both models through output/test_data.pth
 
-Writes to --output_dir: reconstruction_latent_size_{N}.png (originals, then one row per model and
-PCA, the class name over each column) and reconstruction_latent_size_{N}.json (MSE, PSNR, SSIM).
+Writes to --output_dir: reconstruction_latent_size_{N}.png (originals, then each model's row and PCA's
+of its size, each with its test MSE, the class name over each column) and
+reconstruction_latent_size_{N}.json (MSE, PSNR, SSIM).
 """
 from latentlab.cli import batch_images, figure_images, make_parser, progress, run, text_table
 from latentlab.inputs import add_input_flags
@@ -46,19 +47,6 @@ def main(args) -> dict:
     out = Path(args.output_dir)
     run = claim(out, (data_path, data), *models, by="viz_reconstruction.py")
 
-    # the figure: the same seeded sample of test images in every row
-    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(args.seed))[:args.num_images].sort().values
-    shown = images[pick]
-    rows = [("original", next(pca_reconstruct_batches(shown, pca["mean"], pca["components"], 1))[0])]
-    for m in models:
-        model = model_from_checkpoint(m.ckpt, device)
-        rows.append((f"{m.latent_size}-d {m.family}", next(reconstruct_batches(model, shown, device))[1]))
-    for k in sizes:
-        rows.append((f"PCA {k}", next(pca_reconstruct_batches(shown, pca["mean"], pca["components"], k))[1]))
-    title = f"test images and their reconstructions: {main_model.label}"
-    fig = plots.image_rows(rows, title, col_titles=[names[int(c)] for c in labels[pick]])
-    figure = files.save_figure(fig, out / f"reconstruction_latent_size_{main_model.latent_size}.png")
-
     # the metrics: every test image, one batch at a time
     batches = -(-len(images) // args.batch_size)
     results = {}
@@ -74,6 +62,20 @@ def main(args) -> dict:
                                                                  args.batch_size))
         results[str(k)] = {"model": m.label, "model_path": str(m.path), "family": m.family, "autoencoder": ae,
                            "pca": {**base, "components": pk}, "mse_vs_pca": ae["mse"] / base["mse"] if base["mse"] > 0 else None}
+    # the figure: the same seeded sample of test images in every row, each row's test MSE beside it
+    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(args.seed))[:args.num_images].sort().values
+    shown = images[pick]
+    rows = [("original", next(pca_reconstruct_batches(shown, pca["mean"], pca["components"], 1))[0])]
+    for m in models:  # each model's row, then PCA's of the same size
+        r = results[str(m.latent_size)]
+        model = model_from_checkpoint(m.ckpt, device)
+        rows.append((f"{m.latent_size}-d {m.family}\ntest MSE {r['autoencoder']['mse']:.4f}",
+                     next(reconstruct_batches(model, shown, device))[1]))
+        rows.append((f"PCA, {r['pca']['components']} components\ntest MSE {r['pca']['mse']:.4f}",
+                     next(pca_reconstruct_batches(shown, pca["mean"], pca["components"], r["pca"]["components"]))[1]))
+    title = f"test images and their reconstructions: {main_model.label}\n(MSE over all {len(images)} test images)"
+    fig = plots.image_rows(rows, title, col_titles=[names[int(c)] for c in labels[pick]])
+    figure = files.save_figure(fig, out / f"reconstruction_latent_size_{main_model.latent_size}.png")
     found = caveats.of_models({m.latent_size: caveats.training_caveats(
         m.ckpt.get("test_metrics", {}).get("optimiser_steps"), results[str(m.latent_size)]["mse_vs_pca"]) for m in models})
     metrics = {"step": "reconstruction", "run": run, "dataset": data["dataset"], "test_data": str(data_path),

@@ -88,13 +88,13 @@ def point_data(two, big, rows: np.ndarray, xy: np.ndarray, clusters: dict, preds
     """build_page's columns and colorings for the drawn rows of the 2-d latents two and the N-d
     latents big (inputs.Latents of the same items), xy the projection of big, clusters and preds
     from step5_clusters and step6_predictions."""
-    from latentlab import plots
+    from latentlab import palettes
     labels, names = big.labels[rows], big.class_names
-    colorings = {"class": (labels, list(zip(names, hex_colors(plots.class_colors(len(names))))))}
+    colorings = {"class": (labels, list(zip(names, hex_colors(palettes.class_colors(len(names))))))}
     for k, c in clusters.items():
-        cp = hex_colors(plots.class_colors(int(c.max()) + 1))
+        cp = hex_colors(palettes.cluster_colors(int(c.max()) + 1))
         colorings[f"k-means cluster, {k}-d model"] = (c[rows], [(f"cluster {j}", cp[j]) for j in range(len(cp))])
-    right, wrong = hex_colors(plots.class_colors(10)[2:4])  # tab10's green and red
+    right, wrong = hex_colors(palettes.OUTCOME_COLORS)
     for k, (p, probe) in preds.items():
         colorings[f"{probe} classifier right / wrong, {k}-d model"] = (
             (p[rows] != labels).astype(np.int64), [("right", right), ("wrong", wrong)])
@@ -261,25 +261,27 @@ def step5_clusters(out, latents, seed: int, quiet: bool = True) -> tuple[dict, l
 
 
 def step6_predictions(out, latents, device, quiet: bool = True) -> tuple[dict, list[str]]:
-    """Step 6's held-out prediction of each latent by its best classifier, when its JSON is in out:
+    """Step 6's held-out prediction of each latent by the classifier its figure shows (the most
+    accurate on the N-d latents, the same for every model), when its JSON is in out:
     {latent size: (predictions (n,), probe name)} and notes. The JSON holds scores only; the
     predictions come from the probe cache step 6 filled (the same call with its folds and seed
     finds them, or fits them again), and its stored accuracy confirms they are the same."""
-    from latentlab.probes import probe_scores
+    from latentlab.probes import best_probe, probe_scores
     path = out / f"classification_latent_size_{latents[-1].latent_size}.json"
     if not path.is_file():
         return {}, ["no classifier: classify_latent_space.py has not run"]
     meta, preds, notes = _step_json(path), {}, []
+    main_row = (meta or {}).get("models", {}).get(str(latents[-1].latent_size))
     for lat in latents:
         r = (meta or {}).get("models", {}).get(str(lat.latent_size))
-        if not r or r.get("samples") != len(lat.z) or _other_file(r.get("latents"), lat.path):
+        if not r or not main_row or r.get("samples") != len(lat.z) or _other_file(r.get("latents"), lat.path):
             notes.append(f"{path} is not of {lat.path}: no predictions shown for it")
             continue
         scored = {p: s for p, s in r["latent"].items() if isinstance(s, dict)}
-        best = max(scored, key=lambda p: scored[p]["accuracy"])
-        s = probe_scores(lat.z, lat.labels, (best,), int(meta["folds"]), int(meta["seed"]), device=device,
-                         cache_dir=out / "cache")[best]
-        preds[lat.latent_size] = (np.asarray(s["predictions"]), best)
-        if not math.isclose(s["accuracy"], scored[best]["accuracy"], abs_tol=1e-9):
-            notes.append(f"the {lat.latent_size}-d {best} predictions differ from {path.name}'s (another --device?)")
+        shown = best_probe(main_row["latent"])
+        s = probe_scores(lat.z, lat.labels, (shown,), int(meta["folds"]), int(meta["seed"]), device=device,
+                         cache_dir=out / "cache")[shown]
+        preds[lat.latent_size] = (np.asarray(s["predictions"]), shown)
+        if not math.isclose(s["accuracy"], scored[shown]["accuracy"], abs_tol=1e-9):
+            notes.append(f"the {lat.latent_size}-d {shown} predictions differ from {path.name}'s (another --device?)")
     return preds, notes

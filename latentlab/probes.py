@@ -94,6 +94,14 @@ def reduce_wide(train_x: torch.Tensor, test_x: torch.Tensor, width: int, seed: i
                  for a in (train_x, test_x))
 
 
+def best_probe(scores: dict) -> str:
+    """The probe of highest accuracy in scores {probe: {"accuracy", ...}} (other entries skipped).
+    Applied to the N-d model's latents, it picks the one probe that step 6's confusion figure and the
+    explorer show for every model, so that their panels compare like with like."""
+    scored = {p: s for p, s in scores.items() if isinstance(s, dict) and "accuracy" in s}
+    return max(scored, key=lambda p: scored[p]["accuracy"])
+
+
 def probe_scores(features: np.ndarray, labels: np.ndarray, probes=PROBES, folds: int = 5, seed: int = 0,
                  knn_k: int = KNN_K, progress=None, device="cpu", cache_dir=None, workers: int | None = None) -> dict:
     """probe_scores_of_sets for one feature set."""

@@ -328,3 +328,24 @@ def test_user_errors(case, pipeline, shrunk_test_data, tmp_path, capsys):
     err = refused(capsys, module, *argv)
     assert words in err
     assert snapshot(out) == before  # nothing deleted, nothing written
+
+
+# ---------------------------------------------------------------- figures (issue 39)
+def test_both_confusion_panels_show_the_same_probe(pipeline, tmp_path, monkeypatch):
+    """Like for like: the probe most accurate on the N-d latents, in both panels, named with its accuracy."""
+    from latentlab import plots
+    out, _ = pipeline
+    drawn, real = {}, plots.confusion_figure
+
+    def spy(panels, class_names, title):
+        drawn.update(panels=[t for _, t in panels], title=title)
+        return real(panels, class_names, title)
+    monkeypatch.setattr(plots, "confusion_figure", spy)
+    m = run_main("classify_latent_space", "--latent_space", out / "latent_space_size_8.npy", "--test_data",
+                 out / "test_data.pth", "--output_dir", tmp_path, "--baselines", "--quiet")
+    scores = {k: {p: s["accuracy"] for p, s in m["models"][k]["latent"].items() if isinstance(s, dict)} for k in ("2", "8")}
+    probe = max(scores["8"], key=scores["8"].get)
+    assert m["figure_probe"] == probe and f"both panels: the {probe} probe" in drawn["title"]
+    assert len(drawn["panels"]) == 2
+    for k, panel in zip(("2", "8"), drawn["panels"]):
+        assert f"{probe} probe on the latents: accuracy {scores[k][probe]:.3f}" in panel
