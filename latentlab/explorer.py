@@ -271,6 +271,9 @@ def step6_predictions(out, latents, device, quiet: bool = True) -> tuple[dict, l
     if not path.is_file():
         return {}, ["no classifier: classify_latent_space.py has not run"]
     meta, preds, notes = _step_json(path), {}, []
+    if (meta or {}).get("protocol") == "heldout":  # its predictions come from classifiers fit on the training latents
+        return {}, [f"{path.name} holds --protocol heldout scores: right/wrong shows step 6's cross-validated "
+                    f"predictions; run classify_latent_space.py (--protocol cv) to colour by them"]
     main_row = (meta or {}).get("models", {}).get(str(latents[-1].latent_size))
     for lat in latents:
         r = (meta or {}).get("models", {}).get(str(lat.latent_size))

@@ -6,6 +6,7 @@ import io
 import json
 import re
 import shutil
+import types
 
 import numpy as np
 import pytest
@@ -344,3 +345,12 @@ def test_colour_by_swaps_colours_and_legend(browser):
     code = driver.execute_script("return Array.from(Bokeh.documents[0].get_model_by_name('points').data.code);")
     np.testing.assert_array_equal(code, cols["code_1"])
     assert not np.array_equal(cols["code_1"], cols["code_0"])
+
+
+def test_a_heldout_step_6_json_gives_a_note_not_a_crash(tmp_path):
+    from latentlab.explorer import step6_predictions
+    (tmp_path / "classification_latent_size_8.json").write_text(json.dumps(
+        {"protocol": "heldout", "folds": None, "seed": 0, "models": {}}))
+    lat = types.SimpleNamespace(latent_size=8)
+    preds, notes = step6_predictions(tmp_path, [lat], "cpu")
+    assert preds == {} and "--protocol heldout" in notes[0] and "--protocol cv" in notes[0]
