@@ -141,6 +141,6 @@ def obtain(folder, dataset: str, train_x: torch.Tensor, train_y: torch.Tensor, t
     files.save_torch({"kind": KIND, "format_version": files.FORMAT_VERSION, "key": key, "dataset": dataset,
                       "image_shape": list(train_x.shape[1:]), "num_classes": num_classes, "recipe": RECIPE,
                       "train_images": len(train_x), "test_accuracy": float(acc), "test_images": len(test_y),
-                      "torch": torch.__version__,
+                      "torch": str(torch.__version__),
                       "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}, path)
     return net, {"path": str(path), "key": key, "dataset": dataset, "test_accuracy": float(acc), "trained_now": True}

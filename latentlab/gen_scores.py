@@ -130,7 +130,9 @@ def space_scores(decode, z_train: np.ndarray, z_test: torch.Tensor, samplers, co
     out = {"samples": {}}
     for s in samplers:
         packed = None if s == "prior" else gen.fitted_sampler(z_train, s, components, seed, cache_dir)
+        t = time.perf_counter()  # the scoring alone (draw, decode, features, FD, precision/recall), not the fit
         out["samples"][s] = scorer.full(decoded(decode, gen.draw(s, packed, size, num_scored, seed)))
+        out["samples"][s]["seconds"] = time.perf_counter() - t
     a, b = pairs
     out["midpoints_fd"] = scorer.fd(decoded(decode, (z_test[a] + z_test[b]) / 2))
     out["seconds"] = time.perf_counter() - start
