@@ -342,7 +342,7 @@ def test_scores_are_the_same_at_a_seed_and_the_second_run_reuses_the_classifier(
     flags = ["--output_dir", trained_copy, "--mode", "score", "--sampler", "gaussian", "gmm", "--num_scored", 400]
     run_main("viz_generation", *flags)
     shown = capsys.readouterr().out
-    assert "training images (1438; the floor)" in shown and "conv autoencoder 8-d, gmm samples" in shown
+    assert "training images (400; the floor)" in shown and "conv autoencoder 8-d, gmm samples" in shown
     assert "PCA 8, gaussian samples" in shown and "pixel blending, midpoints of 1000 test pairs" in shown
     path = trained_copy / "generation_latent_size_8.json"
     first = json.loads(path.read_text())
@@ -360,3 +360,12 @@ def test_scores_are_the_same_at_a_seed_and_the_second_run_reuses_the_classifier(
     assert first["run"] == json.loads((trained_copy / "run.json").read_text())["run"]
     assert 0 < first["floor"]["fd"] < m8["samples"]["gaussian"]["fd"]  # the data itself is the closest
     assert first["classifier"]["test_accuracy"] > 0.9
+
+
+def test_a_sweep_job_scored_before_generation_scores_is_scored_again(tmp_path):
+    from latentlab import sweep
+    record = {"kind": "sweep_metrics", "format_version": files.FORMAT_VERSION, "settings": {"dataset": "digits", "seed": 0},
+              "metrics": {m: 0.5 for m in sweep.METRICS if m not in sweep.GENERATION}}
+    assert sweep.load_finished(files.save_json(record, tmp_path / "metrics.json"), {}) is None  # not done: run again
+    record["metrics"].update({m: 0.5 for m in sweep.GENERATION})
+    assert sweep.load_finished(files.save_json(record, tmp_path / "metrics.json"), {})["metrics"]["gen_fd"] == 0.5
