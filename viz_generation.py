@@ -75,7 +75,7 @@ def main(args) -> dict:
     from latentlab.cli import UserError, memory_for, pick_device, seed_everything, worded
     from latentlab.datasets import to_float
     from latentlab.inference import encode_images
-    from latentlab.inputs import find_models, find_pca_baseline, load_training_split, say
+    from latentlab.inputs import find_models, find_pca_baseline, load_training_split
     from latentlab.runs import claim
     from model.autoencoder import model_from_checkpoint
 
@@ -130,7 +130,7 @@ def main(args) -> dict:
                 packed = None if sampler == "prior" else gen.fitted_sampler(z_train[k], sampler, args.gmm_components,
                                                                             args.seed, out / "cache")
             z = gen.draw(sampler, packed, k, args.num_samples, args.seed)
-            source = gen.sampler_source(sampler, packed, len(train_x))
+            source = gen.sampler_source(sampler, packed, 0 if train_x is None else len(train_x))
             _, ncols = gen.grid_shape(args.num_samples)
             fig = plots.image_grid(decode(m.latent_size, z, "--num_samples"),
                                    title(m, f"{args.num_samples} new images decoded from latents {source}"), ncols)
@@ -196,7 +196,7 @@ def score(args, out, run_id, data, models, nets, train_x, train_y, z_train, pca,
     say(args.quiet, f"feature classifier: {classifier['test_accuracy']:.1%} accurate on the test images "
                     f"({'trained now' if classifier['trained_now'] else 'trained before'}: {classifier['path']})")
     scorer = gen_scores.Scorer.of_test_images(net, data["images"], device)
-    with worded("lower --gmm_components"):
+    with worded("lower --gmm_components, or score a larger test split"):
         result = gen_scores.score_generation(models, nets, data["images"], train_x, (pca["mean"], pca["components"]),
                                              samplers, args.gmm_components, args.num_scored, args.seed, scorer,
                                              out / "cache", device, z_train,
