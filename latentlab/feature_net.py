@@ -11,6 +11,7 @@ split than its name says, is refused in one line and never overwritten.
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -136,11 +137,14 @@ def obtain(folder, dataset: str, train_x: torch.Tensor, train_y: torch.Tensor, t
     if not quiet:
         print(f"training the feature classifier of {dataset} on its {len(train_x)} training images (once per "
               f"dataset: kept as {path})", flush=True)
+    start = time.perf_counter()
     net = train(train_x, train_y, num_classes, device, quiet)
+    seconds = time.perf_counter() - start
     acc = accuracy(net, test_x, test_y, device)
     files.save_torch({"kind": KIND, "format_version": files.FORMAT_VERSION, "key": key, "dataset": dataset,
                       "image_shape": list(train_x.shape[1:]), "num_classes": num_classes, "recipe": RECIPE,
                       "train_images": len(train_x), "test_accuracy": float(acc), "test_images": len(test_y),
-                      "torch": str(torch.__version__),
+                      "train_seconds": seconds, "torch": str(torch.__version__),
                       "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}, path)
-    return net, {"path": str(path), "key": key, "dataset": dataset, "test_accuracy": float(acc), "trained_now": True}
+    return net, {"path": str(path), "key": key, "dataset": dataset, "test_accuracy": float(acc), "trained_now": True,
+                 "train_seconds": seconds}
