@@ -1,29 +1,43 @@
-"""Step 7: explore the latent space: sample new images, interpolate, traverse.
+"""Step 7: explore the latent space: sample new images, interpolate, traverse, and score the samples.
 
-Samples new images from random latents, interpolates between two test images, and traverses the
-latent space (the 2-d model's manifold; one dimension at a time of the N-d model).
+Samples new images from latents drawn by a sampler fitted on the training split's latents (or a
+VAE's prior), interpolates between two test images, traverses the latent space (the 2-d model's
+manifold; one dimension at a time of the N-d model), and scores generation (latentlab/gen_scores.py):
+Frechet distance and precision/recall of --num_scored samples of each --sampler against the test
+images, in the features of a classifier trained once per dataset, beside the training images, PCA,
+the reconstructions, and the midpoints of test pairs.
 
     python viz_generation.py
     python viz_generation.py --model_path output/model_latent_size_256.pth --test_data output/test_data.pth
     python viz_generation.py --mode interpolate --index 3 17 --steps 12
+    python viz_generation.py --mode score --sampler gaussian gmm
 
 Writes to --output_dir: generation_samples_latent_size_{2,N}.png, generation_interpolation_latent_size_{N}.png,
-generation_manifold_latent_size_2.png, generation_traversal_latent_size_{N}.png.
+generation_manifold_latent_size_2.png, generation_traversal_latent_size_{N}.png, generation_latent_size_{N}.json
+(the scores), feature_classifier_{key}.pth (the classifier, reused by later runs) and cache/ (the fitted samplers).
 """
 import math
 from pathlib import Path
 
-from latentlab.cli import figure_images, make_parser, nonneg_int, row_length, std_multiple, width, run
+from latentlab.cli import (figure_images, make_parser, mixture_components, nonneg_int, row_length, run, scored_images,
+                           std_multiple, width)
+from latentlab.generation import SAMPLERS
 from latentlab.inputs import add_input_flags
 
-MODES = ("sample", "interpolate", "traverse", "all")
+MODES = ("sample", "interpolate", "traverse", "score", "all")
 
 
 def parse_args(argv=None):
     p = make_parser(__doc__.split("\n")[0])
-    add_input_flags(p, "model_path", "test_data")
+    add_input_flags(p, "model_path", "test_data", "pca_baseline")
     g = p.add_argument_group("generation")
-    g.add_argument("--mode", default="all", choices=MODES, help="which figures to draw")
+    g.add_argument("--mode", default="all", choices=MODES, help="which figures to draw, or the scores (all: every one)")
+    g.add_argument("--sampler", nargs="+", default=["gaussian"], choices=SAMPLERS,
+                   help="how new latents are drawn, each scored (the first draws the figure): gaussian or gmm fitted "
+                        "on the training latents, prior N(0, I) (VAE only)")
+    g.add_argument("--gmm_components", type=mixture_components, default=10, help="gmm: components of the mixture")
+    g.add_argument("--num_scored", type=scored_images, default=10000,
+                   help="score: generated images per sampler, scored against the test images")
     g.add_argument("--num_samples", type=figure_images, default=64, help="sample: images in the grid (at most 1024)")
     g.add_argument("--index", type=nonneg_int, nargs="+", default=None, metavar="I",
                    help="test image indices: interpolate between A and B (random by --seed when not given); "
@@ -61,7 +75,7 @@ def main(args) -> dict:
     from latentlab.cli import UserError, memory_for, pick_device, seed_everything, worded
     from latentlab.datasets import to_float
     from latentlab.inference import encode_images
-    from latentlab.inputs import find_models
+    from latentlab.inputs import find_models, find_pca_baseline, load_training_split
     from latentlab.runs import claim
     from model.autoencoder import model_from_checkpoint
 
@@ -76,10 +90,19 @@ def main(args) -> dict:
     names = list(data.get("class_names") or [])
     class_names = [gen.class_name(names, k) for k in range(max(len(names), int(labels.max()) + 1))]
     check_indices(args.index, len(images))
-    claim(out, (data_path, data), *models, by="viz_generation.py")
+    samplers = list(dict.fromkeys(args.sampler))
+    plain = [m for m in models if m.family != "vae"]
+    if "prior" in samplers and plain:
+        raise UserError(f"--sampler prior: the {plain[0].label} is a plain autoencoder, with no prior to draw from; "
+                        f"use gaussian or gmm (fitted on its training latents)")
+    modes = ("sample", "interpolate", "traverse", "score") if args.mode == "all" else (args.mode,)
+    pca = find_pca_baseline(args.pca_baseline, data, data_path, list(nets)) if "score" in modes else None
+    fitted = "score" in modes or ("sample" in modes and samplers[0] != "prior")
+    train_x, train_y = load_training_split(models[-1]) if fitted else (None, None)
+    run_id = claim(out, (data_path, data), *models, by="viz_generation.py")
     dataset = data.get("dataset", "?")
     latents = {k: torch.from_numpy(encode_images(net, images, device)) for k, net in nets.items()}
-    modes = ("sample", "interpolate", "traverse") if args.mode == "all" else (args.mode,)
+    z_train = {k: encode_images(net, train_x, device) for k, net in nets.items()} if fitted else {}
     written = {}
 
     def save(fig, name):
@@ -100,8 +123,14 @@ def main(args) -> dict:
         return class_names[labels[i]]
 
     if "sample" in modes:
+        sampler = samplers[0]
         for m in models:
-            z, source = gen.sample_latents(m.family, latents[m.latent_size], args.num_samples, args.seed)
+            k = m.latent_size
+            with worded("lower --gmm_components"):
+                packed = None if sampler == "prior" else gen.fitted_sampler(z_train[k], sampler, args.gmm_components,
+                                                                            args.seed, out / "cache")
+            z = gen.draw(sampler, packed, k, args.num_samples, args.seed)
+            source = gen.sampler_source(sampler, packed, 0 if train_x is None else len(train_x))
             _, ncols = gen.grid_shape(args.num_samples)
             fig = plots.image_grid(decode(m.latent_size, z, "--num_samples"),
                                    title(m, f"{args.num_samples} new images decoded from latents {source}"), ncols)
@@ -151,7 +180,35 @@ def main(args) -> dict:
                 what = (f"Latent traversal around test image {a} (class {cls(a)}): one dimension at a time, "
                         f"the {len(dims)} highest-variance dimensions of the test latents")
                 save(plots.image_rows(rows, title(m, what), col_titles=cols), f"traversal_latent_size_{m.latent_size}")
+    if "score" in modes:
+        written["scores"] = score(args, out, run_id, data, models, nets, train_x, train_y, z_train, pca, samplers, device)
     return written
+
+
+def score(args, out, run_id, data, models, nets, train_x, train_y, z_train, pca, samplers, device):
+    """The scores of every sampler and baseline: generation_latent_size_{N}.json and a printed table."""
+    from latentlab import feature_net, files, gen_scores
+    from latentlab.cli import text_table, worded
+    from latentlab.inputs import say
+
+    net, classifier = feature_net.obtain(out, data["dataset"], train_x, train_y, data["images"], data["labels"],
+                                         len(data["class_names"]), device, args.quiet)
+    say(args.quiet, f"feature classifier: {classifier['test_accuracy']:.1%} accurate on the test images "
+                    f"({'trained now' if classifier['trained_now'] else 'trained before'}: {classifier['path']})")
+    scorer = gen_scores.Scorer.of_test_images(net, data["images"], device)
+    with worded("lower --gmm_components, or score a larger test split"):
+        result = gen_scores.score_generation(models, nets, data["images"], train_x, (pca["mean"], pca["components"]),
+                                             samplers, args.gmm_components, args.num_scored, args.seed, scorer,
+                                             out / "cache", device, z_train,
+                                             progress=lambda what: say(args.quiet, f"scoring {what}..."))
+    result = {"kind": "generation_scores", "format_version": files.FORMAT_VERSION, "run": run_id,
+              "dataset": data["dataset"], "classifier": classifier, **result}
+    path = files.save_json(result, out / f"generation_latent_size_{models[-1].latent_size}.json")
+    print(f"\nGeneration scores, {data['dataset']}: in the features of the classifier "
+          f"({classifier['test_accuracy']:.1%} test accuracy); FD lower is better, precision and recall higher")
+    print(text_table(gen_scores.TABLE_HEADER, gen_scores.table_rows(result)))
+    print(f"wrote {path}")
+    return path
 
 
 if __name__ == "__main__":

@@ -93,6 +93,8 @@ MAX_LATENT_STD = 100.0  # std of a latent unit: the test latents lie within a fe
 MAX_PROCESSES = 1024  # processes, jobs or CPUs at once: more than one machine has cores
 MAX_MINUTES = 525_600  # a job's time limit: a year
 MAX_REPEATS = 1000  # repeats of a timing
+MAX_SCORED = 100_000  # generated images scored: precision and recall compare every pair, 10**10 distances at this
+MAX_COMPONENTS = 1000  # mixture components: each fits a full covariance from its share of the latents
 
 positive_int = _ranged(int, 1, MAX_ITEMS, why="more than any data set holds")
 nonneg_int = _ranged(int, 0, MAX_ITEMS, why="more than any data set holds")
@@ -120,6 +122,8 @@ workers = _ranged(int, 0, MAX_PROCESSES, why="more than a machine has cores")
 minutes = _ranged(int, 1, MAX_MINUTES, why="a year")
 seconds = _ranged(float, 0.0, 60.0 * MAX_MINUTES, low_inclusive=False, why="a year")
 repeat_count = _ranged(int, 1, MAX_REPEATS, why="a thousand timings already give a stable median")
+scored_images = _ranged(int, 10, MAX_SCORED, why="precision and recall compare every pair of images")
+mixture_components = _ranged(int, 1, MAX_COMPONENTS, why="each component needs a covariance fitted from its latents")
 gigabytes = _ranged(float, 0.0, 2.0**20, low_inclusive=False, why="a pebibyte, more memory than a machine has")
 
 

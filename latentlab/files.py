@@ -30,7 +30,7 @@ import torch
 from latentlab.cli import UserError
 
 FORMAT_VERSION = 1
-KINDS = ("checkpoint", "test_data", "pca_baseline")
+KINDS = ("checkpoint", "test_data", "pca_baseline", "feature_classifier")
 
 
 def checkpoint_path(output_dir, latent_size: int) -> Path:

@@ -1,15 +1,19 @@
 """Generation from a trained bottleneck: sample new latents, interpolate between two images, and
 traverse the latent space (the 2-d manifold, or one dimension at a time of an N-d one).
 
-Everything here takes tensors and returns tensors; viz_generation.py finds the files and draws.
+Everything here takes tensors (or arrays) and returns them; viz_generation.py finds the files and
+draws; gen_scores.py scores the samplers.
 Latents are float32 (n, latent_size) on the CPU; images are float (n, C, H, W) in [0, 1].
 """
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+import numpy as np
 import torch
 
+from latentlab import files
 
 
 # ---------------------------------------------------------------- decoding in batches
@@ -39,16 +43,67 @@ def sample_gaussian(mean: torch.Tensor, cov: torch.Tensor, n: int, generator: to
     return (mean.double() + eps @ root.T).float()
 
 
-def sample_latents(family: str, z_test: torch.Tensor, n: int, seed: int) -> tuple[torch.Tensor, str]:
-    """n new latents (n, N) and a phrase saying where they come from: a VAE draws from its prior
-    N(0, I); a plain autoencoder has no prior, so it draws from a Gaussian fitted to the latents
-    of the test images (mean and full covariance)."""
+SAMPLERS = ("gaussian", "gmm", "prior")
+GMM_FIT_MAX = 20_000  # latents a mixture is fitted on (a seeded sample): EM's cost grows with n * N**2 per component
+
+
+def fit_mixture(z: np.ndarray, sampler: str, components: int, seed: int) -> np.ndarray:
+    """A Gaussian (sampler "gaussian") or a full-covariance Gaussian mixture of `components`
+    (sklearn's GaussianMixture, seeded) fitted on latents z (n, N); returned packed, one row per
+    component: (K, 1 + N + N*N) float64, [weight, mean (N), covariance (N*N)]."""
+    n, dim = z.shape
+    if sampler == "gaussian":
+        mean, cov = fit_gaussian(torch.from_numpy(z))
+        return np.concatenate([[1.0], mean.numpy(), cov.numpy().ravel()])[None]
+    from sklearn.mixture import GaussianMixture
+    if components > n:
+        raise ValueError(f"a mixture of {components} components needs at least as many latents, there are {n}")
+    pick = np.random.default_rng(seed).permutation(n)[:GMM_FIT_MAX] if n > GMM_FIT_MAX else slice(None)
+    gm = GaussianMixture(components, covariance_type="full", random_state=seed).fit(z[pick].astype(np.float64))
+    return np.concatenate([gm.weights_[:, None], gm.means_, gm.covariances_.reshape(components, -1)], axis=1)
+
+
+def fitted_sampler(z: np.ndarray, sampler: str, components: int, seed: int, cache_dir=None) -> np.ndarray:
+    """fit_mixture through the content-keyed cache in cache_dir (None: no cache): the same latents
+    and settings are fitted once."""
+    import sklearn
+    settings = {"sampler": sampler, "seed": seed, "fit_max": GMM_FIT_MAX, "sklearn": sklearn.__version__,
+                **({"components": components} if sampler == "gmm" else {})}
+    dim = z.shape[1]
+    path = None if cache_dir is None else Path(cache_dir) / f"sampler_{sampler}_{files.content_key(settings, z)}.npy"
+    packed = files.load_cached_npy(path, lambda a: a.ndim == 2 and a.shape[1] == 1 + dim + dim * dim
+                                   and a.dtype == np.float64 and np.isfinite(a).all())
+    if packed is None:
+        packed = fit_mixture(z, sampler, components, seed)
+        if path is not None:
+            files.save_npy(packed, path)
+    return packed
+
+
+def draw(sampler: str, packed: np.ndarray | None, latent_size: int, n: int, seed: int) -> torch.Tensor:
+    """n latents (n, N) float32: from the prior N(0, I), or from the packed Gaussian or mixture
+    (fitted_sampler); seeded."""
     g = torch.Generator().manual_seed(seed)
-    if family == "vae":
-        return torch.randn(n, z_test.shape[1], generator=g), "drawn from the prior N(0, I)"
-    mean, cov = fit_gaussian(z_test)
-    return (sample_gaussian(mean, cov, n, g),
-            f"drawn from a Gaussian fitted to the latents of the {len(z_test)} test images (mean, full covariance)")
+    if sampler == "prior":
+        return torch.randn(n, latent_size, generator=g)
+    weights, means = packed[:, 0], packed[:, 1:1 + latent_size]
+    covs = packed[:, 1 + latent_size:].reshape(len(packed), latent_size, latent_size)
+    if len(packed) == 1:
+        return sample_gaussian(torch.from_numpy(means[0]), torch.from_numpy(covs[0]), n, g)
+    from sklearn.mixture import GaussianMixture
+    gm = GaussianMixture(len(packed), covariance_type="full", random_state=seed)
+    gm.weights_, gm.means_, gm.covariances_ = weights / weights.sum(), means, covs
+    z, _ = gm.sample(n)  # grouped by component: shuffled below, so that any first m are a fair sample
+    return torch.from_numpy(z[torch.randperm(n, generator=g).numpy()]).float()
+
+
+def sampler_source(sampler: str, packed: np.ndarray | None, n_fit: int) -> str:
+    """Where sampled latents come from, in words (the title of the figure of samples)."""
+    if sampler == "prior":
+        return "drawn from the prior N(0, I)"
+    if sampler == "gaussian":
+        return f"drawn from a Gaussian fitted to the latents of the {n_fit} training images (mean, full covariance)"
+    return f"drawn from a {len(packed)}-component Gaussian mixture fitted to the latents of the {n_fit} training images"
 
 
 # ---------------------------------------------------------------- interpolation

@@ -10,6 +10,10 @@ What each metric uses (the autoencoders and the PCA were fit on the training spl
                           classify_latent_space.py: each image is predicted by a probe fit on the other folds
   k-means NMI             k-means with one cluster per class on the same encoded images, in the
                           latent space, as viz_kmeans_latent_space.py
+  FD, precision, recall   10,000 samples of the best sampler (lowest FD of gaussian, gmm and, for a
+                          VAE, its prior; fitted on the training latents) against every test image,
+                          in the features of the dataset's classifier, as viz_generation.py scores them;
+                          the classifier is trained once per dataset, in <output_dir>/<dataset>/
 `score` is the one place that calls the probes, so the sweep follows step 6's protocol.
 
 A job is done when its metrics.json exists (written last, atomically); it holds the flags that
@@ -26,9 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from latentlab import files
+import torch
+
+from latentlab import feature_net, files, gen_scores
 from latentlab.cli import UserError
-from latentlab.inputs import find_models, find_pca_baseline, find_test_data
+from latentlab.inputs import find_models, find_pca_baseline, find_test_data, load_training_split
 from latentlab.inference import encode_images, reconstruct_batches, sample_test_items
 from latentlab.locking import FolderBusy, FolderLock
 from latentlab.pca import pca_encode, pca_reconstruct_batches
@@ -41,7 +47,10 @@ from model.autoencoder import describe, model_from_checkpoint
 # metric -> (what it is, for table headers and panel titles; does higher mean better)
 METRICS = {"test_mse": ("test MSE", False), "test_psnr": ("test PSNR (dB)", True), "test_ssim": ("test SSIM", True),
            "linear_probe": ("linear-probe accuracy", True), "knn": (f"{KNN_K}-NN accuracy", True),
-           "kmeans_nmi": ("k-means NMI", True)}
+           "kmeans_nmi": ("k-means NMI", True), "gen_fd": ("FD of samples (best sampler)", False),
+           "gen_precision": ("precision of samples", True), "gen_recall": ("recall of samples", True)}
+GENERATION = ("gen_fd", "gen_precision", "gen_recall")
+GEN_SCORED, GEN_COMPONENTS = 10_000, 10  # viz_generation.py's defaults
 # the flags that make a job's numbers what they are (dataset and seed are in its folder's name);
 # a finished job is reused only when they agree
 SETTINGS = (*RESULT_SETTINGS, "num_samples", "folds")
@@ -131,6 +140,8 @@ def load_finished(path: Path, settings: dict) -> dict | None:
         return None
     redo = f"delete {path.parent} to redo it"
     m = files.load_json(path, KIND, redo)
+    if isinstance(m.get("metrics"), dict) and not all(k in m["metrics"] for k in GENERATION):
+        return None  # scored before generation was: scored again (its training, finished, is kept)
     # a metric that is not a finite number (the PSNR of a perfect reconstruction) is null
     if not isinstance(m.get("settings"), dict) or not isinstance(m.get("metrics"), dict) or not all(
             k in m["metrics"] and isinstance(m["metrics"][k], (int, float, type(None))) for k in METRICS):
@@ -193,7 +204,7 @@ def _train_and_score(job: Job) -> None:
         seed_everything(job.seed)
         files.save_json(evaluate_model(job.folder, job.settings, device), metrics_path(job.folder))
     if job.pca_folder is not None and load_finished(metrics_path(job.pca_folder), job.settings) is None:
-        files.save_json(evaluate_pca(job.folder, job.latent_size, job.settings), metrics_path(job.pca_folder))
+        files.save_json(evaluate_pca(job.folder, job.latent_size, job.settings, device), metrics_path(job.pca_folder))
 
 
 # ---------------------------------------------------------------- scoring one model
@@ -220,13 +231,17 @@ def evaluate_model(folder, settings: dict, device) -> dict:
                         f"{divergence_fix(settings['lr'], model.config)}, or delete {folder} and retrain")
     metrics = score(reconstruct_batches(model, images, device), z, labels[idx].numpy(), len(data["class_names"]),
                     settings["folds"], settings["seed"])
+    samplers = ("gaussian", "gmm", *(("prior",) if m.family == "vae" else ()))
+    generation = generation_scores(folder, data, m, gen_scores.model_decoder(model, device),
+                                   lambda x: torch.from_numpy(encode_images(model, x, device)), samplers, settings, device)
+    metrics.update(generation.pop("metrics"))
     trained = m.ckpt["test_metrics"]
-    return record(m.family, m.latent_size, data, settings, metrics, selection, model=m.label,
+    return record(m.family, m.latent_size, data, settings, metrics, selection, model=m.label, generation=generation,
                   epochs_run=trained["epochs_run"], best_epoch=trained["best_epoch"],
                   train_seconds=trained["train_seconds"])
 
 
-def evaluate_pca(trained_folder, latent_size: int, settings: dict) -> dict:
+def evaluate_pca(trained_folder, latent_size: int, settings: dict, device="cpu") -> dict:
     """Score PCA with latent_size components, from the baseline a training of that size wrote."""
     data, data_path = find_test_data(None, trained_folder)
     pca = find_pca_baseline(None, data, data_path, [latent_size])
@@ -236,8 +251,31 @@ def evaluate_pca(trained_folder, latent_size: int, settings: dict) -> dict:
     idx, selection = sample_test_items(len(images), settings["num_samples"], settings["seed"])
     metrics = score(pca_reconstruct_batches(images, mean, comps, k), pca_encode(images[idx], mean, comps, k).numpy(),
                     labels[idx].numpy(), len(data["class_names"]), settings["folds"], settings["seed"])
-    return record(PCA, latent_size, data, settings, metrics, selection, model=f"PCA, {k} components",
+    _, _, models = find_models(None, None, trained_folder, quiet=True)
+    coefs = lambda x: torch.cat([pca_encode(p, mean, comps, k) for p in x.split(8192)])
+    generation = generation_scores(trained_folder, data, models[-1], gen_scores.pca_decoder(mean, comps[:k], images.shape[1:]),
+                                   coefs, ("gaussian", "gmm"), settings, device)
+    metrics.update(generation.pop("metrics"))
+    return record(PCA, latent_size, data, settings, metrics, selection, model=f"PCA, {k} components", generation=generation,
                   components=k, pca_baseline=str(files.pca_path(trained_folder)), fit_on=pca.get("fit_on"))
+
+
+def generation_scores(trained_folder, data: dict, m, decode, encode, samplers, settings: dict, device) -> dict:
+    """The samplers of one latent space (encode: uint8 images -> latents), scored as viz_generation.py
+    scores them; the best one's FD, precision and recall under "metrics"."""
+    train_x, train_y = load_training_split(m)
+    folder = Path(trained_folder)
+    net, classifier = feature_net.obtain(folder.parent.parent, data["dataset"], train_x, train_y, data["images"],
+                                         data["labels"], len(data["class_names"]), device)
+    scorer = gen_scores.Scorer.of_test_images(net, data["images"], device)
+    pairs = gen_scores.test_pairs(len(data["images"]), settings["seed"])
+    scores = gen_scores.space_scores(decode, encode(train_x).numpy(), encode(data["images"]), samplers, GEN_COMPONENTS,
+                                     GEN_SCORED, settings["seed"], scorer, folder / "cache", pairs)
+    best = gen_scores.best_sampler(scores["samples"])
+    b = scores["samples"][best]
+    return {"metrics": {"gen_fd": b["fd"], "gen_precision": b["precision"], "gen_recall": b["recall"]},
+            "best_sampler": best, **scores, "num_scored": GEN_SCORED, "classifier_accuracy": classifier["test_accuracy"],
+            "classifier": classifier["path"]}
 
 
 def record(family, latent_size, data, settings, metrics, selection, **extra) -> dict:

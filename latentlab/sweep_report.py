@@ -15,7 +15,7 @@ from latentlab.sweep import METRICS, PCA, dataset_dir, family_name
 RUN_COLUMNS = ("dataset", "family", "latent_size", "seed", *METRICS, "epochs_run", "train_seconds")
 TABLE_COLUMNS = ("dataset", "family", "latent_size", "seeds",
                  *(f"{m}_{s}" for m in METRICS for s in ("mean", "sd")), "train_seconds_mean")
-DIGITS = {"test_mse": 4, "test_psnr": 2}  # decimals shown; 3 for the others
+DIGITS = {"test_mse": 4, "test_psnr": 2, "gen_fd": 2}  # decimals shown; 3 for the others
 
 
 def run_rows(records: list[dict]) -> list[dict]:

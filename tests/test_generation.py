@@ -1,5 +1,6 @@
 """viz_generation.py: the pieces that carry logic (latentlab/generation.py), then the script end to
 end on the embedded digits, as a user runs it, for an autoencoder and a VAE."""
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -32,33 +33,54 @@ def correlated_latents(n=4000, seed=0):
 
 
 # ---------------------------------------------------------------- the pieces
+def gaussian_draw(z, n, seed):
+    return gen.draw("gaussian", gen.fitted_sampler(z.numpy(), "gaussian", 1, seed), z.shape[1], n, seed)
+
+
 def test_autoencoder_samples_follow_the_gaussian_fitted_to_the_latents():
     z = correlated_latents()
     mean, cov = gen.fit_gaussian(z)
     assert torch.allclose(mean, z.double().mean(0)) and torch.allclose(cov, torch.cov(z.double().T, correction=0))
-    s, source = gen.sample_latents("conv", z, 50000, seed=1)
-    assert s.shape == (50000, 3) and s.dtype == torch.float32 and "fitted" in source
+    s = gaussian_draw(z, 50000, seed=1)
+    assert s.shape == (50000, 3) and s.dtype == torch.float32
     assert torch.allclose(s.double().mean(0), mean, atol=0.05)
     assert torch.allclose(torch.cov(s.double().T), cov, atol=0.06)  # entries of cov reach 4.0
     assert torch.corrcoef(s.T)[0, 1] > 0.9  # the correlation is kept, not just the variances
-    assert torch.equal(s, gen.sample_latents("conv", z, 50000, seed=1)[0])  # seeded
-    assert not torch.equal(s[:10], gen.sample_latents("conv", z, 10, seed=2)[0])
+    assert torch.equal(s, gaussian_draw(z, 50000, seed=1))  # seeded
+    assert not torch.equal(s[:10], gaussian_draw(z, 10, seed=2))
 
 
 def test_a_singular_covariance_still_samples():
     z = correlated_latents(500)
     z = torch.cat([z, torch.full((500, 1), 0.7)], dim=1)  # a dead latent unit: zero variance
-    s, _ = gen.sample_latents("mlp", z, 2000, seed=0)
+    s = gaussian_draw(z, 2000, seed=0)
     assert torch.isfinite(s).all() and torch.allclose(s[:, 3], torch.full((2000,), 0.7), atol=1e-4)
     few = correlated_latents(2)  # fewer latents than dimensions: rank 1
-    assert torch.isfinite(gen.sample_latents("conv", few, 5, seed=0)[0]).all()
+    assert torch.isfinite(gaussian_draw(few, 5, seed=0)).all()
 
 
-def test_vae_samples_come_from_the_prior_not_the_latents():
-    z = correlated_latents()  # far from N(0, I): the prior must not be fitted to it
-    s, source = gen.sample_latents("vae", z, 50000, seed=0)
-    assert "prior" in source
+def test_vae_prior_samples_are_standard_normal():
+    s = gen.draw("prior", None, 3, 50000, seed=0)
+    assert "prior" in gen.sampler_source("prior", None, 0)
     assert s.mean(0).abs().max() < 0.03 and torch.allclose(torch.cov(s.T), torch.eye(3), atol=0.03)
+
+
+def test_the_mixture_finds_two_clusters_is_fitted_once_and_draws_seeded(tmp_path, monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    z = torch.cat([torch.randn(1500, 2, generator=g) * 0.3 + 4, torch.randn(500, 2, generator=g) * 0.3 - 4]).numpy()
+    packed = gen.fitted_sampler(z, "gmm", 2, seed=0, cache_dir=tmp_path)
+    assert packed.shape == (2, 1 + 2 + 4) and sorted(packed[:, 0].round(2).tolist()) == [0.25, 0.75]
+    s = gen.draw("gmm", packed, 2, 4000, seed=3)
+    assert 0.7 < (s[:, 0] > 0).float().mean() < 0.8  # both modes, in their weights, no mass between them
+    assert (s.norm(dim=1) > 3).float().mean() > 0.99
+    assert torch.equal(s, gen.draw("gmm", packed, 2, 4000, seed=3))
+    # the Gaussian of the same latents puts most of its samples between the two modes
+    assert (gaussian_draw(torch.from_numpy(z), 4000, 3).norm(dim=1) < 3).float().mean() > 0.2
+    assert len(list(tmp_path.glob("sampler_gmm_*.npy"))) == 1
+    with pytest.raises(ValueError, match="at least as many latents"):
+        gen.fit_mixture(z[:5], "gmm", 10, 0)
+    monkeypatch.setattr(gen, "fit_mixture", lambda *a: pytest.fail("fitted again"))
+    assert np.array_equal(gen.fitted_sampler(z, "gmm", 2, seed=0, cache_dir=tmp_path), packed)  # from the cache
 
 
 def test_manifold_grid_spans_the_percentile_box_of_the_latents():
@@ -194,13 +216,18 @@ def test_vae_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [(["--index", "359"], "--index 359 is out of range"),
-                                          (["--num_samples", "0"], "--num_samples")])
+                                          (["--num_samples", "0"], "--num_samples"),
+                                          (["--sampler", "gan"], "argument --sampler: invalid choice: 'gan'"),
+                                          (["--sampler", "gmm", "prior"], "--sampler prior: the conv autoencoder, latent size 2"),
+                                          (["--gmm_components", "0"], "--gmm_components: 0 must be >= 1"),
+                                          (["--gmm_components", "1e9"], "--gmm_components: '1e9' is not an integer"),
+                                          (["--num_scored", "1000001"], "--num_scored: 1000001 must be <= 100000")])
 def test_bad_options_give_one_line_and_exit_2(trained, tmp_path, bad, message):
     proc = run_script("viz_generation.py", "--output_dir", trained, *bad, check=False)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
-    assert not list(trained.glob("generation_*"))  # nothing written
+    assert not list(trained.glob("generation_*")) and not list(trained.glob("feature_classifier_*"))  # nothing written
 
 
 def test_an_interpolation_needs_two_steps(tmp_path):
@@ -219,3 +246,126 @@ def test_test_data_of_another_model_is_refused(trained, tmp_path):
         viz_generation.main(args)
     with pytest.raises(UserError, match="does not exist.*run train.py first"):
         viz_generation.main(viz_generation.parse_args(["--output_dir", str(tmp_path / "empty")]))
+
+
+# ---------------------------------------------------------------- the scores and their classifier
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny networks on a shared machine: threads only wait on each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits_classifier(tmp_path_factory, one_thread):
+    from latentlab import feature_net
+    from latentlab.datasets import load_dataset
+    d = load_dataset("digits", quiet=True)
+    folder = tmp_path_factory.mktemp("classifier")
+    net, info = feature_net.obtain(folder, "digits", d.train_x, d.train_y, d.test_x, d.test_y, 10, "cpu")
+    return d, folder, net, info
+
+
+def test_fd_is_zero_for_a_set_against_itself_and_grows_with_noise(digits_classifier):
+    from latentlab import gen_scores
+    d, _, net, info = digits_classifier
+    assert info["trained_now"] and info["test_accuracy"] > 0.9
+    scorer = gen_scores.Scorer.of_test_images(net, d.test_x, "cpu")
+    same = scorer.full([to_float(d.test_x)])
+    assert same["fd"] == pytest.approx(0, abs=1e-6) and same["precision"] == same["recall"] == 1.0
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(d.test_x.shape, generator=g)
+    fds = [scorer.fd([to_float(d.test_x) + std * noise]) for std in (0.05, 0.2, 0.5)]
+    assert 0 < fds[0] < fds[1] < fds[2], fds
+    floor = scorer.full([to_float(d.train_x)])  # other images of the same data: near, not equal
+    assert 0 < floor["fd"] < fds[1] and floor["precision"] > 0.8 and floor["recall"] > 0.8
+
+
+def test_precision_and_recall_tell_realism_from_coverage():
+    from latentlab import gen_scores
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(2000, 8, generator=g).numpy()
+    collapsed = real[:50].repeat(40, axis=0) + 1e-3 * torch.randn(2000, 8, generator=g).numpy()  # realistic, not diverse
+    p, r = gen_scores.precision_recall(real, collapsed)
+    assert p > 0.95 and r < 0.3
+    far = real + 10.0
+    assert gen_scores.precision_recall(real, far) == (0.0, 0.0)
+    assert gen_scores.frechet_distance(real, far) == pytest.approx(800, rel=0.01)  # 8 dimensions shifted by 10
+
+
+def test_the_classifier_is_reused_and_another_datasets_gets_its_own(digits_classifier, tmp_path, monkeypatch):
+    import shutil
+    from latentlab import feature_net
+    d, folder, net, info = digits_classifier
+    work = tmp_path / "out"
+    shutil.copytree(folder, work)
+    path = feature_net.classifier_path(work, info["key"])
+    before = path.read_bytes()
+    with monkeypatch.context() as m:
+        m.setattr(feature_net, "train", lambda *a: pytest.fail("trained again"))
+        again, second = feature_net.obtain(work, "digits", d.train_x, d.train_y, d.test_x, d.test_y, 10, "cpu")
+    assert not second["trained_now"] and second["test_accuracy"] == info["test_accuracy"]
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), net.state_dict().values()))
+    # another dataset (here: other images of the same shape) trains a classifier of its own; the first stays
+    other_x, other_y = 255 - d.train_x, d.train_y
+    _, third = feature_net.obtain(work, "inverted", other_x, other_y, 255 - d.test_x, d.test_y, 10, "cpu")
+    assert third["trained_now"] and third["key"] != info["key"] and path.read_bytes() == before
+    # a classifier copied over the name of another is refused, and stays as it is
+    other = feature_net.classifier_path(work, third["key"])
+    other.write_bytes(before)
+    with pytest.raises(UserError, match=r"classifier of another training split.*copied or renamed") as e:
+        feature_net.obtain(work, "inverted", other_x, other_y, 255 - d.test_x, d.test_y, 10, "cpu")
+    assert "\n" not in str(e.value) and other.read_bytes() == before
+
+
+@pytest.mark.parametrize("damage", ["truncated", "checkpoint"])
+def test_a_damaged_classifier_is_refused_and_not_overwritten(digits_classifier, tmp_path, damage):
+    from latentlab import feature_net
+    d, folder, _, info = digits_classifier
+    path = feature_net.classifier_path(tmp_path, info["key"])
+    blob = (folder / path.name).read_bytes()[:500] if damage == "truncated" else files.json_text({}).encode()
+    if damage == "checkpoint":
+        files.save_torch({"kind": "checkpoint", "format_version": files.FORMAT_VERSION}, path)
+        blob = path.read_bytes()
+    else:
+        path.write_bytes(blob)
+    with pytest.raises(UserError, match=path.name) as e:
+        feature_net.obtain(tmp_path, "digits", d.train_x, d.train_y, d.test_x, d.test_y, 10, "cpu")
+    assert "\n" not in str(e.value) and path.read_bytes() == blob
+
+
+def test_scores_are_the_same_at_a_seed_and_the_second_run_reuses_the_classifier(trained_copy, capsys, one_thread):
+    import json
+    from conftest import run_main
+    flags = ["--output_dir", trained_copy, "--mode", "score", "--sampler", "gaussian", "gmm", "--num_scored", 400]
+    run_main("viz_generation", *flags)
+    shown = capsys.readouterr().out
+    assert "training images (400; the floor)" in shown and "conv autoencoder 8-d, gmm samples" in shown
+    assert "PCA 8, gaussian samples" in shown and "pixel blending, midpoints of 1000 test pairs" in shown
+    path = trained_copy / "generation_latent_size_8.json"
+    first = json.loads(path.read_text())
+    run_main("viz_generation", *flags, "--quiet")
+    second = json.loads(path.read_text())
+    assert first["classifier"]["trained_now"] and not second["classifier"]["trained_now"]
+    assert len(list(trained_copy.glob("feature_classifier_*.pth"))) == 1
+
+    def numbers(r):  # every score, without the timings
+        return {k: ({s: {m: v for m, v in sc.items() if m != "seconds"} for s, sc in m["samples"].items()},
+                    m["midpoints_fd"], m.get("reconstructions")) for part in ("models", "pca") for k, m in r[part].items()}
+    assert numbers(first) == numbers(second) and first["floor"] == second["floor"]
+    m8 = first["models"]["8"]
+    assert set(m8["samples"]) == {"gaussian", "gmm"} and m8["best_sampler"] in ("gaussian", "gmm")
+    assert first["run"] == json.loads((trained_copy / "run.json").read_text())["run"]
+    assert 0 < first["floor"]["fd"] < m8["samples"]["gaussian"]["fd"]  # the data itself is the closest
+    assert first["classifier"]["test_accuracy"] > 0.9
+
+
+def test_a_sweep_job_scored_before_generation_scores_is_scored_again(tmp_path):
+    from latentlab import sweep
+    record = {"kind": "sweep_metrics", "format_version": files.FORMAT_VERSION, "settings": {"dataset": "digits", "seed": 0},
+              "metrics": {m: 0.5 for m in sweep.METRICS if m not in sweep.GENERATION}}
+    assert sweep.load_finished(files.save_json(record, tmp_path / "metrics.json"), {}) is None  # not done: run again
+    record["metrics"].update({m: 0.5 for m in sweep.GENERATION})
+    assert sweep.load_finished(files.save_json(record, tmp_path / "metrics.json"), {})["metrics"]["gen_fd"] == 0.5
