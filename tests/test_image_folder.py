@@ -225,7 +225,7 @@ def box(image: torch.Tensor) -> tuple[int, int]:
 def test_crop_keeps_a_circle_round_and_squash_does_not(tmp_path, width, suffix):
     root = save_both_classes(tmp_path / "discs", disc(width, width // 2), suffix)
     if suffix == ".jpg":
-        small = image_folder._small_jpeg(root / "a" / "0.jpg", 16, image_folder.Reading())
+        small = image_folder._small_jpegs([root / "a" / "0.jpg"], 16, image_folder.Reading())[0]
         assert (small is not None) == (width == 48)
     for image in loaded(root, tmp_path):  # crop: the default for folders
         w, h = box(image)
@@ -252,6 +252,29 @@ def test_a_grey_photo_padded_with_a_colour_becomes_a_colour_image(tmp_path, widt
     x = loaded(root, tmp_path, resize="pad", background="#0000ff")
     assert x.shape[1] == 3 and (x[:, :, :4] == torch.tensor([0, 0, 255], dtype=torch.uint8)[:, None, None]).all()
     assert (x[:, :, 5:11] - 128).abs().max() <= 2  # the photo, grey in all three channels
+
+
+@pytest.mark.parametrize("width", [16, 48, 192])  # as large as the output, smaller than a draft, larger
+def test_grey_jpegs_on_a_colour_background_make_a_colour_cache_at_any_size(tmp_path, width):
+    root = save_both_classes(tmp_path / "grey", Image.new("L", (width, width), 90), ".jpg")
+    x = loaded(root, tmp_path, background="#0000ff")  # cropped: the background never shows
+    assert x.shape[1] == 3 and (x - 90).abs().max() <= 2
+    assert loaded(root, tmp_path / "white").shape[1] == 1
+
+
+@pytest.mark.parametrize("start_method", ["fork", None])  # workers that share the images, or a read back
+def test_the_images_a_build_returns_are_the_ones_it_cached(tmp_path, monkeypatch, start_method):
+    folder = make_folder(tmp_path / "photos", per_class=70, size=12)  # three chunks
+    for i in range(0, 70, 7):  # small JPEGs too: torchvision's decoder
+        Image.open(folder / "cats" / f"{i:03d}.png").save(folder / "cats" / f"{i:03d}.jpg")
+    monkeypatch.setattr(image_folder, "_start_method", lambda: start_method)
+    listing, order = split_order(folder)
+    files = [listing.files[i] for i in order]
+    final = tmp_path / "cache" / "images.npy"
+    images = image_folder.build_cache(files, 12, final, memory_budget=2**30)
+    assert np.array_equal(images, np.load(final)) and np.array_equal(images, image_folder.decode_images(files, 12))
+    assert images.shape == (150, 3, 12, 12) and images[:, :, 2:-2].mean() > 10
+    assert image_folder.build_cache(files, 12, final, memory_budget=1) is None  # over the budget: the file alone
 
 
 def transparent(mode: str) -> Image.Image:
