@@ -133,6 +133,42 @@ def test_a_folder_over_the_memory_budget_trains_from_its_memory_map_to_the_same_
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
+def mapped_file(tensor: torch.Tensor) -> str:
+    """The file whose mapping holds the tensor's first byte ('' for anonymous memory)."""
+    ptr = tensor.data_ptr()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        lo, hi = (int(v, 16) for v in fields[0].split("-"))
+        if lo <= ptr < hi:
+            return fields[5] if len(fields) > 5 else ""
+    return ""
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads the process's mappings from /proc")
+def test_a_training_over_the_memory_budget_reads_its_split_from_the_map_and_saves_the_test_split_alone(
+        tmp_path, monkeypatch):
+    from conftest import run_main
+    from latentlab import experiment
+    folder = make_folder(tmp_path / "photos", per_class=20, size=8)
+    handed = []
+    for name in ("train_model", "fit_pca"):  # each is handed the training images
+        real = getattr(experiment, name)
+
+        def spy(*args, real=real, **kwargs):
+            handed.append(next(a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)
+                               or hasattr(a, "images")))
+            return real(*args, **kwargs)
+        monkeypatch.setattr(experiment, name, spy)
+    run_main("train", "--dataset", f"folder:{folder}", "--latent_size", 4, "--num_epochs", 1, "--image_size", 8,
+             "--snapshot_every", 0, "--memory_budget", "1e-9", "--data_dir", tmp_path / "cache", "--quiet",
+             "--output_dir", tmp_path / "out")
+    [cache] = caches(tmp_path / "cache")
+    images = [getattr(h, "images", h) for h in handed]
+    assert len(images) == 3 and all(mapped_file(x) == str(cache.resolve()) for x in images)  # PCA, 2-d, 4-d model
+    test_images = torch.load(tmp_path / "out" / "test_data.pth", weights_only=True)["images"]
+    assert len(test_images) == 8 and test_images.untyped_storage().nbytes() == test_images.numel()
+
+
 @pytest.mark.parametrize("family", ["conv", "vae"])
 @pytest.mark.parametrize("size,stages", [(64, 4), (128, 5)])
 def test_the_conv_family_adds_stages_as_large_images_allow(family, size, stages):
