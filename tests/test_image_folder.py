@@ -193,14 +193,19 @@ def test_small_images_keep_the_documented_networks(shape):
 @pytest.mark.slow
 def test_the_data_benchmark_runs_on_a_tiny_folder_and_refuses_a_bad_size(tmp_path):
     out = run_script("benchmarks/bench_data.py", "--work_dir", tmp_path, "--photos", 6, "--photo_size", "80x60",
-                     "--small", 20, "--small_size", "16x16", "--image_size", 8, "--loader_workers", 0, "--repeats", 2,
-                     "--train_sizes", 30).stdout
+                     "--small", 20, "--small_size", "16x16", "--image_size", 8, "--loader_workers", 0, "--repeats", 2).stdout
     assert "photos: 6 JPEGs of 80x60 -> 8x8" in out and "small: 20 JPEGs of 16x16 -> 8x8" in out
     assert out.count("load_dataset, from the cache") == 2 and out.count("ImageFolder's speed") == 2
-    rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["30"]]
-    assert [r[2] for r in rows] == ["mapped", "memory"] and all(float(r[4]) > float(r[5]) > 0 for r in rows)
     bad = run_script("benchmarks/bench_data.py", "--photo_size", "3000", check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "is not WIDTHxHEIGHT" in bad.stderr
+
+
+@pytest.mark.slow
+def test_the_data_benchmark_measures_a_training_from_the_map_and_from_memory(tmp_path):
+    out = run_script("benchmarks/bench_data.py", "--work_dir", tmp_path, "--photos", 0, "--small", 0,
+                     "--small_size", "16x16", "--image_size", 8, "--train_sizes", 30).stdout
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["30"]]
+    assert [r[2] for r in rows] == ["mapped", "memory"] and all(float(r[4]) > float(r[5]) > 0 for r in rows)
 
 
 def test_colour_images_after_many_grey_ones_make_a_colour_cache(tmp_path):
