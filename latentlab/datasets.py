@@ -264,8 +264,7 @@ def _folder(path, image_size, cache_dir: Path, memory_budget: int, quiet: bool, 
         train_idx, test_idx = split_indices(torch.from_numpy(listing.labels), 0.2, seed=0)
         order = torch.cat([train_idx, test_idx]).numpy()
         try:
-            x = torch.from_numpy(folder_images(root, listing, order, image_size or 32, cache_dir, memory_budget,
-                                               quiet, reading))
+            x = folder_images(root, listing, order, image_size or 32, cache_dir, memory_budget, quiet, reading)
             break
         except Unreadable as e:
             bad = sorted(bad + e.bad)
@@ -273,9 +272,11 @@ def _folder(path, image_size, cache_dir: Path, memory_budget: int, quiet: bool, 
             if not skip_unreadable:
                 raise Unreadable(bad, skippable=True) from None
     n = len(train_idx)
-    y = torch.from_numpy(listing.labels[order])
-    return (x[:n], y[:n], x[n:], y[n:], [shown(c) for c in listing.classes],
-            "seeded stratified 80/20 split (split seed 0)", bad)
+    y = listing.labels[order]
+    # a tensor per split, each over its own slice of the array: saving the test split (test_data.pth)
+    # then writes its images alone, not the whole storage a view of one tensor would carry
+    return (torch.from_numpy(x[:n]), torch.from_numpy(y[:n]), torch.from_numpy(x[n:]), torch.from_numpy(y[n:]),
+            [shown(c) for c in listing.classes], "seeded stratified 80/20 split (split seed 0)", bad)
 
 
 def load_dataset(name: str, data_dir: str | None = None, image_size: int | None = None,

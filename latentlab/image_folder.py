@@ -13,6 +13,7 @@ fsync, os.replace), so a killed build is never taken for a whole one.
 from __future__ import annotations
 
 import errno
+import mmap
 import multiprocessing
 import os
 import socket
@@ -139,20 +140,9 @@ def _opaque(img, background: str):
     return Image.alpha_composite(Image.new("RGBA", rgba.size, background), rgba).convert("RGB")
 
 
-def _small_jpeg(path, size: int, reading: Reading) -> tuple[np.ndarray, bool] | None:
-    """A JPEG of at most about size x size pixels through torchvision's decoder (libjpeg-turbo, as
-    Pillow's, the same pixels; without Pillow's per-file parsing, several times faster on small
-    images), EXIF-rotated; None for anything else (large, CMYK, damaged): Pillow takes it."""
-    if os.path.splitext(str(path))[1].lower() not in (".jpg", ".jpeg") or os.path.getsize(path) > 3 * size * size:
-        return None
-    import torch
-    from torchvision.io import ImageReadMode, decode_jpeg
-    with open(path, "rb") as f:
-        data = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
-    try:
-        x = decode_jpeg(data, mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True).numpy()
-    except RuntimeError:
-        return None
+def _fitted(x: np.ndarray, size: int, reading: Reading) -> tuple[np.ndarray, bool] | None:
+    """A small JPEG as torchvision decoded it, uint8 (c, h, w) -> (uint8 (3, size, size), grey) as
+    Pillow's path makes it; None where Pillow's path would give other pixels."""
     c, h, w = x.shape
     if c not in (1, 3) or min(h // size, w // size) >= 2:  # Pillow's draft would shrink it: keep its pixels
         return None
@@ -162,16 +152,52 @@ def _small_jpeg(path, size: int, reading: Reading) -> tuple[np.ndarray, bool] | 
         from PIL import Image
         img = _squared(Image.fromarray(x[0] if c == 1 else x.transpose(1, 2, 0)), size, *reading)
         x = np.asarray(img).reshape(size, size, c).transpose(2, 0, 1)
-    return np.broadcast_to(x, (3, size, size)), c == 1
+    return np.broadcast_to(x, (3, size, size)), c == 1 and grey(reading.background)
 
 
-def decode_image(path, size: int, reading: Reading = Reading()) -> tuple[np.ndarray, bool]:
+def _small_jpegs(paths: list, size: int, reading: Reading) -> list:
+    """The JPEGs of at most about size x size pixels among paths, through torchvision's decoder
+    (libjpeg-turbo, as Pillow's, the same pixels; without Pillow's per-file parsing, several times
+    faster on small images), in one call for all, EXIF-rotated. For each path (uint8 (3, size, size),
+    grey), or None (another format, a larger image, CMYK, damaged): Pillow's path takes it."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+    limit = 3 * size * size  # bytes: a larger file holds a larger image, which Pillow's draft shrinks
+    found, encoded = [], []
+    for i, p in enumerate(paths):
+        if os.path.splitext(str(p))[1].lower() not in (".jpg", ".jpeg"):
+            continue
+        try:
+            with open(p, "rb") as f:
+                data = f.read(limit + 1)
+        except OSError:  # Pillow's path names the error
+            continue
+        if 0 < len(data) <= limit:
+            found.append(i)
+            encoded.append(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+
+    def decode(data):
+        try:
+            return decode_jpeg(data, mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
+        except RuntimeError:
+            return None
+    decoded = decode(encoded) if encoded else []
+    if decoded is None:  # one damaged file fails the whole list: each on its own
+        decoded = [decode(data) for data in encoded]
+    out = [None] * len(paths)
+    for i, x in zip(found, decoded):
+        out[i] = None if x is None else _fitted(x.numpy(), size, reading)
+    return out
+
+
+def decode_image(path, size: int, reading: Reading = Reading(), small: bool = True) -> tuple[np.ndarray, bool]:
     """One image file -> (uint8 (3, size, size), whether it holds grey values alone (GRAY_MODES;
-    composited on a grey background): then its three channels are equal), shrunk while it is decoded."""
+    composited on a grey background): then its three channels are equal), shrunk while it is decoded.
+    small=False: not a small JPEG that torchvision's decoder takes (_small_jpegs)."""
     from PIL import Image, ImageOps
-    small = _small_jpeg(path, size, reading)
-    if small is not None:
-        return small
+    found = _small_jpegs([path], size, reading)[0] if small else None
+    if found is not None:
+        return found
     with Image.open(path) as img:
         gray = img.mode in GRAY_MODES and grey(reading.background)
         # JPEG only: decode at a reduced scale, each side still at least size (covers the centre crop)
@@ -195,17 +221,46 @@ def _open_errors():
     return (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
-def _decode_chunk(paths, size: int, reading: Reading) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]:
-    """(uint8 (n, 3, size, size), which are grey (n,) bool, [(position in paths, why it cannot be read)])."""
+class Into(NamedTuple):
+    """Where decoded chunks go instead of back to the caller: image i at byte offset + i * C*S*S of
+    a file (the temp file of a cache), its first `channels` channels; with memory, also into
+    _building[i], the images in shared memory that a forked worker inherits."""
+    path: str
+    offset: int
+    channels: int
+    memory: bool = False
+
+
+_building = None  # uint8 (N, C, S, S) in shared memory while a build fills it; never pickled
+
+
+def _start_method() -> str | None:
+    """fork where there is one: the workers inherit torch, torchvision and _building."""
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else None
+
+
+def _decode_chunk(start: int, paths: list, size: int, reading: Reading, into: Into | None = None):
+    """The images paths[0..n), which are images start..start+n of the whole list: (uint8 (n, 3, size,
+    size), or None when written into a file, which are grey (n,) bool, [(position in paths, why it
+    cannot be read)]). Written by the worker itself, the pixels never cross between processes."""
     arr = np.zeros((len(paths), 3, size, size), dtype=np.uint8)
     gray = np.ones(len(paths), dtype=bool)
     bad = []
-    for i, p in enumerate(paths):
+    errors = _open_errors()
+    for i, (p, small) in enumerate(zip(paths, _small_jpegs(paths, size, reading))):
         try:
-            arr[i], gray[i] = decode_image(p, size, reading)
-        except _open_errors() as e:
+            arr[i], gray[i] = small if small is not None else decode_image(p, size, reading, small=False)
+        except errors as e:
             bad.append((i, _reason(e)))
-    return arr, gray, bad
+    if into is None:
+        return arr, gray, bad
+    rows = np.ascontiguousarray(arr[:, :into.channels])
+    if into.memory:
+        _building[start:start + len(rows)] = rows
+    with open(into.path, "r+b") as f:
+        f.seek(into.offset + start * into.channels * size * size)
+        f.write(rows)
+    return None, gray, bad
 
 
 # ---------------------------------------------------------------- many images, on every core
@@ -214,27 +269,29 @@ def _workers() -> int:
 
 
 def _chunked_map(fn, items: list, *args, quiet: bool = True, what: str = ""):
-    """fn(chunk, *args) for each CHUNK of items, in order, on a process pool (in this process for a
-    few items); a progress bar (images/s, ETA) on a terminal unless quiet."""
+    """fn(start, items[start:start + CHUNK], *args) for each chunk, in order, on a process pool (in
+    this process for a few items); a progress bar (images/s, ETA) on a terminal unless quiet."""
     from tqdm import tqdm
 
     from latentlab.cli import show_progress
-    chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
+    starts = range(0, len(items), CHUNK)
+    chunks = [items[s:s + CHUNK] for s in starts]
     workers = min(_workers(), len(chunks))
     with tqdm(total=len(items), unit="img", desc=what, disable=not show_progress(quiet),
               leave=False, dynamic_ncols=True) as bar:
         if workers <= 1 or multiprocessing.current_process().daemon:  # a daemon may not start processes
-            results = (fn(c, *args) for c in chunks)
+            results = (fn(s, c, *args) for s, c in zip(starts, chunks))
             for c, r in zip(chunks, results):
                 bar.update(len(c))
                 yield r
             return
-        # fork: the workers need no re-import of torch; they touch only Pillow and numpy
-        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
-            for c, r in zip(chunks, pool.map(fn, chunks, *[[a] * len(chunks) for a in args])):
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(_start_method()))
+        try:
+            for c, r in zip(chunks, pool.map(fn, starts, chunks, *[[a] * len(chunks) for a in args])):
                 bar.update(len(c))
                 yield r
+        finally:  # a stopped build waits for the chunks being decoded, not for the rest
+            pool.shutdown(cancel_futures=True)
 
 
 def unreadable_files(bad: list) -> str:
@@ -255,12 +312,16 @@ class Unreadable(UserError):
             super().__init__(f"cannot read {len(bad)} images: {unreadable_files(bad)}; remove or replace them{rest}")
 
 
-def decoded_chunks(paths: list, size: int, quiet: bool = True, reading: Reading = Reading()):
-    """Yield (start, uint8 (n, 3, size, size), which are grey (n,) bool) for consecutive chunks of
-    paths, decoded on every core; after the last, every unreadable file is named at once (Unreadable)."""
+def decoded_chunks(paths: list, size: int, quiet: bool = True, reading: Reading = Reading(),
+                   into: Into | None = None):
+    """Yield (start, uint8 (n, 3, size, size) or None when written into a file, which are grey (n,)
+    bool) for consecutive chunks of paths, decoded on every core; after the last, every unreadable
+    file is named at once (Unreadable)."""
+    if any(os.path.splitext(str(p))[1].lower() in (".jpg", ".jpeg") for p in paths):
+        import torchvision.io  # noqa: F401  here, before the workers fork: imported once, not once a worker
     bad = []
     for start, (arr, gray, errors) in zip(range(0, len(paths), CHUNK),
-                                          _chunked_map(_decode_chunk, paths, size, reading, quiet=quiet,
+                                          _chunked_map(_decode_chunk, paths, size, reading, into, quiet=quiet,
                                                        what="decoding images")):
         bad += [(paths[start + i], why) for i, why in errors]
         yield start, arr, gray
@@ -359,39 +420,68 @@ def _remove_dead_temps(final: Path) -> None:
             pass
 
 
-class _ColourAfterGrey(Exception):
-    """A colour image after a first chunk of grey ones: the build starts again with 3 channels."""
+class _OtherChannels(Exception):
+    """The images hold grey values alone, or not, unlike the header modes of the first chunk said:
+    the build starts again with this many channels."""
+
+    def __init__(self, channels: int):
+        self.channels = channels
+
+
+def _grey_modes(paths: list, reading: Reading) -> bool:
+    """Whether the images of paths (those Pillow can open) hold grey values alone, as decode_image
+    decides it, by their modes: Pillow reads only the headers."""
+    from PIL import Image
+    modes = []
+    for p in paths:
+        try:
+            with Image.open(p) as img:
+                modes.append(img.mode)
+        except _open_errors():  # named when the build decodes it
+            pass
+    return grey(reading.background) and all(m in GRAY_MODES for m in modes)
 
 
 def build_cache(files: list[Path], size: int, final: Path, quiet: bool = True, channels: int | None = None,
-                reading: Reading = Reading()) -> None:
+                reading: Reading = Reading(), memory_budget: int = 0) -> np.ndarray | None:
     """Decode files into final (.npy of uint8 (N, C, size, size); C: 1 if every image holds grey
-    values alone, else 3) through a temp file that only a complete build renames; older caches of
-    the same folder, size and resize mode are removed after it."""
+    values alone, else 3) through a temp file that only a complete build renames, and that each
+    worker writes the chunks it decodes into; older caches of the same folder, size and resize mode
+    are removed after it. Returns the images in memory when they fit memory_budget bytes (forked
+    workers write them into shared memory too; others' are read back as each chunk arrives), else None."""
+    global _building
     final.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_temps(final)
     tmp = final.parent / f".{final.name}.{socket.gethostname()}.{os.getpid()}.tmp"
-    chunks = decoded_chunks(files, size, quiet, reading)
-    start, arr, gray = next(chunks)
-    channels = channels or (1 if gray.all() else 3)  # guessed from the first chunk; a colour image later restarts
+    channels = channels or (1 if _grey_modes(files[:CHUNK], reading) else 3)  # a later image may restart it
     shape = (len(files), channels, size, size)
+    image_bytes = channels * size * size
+    images, shared = None, False
+    if len(files) * image_bytes <= memory_budget:
+        shared = _start_method() == "fork"
+        images = np.frombuffer(mmap.mmap(-1, len(files) * image_bytes), np.uint8).reshape(shape) if shared \
+            else np.empty(shape, dtype=np.uint8)
+    chunks, all_grey = iter(()), True
     try:
+        _building = images if shared else None
         np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape).flush()  # the .npy header
+        offset = os.path.getsize(tmp) - len(files) * image_bytes
         with open(tmp, "r+b") as f:
             try:  # claim the blocks now: a full disk stops the build here, not with a torn file
                 os.posix_fallocate(f.fileno(), 0, os.path.getsize(tmp))
             except (AttributeError, OSError) as e:  # no fallocate here (macOS, some network file systems)
                 if getattr(e, "errno", None) == errno.ENOSPC:
                     raise
-            f.seek(os.path.getsize(tmp) - int(np.prod(shape)))
-            while True:  # chunks arrive in order: one sequential write
+            chunks = decoded_chunks(files, size, quiet, reading, Into(str(tmp), offset, channels, shared))
+            for start, _, gray in chunks:
                 if channels == 1 and not gray.all():
-                    raise _ColourAfterGrey
-                f.write(np.ascontiguousarray(arr[:, :channels]).tobytes())
-                start, arr, gray = next(chunks, (None, None, None))
-                if start is None:
-                    break
-            f.flush()
+                    raise _OtherChannels(3)
+                all_grey &= bool(gray.all())
+                if images is not None and not shared:  # the chunk is in the page cache now
+                    f.seek(offset + start * image_bytes)
+                    f.readinto(memoryview(images[start:start + len(gray)]).cast("B"))
+            if channels == 3 and all_grey:
+                raise _OtherChannels(1)
             os.fsync(f.fileno())
         os.replace(tmp, final)
         dir_fd = os.open(final.parent, os.O_RDONLY)
@@ -400,18 +490,21 @@ def build_cache(files: list[Path], size: int, final: Path, quiet: bool = True, c
         finally:
             os.close(dir_fd)
     except BaseException as e:
-        chunks.close()
+        chunks.close()  # the workers stop before the temp file goes
         tmp.unlink(missing_ok=True)
-        if isinstance(e, _ColourAfterGrey):
-            return build_cache(files, size, final, quiet, channels=3, reading=reading)
+        if isinstance(e, _OtherChannels):
+            return build_cache(files, size, final, quiet, e.channels, reading, memory_budget)
         if isinstance(e, OSError) and not isinstance(e, PermissionError):
             raise UserError(f"cannot write the decoded cache of this folder ({np.prod(shape) / 1e9:.2f} GB) to "
                             f"{shown(final.parent)}: {e.strerror or e}; free space there or give --data_dir "
                             f"on another disk")
         raise
+    finally:
+        _building = None
     for old in final.parent.glob(f"{final.name.rsplit('-', 1)[0]}-*.npy"):
         if old != final:
             old.unlink(missing_ok=True)
+    return images
 
 
 def folder_images(root: Path, listing: Listing, order: np.ndarray, size: int, cache_dir: Path,
@@ -424,7 +517,9 @@ def folder_images(root: Path, listing: Listing, order: np.ndarray, size: int, ca
     try:
         final = cache_path(listing, order, size, cache_dir, root, reading)
         if not _valid(final, len(ordered), size):
-            build_cache(ordered, size, final, quiet, reading=reading)
+            images = build_cache(ordered, size, final, quiet, reading=reading, memory_budget=memory_budget)
+            if images is not None:
+                return images
     except PermissionError as e:
         if not quiet:
             print(f"note: cannot write the decoded cache to {shown(cache_dir)} ({e.strerror}); decoding into "

@@ -133,6 +133,42 @@ def test_a_folder_over_the_memory_budget_trains_from_its_memory_map_to_the_same_
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
+def mapped_file(tensor: torch.Tensor) -> str:
+    """The file whose mapping holds the tensor's first byte ('' for anonymous memory)."""
+    ptr = tensor.data_ptr()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        lo, hi = (int(v, 16) for v in fields[0].split("-"))
+        if lo <= ptr < hi:
+            return fields[5] if len(fields) > 5 else ""
+    return ""
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads the process's mappings from /proc")
+def test_a_training_over_the_memory_budget_reads_its_split_from_the_map_and_saves_the_test_split_alone(
+        tmp_path, monkeypatch):
+    from conftest import run_main
+    from latentlab import experiment
+    folder = make_folder(tmp_path / "photos", per_class=20, size=8)
+    handed = []
+    for name in ("train_model", "fit_pca"):  # each is handed the training images
+        real = getattr(experiment, name)
+
+        def spy(*args, real=real, **kwargs):
+            handed.append(next(a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)
+                               or hasattr(a, "images")))
+            return real(*args, **kwargs)
+        monkeypatch.setattr(experiment, name, spy)
+    run_main("train", "--dataset", f"folder:{folder}", "--latent_size", 4, "--num_epochs", 1, "--image_size", 8,
+             "--snapshot_every", 0, "--memory_budget", "1e-9", "--data_dir", tmp_path / "cache", "--quiet",
+             "--output_dir", tmp_path / "out")
+    [cache] = caches(tmp_path / "cache")
+    images = [getattr(h, "images", h) for h in handed]
+    assert len(images) == 3 and all(mapped_file(x) == str(cache.resolve()) for x in images)  # PCA, 2-d, 4-d model
+    test_images = torch.load(tmp_path / "out" / "test_data.pth", weights_only=True)["images"]
+    assert len(test_images) == 8 and test_images.untyped_storage().nbytes() == test_images.numel()
+
+
 @pytest.mark.parametrize("family", ["conv", "vae"])
 @pytest.mark.parametrize("size,stages", [(64, 4), (128, 5)])
 def test_the_conv_family_adds_stages_as_large_images_allow(family, size, stages):
@@ -162,6 +198,14 @@ def test_the_data_benchmark_runs_on_a_tiny_folder_and_refuses_a_bad_size(tmp_pat
     assert out.count("load_dataset, from the cache") == 2 and out.count("ImageFolder's speed") == 2
     bad = run_script("benchmarks/bench_data.py", "--photo_size", "3000", check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "is not WIDTHxHEIGHT" in bad.stderr
+
+
+@pytest.mark.slow
+def test_the_data_benchmark_measures_a_training_from_the_map_and_from_memory(tmp_path):
+    out = run_script("benchmarks/bench_data.py", "--work_dir", tmp_path, "--photos", 0, "--small", 0,
+                     "--small_size", "16x16", "--image_size", 8, "--train_sizes", 30).stdout
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["30"]]
+    assert [r[2] for r in rows] == ["mapped", "memory"] and all(float(r[4]) > float(r[5]) > 0 for r in rows)
 
 
 def test_colour_images_after_many_grey_ones_make_a_colour_cache(tmp_path):
@@ -225,7 +269,7 @@ def box(image: torch.Tensor) -> tuple[int, int]:
 def test_crop_keeps_a_circle_round_and_squash_does_not(tmp_path, width, suffix):
     root = save_both_classes(tmp_path / "discs", disc(width, width // 2), suffix)
     if suffix == ".jpg":
-        small = image_folder._small_jpeg(root / "a" / "0.jpg", 16, image_folder.Reading())
+        small = image_folder._small_jpegs([root / "a" / "0.jpg"], 16, image_folder.Reading())[0]
         assert (small is not None) == (width == 48)
     for image in loaded(root, tmp_path):  # crop: the default for folders
         w, h = box(image)
@@ -252,6 +296,29 @@ def test_a_grey_photo_padded_with_a_colour_becomes_a_colour_image(tmp_path, widt
     x = loaded(root, tmp_path, resize="pad", background="#0000ff")
     assert x.shape[1] == 3 and (x[:, :, :4] == torch.tensor([0, 0, 255], dtype=torch.uint8)[:, None, None]).all()
     assert (x[:, :, 5:11] - 128).abs().max() <= 2  # the photo, grey in all three channels
+
+
+@pytest.mark.parametrize("width", [16, 48, 192])  # as large as the output, smaller than a draft, larger
+def test_grey_jpegs_on_a_colour_background_make_a_colour_cache_at_any_size(tmp_path, width):
+    root = save_both_classes(tmp_path / "grey", Image.new("L", (width, width), 90), ".jpg")
+    x = loaded(root, tmp_path, background="#0000ff")  # cropped: the background never shows
+    assert x.shape[1] == 3 and (x - 90).abs().max() <= 2
+    assert loaded(root, tmp_path / "white").shape[1] == 1
+
+
+@pytest.mark.parametrize("start_method", ["fork", None])  # workers that share the images, or a read back
+def test_the_images_a_build_returns_are_the_ones_it_cached(tmp_path, monkeypatch, start_method):
+    folder = make_folder(tmp_path / "photos", per_class=70, size=12)  # three chunks
+    for i in range(0, 70, 7):  # small JPEGs too: torchvision's decoder
+        Image.open(folder / "cats" / f"{i:03d}.png").save(folder / "cats" / f"{i:03d}.jpg")
+    monkeypatch.setattr(image_folder, "_start_method", lambda: start_method)
+    listing, order = split_order(folder)
+    files = [listing.files[i] for i in order]
+    final = tmp_path / "cache" / "images.npy"
+    images = image_folder.build_cache(files, 12, final, memory_budget=2**30)
+    assert np.array_equal(images, np.load(final)) and np.array_equal(images, image_folder.decode_images(files, 12))
+    assert images.shape == (150, 3, 12, 12) and images[:, :, 2:-2].mean() > 10
+    assert image_folder.build_cache(files, 12, final, memory_budget=1) is None  # over the budget: the file alone
 
 
 def transparent(mode: str) -> Image.Image:
