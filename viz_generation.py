@@ -68,7 +68,7 @@ def check_indices(index, n: int) -> None:
 
 
 def main(args) -> dict:
-    """Draw the figures of --mode; returns {figure name: path written}."""
+    """Draw the figures of --mode (and score, with --mode score or all); returns {figure name: path written}."""
     import torch
 
     from latentlab import files, generation as gen, plots
@@ -110,10 +110,13 @@ def main(args) -> dict:
         written[name] = path
         print(f"wrote {path}")
 
-    def decode(k, z, flags):
+    def room_for(k, n, flags):
         shape = nets[k].config.image_shape
-        with memory_for(f"{len(z)} decoded images of {'x'.join(map(str, shape))}", flags,
-                        2 * len(z) * math.prod(shape) * 4):  # float32 images, and their concatenation
+        return memory_for(f"{n} decoded images of {'x'.join(map(str, shape))}", flags,
+                          2 * n * math.prod(shape) * 4)  # float32 images, and their concatenation
+
+    def decode(k, z, flags):
+        with room_for(k, len(z), flags):
             return gen.decode_latents(nets[k], z, device)
 
     def title(m, what):
@@ -126,6 +129,8 @@ def main(args) -> dict:
         sampler = samplers[0]
         for m in models:
             k = m.latent_size
+            with room_for(k, args.num_samples, "--num_samples"):  # refused before a sampler is fitted and cached
+                pass
             with worded("lower --gmm_components"):
                 packed = None if sampler == "prior" else gen.fitted_sampler(z_train[k], sampler, args.gmm_components,
                                                                             args.seed, out / "cache")
@@ -181,7 +186,7 @@ def main(args) -> dict:
                         f"the {len(dims)} highest-variance dimensions of the test latents")
                 save(plots.image_rows(rows, title(m, what), col_titles=cols), f"traversal_latent_size_{m.latent_size}")
     if "score" in modes:
-        written["scores"] = score(args, out, run_id, data, models, nets, train_x, train_y, z_train, pca, samplers, device)
+        score(args, out, run_id, data, models, nets, train_x, train_y, z_train, pca, samplers, device)  # prints its JSON's path
     return written
 
 

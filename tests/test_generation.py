@@ -212,7 +212,8 @@ def test_vae_end_to_end(tmp_path):
              "generation_interpolation_latent_size_4.png", "generation_manifold_latent_size_2.png",
              "generation_traversal_latent_size_4.png"]
     assert_pngs(tmp_path, names)
-    assert proc.stdout.count("wrote ") == len(names)
+    assert (tmp_path / "generation_latent_size_4.json").is_file()  # --mode all scores too
+    assert proc.stdout.count("wrote ") == len(names) + 1
 
 
 @pytest.mark.parametrize("bad, message", [(["--index", "359"], "--index 359 is out of range"),
