@@ -21,7 +21,7 @@ from pathlib import Path
 
 from latentlab.cli import (figure_images, make_parser, mixture_components, nonneg_int, row_length, run, scored_images,
                            std_multiple, width)
-from latentlab.generation import SAMPLERS
+from latentlab.generation import GMM_COMPONENTS, NUM_SCORED, SAMPLERS
 from latentlab.inputs import add_input_flags
 
 MODES = ("sample", "interpolate", "traverse", "score", "all")
@@ -35,8 +35,8 @@ def parse_args(argv=None):
     g.add_argument("--sampler", nargs="+", default=["gaussian"], choices=SAMPLERS,
                    help="how new latents are drawn, each scored (the first draws the figure): gaussian or gmm fitted "
                         "on the training latents, prior N(0, I) (VAE only)")
-    g.add_argument("--gmm_components", type=mixture_components, default=10, help="gmm: components of the mixture")
-    g.add_argument("--num_scored", type=scored_images, default=10000,
+    g.add_argument("--gmm_components", type=mixture_components, default=GMM_COMPONENTS, help="gmm: components of the mixture")
+    g.add_argument("--num_scored", type=scored_images, default=NUM_SCORED,
                    help="score: generated images per sampler, scored against the test images")
     g.add_argument("--num_samples", type=figure_images, default=64, help="sample: images in the grid (at most 1024)")
     g.add_argument("--index", type=nonneg_int, nargs="+", default=None, metavar="I",

@@ -44,6 +44,8 @@ def sample_gaussian(mean: torch.Tensor, cov: torch.Tensor, n: int, generator: to
 
 
 SAMPLERS = ("gaussian", "gmm", "prior")
+NUM_SCORED = 10_000  # generated images scored per sampler (viz_generation.py --num_scored, the sweep)
+GMM_COMPONENTS = 10  # components of the gmm sampler (viz_generation.py --gmm_components, the sweep)
 GMM_FIT_MAX = 20_000  # latents a mixture is fitted on (a seeded sample): EM's cost grows with n * N**2 per component
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 import torch
 
-from latentlab import feature_net, files, gen_scores
+from latentlab import feature_net, files, gen_scores, generation as gen
 from latentlab.cli import UserError
 from latentlab.inputs import find_models, find_pca_baseline, find_test_data, load_training_split
 from latentlab.inference import encode_images, reconstruct_batches, sample_test_items
@@ -50,7 +50,6 @@ METRICS = {"test_mse": ("test MSE", False), "test_psnr": ("test PSNR (dB)", True
            "kmeans_nmi": ("k-means NMI", True), "gen_fd": ("FD of samples (best sampler)", False),
            "gen_precision": ("precision of samples", True), "gen_recall": ("recall of samples", True)}
 GENERATION = ("gen_fd", "gen_precision", "gen_recall")
-GEN_SCORED, GEN_COMPONENTS = 10_000, 10  # viz_generation.py's defaults
 # the flags that make a job's numbers what they are (dataset and seed are in its folder's name);
 # a finished job is reused only when they agree
 SETTINGS = (*RESULT_SETTINGS, "num_samples", "folds")
@@ -269,12 +268,12 @@ def generation_scores(trained_folder, data: dict, m, decode, encode, samplers, s
                                          data["labels"], len(data["class_names"]), device)
     scorer = gen_scores.Scorer.of_test_images(net, data["images"], device)
     pairs = gen_scores.test_pairs(len(data["images"]), settings["seed"])
-    scores = gen_scores.space_scores(decode, encode(train_x).numpy(), encode(data["images"]), samplers, GEN_COMPONENTS,
-                                     GEN_SCORED, settings["seed"], scorer, folder / "cache", pairs)
+    scores = gen_scores.space_scores(decode, encode(train_x).numpy(), encode(data["images"]), samplers, gen.GMM_COMPONENTS,
+                                     gen.NUM_SCORED, settings["seed"], scorer, folder / "cache", pairs)
     best = gen_scores.best_sampler(scores["samples"])
     b = scores["samples"][best]
     return {"metrics": {"gen_fd": b["fd"], "gen_precision": b["precision"], "gen_recall": b["recall"]},
-            "best_sampler": best, **scores, "num_scored": GEN_SCORED, "classifier_accuracy": classifier["test_accuracy"],
+            "best_sampler": best, **scores, "num_scored": gen.NUM_SCORED, "classifier_accuracy": classifier["test_accuracy"],
             "classifier": classifier["path"]}
 
 
