@@ -21,8 +21,8 @@ classification_latent_size_{N}.json and confusion_matrix_latent_size_{N}.png (on
 the one classifier most accurate on the N-d latents, like for like).
 """
 from latentlab.cli import fold_count, make_parser, run, show_progress, text_table
-from latentlab.inputs import add_input_flags
-from latentlab.probes import PROBES
+from latentlab.store.inputs import add_input_flags
+from latentlab.analysis.probes import PROBES
 
 PROTOCOLS = ("cv", "heldout")
 BASELINES = {"pca": "pca", "pixels": "raw_pixels"}  # flag value -> feature set
@@ -45,7 +45,7 @@ def parse_args(argv=None):
 
 def training_latents(lat):
     """The training-split latents beside test latents `lat`, checked to come from the same model."""
-    from latentlab import artifacts, files
+    from latentlab.store import artifacts, files
     from latentlab.cli import UserError
     path = files.latents_path(lat.path.parent, lat.latent_size, "train")
     if not path.is_file():
@@ -67,16 +67,17 @@ def main(args) -> dict:
     from sklearn.metrics import confusion_matrix
     from tqdm import tqdm
 
-    from latentlab import caveats, files, plots
-    from latentlab.artifacts import check_latents_match
+    from latentlab import caveats, plots
+    from latentlab.store import files
+    from latentlab.store.artifacts import check_latents_match
     from latentlab.cli import UserError, memory_for, pick_device, seed_everything, worded
-    from latentlab.datasets import to_float
-    from latentlab.inputs import find_latents, find_pca_baseline, find_test_data, read_training_split, reading_of
-    from latentlab.mlp_probe import PROBE_EPOCHS, PROBE_MIN_STEPS
-    from latentlab.probes import MAX_PROBE_FEATURES
-    from latentlab.pca import pca_encode
-    from latentlab.runs import claim
-    from latentlab.probes import (HELDOUT_KNN_KS, best_probe, check_folds, heldout_scores_of_sets,
+    from latentlab.data.datasets import to_float
+    from latentlab.store.inputs import find_latents, find_pca_baseline, find_test_data, read_training_split, reading_of
+    from latentlab.analysis.mlp_probe import PROBE_EPOCHS, PROBE_MIN_STEPS
+    from latentlab.analysis.probes import MAX_PROBE_FEATURES
+    from latentlab.analysis.pca import pca_encode
+    from latentlab.store.runs import claim
+    from latentlab.analysis.probes import (HELDOUT_KNN_KS, best_probe, check_folds, heldout_scores_of_sets,
                                   probe_scores_of_sets)
 
     seed_everything(args.seed)

@@ -15,7 +15,7 @@ and a .json beside it (split, labels, indices into the split, class names, datas
 with --tensorboard, also the latents in TensorBoard's projector (tensorboard --logdir output/tensorboard).
 """
 from latentlab.cli import batch_images, count_or_all, make_parser, progress, run
-from latentlab.inputs import add_input_flags
+from latentlab.store.inputs import add_input_flags
 
 
 def parse_args(argv=None):
@@ -38,11 +38,12 @@ def main(args) -> dict:
 
     import numpy as np
 
-    from latentlab import artifacts, files, tensorboard_log
+    from latentlab.store import artifacts, files
+    from latentlab.train import tensorboard_log
     from latentlab.cli import UserError, memory_for, pick_device, seed_everything
-    from latentlab.inference import encode_images, sample_test_items
-    from latentlab.inputs import find_models, load_training_split, reading_of, say
-    from latentlab.runs import claim
+    from latentlab.analysis.inference import encode_images, sample_test_items
+    from latentlab.store.inputs import find_models, load_training_split, reading_of, say
+    from latentlab.store.runs import claim
     from model.autoencoder import model_from_checkpoint
 
     if args.tensorboard:

@@ -14,8 +14,8 @@ is drawn, and the page says so.
 Writes to --output_dir: explorer_latent_size_{N}.html.
 """
 from latentlab.cli import batch_images, grid_side, make_parser, positive_int, progress, run
-from latentlab.inputs import add_input_flags
-from latentlab.projection import METHODS
+from latentlab.store.inputs import add_input_flags
+from latentlab.analysis.projection import METHODS
 
 
 def parse_args(argv=None):
@@ -37,14 +37,15 @@ def main(args) -> dict:
     import numpy as np
     import torch
 
-    from latentlab import explorer, files
-    from latentlab.artifacts import check_latents_match
+    from latentlab.analysis import explorer
+    from latentlab.store import files
+    from latentlab.store.artifacts import check_latents_match
     from latentlab.cli import UserError, memory_for, pick_device, seed_everything, worded
-    from latentlab.generation import decode_latents, manifold_grid
-    from latentlab.inference import encode_images
-    from latentlab.inputs import find_latents, find_models, say
-    from latentlab.runs import claim
-    from latentlab.projection import METHOD_NAMES, axis_labels, view_2d
+    from latentlab.generate.sampling import decode_latents, manifold_grid
+    from latentlab.analysis.inference import encode_images
+    from latentlab.store.inputs import find_latents, find_models, say
+    from latentlab.store.runs import claim
+    from latentlab.analysis.projection import METHOD_NAMES, axis_labels, view_2d
     from model.autoencoder import model_from_checkpoint
 
     seed_everything(args.seed)

@@ -59,11 +59,11 @@ def parse_args(argv=None):
 def main(args) -> dict:
     import time
 
-    from latentlab import files
-    from latentlab.inputs import say
-    from latentlab.launch import Progress, run_jobs
-    from latentlab.sweep import PCA, check_jobs, family_name, job_state, load_finished, make_jobs, metrics_path
-    from latentlab.sweep_report import aggregate, run_rows, to_markdown, write_outputs
+    from latentlab.store import files
+    from latentlab.store.inputs import say
+    from latentlab.sweep.launch import Progress, run_jobs
+    from latentlab.sweep.jobs import PCA, check_jobs, family_name, job_state, load_finished, make_jobs, metrics_path
+    from latentlab.sweep.report import aggregate, run_rows, to_markdown, write_outputs
 
     t0 = time.perf_counter()
     datasets, seeds = list(dict.fromkeys(args.datasets)), list(dict.fromkeys(args.seeds))

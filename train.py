@@ -26,7 +26,7 @@ def parse_args(argv=None):
 
 
 def main(args):
-    from latentlab.experiment import run_training
+    from latentlab.train.run import run_training
     return run_training(args)
 
 

@@ -2,7 +2,7 @@
 
 Samples new images from latents drawn by a sampler fitted on the training split's latents (or a
 VAE's prior), interpolates between two test images, traverses the latent space (the 2-d model's
-manifold; one dimension at a time of the N-d model), and scores generation (latentlab/gen_scores.py):
+manifold; one dimension at a time of the N-d model), and scores generation (latentlab/generate/scores.py):
 Frechet distance and precision/recall of --num_scored samples of each --sampler against the test
 images, in the features of a classifier trained once per dataset, beside the training images, PCA,
 the reconstructions, and the midpoints of test pairs.
@@ -21,8 +21,8 @@ from pathlib import Path
 
 from latentlab.cli import (figure_images, make_parser, mixture_components, nonneg_int, row_length, run, scored_images,
                            std_multiple, width)
-from latentlab.generation import GMM_COMPONENTS, NUM_SCORED, SAMPLERS
-from latentlab.inputs import add_input_flags
+from latentlab.generate.sampling import GMM_COMPONENTS, NUM_SCORED, SAMPLERS
+from latentlab.store.inputs import add_input_flags
 
 MODES = ("sample", "interpolate", "traverse", "score", "all")
 
@@ -71,12 +71,14 @@ def main(args) -> dict:
     """Draw the figures of --mode (and score, with --mode score or all); returns {figure name: path written}."""
     import torch
 
-    from latentlab import files, generation as gen, plots
+    from latentlab import plots
+    from latentlab.generate import sampling as gen
+    from latentlab.store import files
     from latentlab.cli import UserError, memory_for, pick_device, seed_everything, worded
-    from latentlab.datasets import to_float
-    from latentlab.inference import encode_images
-    from latentlab.inputs import find_models, find_pca_baseline, load_training_split
-    from latentlab.runs import claim
+    from latentlab.data.datasets import to_float
+    from latentlab.analysis.inference import encode_images
+    from latentlab.store.inputs import find_models, find_pca_baseline, load_training_split
+    from latentlab.store.runs import claim
     from model.autoencoder import model_from_checkpoint
 
     if args.steps < 2:
@@ -192,9 +194,10 @@ def main(args) -> dict:
 
 def score(args, out, run_id, data, models, nets, train_x, train_y, z_train, pca, samplers, device):
     """The scores of every sampler and baseline: generation_latent_size_{N}.json and a printed table."""
-    from latentlab import feature_net, files, gen_scores
+    from latentlab.generate import feature_net, scores as gen_scores
+    from latentlab.store import files
     from latentlab.cli import text_table, worded
-    from latentlab.inputs import say
+    from latentlab.store.inputs import say
 
     net, classifier = feature_net.obtain(out, data["dataset"], train_x, train_y, data["images"], data["labels"],
                                          len(data["class_names"]), device, args.quiet)

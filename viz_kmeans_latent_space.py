@@ -12,8 +12,8 @@ kmeans_{space}_space_latent_size_{k}.png per model (the clusters in a 2-D view w
 centroids, and a heatmap of clusters against classes) and kmeans_{space}_space_latent_size_{N}.json.
 """
 from latentlab.cli import at_least_two, make_parser, run, text_table, width
-from latentlab.inputs import add_input_flags
-from latentlab.projection import METHODS
+from latentlab.store.inputs import add_input_flags
+from latentlab.analysis.projection import METHODS
 
 
 def parse_args(argv=None):
@@ -36,12 +36,13 @@ def main(args) -> dict:
 
     import numpy as np
 
-    from latentlab import caveats, files, plots
+    from latentlab import caveats, plots
+    from latentlab.store import files
     from latentlab.cli import UserError, memory_for, seed_everything, worded
-    from latentlab.inputs import find_latents, say
-    from latentlab.runs import claim
-    from latentlab.scores import kmeans_scores
-    from latentlab.projection import METHOD_NAMES, axis_labels, clustering_space, view_2d
+    from latentlab.store.inputs import find_latents, say
+    from latentlab.store.runs import claim
+    from latentlab.analysis.scores import kmeans_scores
+    from latentlab.analysis.projection import METHOD_NAMES, axis_labels, clustering_space, view_2d
 
     seed_everything(args.seed)
     out, cache = Path(args.output_dir), Path(args.output_dir) / "cache"

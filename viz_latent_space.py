@@ -10,8 +10,8 @@ are cached in --output_dir/cache/ by the content of the latents and the paramete
 Writes to --output_dir: projection_{vis_type}_latent_size_{N}.png and .json.
 """
 from latentlab.cli import fold_count, make_parser, run
-from latentlab.inputs import add_input_flags
-from latentlab.projection import METHODS
+from latentlab.store.inputs import add_input_flags
+from latentlab.analysis.projection import METHODS
 
 
 def parse_args(argv=None):
@@ -26,9 +26,9 @@ def parse_args(argv=None):
 def view_and_score(lat, args, cache):
     """(the metrics row, the figure panel) of one latent space: its 2-D view, k-NN in the view and,
     for a projection, trustworthiness and k-NN in the latents themselves."""
-    from latentlab.probes import KNN_K, probe_scores
-    from latentlab.projection import METHOD_NAMES, axis_labels, view_2d
-    from latentlab.scores import trustworthiness
+    from latentlab.analysis.probes import KNN_K, probe_scores
+    from latentlab.analysis.projection import METHOD_NAMES, axis_labels, view_2d
+    from latentlab.analysis.scores import trustworthiness
 
     xy, info = view_2d(lat.z, args.vis_type, args.seed, cache, args.quiet)
     knn = probe_scores(xy, lat.labels, ("knn",), args.folds, args.seed, KNN_K, cache_dir=cache)["knn"]
@@ -55,11 +55,12 @@ def main(args) -> dict:
 
     import numpy as np
 
-    from latentlab import caveats, files, plots
+    from latentlab import caveats, plots
+    from latentlab.store import files
     from latentlab.cli import memory_for, seed_everything, worded
-    from latentlab.inputs import find_latents
-    from latentlab.runs import claim
-    from latentlab.probes import KNN_K
+    from latentlab.store.inputs import find_latents
+    from latentlab.store.runs import claim
+    from latentlab.analysis.probes import KNN_K
 
     seed_everything(args.seed)
     out = Path(args.output_dir)

@@ -9,7 +9,7 @@ of its size, each with its test MSE, the class name over each column) and
 reconstruction_latent_size_{N}.json (MSE, PSNR, SSIM).
 """
 from latentlab.cli import batch_images, figure_images, make_parser, progress, run, text_table
-from latentlab.inputs import add_input_flags
+from latentlab.store.inputs import add_input_flags
 
 
 def parse_args(argv=None):
@@ -26,14 +26,15 @@ def main(args) -> dict:
 
     import torch
 
-    from latentlab import caveats, files, plots
+    from latentlab import caveats, plots
+    from latentlab.store import files
     from latentlab.cli import UserError, memory_for, pick_device, seed_everything
-    from latentlab.inputs import find_models, find_pca_baseline
-    from latentlab.runs import claim
+    from latentlab.store.inputs import find_models, find_pca_baseline
+    from latentlab.store.runs import claim
     from model.autoencoder import model_from_checkpoint
-    from latentlab.inference import reconstruct_batches
-    from latentlab.pca import pca_reconstruct_batches
-    from latentlab.scores import reconstruction_scores
+    from latentlab.analysis.inference import reconstruct_batches
+    from latentlab.analysis.pca import pca_reconstruct_batches
+    from latentlab.analysis.scores import reconstruction_scores
 
     device = pick_device(args.device)
     seed_everything(args.seed)

@@ -126,7 +126,7 @@ def measure(path: str, folder: str, image_size: int, cache: str) -> dict:
         loader = DataLoader(ds, batch_size=256, num_workers=workers, persistent_workers=False)
         count = len(torch.cat([batch for batch, _ in loader]))
     else:
-        from latentlab.datasets import load_dataset
+        from latentlab.data.datasets import load_dataset
         # squashed, as ImageFolder's Resize((S, S)) above: the same work on both paths
         data = load_dataset(f"folder:{folder}", image_size=image_size, data_dir=cache, quiet=True, resize="squash")
         count = len(data.train_x) + len(data.test_x)

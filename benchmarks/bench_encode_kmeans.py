@@ -4,10 +4,10 @@ k-means on the latents, as the steps compute them.
     python benchmarks/bench_encode_kmeans.py --model_path output/fm/model_latent_size_256.pth \
         --dataset fashion-mnist --data_dir /usr/share/datasets/fashion-mnist
 
-Encodes every image with latentlab.inference.encode_images (batches of --batch_size) and prints the
+Encodes every image with latentlab.analysis.inference.encode_images (batches of --batch_size) and prints the
 seconds, images/s and the process's peak resident memory (RSS) before and after: the growth is
 the latents themselves plus one batch, whatever the number of images. Then runs
-latentlab.scores.kmeans_scores (k-means++, 10 restarts, seeded; NMI, ARI, purity, silhouette on
+latentlab.analysis.scores.kmeans_scores (k-means++, 10 restarts, seeded; NMI, ARI, purity, silhouette on
 5000 samples) on the (N, latent size) latents with one cluster per class, and prints its seconds.
 """
 from __future__ import annotations
@@ -44,11 +44,11 @@ def main(args) -> dict:
     import numpy as np
     import torch
 
-    from latentlab import artifacts
+    from latentlab.store import artifacts
     from latentlab.cli import pick_device
-    from latentlab.datasets import load_dataset
-    from latentlab.inference import encode_images
-    from latentlab.scores import kmeans_scores
+    from latentlab.data.datasets import load_dataset
+    from latentlab.analysis.inference import encode_images
+    from latentlab.analysis.scores import kmeans_scores
     from model.autoencoder import model_from_checkpoint
 
     device = pick_device(args.device)

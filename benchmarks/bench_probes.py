@@ -1,4 +1,4 @@
-"""Step 6's probes (latentlab.probes) against scikit-learn's classifiers of the same kind, on the
+"""Step 6's probes (latentlab.analysis.probes) against scikit-learn's classifiers of the same kind, on the
 same stratified folds: LogisticRegression, KNeighborsClassifier(10) and MLPClassifier (256 hidden,
 Adam, lr 1e-3, batches of 256, the same number of epochs), the first and last on standardised
 features.
@@ -24,8 +24,8 @@ def sklearn_probe(name: str, epochs: int):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from latentlab.mlp_probe import MLP_BATCH, MLP_HIDDEN, MLP_LR, MLP_WEIGHT_DECAY
-    from latentlab.probes import KNN_K
+    from latentlab.analysis.mlp_probe import MLP_BATCH, MLP_HIDDEN, MLP_LR, MLP_WEIGHT_DECAY
+    from latentlab.analysis.probes import KNN_K
     if name == "knn":
         return KNeighborsClassifier(n_neighbors=KNN_K)
     if name == "linear":
@@ -39,9 +39,9 @@ def load_features(args):
     """(features (n, d) float32, labels (n,), what they are in words)."""
     import numpy as np
 
-    from latentlab import artifacts, files
+    from latentlab.store import artifacts, files
     from latentlab.cli import UserError
-    from latentlab.datasets import to_float
+    from latentlab.data.datasets import to_float
     if args.digits:
         from sklearn.datasets import load_digits
         x, y = load_digits(return_X_y=True)
@@ -72,7 +72,7 @@ def main(argv=None):
     from sklearn.model_selection import StratifiedKFold
     from threadpoolctl import threadpool_limits
 
-    from latentlab import mlp_probe, probes
+    from latentlab.analysis import mlp_probe, probes
     x, labels, what = load_features(args)
     y = np.unique(labels, return_inverse=True)[1].reshape(-1)
     splits = list(StratifiedKFold(args.folds, shuffle=True, random_state=0).split(x, y))

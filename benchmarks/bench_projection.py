@@ -3,7 +3,7 @@
     python benchmarks/bench_projection.py --latents output/latent_space_size_256.npy
     python benchmarks/bench_projection.py --samples 2000 --methods umap pca    # synthetic latents, quick
 
-For each method, three figures, every one taken as latentlab.projection computes it (standardise,
+For each method, three figures, every one taken as latentlab.analysis.projection computes it (standardise,
 first 50 principal components for UMAP and t-SNE, then the method; the result cache is off):
 
 - `cold`: a fresh Python process with an empty numba cache directory (the very first run on a
@@ -68,7 +68,7 @@ def synthetic(samples: int, dims: int, seed: int = 0):
 
 def load_latents(args):
     if args.latents:
-        from latentlab.artifacts import load_latents as load
+        from latentlab.store.artifacts import load_latents as load
         return load(args.latents).z
     return synthetic(args.samples, args.dims)
 
@@ -78,7 +78,7 @@ def worker(args) -> dict:
     """Time the imports and the first projection in this (fresh) process; with --second, a second
     projection of slightly different latents (so nothing is cached) in the same process."""
     t0 = time.perf_counter()
-    from latentlab import projection
+    from latentlab.analysis import projection
     if args.worker.startswith("umap"):
         projection.import_umap()
     t_import = time.perf_counter() - t0

@@ -1,5 +1,5 @@
 """What the training record and its animations cost: a train.py run, with the time spent in
-latentlab.animation.TrainingRecord.add (each epoch) and write_animations (at the end) summed.
+latentlab.train.animation.TrainingRecord.add (each epoch) and write_animations (at the end) summed.
 
     python benchmarks/bench_record.py --latent_size 2 --model mlp --dataset fashion-mnist \
         --data_dir /usr/share/datasets/fashion-mnist --num_epochs 4 --quiet
@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import train  # noqa: E402
-from latentlab import animation  # noqa: E402
+from latentlab.train import animation  # noqa: E402
 from latentlab.cli import run  # noqa: E402
 
 

@@ -12,7 +12,7 @@ ratios (the two paths of a ratio ran seconds apart, so the drift of a shared mac
   batches already on the device, in the layout and precision train.py uses (--precision, as
   train.py's flag: auto picks bf16 autocast on CUDA and on CPUs with native bf16): the machine's
   pace for this model.
-- `train.py loop`: `latentlab.training.train_model` itself, one warm-up epoch then one timed epoch
+- `train.py loop`: `latentlab.train.loop.train_model` itself, one warm-up epoch then one timed epoch
   over a subset of --steps batches (its own images/s, which excludes the checkpoint write; its
   validation split here is 64 images, so the figure is the training steps' pace).
 - `PIL, w workers`: the path torchvision datasets give: a Dataset
@@ -25,7 +25,7 @@ ratios (the two paths of a ratio ran seconds apart, so the drift of a shared mac
 - `compiled` (--compile): train.py's step with torch.compile; its compile time is printed too, and
   the number of images after which it pays for itself.
 - `UMAP loss, E edges` (--umap_edges E ...): the `train.py loop` path with train.py's UMAP loss
-  (--umap_weight, latentlab.umap_loss) drawing E edges per step from the UMAP graph of the timed
+  (--umap_weight, latentlab.train.umap_loss) drawing E edges per step from the UMAP graph of the timed
   images: what the loss multiplies a step's time by, as train.py --umap_edges E would.
 
 Prints images/s per path and the ratios; writes them as JSON with --json.
@@ -48,12 +48,12 @@ import torch  # noqa: E402
 
 from latentlab.cli import (Parser, batch_images, nonneg_int, pick_device, positive_int, repeat_count, run,  # noqa: E402
                            width, workers)
-from latentlab.datasets import load_dataset  # noqa: E402
-from latentlab.distributed import World  # noqa: E402
-from latentlab.datasets import to_float  # noqa: E402
+from latentlab.data.datasets import load_dataset  # noqa: E402
+from latentlab.train.distributed import World  # noqa: E402
+from latentlab.data.datasets import to_float  # noqa: E402
 from latentlab.settings import PRECISIONS, Settings  # noqa: E402
-from latentlab.training import TrainingSplit, place_data, train_model, use_bf16  # noqa: E402
-from latentlab.umap_loss import UmapLoss, fuzzy_graph  # noqa: E402
+from latentlab.train.loop import TrainingSplit, place_data, train_model, use_bf16  # noqa: E402
+from latentlab.train.umap_loss import UmapLoss, fuzzy_graph  # noqa: E402
 from model.autoencoder import FAMILIES, build_model  # noqa: E402
 
 UMAP_WEIGHT = 0.1  # the loss's weight does not change a step's work

@@ -48,11 +48,11 @@ def score_every_epoch(args) -> dict:
     import train
     from sklearn.neighbors import KNeighborsClassifier
 
-    from latentlab import files
-    from latentlab.datasets import load_dataset
-    from latentlab.experiment import run_training
-    from latentlab.inference import encode_images
-    from latentlab.probes import HELDOUT_KNN_KS
+    from latentlab.store import files
+    from latentlab.data.datasets import load_dataset
+    from latentlab.train.run import run_training
+    from latentlab.analysis.inference import encode_images
+    from latentlab.analysis.probes import HELDOUT_KNN_KS
     from model.autoencoder import describe
     targs = train.parse_args([*args.train_args, "--output_dir", args.output_dir, "--quiet"])
     data = load_dataset(targs.dataset, data_dir=targs.data_dir, image_size=targs.image_size)
@@ -121,7 +121,7 @@ def figure(runs: list[dict]):
 
 
 def main(args) -> dict:
-    from latentlab import files
+    from latentlab.store import files
     if args.plot is None:
         return score_every_epoch(args)
     runs = [files.load_json(p, KIND, "give files this benchmark wrote") for p in args.plot]

@@ -86,7 +86,7 @@ def figure(curves: list[dict]):
 
 
 def main(args) -> list[dict]:
-    from latentlab import artifacts, files
+    from latentlab.store import artifacts, files
     curves = []
     for path in args.checkpoints:
         if not Path(path).is_file():

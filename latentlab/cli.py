@@ -239,7 +239,7 @@ def run(main, args) -> None:
             if output_dir is not None and os.environ.get("RANK", "0") == "0":
                 stack.callback(_writer_lock(output_dir, getattr(args, "wait_for_lock", False)).release)
                 stack.push(lambda kind, *_: kind is not None and _remove_empty(made))  # before the lock's release
-                from latentlab.runs import finish_replacement
+                from latentlab.store.runs import finish_replacement
                 finish_replacement(output_dir)  # a swap of runs that a kill stopped midway, before anything reads
             main(args)
     except UserError as e:
@@ -255,7 +255,7 @@ def run(main, args) -> None:
         sys.exit(130)
 
 
-DATA_ROOT = Path("data")  # where latentlab.datasets downloads a dataset by default: data/<name>/
+DATA_ROOT = Path("data")  # where latentlab.data.datasets downloads a dataset by default: data/<name>/
 
 
 def _absent_folders(args) -> list[Path]:
@@ -271,15 +271,15 @@ def _absent_folders(args) -> list[Path]:
 
 def _remove_empty(folders: list[Path]) -> None:
     """Remove each folder that holds no file but its writer lock (empty sub-folders go with it)."""
-    from latentlab.locking import LOCK_NAME
+    from latentlab.store.locking import LOCK_NAME
     for folder in folders:
         if folder.is_dir() and all(p.is_dir() or p == folder / LOCK_NAME for p in folder.rglob("*")):
             shutil.rmtree(folder, ignore_errors=True)
 
 
 def _writer_lock(output_dir, wait: bool):
-    """The held lock of --output_dir (latentlab.locking), its failures worded for the user."""
-    from latentlab import locking
+    """The held lock of --output_dir (latentlab.store.locking), its failures worded for the user."""
+    from latentlab.store import locking
     try:
         return locking.FolderLock(output_dir, wait=wait).acquire()
     except locking.FolderBusy as e:

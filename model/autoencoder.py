@@ -86,7 +86,7 @@ class ModelConfig:
     dense: tuple = ()  # conv/vae: widths of dense layers between the conv features and the bottleneck, encoder side (mirrored)
     beta: float = 1.0  # vae: weight of the KL term (Higgins et al. 2017, beta-VAE)
     noise_std: float = 0.0  # denoising: std of the Gaussian noise added to the input while training
-    umap_weight: float = 0.0  # weight of the UMAP loss on the codes while training (latentlab.umap_loss); 0: none
+    umap_weight: float = 0.0  # weight of the UMAP loss on the codes while training (latentlab.train.umap_loss); 0: none
     # linear: the code is the bottleneck layer's output; sphere: that output scaled to length
     # sqrt(latent_size), so every code lies on one sphere and only its direction carries the image
     bottleneck: str = "linear"

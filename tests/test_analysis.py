@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import run_main, run_script
-from latentlab import files
+from latentlab.store import files
 from latentlab.cli import run
 from model.autoencoder import model_from_checkpoint
 
@@ -133,7 +133,7 @@ def test_defaults_kmeans_reuses_the_umap_of_the_previous_step(pipeline):
 
 
 def test_kmeans_in_umap_space_reuses_the_cached_umap(pipeline, tmp_path, monkeypatch):
-    from latentlab import projection
+    from latentlab.analysis import projection
     out = tmp_path / "out"
     shutil.copytree(pipeline[0], out)
     computed = []

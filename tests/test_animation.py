@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from latentlab import animation
+from latentlab.train import animation
 
 COMMON = ["--dataset", "digits", "--model", "mlp", "--batch_size", "64", "--lr_schedule", "constant", "--quiet",
           "--seed", "1"]

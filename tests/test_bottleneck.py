@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import run_script
-from latentlab import artifacts
+from latentlab.store import artifacts
 from latentlab.cli import UserError
 from latentlab.settings import Settings, recorded_value
 from model.autoencoder import ModelConfig, build_model, describe, model_from_checkpoint
@@ -74,7 +74,7 @@ def test_train_py_refuses_a_sphere_for_the_vae_in_one_line(tmp_path):
 
 def test_the_bottleneck_is_recorded_used_by_later_steps_and_checked_by_resume(tmp_path):
     import train
-    from latentlab.checkpointing import check_resume
+    from latentlab.train.checkpoint import check_resume
     out = tmp_path / "out"
     train.main(train.parse_args(["--latent_size", "4", "--dataset", "digits", "--num_epochs", "1", "--bottleneck",
                                  "sphere", "--snapshot_every", "0", "--quiet", "--output_dir", str(out)]))
@@ -93,7 +93,7 @@ def test_the_bottleneck_is_recorded_used_by_later_steps_and_checked_by_resume(tm
 
 def test_the_sweep_records_the_bottleneck_each_size_builds(tmp_path):
     import sweep_latent_size
-    from latentlab.sweep import make_jobs
+    from latentlab.sweep.jobs import make_jobs
     args = sweep_latent_size.parse_args(["--models", "conv", "--output_dir", str(tmp_path)])
     jobs = make_jobs(args, ["digits"], [0], ["conv"], [2, 64], quiet=True)
     assert [job.settings["bottleneck"] for job in jobs] == ["linear", "sphere"]

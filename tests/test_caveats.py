@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from conftest import run_main
-from latentlab import caveats, mlp_probe, probes
+from latentlab import caveats
+from latentlab.analysis import mlp_probe, probes
 
 
 def test_a_model_trained_one_step_gets_its_caveat(tmp_path, capsys):

@@ -11,14 +11,14 @@ import torch.multiprocessing as mp
 from hypothesis import given, settings, strategies as st
 
 from conftest import ROOT, run_script
-from latentlab import artifacts
+from latentlab.store import artifacts
 from latentlab.cli import UserError
-from latentlab.distributed import (World, close_distributed, epoch_shard, init_distributed, local_batch_size,
+from latentlab.train.distributed import (World, close_distributed, epoch_shard, init_distributed, local_batch_size,
                                    run_agreed, same_everywhere)
 from latentlab.settings import Settings
 from model.autoencoder import model_from_checkpoint
-from latentlab.training import TrainingSplit, train_model
-from latentlab.umap_loss import UmapLoss, fuzzy_graph
+from latentlab.train.loop import TrainingSplit, train_model
+from latentlab.train.umap_loss import UmapLoss, fuzzy_graph
 from model.autoencoder import ModelConfig
 
 

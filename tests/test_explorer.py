@@ -16,9 +16,10 @@ import classify_latent_space
 import encode_latent_space
 import explore_latent_space
 import viz_kmeans_latent_space
-from latentlab import artifacts, explorer
+from latentlab.analysis import explorer
+from latentlab.store import artifacts
 from latentlab.cli import run
-from latentlab.projection import view_2d
+from latentlab.analysis.projection import view_2d
 from model.autoencoder import model_from_checkpoint
 
 
@@ -109,7 +110,7 @@ def test_kmeans_and_predictions_are_those_of_steps_5_and_6(explored):
     cols = page_columns((out / "explorer_latent_size_8.html").read_text())
     assert result["kmeans"] == [2, 8] and result["predictions"] == {2: "knn", 8: "knn"} and result["notes"] == []
     meta = json.loads((out / "latent_space_size_8.json").read_text())
-    from latentlab.probes import probe_scores
+    from latentlab.analysis.probes import probe_scores
     pred = probe_scores(np.load(out / "latent_space_size_8.npy"), np.array(meta["labels"]), ("knn",))["knn"]["predictions"]
     for i in (0, 100, 358):
         right = "(right)" if pred[i] == meta["labels"][i] else "(WRONG)"
@@ -348,7 +349,7 @@ def test_colour_by_swaps_colours_and_legend(browser):
 
 
 def test_a_heldout_step_6_json_gives_a_note_not_a_crash(tmp_path):
-    from latentlab.explorer import step6_predictions
+    from latentlab.analysis.explorer import step6_predictions
     (tmp_path / "classification_latent_size_8.json").write_text(json.dumps(
         {"protocol": "heldout", "folds": None, "seed": 0, "models": {}}))
     lat = types.SimpleNamespace(latent_size=8)

@@ -143,7 +143,7 @@ def test_the_explorer_colours_with_the_same_palettes():
     """One palette per meaning in the explorer too: classes, clusters, right / wrong."""
     from types import SimpleNamespace
     from matplotlib.colors import to_hex
-    from latentlab import explorer
+    from latentlab.analysis import explorer
     n, rng = 40, np.random.default_rng(0)
     labels = np.arange(n) % 10
     lat = lambda d: SimpleNamespace(z=rng.normal(size=(n, d)), labels=labels, indices=np.arange(n),  # noqa: E731

@@ -1,4 +1,4 @@
-"""viz_generation.py: the pieces that carry logic (latentlab/generation.py), then the script end to
+"""viz_generation.py: the pieces that carry logic (latentlab/generate/sampling.py), then the script end to
 end on the embedded digits, as a user runs it, for an autoencoder and a VAE."""
 import numpy as np
 import pytest
@@ -7,10 +7,12 @@ from PIL import Image
 
 import viz_generation
 from conftest import run_script
-from latentlab import artifacts, files, generation as gen, plots
+from latentlab import plots
+from latentlab.generate import sampling as gen
+from latentlab.store import artifacts, files
 from latentlab.cli import UserError
-from latentlab.datasets import to_float
-from latentlab.inference import encode_images
+from latentlab.data.datasets import to_float
+from latentlab.analysis.inference import encode_images
 from model.autoencoder import model_from_checkpoint
 
 AE_FIGURES = ["generation_samples_latent_size_2.png", "generation_samples_latent_size_8.png",
@@ -261,8 +263,8 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def digits_classifier(tmp_path_factory, one_thread):
-    from latentlab import feature_net
-    from latentlab.datasets import load_dataset
+    from latentlab.generate import feature_net
+    from latentlab.data.datasets import load_dataset
     d = load_dataset("digits", quiet=True)
     folder = tmp_path_factory.mktemp("classifier")
     net, info = feature_net.obtain(folder, "digits", d.train_x, d.train_y, d.test_x, d.test_y, 10, "cpu")
@@ -270,7 +272,7 @@ def digits_classifier(tmp_path_factory, one_thread):
 
 
 def test_fd_is_zero_for_a_set_against_itself_and_grows_with_noise(digits_classifier):
-    from latentlab import gen_scores
+    from latentlab.generate import scores as gen_scores
     d, _, net, info = digits_classifier
     assert info["trained_now"] and info["test_accuracy"] > 0.9
     scorer = gen_scores.Scorer.of_test_images(net, d.test_x, "cpu")
@@ -285,7 +287,7 @@ def test_fd_is_zero_for_a_set_against_itself_and_grows_with_noise(digits_classif
 
 
 def test_precision_and_recall_tell_realism_from_coverage():
-    from latentlab import gen_scores
+    from latentlab.generate import scores as gen_scores
     g = torch.Generator().manual_seed(0)
     real = torch.randn(2000, 8, generator=g).numpy()
     collapsed = real[:50].repeat(40, axis=0) + 1e-3 * torch.randn(2000, 8, generator=g).numpy()  # realistic, not diverse
@@ -298,7 +300,7 @@ def test_precision_and_recall_tell_realism_from_coverage():
 
 def test_the_classifier_is_reused_and_another_datasets_gets_its_own(digits_classifier, tmp_path, monkeypatch):
     import shutil
-    from latentlab import feature_net
+    from latentlab.generate import feature_net
     d, folder, net, info = digits_classifier
     work = tmp_path / "out"
     shutil.copytree(folder, work)
@@ -323,7 +325,7 @@ def test_the_classifier_is_reused_and_another_datasets_gets_its_own(digits_class
 
 @pytest.mark.parametrize("damage", ["truncated", "checkpoint"])
 def test_a_damaged_classifier_is_refused_and_not_overwritten(digits_classifier, tmp_path, damage):
-    from latentlab import feature_net
+    from latentlab.generate import feature_net
     d, folder, _, info = digits_classifier
     path = feature_net.classifier_path(tmp_path, info["key"])
     blob = (folder / path.name).read_bytes()[:500] if damage == "truncated" else files.json_text({}).encode()
@@ -364,9 +366,9 @@ def test_scores_are_the_same_at_a_seed_and_the_second_run_reuses_the_classifier(
 
 
 def test_a_sweep_job_scored_before_generation_scores_is_scored_again(tmp_path):
-    from latentlab import sweep
+    from latentlab.sweep import jobs
     record = {"kind": "sweep_metrics", "format_version": files.FORMAT_VERSION, "settings": {"dataset": "digits", "seed": 0},
-              "metrics": {m: 0.5 for m in sweep.METRICS if m not in sweep.GENERATION}}
-    assert sweep.load_finished(files.save_json(record, tmp_path / "metrics.json"), {}) is None  # not done: run again
-    record["metrics"].update({m: 0.5 for m in sweep.GENERATION})
-    assert sweep.load_finished(files.save_json(record, tmp_path / "metrics.json"), {})["metrics"]["gen_fd"] == 0.5
+              "metrics": {m: 0.5 for m in jobs.METRICS if m not in jobs.GENERATION}}
+    assert jobs.load_finished(files.save_json(record, tmp_path / "metrics.json"), {}) is None  # not done: run again
+    record["metrics"].update({m: 0.5 for m in jobs.GENERATION})
+    assert jobs.load_finished(files.save_json(record, tmp_path / "metrics.json"), {})["metrics"]["gen_fd"] == 0.5

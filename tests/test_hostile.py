@@ -54,7 +54,7 @@ def _ramps(dtype, low, high, n=3, size=16):
 
 
 def _loaded(root, tmp_path, size=16):
-    from latentlab.datasets import load_dataset
+    from latentlab.data.datasets import load_dataset
     data = load_dataset(f"folder:{root}", data_dir=tmp_path, image_size=size)
     return torch.cat([data.train_x, data.test_x])
 
@@ -106,7 +106,7 @@ def test_a_jpeg_with_exif_orientation_6_loads_upright(tmp_path, size):
 
 def test_every_unreadable_file_is_named_in_one_line(tmp_path):
     from latentlab.cli import UserError
-    from latentlab.datasets import load_dataset
+    from latentlab.data.datasets import load_dataset
     root = _mode_folder(tmp_path / "mixed", {"a": _ramps(np.uint8, 0, 255, n=2), "b": _ramps(np.uint8, 0, 255, n=2)})
     for i in range(5):
         (root / "b" / f"broken{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
@@ -144,7 +144,7 @@ DIVERGING = ["--model", "vae", "--beta", "1e6", "--lr", "1000"]
 
 def b_unchanged(folder) -> dict:
     """checksums without the writer lock's file, which every run through cli.run rewrites with its pid."""
-    from latentlab.locking import LOCK_NAME
+    from latentlab.store.locking import LOCK_NAME
     return {k: v for k, v in checksums(folder).items() if k != LOCK_NAME}
 
 
@@ -211,18 +211,18 @@ def test_b_a_failed_overwrite_leaves_the_earlier_run_byte_identical(run_a, capsy
     assert "is kept" not in line  # the new run's checkpoints are removed: the line never says otherwise
     assert b_unchanged(run_a) == before
     # Ctrl-C (or any other exception) late in the run, after both models trained: the same
-    import latentlab.experiment
+    import latentlab.train.run
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(latentlab.experiment, "print_summary", interrupted)
+    monkeypatch.setattr(latentlab.train.run, "print_summary", interrupted)
     b_refused("train", ["--latent_size", "8", *TINY[:-1], "--overwrite", "--output_dir", run_a], capsys, code=130)
     assert b_unchanged(run_a) == before
 
 
 def test_b_a_successful_overwrite_replaces_the_whole_run(run_a, two_runs, capsys):
     from conftest import run_main
-    from latentlab import artifacts
+    from latentlab.store import artifacts
     (run_a / "cache").mkdir(exist_ok=True)
     (run_a / "cache" / "entry.npy").write_bytes(b"kept: keyed by content")
     (run_a / "another_run").mkdir()
@@ -285,7 +285,7 @@ def test_b_a_val_fraction_that_leaves_no_training_image_writes_nothing(tmp_path,
 
 def test_b_resume_continues_its_own_run_and_refuses_another_shape(run_a, capsys):
     from conftest import run_main
-    from latentlab import artifacts
+    from latentlab.store import artifacts
     old, data_before = run_id(run_a), (run_a / "test_data.pth").read_bytes()
     before = b_unchanged(run_a)
     line = b_refused("train", ["--latent_size", "8", *TINY, "--resume", "--output_dir", run_a], capsys)
@@ -455,7 +455,7 @@ import numpy as np
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from latentlab import artifacts, files
+from latentlab.store import artifacts, files
 from latentlab.cli import UserError
 
 
@@ -647,7 +647,7 @@ def test_C_a_colleague_reads_what_was_written_and_is_told_plainly_what_they_cann
         finally:
             os.umask(was)
         (shared / "private.json").chmod(0o600)
-        code = ("import sys; from latentlab import artifacts, files\n"
+        code = ("import sys; from latentlab.store import artifacts, files\n"
                 "print(artifacts.load_latents(sys.argv[1]).z.shape)\n"
                 "try: files.load_json(sys.argv[2], 'k', '')\n"
                 "except Exception as e: print(e)")
@@ -685,7 +685,7 @@ def test_C_non_finite_weights_are_refused_with_one_line(trained_copy, capsys, ca
 
 
 def test_C_json_holds_null_where_a_number_is_not_finite(tmp_path):
-    from latentlab.scores import psnr
+    from latentlab.analysis.scores import psnr
     assert math.isnan(psnr(float("nan"))) and psnr(0.0) == float("inf")  # NaN MSE is no perfect reconstruction
     path = files.save_json({"mse": float("nan"), "psnr": np.float32("inf"), "per_class": np.array([1.0, -np.inf]),
                              "t": torch.tensor(float("nan")), "n": np.int64(3)}, tmp_path / "m.json")
@@ -699,13 +699,13 @@ def test_C_json_holds_null_where_a_number_is_not_finite(tmp_path):
 def test_C_the_sweep_reads_a_metric_written_as_null(tmp_path):
     """A perfect reconstruction's PSNR is inf, written as null: the sweep still counts the job as
     finished, and its table shows the mean of what is there."""
-    from latentlab import sweep, sweep_report
-    record = {"kind": sweep.KIND, "format_version": files.FORMAT_VERSION, "family": "conv", "latent_size": 2,
-              "settings": {"dataset": "digits", "seed": 0}, "metrics": {m: 0.5 for m in sweep.METRICS}}
+    from latentlab.sweep import jobs, report
+    record = {"kind": jobs.KIND, "format_version": files.FORMAT_VERSION, "family": "conv", "latent_size": 2,
+              "settings": {"dataset": "digits", "seed": 0}, "metrics": {m: 0.5 for m in jobs.METRICS}}
     record["metrics"]["test_psnr"] = float("inf")
-    m = sweep.load_finished(files.save_json(record, tmp_path / "metrics.json"), {})
+    m = jobs.load_finished(files.save_json(record, tmp_path / "metrics.json"), {})
     assert m["metrics"]["test_psnr"] is None
-    row, = sweep_report.aggregate(sweep_report.run_rows([m]))
+    row, = report.aggregate(report.run_rows([m]))
     assert math.isnan(row["test_psnr_mean"]) and row["test_mse_mean"] == 0.5
 
 
@@ -774,7 +774,7 @@ def _key_paths(obj, at=()):
 
 def _resume_from(ckpt, path) -> str:
     """load_resume of ckpt saved at path, as train.py --resume calls it: "resumed" or its UserError line."""
-    from latentlab.checkpointing import load_resume
+    from latentlab.train.checkpoint import load_resume
     from latentlab.settings import Settings
     from model.autoencoder import build_model
     import train
@@ -915,7 +915,7 @@ def test_a_divergence_names_the_settings_in_play_with_their_values(tmp_path, cap
 
 
 def test_the_fix_of_a_divergence_names_only_what_is_in_play():
-    from latentlab.training import divergence_fix
+    from latentlab.train.loop import divergence_fix
     from model.autoencoder import ModelConfig
     assert divergence_fix(0.003, ModelConfig(family="conv", latent_size=8)) == "--lr (now 0.003)"
     assert divergence_fix(0.5, ModelConfig(family="mlp", latent_size=8, noise_std=0.25, umap_weight=0.1)) == \

@@ -1,4 +1,4 @@
-"""Image folders (latentlab.image_folder): the decoded cache is reused, rebuilt when a file
+"""Image folders (latentlab.data.image_folder): the decoded cache is reused, rebuilt when a file
 changes, and survives a kill mid-build; training from its memory map gives the weights training in
 memory gives; the conv family at 64x64 and 128x128; the data benchmark on a tiny folder."""
 import os
@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, run_script
-from latentlab import image_folder
-from latentlab.datasets import load_dataset
+from latentlab.data import image_folder
+from latentlab.data.datasets import load_dataset
 from latentlab.settings import Settings
-from latentlab.training import TrainingSplit, split_train_val, train_model
+from latentlab.train.loop import TrainingSplit, split_train_val, train_model
 from model.autoencoder import DEFAULT_NETWORK, build_model
 
 
@@ -69,7 +69,7 @@ def test_another_image_size_is_a_cache_of_its_own(tmp_path):
 
 def split_order(folder: Path):
     """(files, the order the cache holds them in: the training split, then the test split)."""
-    from latentlab.datasets import split_indices
+    from latentlab.data.datasets import split_indices
     listing = image_folder.list_folder(folder)
     train_idx, test_idx = split_indices(torch.from_numpy(listing.labels), 0.2, seed=0)
     return listing, torch.cat([train_idx, test_idx]).numpy()
@@ -94,7 +94,7 @@ def test_a_temp_file_left_by_a_killed_build_is_never_taken_and_is_removed(tmp_pa
 def test_a_build_killed_midway_leaves_no_cache_and_the_next_load_is_whole(tmp_path):
     folder = make_folder(tmp_path / "photos", per_class=400, size=256)
     cache_dir = tmp_path / "folder_cache"
-    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from latentlab.datasets import load_dataset; "
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from latentlab.data.datasets import load_dataset; "
             f"load_dataset('folder:{folder}', data_dir={str(tmp_path)!r}, image_size=32, quiet=True)")
     proc = subprocess.Popen([sys.executable, "-c", code])
     try:
@@ -148,17 +148,17 @@ def mapped_file(tensor: torch.Tensor) -> str:
 def test_a_training_over_the_memory_budget_reads_its_split_from_the_map_and_saves_the_test_split_alone(
         tmp_path, monkeypatch):
     from conftest import run_main
-    from latentlab import experiment
+    from latentlab.train import run
     folder = make_folder(tmp_path / "photos", per_class=20, size=8)
     handed = []
     for name in ("train_model", "fit_pca"):  # each is handed the training images
-        real = getattr(experiment, name)
+        real = getattr(run, name)
 
         def spy(*args, real=real, **kwargs):
             handed.append(next(a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)
                                or hasattr(a, "images")))
             return real(*args, **kwargs)
-        monkeypatch.setattr(experiment, name, spy)
+        monkeypatch.setattr(run, name, spy)
     run_main("train", "--dataset", f"folder:{folder}", "--latent_size", 4, "--num_epochs", 1, "--image_size", 8,
              "--snapshot_every", 0, "--memory_budget", "1e-9", "--data_dir", tmp_path / "cache", "--quiet",
              "--output_dir", tmp_path / "out")
@@ -228,7 +228,7 @@ def test_colour_images_after_many_grey_ones_make_a_colour_cache(tmp_path):
 
 @pytest.mark.parametrize("exact_max_dim", [4096, 16])
 def test_the_pca_baseline_of_a_memory_map_is_the_one_of_its_training_rows_in_memory(tmp_path, exact_max_dim):
-    from latentlab.pca import fit_pca
+    from latentlab.analysis.pca import fit_pca
     folder = make_folder(tmp_path / "photos", per_class=20, size=8)
     mapped = load_dataset(f"folder:{folder}", data_dir=tmp_path, image_size=8, memory_budget=1e-9)
     idx = torch.arange(0, len(mapped.train_x), 3)
@@ -408,15 +408,16 @@ def test_skip_unreadable_trains_on_the_rest_and_counts_them(tmp_path, capsys):
 
 
 def test_a_sweep_job_done_before_the_reading_flags_counts_on_digits_and_is_redone_on_a_folder(tmp_path):
-    from latentlab import files, sweep
+    from latentlab.store import files
+    from latentlab.sweep import jobs
     from latentlab.cli import UserError
     now = {"resize": "crop", "background": "#ffffff", "skip_unreadable": False}
     for dataset in ("digits", "folder:photos"):
-        path = files.save_json({"kind": sweep.KIND, "format_version": files.FORMAT_VERSION,
-                                "settings": {"dataset": dataset}, "metrics": dict.fromkeys(sweep.METRICS, 0.5)},
+        path = files.save_json({"kind": jobs.KIND, "format_version": files.FORMAT_VERSION,
+                                "settings": {"dataset": dataset}, "metrics": dict.fromkeys(jobs.METRICS, 0.5)},
                                tmp_path / dataset.replace(":", "_") / "metrics.json")
         if dataset == "digits":
-            assert sweep.load_finished(path, now)["metrics"]["knn"] == 0.5
+            assert jobs.load_finished(path, now)["metrics"]["knn"] == 0.5
         else:  # its images were squashed: not the numbers a crop gives
             with pytest.raises(UserError, match="was swept with --resize squash, not crop"):
-                sweep.load_finished(path, now)
+                jobs.load_finished(path, now)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import ROOT
-from latentlab import locking
+from latentlab.store import locking
 
 TRAIN = ["--latent_size", "2", "--dataset", "digits", "--model", "mlp", "--quiet"]
 
@@ -31,7 +31,7 @@ def wait_until_locked(out, proc, timeout=120):
 
 @pytest.mark.slow
 def test_a_second_training_into_the_same_folder_is_refused_and_the_first_finishes_intact(tmp_path):
-    from latentlab import artifacts
+    from latentlab.store import artifacts
     out = tmp_path / "out"
     first = start_training(out, "--num_epochs", "40")
     try:
@@ -53,7 +53,7 @@ def test_a_second_training_into_the_same_folder_is_refused_and_the_first_finishe
 
 @pytest.mark.slow
 def test_wait_for_lock_waits_for_the_first_writer_then_runs(tmp_path):
-    from latentlab import artifacts
+    from latentlab.store import artifacts
     out = tmp_path / "out"
     first = start_training(out, "--num_epochs", "15")
     try:
@@ -69,7 +69,7 @@ def test_wait_for_lock_waits_for_the_first_writer_then_runs(tmp_path):
 @pytest.mark.slow
 def test_a_killed_holder_does_not_block_and_nesting_in_one_process_holds_once(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]);"
-                               "from latentlab import locking; lock = locking.FolderLock(sys.argv[2]).acquire();"
+                               "from latentlab.store import locking; lock = locking.FolderLock(sys.argv[2]).acquire();"
                                "print('held', flush=True); time.sleep(600)", str(ROOT), str(tmp_path)],
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -85,7 +85,7 @@ def test_a_killed_holder_does_not_block_and_nesting_in_one_process_holds_once(tm
         assert locking._held[tmp_path.resolve()] == 1
     assert tmp_path.resolve() not in locking._held
     child = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]);"
-                            "from latentlab import locking; locking.FolderLock(sys.argv[2]).acquire()",
+                            "from latentlab.store import locking; locking.FolderLock(sys.argv[2]).acquire()",
                             str(ROOT), str(tmp_path)], capture_output=True, text=True)
     assert child.returncode == 0, child.stderr  # released: another process takes it at once
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from latentlab import projection
+from latentlab.analysis import projection
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from latentlab import mlp_probe, probes, projection
-from latentlab.probes import probe_scores, probe_scores_of_sets
-from latentlab.scores import cluster_purity, kmeans_nmi, kmeans_scores, reconstruction_scores, ssim, trustworthiness
+from latentlab.analysis import mlp_probe, probes, projection
+from latentlab.analysis.probes import probe_scores, probe_scores_of_sets
+from latentlab.analysis.scores import cluster_purity, kmeans_nmi, kmeans_scores, reconstruction_scores, ssim, trustworthiness
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 32, 32), (1, 28, 28), (3, 5, 6)])

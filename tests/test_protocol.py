@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import load_benchmark
-from latentlab import artifacts, files
+from latentlab.store import artifacts, files
 from latentlab.cli import UserError
 from latentlab.settings import Settings
 from model.autoencoder import ModelConfig, build_model, model_from_checkpoint
@@ -32,7 +32,7 @@ def _train(out, *extra):
 
 # ---------------------------------------------------------------- step 3: --split train
 def test_train_and_test_encodings_lie_side_by_side_and_say_what_they_are(trained_copy):
-    from latentlab.datasets import load_dataset
+    from latentlab.data.datasets import load_dataset
     out = trained_copy
     _encode(out, "--split", "train")
     _encode(out, "--num_samples", "all")
@@ -54,7 +54,7 @@ def test_train_and_test_encodings_lie_side_by_side_and_say_what_they_are(trained
 def test_heldout_probes_fit_on_the_training_latents_and_score_the_test_latents(trained_copy):
     from sklearn.neighbors import KNeighborsClassifier
 
-    from latentlab.datasets import load_dataset
+    from latentlab.data.datasets import load_dataset
     out = trained_copy
     _encode(out, "--split", "train")
     _encode(out, "--num_samples", "all")
@@ -79,7 +79,7 @@ def test_heldout_probes_fit_on_the_training_latents_and_score_the_test_latents(t
 def test_heldout_mlp_probe_learns_from_the_training_split():
     from sklearn.datasets import load_digits
 
-    from latentlab.probes import heldout_scores_of_sets
+    from latentlab.analysis.probes import heldout_scores_of_sets
     d = load_digits()
     x, y = d.data.astype(np.float32), d.target
     scores = heldout_scores_of_sets({0: (x[:1400], y[:1400], x[1400:], y[1400:])}, ("mlp",))[0]
@@ -204,7 +204,7 @@ def test_bad_widths_are_refused_in_one_line(capsys):
 
 
 def test_widths_are_recorded_used_by_later_steps_and_checked_by_resume(tmp_path):
-    from latentlab.checkpointing import check_resume
+    from latentlab.train.checkpoint import check_resume
     out = tmp_path / "out"
     _train(out, "--latent_size", "4", "--dataset", "digits", "--num_epochs", "1", "--channels", "8", "--dense", "16", "8")
     ckpt = artifacts.load_checkpoint(out / "model_latent_size_4.pth")
@@ -224,7 +224,7 @@ def test_the_sweep_passes_the_widths_on(tmp_path):
     import argparse
 
     import sweep_latent_size
-    from latentlab.sweep import make_jobs
+    from latentlab.sweep.jobs import make_jobs
     args = sweep_latent_size.parse_args(["--models", "mlp", "--hidden", "32", "16", "--output_dir", str(tmp_path)])
     job, = make_jobs(args, ["digits"], [0], ["mlp"], [2], quiet=True)
     assert job.settings["hidden"] == [32, 16] and job.settings["channels"] is None  # recorded with its numbers
@@ -259,8 +259,8 @@ def test_neighbours_over_training_scores_each_epochs_model_held_out_and_draws_th
     """Each epoch's row is the held-out k-NN of that epoch's weights (the last epoch's, rebuilt from the
     checkpoint's resume state, agree), its validation MSE and minutes are the history's; --plot draws."""
     from sklearn.neighbors import KNeighborsClassifier
-    from latentlab.datasets import load_dataset
-    from latentlab.inference import encode_images
+    from latentlab.data.datasets import load_dataset
+    from latentlab.analysis.inference import encode_images
     bench = load_benchmark("neighbours_over_training")
     out = tmp_path / "run"
     result = bench.main(bench.parse_args(["--output_dir", str(out), "--train_args", "--latent_size", "2",

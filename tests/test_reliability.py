@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, assume, example, given, settings, strategies
 
 import train
 from conftest import ROOT, edit_torch, run_script
-from latentlab import artifacts
+from latentlab.store import artifacts
 from latentlab.cli import UserError, run
-from latentlab.datasets import load_dataset
+from latentlab.data.datasets import load_dataset
 from latentlab.settings import Settings
-from latentlab.training import TrainingSplit, train_model
+from latentlab.train.loop import TrainingSplit, train_model
 from model.autoencoder import Autoencoder, ModelConfig
 
 

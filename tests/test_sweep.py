@@ -14,10 +14,10 @@ import time
 import pytest
 
 from conftest import ROOT, run_script
-from latentlab import artifacts, files
+from latentlab.store import artifacts, files
 from latentlab.cli import UserError
-from latentlab.locking import LOCK_NAME
-from latentlab.sweep import METRICS, metrics_path, run_dir
+from latentlab.store.locking import LOCK_NAME
+from latentlab.sweep.jobs import METRICS, metrics_path, run_dir
 
 FLAGS = ["--latent_sizes", "4", "2", "--models", "mlp", "vae", "--datasets", "digits", "--seeds", "0", "1",
          "--num_epochs", "2", "--batch_size", "64", "--snapshot_every", "0", "--max_parallel", "2"]
@@ -150,14 +150,14 @@ def test_a_failing_job_is_listed_with_its_error_and_the_others_still_run(tmp_pat
     assert len(errors) == 1
     error = json.loads(errors[0].read_text())["error"]
     assert "imageless" in error and "Traceback" in json.loads(errors[0].read_text())["traceback"]
-    from latentlab.sweep import job_state, make_jobs
+    from latentlab.sweep.jobs import job_state, make_jobs
     job, = make_jobs(args, args.datasets, args.seeds, args.models, args.latent_sizes, quiet=True)
     assert job_state(job) == ("failed", error)  # what the next call lists, and runs again
 
 
 def test_submitit_missing_is_one_line_on_how_to_install(monkeypatch, tmp_path):
     import sweep_latent_size
-    from latentlab import launch
+    from latentlab.sweep import launch
     monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit now raises ImportError
     args = sweep_latent_size.parse_args(["--launcher", "submitit", "--output_dir", str(tmp_path)])
     with pytest.raises(UserError, match=r"^--launcher submitit needs submitit: pip install submitit"):
@@ -165,7 +165,7 @@ def test_submitit_missing_is_one_line_on_how_to_install(monkeypatch, tmp_path):
 
 
 def test_the_table_shows_mean_and_sd_with_the_count_of_seeds():
-    from latentlab.sweep_report import aggregate, to_markdown
+    from latentlab.sweep.report import aggregate, to_markdown
     runs = [{"dataset": "digits", "family": "mlp", "latent_size": 2, "seed": s, "train_seconds": 1.0,
              **{m: v for m in METRICS}} for s, v in ((0, 0.5), (1, 0.7))]
     one, two = aggregate(runs[:1]), aggregate(runs)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from latentlab import tensorboard_log
+from latentlab.train import tensorboard_log
 from latentlab.cli import UserError
 
 SERVER_DEADLINE_S = 120  # for the server to start and load the logs

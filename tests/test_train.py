@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from conftest import ROOT, run_script
-from latentlab import files
+from latentlab.store import files
 from latentlab.cli import UserError
-from latentlab.datasets import load_dataset, read_idx
+from latentlab.data.datasets import load_dataset, read_idx
 from latentlab.settings import FOLDER_READING, MIN_IMAGE_SIZE, RESUME_MUST_MATCH, Settings, flag_table, recorded
 from model.autoencoder import model_from_checkpoint
 
@@ -34,7 +34,7 @@ def test_both_models_learn_and_artifacts_describe_themselves(trained):
         assert set(ckpt["resume"]) == {"epoch", "state_dict", "optimizer"}
         assert ckpt["test_metrics"]["test_mse"] > 0
         # the model is rebuilt from the checkpoint alone, and reproduces the stored test MSE
-        from latentlab.inference import model_mse
+        from latentlab.analysis.inference import model_mse
         model = model_from_checkpoint(ckpt)
         test = torch.load(trained / "test_data.pth", weights_only=True)
         assert model.encode(test["images"][:5].float() / 255).shape == (5, k)
@@ -81,12 +81,12 @@ class Interrupt(Exception):
 def test_resume_ends_identical_to_an_uninterrupted_run(tmp_path, monkeypatch):
     """A run interrupted after its second epoch, then resumed, ends bit-identical to one that was not."""
     import train
-    from latentlab import training
+    from latentlab.train import loop
     common = ["--latent_size", "4", "--dataset", "digits", "--batch_size", "64", "--quiet", "--seed", "3",
               "--model", "vae", "--noise_std", "0.1", "--num_epochs", "4"]  # VAE sampling and input noise draw random numbers
     train.main(train.parse_args(common + ["--output_dir", str(tmp_path / "a")]))
 
-    real = training.train_model
+    real = loop.train_model
 
     def interrupted(*args, on_epoch=None, **kw):
         def stop_after_second(epoch, model, ckpt):
@@ -94,11 +94,11 @@ def test_resume_ends_identical_to_an_uninterrupted_run(tmp_path, monkeypatch):
             if epoch == 1:
                 raise Interrupt
         return real(*args, on_epoch=stop_after_second, **kw)
-    monkeypatch.setattr("latentlab.experiment.train_model", interrupted)
+    monkeypatch.setattr("latentlab.train.run.train_model", interrupted)
     with pytest.raises(Interrupt):
         train.main(train.parse_args(common + ["--output_dir", str(tmp_path / "b")]))
     assert torch.load(tmp_path / "b" / "model_latent_size_2.pth", weights_only=True)["resume"]["epoch"] == 1
-    monkeypatch.setattr("latentlab.experiment.train_model", real)
+    monkeypatch.setattr("latentlab.train.run.train_model", real)
     run_script("train.py", *common, "--output_dir", tmp_path / "b", "--resume")
     for k in (2, 4):
         a, b = _final_weights(tmp_path / "a" / f"model_latent_size_{k}.pth"), _final_weights(tmp_path / "b" / f"model_latent_size_{k}.pth")
@@ -110,18 +110,18 @@ def test_resume_ends_identical_to_an_uninterrupted_run(tmp_path, monkeypatch):
 
 
 def test_precision_auto_picks_bf16_on_cuda_and_native_bf16_cpus_for_large_images(monkeypatch):
-    from latentlab import training
+    from latentlab.train import loop
     cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
-    assert training.use_bf16("auto", cuda, (1, 8, 8))
-    assert training.use_bf16("bf16", cpu, (1, 8, 8)) and not training.use_bf16("fp32", cuda, (3, 32, 32))
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
-    assert training.use_bf16("auto", cpu, (1, 28, 28)) and training.use_bf16("auto", cpu, (3, 16, 16))
-    assert not training.use_bf16("auto", cpu, (1, 8, 8)) and not training.use_bf16("auto", cpu, (3, 15, 16))
-    assert not training.use_bf16("auto", mps, (1, 28, 28))
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
-    assert not training.use_bf16("auto", cpu, (1, 28, 28))
+    assert loop.use_bf16("auto", cuda, (1, 8, 8))
+    assert loop.use_bf16("bf16", cpu, (1, 8, 8)) and not loop.use_bf16("fp32", cuda, (3, 32, 32))
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
+    assert loop.use_bf16("auto", cpu, (1, 28, 28)) and loop.use_bf16("auto", cpu, (3, 16, 16))
+    assert not loop.use_bf16("auto", cpu, (1, 8, 8)) and not loop.use_bf16("auto", cpu, (3, 15, 16))
+    assert not loop.use_bf16("auto", mps, (1, 28, 28))
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
+    assert not loop.use_bf16("auto", cpu, (1, 28, 28))
     with pytest.raises(ValueError, match="unknown precision 'fp16'"):
-        training.use_bf16("fp16", cpu, (1, 28, 28))
+        loop.use_bf16("fp16", cpu, (1, 28, 28))
 
 
 @pytest.mark.slow
@@ -141,7 +141,7 @@ def test_precision_flag_trains_under_bf16_autocast_and_is_recorded(tmp_path):
 
 
 def test_cosine_schedule_decays_to_zero_and_constant_stays():
-    from latentlab.training import learning_rate
+    from latentlab.train.loop import learning_rate
     s = Settings(latent_size=2, num_epochs=2, lr=0.01)
     assert learning_rate(s, 0, 10) == pytest.approx(0.01)
     assert learning_rate(s, 10, 10) == pytest.approx(0.005)
@@ -166,7 +166,7 @@ def test_every_setting_is_a_train_flag_with_its_default_and_the_sweep_takes_all_
     assert {f.name for f in dataclasses.fields(Settings)} - per_run <= set(sweep_args)
     assert not per_run & set(sweep_args) - {"seed"}  # --seed is every step's; the sweep's --seeds defaults to it
     assert {"datasets", "seeds"} <= set(sweep_args)
-    from latentlab.sweep import SETTINGS
+    from latentlab.sweep.jobs import SETTINGS
     assert set(SETTINGS) <= set(sweep_args) and "data_dir" not in SETTINGS and "num_epochs" in SETTINGS
 
 
@@ -192,14 +192,14 @@ def test_too_small_an_image_size_is_refused_in_one_line(capsys):
 
 
 def _checkpoint_of(settings, config, dataset="digits"):
-    from latentlab.checkpointing import HISTORY_KEYS
+    from latentlab.train.checkpoint import HISTORY_KEYS
     return {"config": config.to_dict(), "dataset": {"name": dataset}, "train": recorded(settings),
             "history": {k: [] for k in HISTORY_KEYS}, "resume": {}}
 
 
 @pytest.mark.parametrize("name", RESUME_MUST_MATCH)
 def test_resume_refuses_a_checkpoint_of_another_setting(tmp_path, name):
-    from latentlab.checkpointing import check_resume
+    from latentlab.train.checkpoint import check_resume
     from model.autoencoder import ModelConfig
     was = Settings(latent_size=4)
     config = ModelConfig(latent_size=4, image_shape=(1, 8, 8))
@@ -227,7 +227,7 @@ def test_resume_refuses_a_checkpoint_of_another_setting(tmp_path, name):
 
 
 def test_a_checkpoint_older_than_the_precision_setting_resumes_as_auto(tmp_path):
-    from latentlab.checkpointing import check_resume
+    from latentlab.train.checkpoint import check_resume
     from model.autoencoder import ModelConfig
     settings, config = Settings(latent_size=4), ModelConfig(latent_size=4, image_shape=(1, 8, 8))
     ckpt = _checkpoint_of(settings, config)

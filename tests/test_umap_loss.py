@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from conftest import load_benchmark, run_main, run_script
-from latentlab import files, projection
-from latentlab.datasets import load_dataset
-from latentlab.umap_loss import NEGATIVES, NEIGHBOURS, FuzzyGraph, UmapLoss, fuzzy_graph, umap_cross_entropy
+from latentlab.analysis import projection
+from latentlab.store import files
+from latentlab.data.datasets import load_dataset
+from latentlab.train.umap_loss import NEGATIVES, NEIGHBOURS, FuzzyGraph, UmapLoss, fuzzy_graph, umap_cross_entropy
 from model.autoencoder import FAMILIES, ModelConfig, build_model
 
 
@@ -170,7 +171,7 @@ def test_the_loss_goes_to_the_models_up_to_umap_max_size_and_the_sweep_records_e
     --umap_max_size reaches it; a sweep's records of its runs say which got it."""
     import sweep_latent_size
     from latentlab.settings import Settings
-    from latentlab.sweep import make_jobs
+    from latentlab.sweep.jobs import make_jobs
     weights = lambda s, k: s.model_config(k, (1, 28, 28)).umap_weight
     given = Settings(latent_size=64, umap_weight=0.1)
     assert weights(given, 2) == 0.1 and weights(given, 64) == 0.0
@@ -195,7 +196,7 @@ def test_a_run_trains_the_2d_model_with_the_loss_and_the_chosen_size_without(tmp
 def test_records_older_than_the_umap_loss_read_as_trained_without_it(tmp_path):
     """A sweep's metrics and a checkpoint written before the flags existed still match the defaults."""
     from latentlab.settings import Settings, recorded, recorded_value
-    from latentlab.sweep import KIND, METRICS, SETTINGS, load_finished
+    from latentlab.sweep.jobs import KIND, METRICS, SETTINGS, load_finished
     defaults = Settings(latent_size=2)
     assert recorded_value({}, "umap_weight") == defaults.umap_weight == 0.0
     assert recorded_value({}, "umap_edges") == defaults.umap_edges

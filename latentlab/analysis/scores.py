@@ -124,5 +124,5 @@ def kmeans_nmi(z: np.ndarray, labels: np.ndarray, num_clusters: int, space: str 
                seed: int = 0, cache_dir=None) -> float:
     """NMI against the labels of k-means on the latents (space "latent") or on their UMAP reduction
     (space "umap"), as viz_kmeans_latent_space.py --space computes it."""
-    from latentlab.projection import clustering_space
+    from latentlab.analysis.projection import clustering_space
     return kmeans_scores(clustering_space(z, space, umap_dims, seed, cache_dir)[0], labels, num_clusters, seed)[0]["nmi"]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latentlab import files
+from latentlab.store import files
 
 METHODS = ("umap", "tsne", "pca")
 METHOD_NAMES = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}

@@ -1,6 +1,6 @@
 """The training loop: data resident as uint8 tensors, batches as index slices of a seeded
 permutation, model selection on a validation split, early stopping, exact resume, bf16 autocast
-(see use_bf16), and DistributedDataParallel when launched with torchrun (latentlab.distributed).
+(see use_bf16), and DistributedDataParallel when launched with torchrun (latentlab.train.distributed).
 
 Determinism: every epoch draws its permutation from a generator seeded by (seed, epoch) and
 reseeds torch's global RNG (denoising noise, VAE sampling) by (seed, epoch, rank). So an epoch
@@ -21,16 +21,16 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
-from latentlab import files
-from latentlab.checkpointing import (HISTORY_KEYS, best_epoch_of, library_versions, load_resume, optimizer_to_cpu,
+from latentlab.store import files
+from latentlab.train.checkpoint import (HISTORY_KEYS, best_epoch_of, library_versions, load_resume, optimizer_to_cpu,
                                      to_cpu)
 from latentlab.cli import UserError, memory_for, progress
-from latentlab.datasets import take, to_float
-from latentlab.distributed import (World, all_ranks_ok, all_reduce_sum, epoch_shard, local_batch_size, run_agreed,
+from latentlab.data.datasets import take, to_float
+from latentlab.train.distributed import (World, all_ranks_ok, all_reduce_sum, epoch_shard, local_batch_size, run_agreed,
                                    same_everywhere)
-from latentlab.runs import STAGING
+from latentlab.store.runs import STAGING
 from latentlab.settings import PRECISIONS, Settings, recorded
-from latentlab.umap_loss import UmapLoss
+from latentlab.train.umap_loss import UmapLoss
 from model.autoencoder import ModelConfig, build_model
 
 # bf16 autocast on a CPU only for images of at least this many pixels: smaller ones train slower in bf16
@@ -174,7 +174,7 @@ def evaluate(model, x_u8: torch.Tensor, idx: torch.Tensor, batch: int, amp: bool
 
 def _diverged(config: ModelConfig, what: str, value, epoch: int, where: str, path: Path,
               settings: Settings) -> UserError:
-    if path.parent.name == STAGING:  # an --overwrite's new run: experiment.py removes it and says so
+    if path.parent.name == STAGING:  # an --overwrite's new run: run.py removes it and says so
         kept = ""
     else:
         kept = (f"the last good checkpoint ({path}, epoch {epoch}) is kept; " if epoch > 0
@@ -200,9 +200,9 @@ def train_model(config: ModelConfig, split: TrainingSplit, settings: Settings, p
 
     meta: what the checkpoint carries besides the training state (dataset name, class names, ...).
     on_epoch(epoch, model, ckpt): called on rank 0 after each checkpoint (snapshots, logs).
-    recorder: a latentlab.animation.TrainingRecord, told of each epoch's model on rank 0; its
+    recorder: a latentlab.train.animation.TrainingRecord, told of each epoch's model on rank 0; its
     record goes into the checkpoint as "record", and a resumed run continues it.
-    umap: the UMAP loss of split (latentlab.umap_loss), added to the training objective; the
+    umap: the UMAP loss of split (latentlab.train.umap_loss), added to the training objective; the
     validation loss, which selects the model, stays the reconstruction objective alone.
     """
     quiet = quiet or not world.main

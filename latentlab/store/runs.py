@@ -18,9 +18,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from latentlab import files
+from latentlab.store import files
 from latentlab.cli import UserError
-from latentlab.locking import LOCK_NAME
+from latentlab.store.locking import LOCK_NAME
 
 MARKER = "run.json"
 KIND = "run"

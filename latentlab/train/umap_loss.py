@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from latentlab import files
+from latentlab.store import files
 
 NEIGHBOURS = 15  # umap-learn's default n_neighbors
 NEGATIVES = 5  # negative pairs per edge, umap-learn's default negative_sample_rate
@@ -54,7 +54,7 @@ def fuzzy_graph(images_u8: torch.Tensor, cache_dir=None, quiet: bool = True) -> 
     coo = files.load_cached_npy(path, lambda a: a.ndim == 2 and a.shape[0] == 3 and a.dtype == np.float64
                                 and a.shape[1] > 0 and a[:2].max() < n and a[:2].min() >= 0)
     if coo is None:
-        from latentlab.projection import exact_neighbours, import_umap
+        from latentlab.analysis.projection import exact_neighbours, import_umap
         if not quiet:
             print(f"building the UMAP graph of {n} training images ({k - 1} neighbours each, once per "
                   f"split: cached in {cache_dir})...", flush=True)
@@ -71,7 +71,7 @@ def fuzzy_graph(images_u8: torch.Tensor, cache_dir=None, quiet: bool = True) -> 
 
 def curve_parameters(min_dist: float = MIN_DIST) -> tuple[float, float]:
     """UMAP's a and b: 1 / (1 + a d^(2b)) fits the offset exponential of spread 1 and min_dist."""
-    from latentlab.projection import import_umap
+    from latentlab.analysis.projection import import_umap
     a, b = import_umap().umap_.find_ab_params(1.0, min_dist)
     return float(a), float(b)
 

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from latentlab.cli import UserError
-from latentlab import files
-from latentlab.files import FORMAT_VERSION, load_json, load_torch
+from latentlab.store import files
+from latentlab.store.files import FORMAT_VERSION, load_json, load_torch
 from model.autoencoder import FAMILIES, ModelConfig, build_model, describe
 
 
@@ -134,7 +134,7 @@ RECORD_TENSORS = ("indices", "labels", "shot_indices", "originals", "epoch", "va
 
 
 def _check_record(record, image_shape, classes: int, path) -> None:
-    """The training record (latentlab.animation) a resumed run continues: frames of one length."""
+    """The training record (latentlab.train.animation) a resumed run continues: frames of one length."""
     ok = isinstance(record, dict) and isinstance(record.get("view"), str) and all(
         torch.is_tensor(record.get(k)) for k in RECORD_TENSORS)
     if ok:

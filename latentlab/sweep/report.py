@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from latentlab import files
-from latentlab.sweep import METRICS, PCA, dataset_dir, family_name
+from latentlab.store import files
+from latentlab.sweep.jobs import METRICS, PCA, dataset_dir, family_name
 
 RUN_COLUMNS = ("dataset", "family", "latent_size", "seed", *METRICS, "epochs_run", "train_seconds")
 TABLE_COLUMNS = ("dataset", "family", "latent_size", "seeds",

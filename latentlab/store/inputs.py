@@ -1,7 +1,7 @@
 """Find what an analysis step reads: the paths it was given, or else what train.py and
 encode_latent_space.py left in --output_dir. Each file is loaded through its validator in
 artifacts.py and checked against the others (same training, dataset, image shape and size; the same
-run id where both have one, latentlab.runs). Before a step writes, runs.claim checks that
+run id where both have one, latentlab.store.runs). Before a step writes, runs.claim checks that
 --output_dir holds the run of its inputs (or none yet).
 
 Defaults: `test_data.pth` in --output_dir names the models of its training (`latent_sizes`,
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latentlab import artifacts, files, runs
-from latentlab.artifacts import CheckpointFile, Latents
+from latentlab.store import artifacts, files, runs
+from latentlab.store.artifacts import CheckpointFile, Latents
 from latentlab.cli import UserError
 
 
@@ -86,7 +86,7 @@ def read_training_split(name: str, data_dir, image_size, image_shape, count: int
                         reading: dict | None = None) -> tuple:
     """load_dataset's training split, read as `reading` says (reading_of), checked to be the one
     `source` names: count images of image_shape."""
-    from latentlab.datasets import load_dataset
+    from latentlab.data.datasets import load_dataset
     data = load_dataset(name, data_dir=data_dir, image_size=image_size, **(reading or reading_of({})))
     if tuple(data.image_shape) != tuple(image_shape) or len(data.train_x) != count:
         raise UserError(f"the {name} training split read now ({len(data.train_x)} images of shape "

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from latentlab import artifacts, files
-from latentlab.artifacts import HISTORY_KEYS
+from latentlab.store import artifacts, files
+from latentlab.store.artifacts import HISTORY_KEYS
 from latentlab.cli import UserError
 from latentlab.settings import RESUME_MUST_MATCH, Settings, applies, recorded_value
 from model.autoencoder import ModelConfig

@@ -24,15 +24,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from latentlab import files
+from latentlab.store import files
 from latentlab.cli import Interrupted, UserError, show_progress
-from latentlab.sweep import Job, job_state, record_error, run_job
+from latentlab.sweep.jobs import Job, job_state, record_error, run_job
 
 STATES = ("done", "running", "failed", "left")
 POLL_SECONDS = 1.0
 STOP_SECONDS = 10.0  # how long stopped jobs get to exit on SIGTERM before SIGKILL
 SUBMITTED = "submitted.json"  # in a job's folder: the cluster's job id, to find it again
-ROOT = Path(__file__).resolve().parents[1]  # the repository: where a job's process imports latentlab from
+ROOT = Path(__file__).resolve().parents[2]  # the repository: where a job's process imports latentlab from
 SLURM_ACTIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING")
 
 
@@ -93,7 +93,7 @@ class ChildProcess:
 
     def __init__(self, job: Job):
         spec = files.save_json(dataclasses.asdict(job), Path(job.folder) / "job.json")
-        code = ("import json, sys; from latentlab.sweep import Job, run_job\n"
+        code = ("import json, sys; from latentlab.sweep.jobs import Job, run_job\n"
                 "try: run_job(Job(**json.load(open(sys.argv[1]))))\n"
                 "except Exception: sys.exit(1)  # its error is in error.json\n"
                 "except KeyboardInterrupt: sys.exit(130)")

@@ -2,7 +2,7 @@
 traverse the latent space (the 2-d manifold, or one dimension at a time of an N-d one).
 
 Everything here takes tensors (or arrays) and returns them; viz_generation.py finds the files and
-draws; gen_scores.py scores the samplers.
+draws; scores.py scores the samplers.
 Latents are float32 (n, latent_size) on the CPU; images are float (n, C, H, W) in [0, 1].
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latentlab import files
+from latentlab.store import files
 
 
 # ---------------------------------------------------------------- decoding in batches

@@ -19,7 +19,7 @@ What each metric uses (the autoencoders and the PCA were fit on the training spl
 A job is done when its metrics.json exists (written last, atomically); it holds the flags that
 made its numbers, and a later sweep with other values for them is refused rather than mixed in.
 A job that fails writes error.json (its error in one line); the next sweep runs it again. While it
-runs, a job holds its folder's writer lock (latentlab.locking), which is how a sweep sees it running.
+runs, a job holds its folder's writer lock (latentlab.store.locking), which is how a sweep sees it running.
 """
 from __future__ import annotations
 
@@ -32,15 +32,16 @@ import numpy as np
 
 import torch
 
-from latentlab import feature_net, files, gen_scores, generation as gen
+from latentlab.generate import feature_net, sampling as gen, scores as gen_scores
+from latentlab.store import files
 from latentlab.cli import UserError
-from latentlab.inputs import find_models, find_pca_baseline, find_test_data, load_training_split
-from latentlab.inference import encode_images, reconstruct_batches, sample_test_items
-from latentlab.locking import FolderBusy, FolderLock
-from latentlab.pca import pca_encode, pca_reconstruct_batches
-from latentlab.probes import KNN_K, probe_scores
-from latentlab.scores import kmeans_nmi, reconstruction_scores
-from latentlab.datasets import DATASETS
+from latentlab.store.inputs import find_models, find_pca_baseline, find_test_data, load_training_split
+from latentlab.analysis.inference import encode_images, reconstruct_batches, sample_test_items
+from latentlab.store.locking import FolderBusy, FolderLock
+from latentlab.analysis.pca import pca_encode, pca_reconstruct_batches
+from latentlab.analysis.probes import KNN_K, probe_scores
+from latentlab.analysis.scores import kmeans_nmi, reconstruction_scores
+from latentlab.data.datasets import DATASETS
 from latentlab.settings import RESULT_SETTINGS, Settings, applies, recorded_value, resolved_network
 from model.autoencoder import describe, model_from_checkpoint
 
@@ -196,7 +197,7 @@ def _train_and_score(job: Job) -> None:
     import argparse
 
     from latentlab.cli import pick_device, seed_everything
-    from latentlab.experiment import run_training
+    from latentlab.train.run import run_training
     device = pick_device(job.train["device"])
     if load_finished(metrics_path(job.folder), job.settings) is None:
         run_training(argparse.Namespace(**job.train), companion=False)
@@ -225,7 +226,7 @@ def evaluate_model(folder, settings: dict, device) -> dict:
     idx, selection = sample_test_items(len(images), settings["num_samples"], settings["seed"])
     z = encode_images(model, images[idx], device)
     if not np.isfinite(z).all():
-        from latentlab.training import divergence_fix
+        from latentlab.train.loop import divergence_fix
         raise UserError(f"{m.path} gives non-finite latents; the model diverged: lower "
                         f"{divergence_fix(settings['lr'], model.config)}, or delete {folder} and retrain")
     metrics = score(reconstruct_batches(model, images, device), z, labels[idx].numpy(), len(data["class_names"]),

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from latentlab import plots
 from latentlab.cli import UserError
-from latentlab.datasets import to_float
+from latentlab.data.datasets import to_float
 
 RECORD_IMAGES = 2000  # validation images whose latents are recorded each epoch (fewer when the split is smaller)
 FPS = 2
@@ -113,7 +113,7 @@ def save_gif(fig, draw_frame, frames: int, path: Path) -> Path:
                     draw_frame(i)
                     writer.grab_frame()
             os.replace(Path(tmp) / path.name, path)
-    except OSError as e:  # worded as latentlab.files.atomic_write words it
+    except OSError as e:  # worded as latentlab.store.files.atomic_write words it
         raise UserError(f"cannot write {path}: {e.strerror or e} (disk full or not writable?); "
                         f"free space or choose another --output_dir")
     return path

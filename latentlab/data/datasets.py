@@ -2,7 +2,7 @@
 
 Every dataset becomes `ImageData`: uint8 tensors of shape (N, C, H, W) and int64 labels, held whole
 in memory (an image folder larger than the memory budget: memory-mapped from its decoded cache, see
-latentlab.image_folder), so the training loop takes batches as index slices and never decodes an
+latentlab.data.image_folder), so the training loop takes batches as index slices and never decodes an
 image per item.
 Local files come first (IDX files for the MNIST family); otherwise torchvision downloads into
 data/<name>/. With neither, a UserError says which files to place where.
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from latentlab.cli import UserError, memory_available, memory_for
-from latentlab.image_folder import (Reading, Unreadable, decode_images, default_memory_budget, folder_images,
+from latentlab.data.image_folder import (Reading, Unreadable, decode_images, default_memory_budget, folder_images,
                                     known_unreadable, list_folder, readable, record_unreadable, shown)
 
 DATASETS = ("digits", "mnist", "fashion-mnist", "emnist", "cifar10", "cifar100", "gtsrb", "svhn", "folder:PATH")
@@ -287,9 +287,9 @@ def load_dataset(name: str, data_dir: str | None = None, image_size: int | None 
 
     image_size resizes every image to image_size x image_size (folders and GTSRB default to 32).
     An image folder is decoded once into a cache under data_dir (else data_root)/folder_cache/;
-    one larger than memory_budget GB (None: latentlab.image_folder.default_memory_budget) stays
+    one larger than memory_budget GB (None: latentlab.data.image_folder.default_memory_budget) stays
     memory-mapped there. quiet: no progress bar while images decode. resize, background: how a
-    folder's images become square and opaque (latentlab.image_folder.Reading; other datasets are
+    folder's images become square and opaque (latentlab.data.image_folder.Reading; other datasets are
     resized as they always were). skip_unreadable: a folder's unreadable files are left out
     (listed in ImageData.skipped) instead of stopping the load.
     """
@@ -323,7 +323,7 @@ def load_dataset(name: str, data_dir: str | None = None, image_size: int | None 
 
 def colour_or_error(text: str) -> str:
     """--background as #rrggbb; a UserError for a colour Pillow does not know."""
-    from latentlab.image_folder import colour
+    from latentlab.data.image_folder import colour
     try:
         return colour(text)
     except ValueError:

@@ -346,21 +346,21 @@ def cache_path(listing: Listing, order: np.ndarray, size: int, cache_dir: Path, 
     """Where the decoded images of a folder (taken in this order) at size x size, read this way, are
     cached: named by the folder, the size and the resize mode (each keeps its own cache) and a key
     of every file's path, size and mtime and the reading."""
-    from latentlab.files import content_key
+    from latentlab.store.files import content_key
     key = content_key({"format": CACHE_FORMAT, "size": size, "files": listing.stamps, "reading": list(reading)},
                       order.astype(np.int64))
     return cache_dir / f"{_folder_id(root)}-{size}px-{reading.resize}-{key}.npy"
 
 
 def _folder_id(root: Path) -> str:
-    from latentlab.files import content_key
+    from latentlab.store.files import content_key
     return f"folder-{content_key({'root': str(root.resolve())})[:10]}"
 
 
 # ---------------------------------------------------------------- unreadable files
 def _unreadable_record(root: Path, listing: Listing, cache_dir: Path) -> Path:
     """Where the unreadable files of this very file list are recorded (whatever the size or reading)."""
-    from latentlab.files import content_key
+    from latentlab.store.files import content_key
     key = content_key({"format": CACHE_FORMAT, "files": listing.stamps})
     return cache_dir / f"{_folder_id(root)}-unreadable-{key}.json"
 
@@ -381,7 +381,7 @@ def known_unreadable(root: Path, listing: Listing, cache_dir: Path) -> list | No
 def record_unreadable(root: Path, listing: Listing, cache_dir: Path, bad: list) -> None:
     """Keep the unreadable files found, so a later load (with --skip_unreadable, or to name them
     again) needs no decode to know them; older records of the folder are removed."""
-    from latentlab.files import save_json
+    from latentlab.store.files import save_json
     path = _unreadable_record(root, listing, cache_dir)
     try:
         for old in cache_dir.glob(f"{_folder_id(root)}-unreadable-*.json"):

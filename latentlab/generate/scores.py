@@ -25,11 +25,11 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from latentlab import generation as gen
-from latentlab.datasets import to_float
-from latentlab.feature_net import features
-from latentlab.inference import encode_images, reconstruct_batches
-from latentlab.pca import pca_encode
+from latentlab.generate import sampling as gen
+from latentlab.data.datasets import to_float
+from latentlab.generate.feature_net import features
+from latentlab.analysis.inference import encode_images, reconstruct_batches
+from latentlab.analysis.pca import pca_encode
 
 K = 3  # neighbours of the manifold radii (Kynkaanniemi et al. 2019)
 PAIRS = 1000  # random test pairs whose midpoints score an interpolation

@@ -19,8 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from latentlab import files, mlp_probe
-from latentlab.mlp_probe import mlp_predict, standardise
+from latentlab.analysis import mlp_probe
+from latentlab.store import files
+from latentlab.analysis.mlp_probe import mlp_predict, standardise
 
 PROBES = ("linear", "knn", "mlp")
 KNN_K = 10

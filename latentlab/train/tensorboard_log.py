@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from latentlab.cli import UserError
-from latentlab.datasets import to_float
+from latentlab.data.datasets import to_float
 
 SPRITE_LIMIT = 8192  # TensorBoard's projector refuses sprites wider or taller than this many pixels
 PROJECTOR_SAMPLES = 1000  # test images train.py sends to the projector (as encode_latent_space.py by default)

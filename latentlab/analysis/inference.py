@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from latentlab.datasets import to_float
+from latentlab.data.datasets import to_float
 
 
 @torch.no_grad()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from latentlab.datasets import take, to_float
+from latentlab.data.datasets import take, to_float
 
 
 def fit_pca(train_x: torch.Tensor, k: int, exact_max_dim: int = 4096, max_samples: int = 20000, seed: int = 0,

@@ -240,8 +240,8 @@ def step5_clusters(out, latents, seed: int, quiet: bool = True) -> tuple[dict, l
     and notes. Step 5 stores scores, not assignments, so the clusters are found again the way it
     found them (same space, k and --seed; its UMAP comes from the projection cache) and its stored
     NMI confirms they are the same."""
-    from latentlab.projection import clustering_space
-    from latentlab.scores import kmeans_scores
+    from latentlab.analysis.projection import clustering_space
+    from latentlab.analysis.scores import kmeans_scores
     size = latents[-1].latent_size
     found = [p for p in (out / f"kmeans_{s}_space_latent_size_{size}.json" for s in ("latent", "umap")) if p.is_file()]
     if not found:
@@ -266,7 +266,7 @@ def step6_predictions(out, latents, device, quiet: bool = True) -> tuple[dict, l
     {latent size: (predictions (n,), probe name)} and notes. The JSON holds scores only; the
     predictions come from the probe cache step 6 filled (the same call with its folds and seed
     finds them, or fits them again), and its stored accuracy confirms they are the same."""
-    from latentlab.probes import best_probe, probe_scores
+    from latentlab.analysis.probes import best_probe, probe_scores
     path = out / f"classification_latent_size_{latents[-1].latent_size}.json"
     if not path.is_file():
         return {}, ["no classifier: classify_latent_space.py has not run"]

@@ -1,4 +1,4 @@
-"""One training run, as train.py does it: decide where it writes (latentlab.runs: one folder, one
+"""One training run, as train.py does it: decide where it writes (latentlab.store.runs: one folder, one
 run), load the dataset, carve the validation split, write the held-out test data and the PCA
 baseline, train the 2-d and the N-d model, and summarise them against PCA at the same size.
 train.py, the sweep and the notebook all call `run_training`."""
@@ -9,19 +9,21 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from latentlab import animation, caveats, files, plots, runs, tensorboard_log
+from latentlab import caveats, plots
+from latentlab.store import files, runs
+from latentlab.train import animation, tensorboard_log
 from latentlab.cli import UserError, pick_device, seed_everything
-from latentlab.datasets import load_dataset, to_float
-from latentlab.image_folder import unreadable_files
-from latentlab.inference import encode_images, model_mse, sample_test_items
-from latentlab.pca import fit_pca, pca_mse
-from latentlab.scores import psnr
-from latentlab.distributed import (World, close_distributed, from_main, init_distributed, load_in_turn,
+from latentlab.data.datasets import load_dataset, to_float
+from latentlab.data.image_folder import unreadable_files
+from latentlab.analysis.inference import encode_images, model_mse, sample_test_items
+from latentlab.analysis.pca import fit_pca, pca_mse
+from latentlab.analysis.scores import psnr
+from latentlab.train.distributed import (World, close_distributed, from_main, init_distributed, load_in_turn,
                                    local_batch_size, run_agreed)
 from latentlab.settings import Settings
-from latentlab.checkpointing import check_resumable, write_log
-from latentlab.training import TrainingSplit, place_data, split_train_val, train_model
-from latentlab.umap_loss import UmapLoss, fuzzy_graph
+from latentlab.train.checkpoint import check_resumable, write_log
+from latentlab.train.loop import TrainingSplit, place_data, split_train_val, train_model
+from latentlab.train.umap_loss import UmapLoss, fuzzy_graph
 from model.autoencoder import describe
 
 SNAPSHOT_IMAGES = 8
@@ -82,7 +84,7 @@ def run_training(args, companion: bool = True, on_epoch=None) -> dict:
 
     Under torchrun every process runs this; rank 0 alone writes. Every check that can fail on
     the user's input runs on all processes alike (or is agreed on), so they stop together.
-    A folder that holds another run is refused unless --overwrite or --resume (latentlab.runs);
+    A folder that holds another run is refused unless --overwrite or --resume (latentlab.store.runs);
     a failed --overwrite leaves the folder's earlier run as it was."""
     settings = Settings.from_args(args)
     world = init_distributed(pick_device(args.device))

@@ -1,4 +1,4 @@
-"""The in-domain classifier whose features score generated images (gen_scores.py): a small conv net
+"""The in-domain classifier whose features score generated images (generate/scores.py): a small conv net
 trained once per training split, seeded, for a bounded number of steps, then kept in the output
 folder as `feature_classifier_{key}.pth` and reused by every later run and sweep job of that data.
 
@@ -19,9 +19,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from latentlab import files
+from latentlab.store import files
 from latentlab.cli import UserError, progress
-from latentlab.datasets import take, to_float
+from latentlab.data.datasets import take, to_float
 
 KIND = "feature_classifier"
 SIDE = 32  # larger images are shrunk to at most SIDE a side first: a bounded cost per image on any dataset

@@ -1,0 +1,3 @@
+"""Datasets: each source (torchvision sets, the embedded digits, a folder of images) as uint8 tensors
+with class names, and the decoded, content-keyed, memory-mappable cache of image folders.
+Imports cli and store alone."""
