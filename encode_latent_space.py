@@ -44,7 +44,7 @@ def main(args) -> dict:
     from latentlab.analysis.inference import encode_images, sample_test_items
     from latentlab.store.inputs import find_models, load_training_split, reading_of, say
     from latentlab.store.runs import claim
-    from model.autoencoder import model_from_checkpoint
+    from model.autoencoder import FAMILIES, model_from_checkpoint
 
     if args.tensorboard:
         tensorboard_log.require_tensorboard()
@@ -78,7 +78,7 @@ def main(args) -> dict:
         meta = {"run": run, "split": args.split, "labels": labels[indices].tolist(), "indices": indices.tolist(),
                 "class_names": data["class_names"], "dataset": data["dataset"], "model_path": str(m.path),
                 "latent_size": m.latent_size, "family": m.family, **source, "selection": selection, "seed": args.seed,
-                "latent": "posterior mean" if m.family == "vae" else "encoder output",
+                "latent": FAMILIES[m.family].latent,
                 "model_caveats": m.ckpt.get("test_metrics", {}).get("caveats", [])}
         path, _ = artifacts.save_latents(files.latents_path(out, m.latent_size, args.split), z, meta)
         written[str(m.latent_size)] = {"path": str(path), "shape": list(z.shape), "model": m.label}

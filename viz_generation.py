@@ -23,6 +23,7 @@ from latentlab.cli import (figure_images, make_parser, mixture_components, nonne
                            std_multiple, width)
 from latentlab.generate.sampling import GMM_COMPONENTS, NUM_SCORED, SAMPLERS
 from latentlab.store.inputs import add_input_flags
+from model.autoencoder import FAMILIES
 
 MODES = ("sample", "interpolate", "traverse", "score", "all")
 
@@ -34,7 +35,7 @@ def parse_args(argv=None):
     g.add_argument("--mode", default="all", choices=MODES, help="which figures to draw, or the scores (all: every one)")
     g.add_argument("--sampler", nargs="+", default=["gaussian"], choices=SAMPLERS,
                    help="how new latents are drawn, each scored (the first draws the figure): gaussian or gmm fitted "
-                        "on the training latents, prior N(0, I) (VAE only)")
+                        f"on the training latents, prior (the family's own: {', '.join(k for k, f in FAMILIES.items() if f.prior)})")
     g.add_argument("--gmm_components", type=mixture_components, default=GMM_COMPONENTS, help="gmm: components of the mixture")
     g.add_argument("--num_scored", type=scored_images, default=NUM_SCORED,
                    help="score: generated images per sampler, scored against the test images")
@@ -93,7 +94,7 @@ def main(args) -> dict:
     class_names = [gen.class_name(names, k) for k in range(max(len(names), int(labels.max()) + 1))]
     check_indices(args.index, len(images))
     samplers = list(dict.fromkeys(args.sampler))
-    plain = [m for m in models if m.family != "vae"]
+    plain = [m for m in models if FAMILIES[m.family].prior is None]
     if "prior" in samplers and plain:
         raise UserError(f"--sampler prior: the {plain[0].label} is a plain autoencoder, with no prior to draw from; "
                         f"use gaussian or gmm (fitted on its training latents)")
@@ -136,7 +137,7 @@ def main(args) -> dict:
             with worded("lower --gmm_components"):
                 packed = None if sampler == "prior" else gen.fitted_sampler(z_train[k], sampler, args.gmm_components,
                                                                             args.seed, out / "cache")
-            z = gen.draw(sampler, packed, k, args.num_samples, args.seed)
+            z = gen.draw(sampler, packed, k, args.num_samples, args.seed, FAMILIES[m.family].prior)
             source = gen.sampler_source(sampler, packed, 0 if train_x is None else len(train_x))
             _, ncols = gen.grid_shape(args.num_samples)
             fig = plots.image_grid(decode(m.latent_size, z, "--num_samples"),

@@ -88,7 +88,7 @@ def make_model(config, device, train_layout: bool):
     """The model as train_model builds it (train_layout) or in its default NCHW form."""
     torch.manual_seed(0)
     model = build_model(config).to(device)
-    if train_layout and config.family != "mlp":
+    if train_layout and config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
 
@@ -125,7 +125,7 @@ def ceiling(config, x_u8, device, args) -> float:
     amp = use_bf16(args.precision, device, config.image_shape)
     model = make_model(config, device, True)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    fmt = torch.channels_last if config.family != "mlp" else torch.contiguous_format
+    fmt = torch.channels_last if config.channels_last else torch.contiguous_format
     ready = [to_float(x_u8[i * args.batch_size:(i + 1) * args.batch_size].to(device)).contiguous(memory_format=fmt)
              for i in range(min(16, len(x_u8) // args.batch_size))]
     cycle = (ready[i % len(ready)] for i in range(10**9))
@@ -171,7 +171,7 @@ def pil_path(config, x_u8, y, device, args, workers: int, train_layout: bool) ->
     n = (args.warmup + args.steps) * args.batch_size
     loader = torch.utils.data.DataLoader(PILImages(x_u8[:n], y[:n]), batch_size=args.batch_size, shuffle=True,
                                          num_workers=workers, pin_memory=device.type == "cuda", drop_last=True)
-    fmt = torch.channels_last if train_layout and config.family != "mlp" else torch.contiguous_format
+    fmt = torch.channels_last if train_layout and config.channels_last else torch.contiguous_format
     batches = (x.to(device, non_blocking=True).contiguous(memory_format=fmt) for x, _ in loader)
     return time_steps(step_fn(model, opt, device, amp), batches, args.warmup, args.steps, device)
 
@@ -182,7 +182,7 @@ def compiled(config, x_u8, device, args) -> tuple[float, float]:
     model = make_model(config, device, True)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     step = torch.compile(step_fn(model, opt, device, amp))
-    fmt = torch.channels_last if config.family != "mlp" else torch.contiguous_format
+    fmt = torch.channels_last if config.channels_last else torch.contiguous_format
     ready = [to_float(x_u8[i * args.batch_size:(i + 1) * args.batch_size].to(device)).contiguous(memory_format=fmt)
              for i in range(min(16, len(x_u8) // args.batch_size))]
     t0 = time.perf_counter()
@@ -220,7 +220,7 @@ def main(args) -> dict:
                      "train.py loop": lambda: train_loop(config, x_placed, device, args, Path(tmp))}
             for w in args.num_workers:
                 paths[f"PIL, {w} workers"] = lambda w=w: pil_path(config, x_u8, y, device, args, w, False)
-            if family != "mlp" or bf16:  # else the same model either way
+            if config.channels_last or bf16:  # else the same model either way
                 best_w = args.num_workers[0]
                 paths[f"PIL + layout, {best_w} workers"] = lambda: pil_path(config, x_u8, y, device, args, best_w, True)
             for e in args.umap_edges:

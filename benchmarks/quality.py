@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from latentlab.cli import Parser, width  # noqa: E402
+from model.autoencoder import FAMILIES  # noqa: E402
 
 # (metric, latent size): (comparison, goal) from the issues, for Fashion-MNIST with the defaults
 GOALS = {
@@ -194,7 +195,7 @@ def score(out: Path, n: int, seconds: dict) -> dict:
         step("viz_kmeans_latent_space.py", *o, "--space", space, seconds=seconds,
              label=f"{n}: viz_kmeans_latent_space.py --space {space}")
     family = json.loads((out / "training_summary.json").read_text())["model"]
-    samplers = ["gaussian", "gmm", *(["prior"] if family == "vae" else [])]
+    samplers = ["gaussian", "gmm", *(["prior"] if FAMILIES[family].prior else [])]
     step("viz_generation.py", "--mode", "score", "--sampler", *samplers, *o, seconds=seconds,
          label=f"{n}: viz_generation.py --mode score")
     return collect(out, n, heldout)

@@ -13,8 +13,8 @@ from latentlab.cli import (MAX_IMAGE_SIZE, UserError, adam_lr, batch_images, epo
                            gigabytes, image_side, loss_weight, make_parser, noise_level, width, width_or_none)
 from latentlab.data.datasets import DATASETS
 from latentlab.data.image_folder import RESIZE_MODES, colour
-from model.autoencoder import (BOTTLENECKS, DEFAULT_NETWORK, FAMILIES, ModelConfig, build_model, conv_stages,
-                               default_network)
+from model.autoencoder import (BOTTLENECKS, DEFAULT_NETWORK, FAMILIES, WIDTHS, ModelConfig, build_model, conv_stages,
+                               takers)
 
 PRECISIONS = ("auto", "fp32", "bf16")
 # the smallest square the conv encoder halves once (model.autoencoder.conv_stages: even, > 4 pixels)
@@ -76,19 +76,20 @@ class Settings:
                          group="model", choices=FAMILIES, per_run=True)
     noise_std: float = setting(0.0, help="denoising: std of the Gaussian noise on the input (the target stays "
                                          "clean); any family; at most 1000", group="model", type=noise_level)
-    beta: float = setting(1.0, help="VAE: weight of the KL term (0 to 1e6)", group="model", type=loss_weight)
-    channels: tuple | None = setting(None, help="conv, vae: channels of each stride-2 stage, at most as many stages "
+    beta: float = setting(1.0, help=f"{takers('beta')}: weight of the KL term (0 to 1e6)", group="model",
+                          type=loss_weight)
+    channels: tuple | None = setting(None, help=f"{takers('channels')}: channels of each stride-2 stage, at most as many stages "
                                                 "as the image halves (28x28: 2, 32x32: 3, 64x64: 4, 128x128: 5)", group="model",
                                      type=width, nargs="+", shown=_by_code_size(1, 2) + " (28x28; a third stage at 32x32, a fourth at 64x64, "
                                                                    "more of the last width above)")
-    dense: tuple | None = setting(None, help="conv, vae: widths of dense layers between the conv features and "
+    dense: tuple | None = setting(None, help=f"{takers('dense')}: widths of dense layers between the conv features and "
                                              "the bottleneck, mirrored in the decoder (`--dense` alone or 0: none)",
                                   group="model", type=width_or_none, nargs="*", older=0,
                                   shown=_by_code_size(2))
-    hidden: tuple | None = setting(None, help="mlp: widths of the hidden layers, encoder side (mirrored); "
+    hidden: tuple | None = setting(None, help=f"{takers('hidden')}: widths of the hidden layers, encoder side (mirrored); "
                                               "`--hidden` alone: none, a linear autoencoder", group="model",
                                    type=width, nargs="*", shown="512 256")
-    bottleneck: str | None = setting(None, help="conv, mlp: linear, the bottleneck layer's output; or sphere, "
+    bottleneck: str | None = setting(None, help=f"{', '.join(k for k, f in FAMILIES.items() if not f.no_sphere)}: linear, the bottleneck layer's output; or sphere, "
                                                 "that output scaled to length sqrt(latent size), so that only its "
                                                 "direction carries the image (a 2-unit code stays linear: on a "
                                                 "sphere it would be a circle)", group="model", choices=BOTTLENECKS,
@@ -164,17 +165,16 @@ class Settings:
         """The network these settings ask for at one latent size; a width or depth the family or the
         image cannot take is a UserError."""
         self.check_network_flags()
-        conv = self.model != "mlp"
         h, w = image_shape[1:]
         stages = max(1, conv_stages(h, w))  # images that never halve take one full-resolution stage
-        if conv and self.channels is not None and len(self.channels) > stages:
+        if self.channels is not None and len(self.channels) > stages:
             raise UserError(f"--channels gives {len(self.channels)} stages but {h}x{w} images take at most "
                             f"{stages} (each stride-2 stage halves the image while it stays even and larger "
                             f"than 4 pixels); give at most {stages} widths")
         given = {k: v for k, v in (("channels", self.channels), ("hidden", self.hidden)) if v is not None}
         if self.bottleneck is not None:
             given["bottleneck"] = self.bottleneck if latent_size >= 3 else "linear"
-        defaults = default_network(latent_size, self.model, image_shape) if conv else {"dense": (), "bottleneck": "linear"}
+        defaults = FAMILIES[self.model].defaults(latent_size, image_shape)
         if self.dense is not None:
             given["dense"] = tuple(u for u in self.dense if u)
         config = ModelConfig(family=self.model, latent_size=latent_size, image_shape=tuple(image_shape),
@@ -187,16 +187,19 @@ class Settings:
     def check_network_flags(self) -> None:
         """The width and bottleneck flags against the family, which needs no image: a UserError for
         a flag the family does not take."""
-        conv = self.model != "mlp"
-        if conv and self.hidden is not None:
-            raise UserError(f"--hidden sets the widths of the mlp model, not of the {self.model} one; "
-                            f"use --channels (and --dense), or --model mlp")
-        if not conv and (self.channels is not None or any(self.dense or ())):
-            raise UserError("--channels and --dense set the conv and vae networks, not the mlp one; "
-                            "use --hidden, or --model conv")
-        if self.bottleneck == "sphere" and self.model == "vae":
-            raise UserError("--bottleneck sphere: the VAE's code is Gaussian, not on a sphere; "
-                            "use --model conv or mlp, or drop --bottleneck")
+        family = FAMILIES[self.model]
+        # --dense 0 (or alone) asks for no dense layers, which every family can have
+        foreign = [k for k in WIDTHS if k not in family.flags and getattr(self, k) is not None
+                   and (k != "dense" or any(self.dense))]
+        if foreign:
+            owners = [k for k, f in FAMILIES.items() if foreign[0] in f.flags]
+            theirs, ours = ([f"--{k}" for k in WIDTHS if k in FAMILIES[name].flags] for name in (owners[0], self.model))
+            raise UserError(f"{' and '.join(theirs)} set{'s' * (len(theirs) == 1)} the {' and '.join(owners)} "
+                            f"network{'s' * (len(owners) > 1)}, not the {self.model} one; use "
+                            f"{' and '.join(ours) or 'no width flag'}, or --model {owners[0]}")
+        if self.bottleneck == "sphere" and family.no_sphere:
+            raise UserError(f"--bottleneck sphere: {family.no_sphere}, not on a sphere; use --model "
+                            f"{' or '.join(k for k, f in FAMILIES.items() if not f.no_sphere)}, or drop --bottleneck")
         if self.dense and 0 in self.dense and len(self.dense) > 1:
             raise UserError(f"--dense {' '.join(map(str, self.dense))}: 0 means no dense layer and stands alone; "
                             f"give positive widths, or 0 (or --dense alone) for none")
@@ -236,8 +239,7 @@ def resolved_network(values: dict, family: str, latent_size: int, umap_max_size:
     """values (settings by name) with the network (widths, bottleneck) a run of this family and latent
     size builds where the flags leave them unset, and the UMAP loss's weight on it: what a sweep records,
     so that a later default is not taken for the one its runs had."""
-    widths = (default_network(latent_size, family) if family != "mlp"
-              else {"hidden": ModelConfig().hidden, "bottleneck": "linear"})
+    widths = FAMILIES[family].defaults(latent_size)
     return {**values, **{k: v if isinstance(v, str) else list(v) for k, v in widths.items() if values.get(k) is None},
             "umap_weight": umap_weight_at(values["umap_weight"], umap_max_size, latent_size)}
 

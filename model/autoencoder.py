@@ -1,4 +1,5 @@
-"""The networks only: encoders, decoders, the autoencoder, the VAE, and `build_model(config)`.
+"""The networks only: encoders, decoders, the autoencoder, the VAE, FAMILIES (the registry of model
+families: one Family entry declares all that the rest of the code asks of one) and `build_model(config)`.
 
 No argparse, no file I/O, no device choice. Images are float tensors in [0, 1] of shape
 (B, C, H, W); the decoders return logits, and `decode` squashes them with a sigmoid.
@@ -11,14 +12,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-FAMILIES = ("conv", "mlp", "vae")
-FAMILY_NAMES = {"conv": "conv autoencoder", "mlp": "MLP autoencoder", "vae": "VAE"}
-
 
 def describe(family: str, latent_size: int | None = None, dataset: str | None = None, *,
              noise_std: float = 0.0, beta: float | None = None, umap_weight: float = 0.0,
@@ -26,10 +24,11 @@ def describe(family: str, latent_size: int | None = None, dataset: str | None = 
     """How titles and tables name a model: 'conv autoencoder', 'VAE (beta 1)', 'denoising MLP
     autoencoder (noise std 0.2), latent size 8, digits', 'conv autoencoder with UMAP loss (weight
     0.01)', 'conv autoencoder on a sphere, latent size 64', ..."""
-    name = FAMILY_NAMES.get(family, family)
+    kind = FAMILIES.get(family)
+    name = kind.title if kind else family
     if bottleneck == "sphere":
         name += " on a sphere"
-    if family == "vae" and beta is not None:
+    if kind and "beta" in kind.flags and beta is not None:
         name += f" (beta {beta:g})"
     if noise_std:
         name = f"denoising {name} (noise std {noise_std:g})"
@@ -40,6 +39,7 @@ def describe(family: str, latent_size: int | None = None, dataset: str | None = 
 
 
 BOTTLENECKS = ("linear", "sphere")
+WIDTHS = ("channels", "dense", "hidden")  # the config's width fields; each family takes some of them
 
 # The network train.py builds where --channels, --dense and --bottleneck are not given, by code size;
 # each row was measured on Fashion-MNIST (docs/performance.md). Small codes get dense layers before
@@ -56,15 +56,14 @@ DEFAULT_NETWORK = ((4, (32, 64, 128, 256), (512, 128, 32), "linear"),
                    (math.inf, (64, 128, 256, 512), (), "linear"))
 
 
-def default_network(latent_size: int, family: str = "conv", image_shape=None) -> dict:
-    """The channels, dense widths and bottleneck a conv or VAE model of this latent size gets by
-    default (the VAE's code is Gaussian, so always linear). Images that halve more often than
-    DEFAULT_NETWORK has stages (128x128 and up) get further stages of the last width, so the
-    features before the bottleneck stay at most 4x4 per channel."""
+def conv_network(latent_size: int, image_shape=None) -> dict:
+    """The channels, dense widths and bottleneck a conv model of this latent size gets by default.
+    Images that halve more often than DEFAULT_NETWORK has stages (128x128 and up) get further stages
+    of the last width, so the features before the bottleneck stay at most 4x4 per channel."""
     channels, dense, bottleneck = next(row[1:] for row in DEFAULT_NETWORK if latent_size <= row[0])
     if image_shape is not None:
         channels += (channels[-1],) * max(0, conv_stages(*image_shape[-2:]) - len(channels))
-    return {"channels": channels, "dense": dense, "bottleneck": bottleneck if family == "conv" else "linear"}
+    return {"channels": channels, "dense": dense, "bottleneck": bottleneck}
 
 
 def dense_widths(value) -> tuple:
@@ -76,14 +75,14 @@ def dense_widths(value) -> tuple:
 
 @dataclass
 class ModelConfig:
-    family: str = "conv"  # conv | mlp | vae (the VAE has the conv encoder/decoder)
+    family: str = "conv"  # a key of FAMILIES
     latent_size: int = 2
     image_shape: tuple = (1, 28, 28)  # (C, H, W)
-    # conv/vae: channels of each stride-2 stage; as many stages are used as the image
+    # conv, vae: channels of each stride-2 stage; as many stages are used as the image
     # can be halved while it stays even and larger than 4 pixels (8x8 -> 1 stage, 28 -> 2, 32 -> 3).
     channels: tuple = (64, 128, 256, 512)
     hidden: tuple = (512, 256)  # mlp: widths of the hidden layers, encoder side; () is a linear autoencoder
-    dense: tuple = ()  # conv/vae: widths of dense layers between the conv features and the bottleneck, encoder side (mirrored)
+    dense: tuple = ()  # conv, vae: widths of dense layers between the conv features and the bottleneck, encoder side (mirrored)
     beta: float = 1.0  # vae: weight of the KL term (Higgins et al. 2017, beta-VAE)
     noise_std: float = 0.0  # denoising: std of the Gaussian noise added to the input while training
     umap_weight: float = 0.0  # weight of the UMAP loss on the codes while training (latentlab.train.umap_loss); 0: none
@@ -101,17 +100,16 @@ class ModelConfig:
             raise ValueError(f"unknown model family {self.family!r}; choose one of {', '.join(FAMILIES)}")
         if self.bottleneck not in BOTTLENECKS:
             raise ValueError(f"unknown bottleneck {self.bottleneck!r}; choose one of {', '.join(BOTTLENECKS)}")
-        if self.bottleneck == "sphere" and (self.family == "vae" or self.latent_size < 3):
+        if self.bottleneck == "sphere" and (FAMILIES[self.family].no_sphere or self.latent_size < 3):
             raise ValueError(f"a {self.family} model with a code of {self.latent_size} units cannot have it on a "
-                             f"sphere (the VAE's code is Gaussian; a 2-unit one would be a circle)")
+                             f"sphere ({FAMILIES[self.family].no_sphere or 'a 2-unit one would be a circle'})")
         if not self.channels or min(self.channels) < 1 or min(self.hidden + self.dense, default=1) < 1:
             raise ValueError(f"widths must be positive: channels {self.channels}, hidden {self.hidden}, dense {self.dense}")
 
     @property
     def channels_last(self) -> bool:
-        """Conv models (conv, vae) run in channels_last memory format, in training and when loaded
-        for inference, as oneDNN's convolutions prefer it (see docs/performance.md)."""
-        return self.family != "mlp"
+        """Whether the model runs in channels_last memory format, in training and when loaded."""
+        return FAMILIES[self.family].channels_last
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -219,12 +217,7 @@ class Autoencoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
-        if cfg.family == "mlp":
-            self.encoder = MLPEncoder(cfg)
-            self.decoder = MLPDecoder(cfg)
-        else:
-            self.encoder = ConvEncoder(cfg)
-            self.decoder = ConvDecoder(cfg, self.encoder.feature_shape)
+        self.encoder, self.decoder = FAMILIES[cfg.family].parts(cfg)
         self.to_latent = nn.Linear(self.encoder.out_features, self.latent_outputs(cfg))
 
     @staticmethod
@@ -301,9 +294,49 @@ class VAE(Autoencoder):
         return (bce + self.config.beta * kl.mean()) / d
 
 
+def conv_parts(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
+    encoder = ConvEncoder(cfg)
+    return encoder, ConvDecoder(cfg, encoder.feature_shape)
+
+
+def standard_normal(n: int, latent_size: int, generator: torch.Generator) -> torch.Tensor:
+    """n draws (n, latent_size) of the VAE's prior N(0, I)."""
+    return torch.randn(n, latent_size, generator=generator)
+
+
+@dataclass(frozen=True)
+class Family:
+    """All that the code asks of a model family, so that a new family is one entry of FAMILIES."""
+    title: str  # how titles and tables name it
+    parts: Callable  # ModelConfig -> (encoder, with out_features; decoder of latent_size inputs to logits)
+    flags: tuple  # the width fields (WIDTHS) it takes, and "beta" where its objective has a KL term
+    defaults: Callable  # (latent_size, image_shape or None) -> the widths and bottleneck the flags leave unset
+    model: type = Autoencoder  # Autoencoder, or a subclass with its own forward and objective
+    channels_last: bool = False  # its memory format: oneDNN's convolutions prefer channels_last
+    prior: Callable | None = None  # (n, latent_size, generator) -> n latents of its prior; None: it has none
+    latent: str = "encoder output"  # what its latents are (the latents' JSON says it)
+    no_sphere: str = ""  # why its code cannot lie on a sphere; "": it can
+
+
+FAMILIES = {
+    "conv": Family("conv autoencoder", conv_parts, ("channels", "dense"), conv_network, channels_last=True),
+    "mlp": Family("MLP autoencoder", lambda cfg: (MLPEncoder(cfg), MLPDecoder(cfg)), ("hidden",),
+                  lambda latent_size, image_shape=None: {"hidden": ModelConfig.hidden, "bottleneck": "linear"}),
+    "vae": Family("VAE", conv_parts, ("channels", "dense", "beta"),
+                  lambda latent_size, image_shape=None: {**conv_network(latent_size, image_shape), "bottleneck": "linear"},
+                  model=VAE, channels_last=True, prior=standard_normal, latent="posterior mean",
+                  no_sphere="the VAE's code is Gaussian"),
+}
+
+
+def takers(flag: str) -> str:
+    """The families that take a flag, as help texts name them: 'conv, vae'."""
+    return ", ".join(name for name, kind in FAMILIES.items() if flag in kind.flags)
+
+
 def build_model(config: ModelConfig | dict) -> Autoencoder:
     cfg = config if isinstance(config, ModelConfig) else ModelConfig.from_dict(config)
-    return VAE(cfg) if cfg.family == "vae" else Autoencoder(cfg)
+    return FAMILIES[cfg.family].model(cfg)
 
 
 def model_from_checkpoint(ckpt: dict, device="cpu", weights: str = "best") -> Autoencoder:

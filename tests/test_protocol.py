@@ -12,7 +12,7 @@ from conftest import load_benchmark
 from latentlab.store import artifacts, files
 from latentlab.cli import UserError
 from latentlab.settings import Settings
-from model.autoencoder import ModelConfig, build_model, model_from_checkpoint
+from model.autoencoder import FAMILIES, ModelConfig, build_model, model_from_checkpoint
 
 
 def _encode(out, *extra):
@@ -149,7 +149,7 @@ def test_widths_build_the_networks_they_name(family, widths, shape):
     assert model.encode(x).shape == (2, 3) and model.reconstruct(x).shape == x.shape
     convs = [m for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    if family == "mlp":
+    if "hidden" in FAMILIES[family].flags:
         assert not convs
         widths_seen = [m.out_features for m in model.encoder.modules() if isinstance(m, torch.nn.Linear)]
         assert widths_seen == list(widths["hidden"])
@@ -194,7 +194,7 @@ def test_bad_widths_are_refused_in_one_line(capsys):
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2 and "\n" not in err and message in err
     for settings, message in ((Settings(latent_size=4, channels=(8, 16, 32)), "--channels gives 3 stages but 28x28 images take at most 2"),
-                              (Settings(latent_size=4, hidden=(64,)), "--hidden sets the widths of the mlp model"),
+                              (Settings(latent_size=4, hidden=(64,)), "--hidden sets the mlp network, not the conv one; use --channels and --dense"),
                               (Settings(latent_size=4, model="mlp", dense=(8,)), "--channels and --dense set the conv"),
                               (Settings(latent_size=4, dense=(64, 0)), "--dense 64 0: 0 means no dense layer")):
         with pytest.raises(UserError, match=message):

@@ -82,12 +82,12 @@ def fitted_sampler(z: np.ndarray, sampler: str, components: int, seed: int, cach
     return packed
 
 
-def draw(sampler: str, packed: np.ndarray | None, latent_size: int, n: int, seed: int) -> torch.Tensor:
-    """n latents (n, N) float32: from the prior N(0, I), or from the packed Gaussian or mixture
-    (fitted_sampler); seeded."""
+def draw(sampler: str, packed: np.ndarray | None, latent_size: int, n: int, seed: int, prior=None) -> torch.Tensor:
+    """n latents (n, N) float32: from the model family's prior (model.autoencoder.Family.prior), or
+    from the packed Gaussian or mixture (fitted_sampler); seeded."""
     g = torch.Generator().manual_seed(seed)
     if sampler == "prior":
-        return torch.randn(n, latent_size, generator=g)
+        return prior(n, latent_size, g)
     weights, means = packed[:, 0], packed[:, 1:1 + latent_size]
     covs = packed[:, 1 + latent_size:].reshape(len(packed), latent_size, latent_size)
     if len(packed) == 1:
@@ -102,7 +102,7 @@ def draw(sampler: str, packed: np.ndarray | None, latent_size: int, n: int, seed
 def sampler_source(sampler: str, packed: np.ndarray | None, n_fit: int) -> str:
     """Where sampled latents come from, in words (the title of the figure of samples)."""
     if sampler == "prior":
-        return "drawn from the prior N(0, I)"
+        return "drawn from the model's prior"
     if sampler == "gaussian":
         return f"drawn from a Gaussian fitted to the latents of the {n_fit} training images (mean, full covariance)"
     return f"drawn from a {len(packed)}-component Gaussian mixture fitted to the latents of the {n_fit} training images"

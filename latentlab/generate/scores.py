@@ -30,6 +30,7 @@ from latentlab.data.datasets import to_float
 from latentlab.generate.feature_net import features
 from latentlab.analysis.inference import encode_images, reconstruct_batches
 from latentlab.analysis.pca import pca_encode
+from model.autoencoder import FAMILIES
 
 K = 3  # neighbours of the manifold radii (Kynkaanniemi et al. 2019)
 PAIRS = 1000  # random test pairs whose midpoints score an interpolation
@@ -122,16 +123,17 @@ def test_pairs(n: int, seed: int, count: int = PAIRS) -> tuple[torch.Tensor, tor
 
 
 def space_scores(decode, z_train: np.ndarray, z_test: torch.Tensor, samplers, components: int, num_scored: int,
-                 seed: int, scorer: Scorer, cache_dir, pairs) -> dict:
+                 seed: int, scorer: Scorer, cache_dir, pairs, prior=None) -> dict:
     """One latent space (a model's, or PCA's coefficients): each sampler's samples scored, and the
-    midpoints of the test pairs; {"samples": {sampler: scores}, "midpoints_fd", "seconds"}."""
+    midpoints of the test pairs; {"samples": {sampler: scores}, "midpoints_fd", "seconds"}. prior:
+    the model family's (for the sampler "prior")."""
     start = time.perf_counter()
     size = z_test.shape[1]
     out = {"samples": {}}
     for s in samplers:
         packed = None if s == "prior" else gen.fitted_sampler(z_train, s, components, seed, cache_dir)
         t = time.perf_counter()  # the scoring alone (draw, decode, features, FD, precision/recall), not the fit
-        out["samples"][s] = scorer.full(decoded(decode, gen.draw(s, packed, size, num_scored, seed)))
+        out["samples"][s] = scorer.full(decoded(decode, gen.draw(s, packed, size, num_scored, seed, prior)))
         out["samples"][s]["seconds"] = time.perf_counter() - t
     a, b = pairs
     out["midpoints_fd"] = scorer.fd(decoded(decode, (z_test[a] + z_test[b]) / 2))
@@ -179,7 +181,7 @@ def score_generation(models, nets: dict, test_x: torch.Tensor, train_x: torch.Te
         zt = encode_images(net, train_x, device) if zt is None else zt
         zs = torch.from_numpy(encode_images(net, test_x, device))
         scores = space_scores(model_decoder(net, device), zt, zs, samplers, components, num_scored, seed, scorer,
-                              cache_dir, pairs)
+                              cache_dir, pairs, FAMILIES[m.family].prior)
         result["models"][str(k)] = {"name": m.name, "label": m.label, "family": m.family, **scores,
                                     "best_sampler": best_sampler(scores["samples"]),
                                     "reconstructions": reconstruction_scores(scorer, net, test_x, device)}

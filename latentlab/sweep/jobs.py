@@ -43,7 +43,7 @@ from latentlab.analysis.probes import KNN_K, probe_scores
 from latentlab.analysis.scores import kmeans_nmi, reconstruction_scores
 from latentlab.data.datasets import DATASETS
 from latentlab.settings import RESULT_SETTINGS, Settings, applies, recorded_value, resolved_network
-from model.autoencoder import describe, model_from_checkpoint
+from model.autoencoder import FAMILIES, describe, model_from_checkpoint
 
 # metric -> (what it is, for table headers and panel titles; does higher mean better)
 METRICS = {"test_mse": ("test MSE", False), "test_psnr": ("test PSNR (dB)", True), "test_ssim": ("test SSIM", True),
@@ -231,7 +231,7 @@ def evaluate_model(folder, settings: dict, device) -> dict:
                         f"{divergence_fix(settings['lr'], model.config)}, or delete {folder} and retrain")
     metrics = score(reconstruct_batches(model, images, device), z, labels[idx].numpy(), len(data["class_names"]),
                     settings["folds"], settings["seed"])
-    samplers = ("gaussian", "gmm", *(("prior",) if m.family == "vae" else ()))
+    samplers = ("gaussian", "gmm", *(("prior",) if FAMILIES[m.family].prior else ()))
     generation = generation_scores(folder, data, m, gen_scores.model_decoder(model, device),
                                    lambda x: torch.from_numpy(encode_images(model, x, device)), samplers, settings, device)
     metrics.update(generation.pop("metrics"))
@@ -270,7 +270,8 @@ def generation_scores(trained_folder, data: dict, m, decode, encode, samplers, s
     scorer = gen_scores.Scorer.of_test_images(net, data["images"], device)
     pairs = gen_scores.test_pairs(len(data["images"]), settings["seed"])
     scores = gen_scores.space_scores(decode, encode(train_x).numpy(), encode(data["images"]), samplers, gen.GMM_COMPONENTS,
-                                     gen.NUM_SCORED, settings["seed"], scorer, folder / "cache", pairs)
+                                     gen.NUM_SCORED, settings["seed"], scorer, folder / "cache", pairs,
+                                     FAMILIES[m.family].prior)
     best = gen_scores.best_sampler(scores["samples"])
     b = scores["samples"][best]
     return {"metrics": {"gen_fd": b["fd"], "gen_precision": b["precision"], "gen_recall": b["recall"]},

@@ -31,7 +31,7 @@ from latentlab.train.distributed import (World, all_ranks_ok, all_reduce_sum, ep
 from latentlab.store.runs import STAGING
 from latentlab.settings import PRECISIONS, Settings, recorded
 from latentlab.train.umap_loss import UmapLoss
-from model.autoencoder import ModelConfig, build_model
+from model.autoencoder import FAMILIES, ModelConfig, build_model
 
 # bf16 autocast on a CPU only for images of at least this many pixels: smaller ones train slower in bf16
 BF16_CPU_MIN_PIXELS = 16 * 16
@@ -186,7 +186,7 @@ def _diverged(config: ModelConfig, what: str, value, epoch: int, where: str, pat
 def divergence_fix(lr: float, config: ModelConfig) -> str:
     """The settings a diverged training of config can lower, with their values: --lr, and each of
     --beta, --noise_std, --umap_weight where it is in play (the VAE's beta above 1)."""
-    causes = [("lr", lr, True), ("beta", config.beta, config.family == "vae" and config.beta > 1),
+    causes = [("lr", lr, True), ("beta", config.beta, "beta" in FAMILIES[config.family].flags and config.beta > 1),
               ("noise_std", config.noise_std, config.noise_std > 0),
               ("umap_weight", config.umap_weight, config.umap_weight > 0)]
     return ", ".join(f"--{k} (now {v:g})" for k, v, in_play in causes if in_play)
