@@ -4,6 +4,7 @@ Every dataset becomes `ImageData`: uint8 tensors of shape (N, C, H, W) and int64
 in memory (an image folder larger than the memory budget: memory-mapped from its decoded cache, see
 latentlab.data.image_folder), so the training loop takes batches as index slices and never decodes an
 image per item.
+SOURCES holds each named dataset in one entry (reader, class names, files, torchvision's download).
 Local files come first (IDX files for the MNIST family); otherwise torchvision downloads into
 data/<name>/. With neither, a UserError says which files to place where.
 """
@@ -13,6 +14,7 @@ import gzip
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -22,7 +24,7 @@ from latentlab.cli import UserError, memory_available, memory_for
 from latentlab.data.image_folder import (Reading, Unreadable, decode_images, default_memory_budget, folder_images,
                                     known_unreadable, list_folder, readable, record_unreadable, shown)
 
-DATASETS = ("digits", "mnist", "fashion-mnist", "emnist", "cifar10", "cifar100", "gtsrb", "svhn", "folder:PATH")
+TEN_DIGITS = [str(i) for i in range(10)]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 GTSRB_CLASSES = [
@@ -36,14 +38,9 @@ GTSRB_CLASSES = [
     "Turn left ahead", "Ahead only", "Go straight or right", "Go straight or left", "Keep right",
     "Keep left", "Roundabout mandatory", "End of no passing", "End of no passing for trucks",
 ]
-# The MNIST-family file names, as published and as torchvision stores them under <root>/<Name>/raw/.
-IDX_FILES = {
-    "mnist": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-    "fashion-mnist": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-    "emnist": ("emnist-balanced-train-images-idx3-ubyte", "emnist-balanced-train-labels-idx1-ubyte",
-               "emnist-balanced-test-images-idx3-ubyte", "emnist-balanced-test-labels-idx1-ubyte"),
-}
-TORCHVISION_DIR = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "emnist": "EMNIST"}
+# The MNIST-family files as published; torchvision stores them under <root>/<its class name>/raw/.
+MNIST_IDX = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+             "t10k-labels-idx1-ubyte.gz")
 
 
 @dataclass
@@ -104,23 +101,21 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(body, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
-def _find_idx(name: str, dirs: list[Path]) -> list[Path] | None:
+def _find_idx(source: "Source", dirs: list[Path]) -> list[Path] | None:
     for d in dirs:
-        found = []
-        for stem in IDX_FILES[name]:
-            hit = next((d / (stem + s) for s in ("", ".gz") if (d / (stem + s)).is_file()), None)
-            found.append(hit)
+        found = [next((d / (stem + s) for s in ("", ".gz") if (d / (stem + s)).is_file()), None)
+                 for stem in source.stems]
         if all(found):
             return found
     return None
 
 
-def _load_idx_dataset(name: str, dirs: list[Path]) -> tuple | None:
-    paths = _find_idx(name, dirs)
+def _load_idx_dataset(source: "Source", dirs: list[Path]) -> tuple | None:
+    paths = _find_idx(source, dirs)
     if paths is None:
         return None
     trx, tr_y, tex, te_y = (read_idx(p) for p in paths)
-    if name == "emnist":  # the raw EMNIST images are stored transposed
+    if source.transposed:
         trx, tex = trx.transpose(0, 2, 1), tex.transpose(0, 2, 1)
     return (torch.from_numpy(np.ascontiguousarray(trx))[:, None], torch.from_numpy(tr_y.astype(np.int64)),
             torch.from_numpy(np.ascontiguousarray(tex))[:, None], torch.from_numpy(te_y.astype(np.int64)),
@@ -143,11 +138,6 @@ def split_indices(y: torch.Tensor, test_fraction: float, seed: int) -> tuple[tor
     return torch.nonzero(mask).flatten(), test_idx
 
 
-def _seeded_split(x: torch.Tensor, y: torch.Tensor, test_fraction: float, seed: int):
-    train_idx, test_idx = split_indices(y, test_fraction, seed)
-    return x[train_idx], y[train_idx], x[test_idx], y[test_idx]
-
-
 def resize_uint8(x: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
     """Resize (N, C, H, W) uint8 images to size x size with antialiased bilinear filtering."""
     if x.shape[-2:] == (size, size):
@@ -164,87 +154,104 @@ def resize_uint8(x: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
         return torch.cat(out)
 
 
-def _no_network(name: str, root: Path, files: str, err: Exception) -> UserError:
-    return UserError(f"cannot download {name} ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else 'no network'}); "
-                     f"on a machine with a network run once to fill {root}/, or place {files} there "
-                     f"(or in the folder named by --data_dir)")
+def _fetch(name: str, root: Path) -> tuple:
+    """torchvision's training and test sets of a source, downloaded into root where absent."""
+    import torchvision.datasets as tvd
+    source = SOURCES[name]
+    cls, train, test = source.torchvision
+    try:
+        return getattr(tvd, cls)(str(root), download=True, **train), getattr(tvd, cls)(str(root), download=True, **test)
+    except Exception as e:  # no network: URLError, RuntimeError, ...
+        why = str(e).splitlines()[0][:120] if str(e) else "no network"
+        raise UserError(f"cannot download {name} ({type(e).__name__}: {why}); on a machine with a network run once to "
+                        f"fill {root}/, or place {' '.join(source.files)} there (or in the folder named by --data_dir)")
 
 
-# ---------------------------------------------------------------- the loaders
-def _digits(data_dir, seed):
+# ---------------------------------------------------------------- the readers: (name, root, data_dir, image_size,
+# quiet) -> (train x, train y, test x, test y, split, torchvision's training set or None)
+def _digits(name, root, data_dir, image_size, quiet):
     from sklearn.datasets import load_digits
     d = load_digits()
     x = torch.from_numpy(np.round(d.images * (255.0 / 16.0)).astype(np.uint8))[:, None]  # (1797, 1, 8, 8)
     y = torch.from_numpy(d.target.astype(np.int64))
-    trx, tr_y, tex, te_y = _seeded_split(x, y, 0.2, seed=0)
-    return trx, tr_y, tex, te_y, [str(i) for i in range(10)], "seeded stratified 80/20 split (split seed 0)"
+    train_idx, test_idx = split_indices(y, 0.2, seed=0)
+    return x[train_idx], y[train_idx], x[test_idx], y[test_idx], "seeded stratified 80/20 split (split seed 0)", None
 
 
-def _idx_family(name, data_dir, root):
-    dirs = [Path(data_dir)] if data_dir else []
-    dirs += [root, root / "raw", root / TORCHVISION_DIR[name] / "raw"]
-    found = _load_idx_dataset(name, dirs)
+def _idx(name, root, data_dir, image_size, quiet):
+    """IDX files: from data_dir, else from root (as published, or where torchvision stores them), else downloaded."""
+    source = SOURCES[name]
+    raw = root / source.torchvision[0] / "raw"
+    found = _load_idx_dataset(source, ([Path(data_dir)] if data_dir else []) + [root, root / "raw", raw])
     if found is not None:
-        return found
+        return (*found, None)
     if data_dir:
-        raise UserError(f"no {name} IDX files in {data_dir}: expected {', '.join(IDX_FILES[name])} (plain or .gz)")
-    import torchvision.datasets as tvd
-    cls = {"mnist": tvd.MNIST, "fashion-mnist": tvd.FashionMNIST}.get(name)
-    try:
-        if name == "emnist":
-            tr = tvd.EMNIST(str(root), split="balanced", train=True, download=True)
-            te = tvd.EMNIST(str(root), split="balanced", train=False, download=True)
-        else:
-            tr, te = cls(str(root), train=True, download=True), cls(str(root), train=False, download=True)
-    except Exception as e:  # no network: URLError, RuntimeError, ...
-        raise _no_network(name, root, " ".join(f + ".gz" for f in IDX_FILES[name]), e)
-    found = _load_idx_dataset(name, [root / TORCHVISION_DIR[name] / "raw"])
+        raise UserError(f"no {name} IDX files in {data_dir}: expected {', '.join(source.stems)} (plain or .gz)")
+    tr, te = _fetch(name, root)
+    found = _load_idx_dataset(source, [raw])
     if found is None:  # torchvision stored them elsewhere: take its tensors
-        return (tr.data[:, None], tr.targets.long(), te.data[:, None], te.targets.long(), "official train/test split")
-    return found
+        return tr.data[:, None], tr.targets.long(), te.data[:, None], te.targets.long(), "official train/test split", tr
+    return (*found, tr)
 
 
-def _class_names(name):
-    if name == "fashion-mnist":
-        return FASHION_CLASSES
-    if name == "emnist":
-        from torchvision.datasets import EMNIST
-        return list(EMNIST.classes_split_dict["balanced"])
-    return [str(i) for i in range(10)]
+def _torchvision(arrays):
+    """A reader of a torchvision set: downloaded into data_dir (else root), each split's arrays(set,
+    image_size, quiet) -> (uint8 images (N, C, H, W), labels)."""
+    def read(name, root, data_dir, image_size, quiet):
+        tr, te = _fetch(name, Path(data_dir) if data_dir else root)
+        return (*arrays(tr, image_size, quiet), *arrays(te, image_size, quiet), "official train/test split", tr)
+    return read
 
 
-def _torchvision(name, root, image_size, quiet):
-    import torchvision.datasets as tvd
-    try:
-        if name in ("cifar10", "cifar100"):
-            cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
-            tr, te = cls(str(root), train=True, download=True), cls(str(root), train=False, download=True)
-            conv = lambda d: (torch.from_numpy(d.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(d.targets))
-            (trx, tr_y), (tex, te_y) = conv(tr), conv(te)
-            return trx, tr_y, tex, te_y, list(tr.classes), "official train/test split"
-        if name == "svhn":
-            tr, te = tvd.SVHN(str(root), split="train", download=True), tvd.SVHN(str(root), split="test", download=True)
-            conv = lambda d: (torch.from_numpy(d.data), torch.from_numpy(d.labels.astype(np.int64)))
-            (trx, tr_y), (tex, te_y) = conv(tr), conv(te)
-            return trx, tr_y, tex, te_y, [str(i) for i in range(10)], "official train/test split"
-        if name == "gtsrb":
-            tr, te = tvd.GTSRB(str(root), split="train", download=True), tvd.GTSRB(str(root), split="test", download=True)
-    except Exception as e:
-        files = {"cifar10": "cifar-10-python.tar.gz", "cifar100": "cifar-100-python.tar.gz",
-                 "svhn": "train_32x32.mat test_32x32.mat",
-                 "gtsrb": "gtsrb/GTSRB-Training_fixed.zip gtsrb/GTSRB_Final_Test_Images.zip gtsrb/GTSRB_Final_Test_GT.zip"}[name]
-        raise _no_network(name, root, files, e)
-    size = image_size or 32  # GTSRB's images vary in size; 32x32 keeps the traffic signs legible
-
-    def conv(d):
-        samples = d._samples
-        # squashed, as GTSRB's published crops of signs always were
-        images = decode_images([p for p, _ in samples], size, channels=3, quiet=quiet, reading=Reading("squash"))
-        return torch.from_numpy(images), torch.tensor([t for _, t in samples], dtype=torch.int64)
-    (trx, tr_y), (tex, te_y) = conv(tr), conv(te)
-    return trx, tr_y, tex, te_y, GTSRB_CLASSES, "official train/test split"
+def _gtsrb_arrays(d, image_size, quiet):
+    # GTSRB's images vary in size; 32x32 keeps the signs legible; squashed, as its published crops always were
+    images = decode_images([p for p, _ in d._samples], image_size or 32, channels=3, quiet=quiet,
+                           reading=Reading("squash"))
+    return torch.from_numpy(images), torch.tensor([t for _, t in d._samples], dtype=torch.int64)
 
 
+@dataclass(frozen=True)
+class Source:
+    """A dataset, all in one entry of SOURCES: its reader, class names and files, and torchvision's download."""
+    read: Callable  # (name, root, data_dir, image_size, quiet) -> see the readers above
+    classes: list | Callable  # the class names, or a callable of torchvision's training set (None: read locally)
+    files: tuple = ()  # the files a user places in data/<name>/ (or --data_dir) where there is no network
+    torchvision: tuple = ()  # (class in torchvision.datasets, its arguments for the training split, for the test split)
+    transposed: bool = False  # IDX images stored transposed (EMNIST's)
+
+    @property
+    def stems(self) -> list[str]:
+        """IDX files: their names, plain or .gz."""
+        return [f.removesuffix(".gz") for f in self.files]
+
+
+def _emnist_classes(_):
+    from torchvision.datasets import EMNIST
+    return list(EMNIST.classes_split_dict["balanced"])
+
+
+_cifar = _torchvision(lambda d, size, quiet: (torch.from_numpy(d.data).permute(0, 3, 1, 2).contiguous(),
+                                             torch.tensor(d.targets)))
+_TRAIN_TEST = ({"train": True}, {"train": False})
+_SPLITS = ({"split": "train"}, {"split": "test"})
+SOURCES = {
+    "digits": Source(_digits, TEN_DIGITS),
+    "mnist": Source(_idx, TEN_DIGITS, MNIST_IDX, ("MNIST", *_TRAIN_TEST)),
+    "fashion-mnist": Source(_idx, FASHION_CLASSES, MNIST_IDX, ("FashionMNIST", *_TRAIN_TEST)),
+    "emnist": Source(_idx, _emnist_classes, ("emnist-balanced-train-images-idx3-ubyte.gz",
+                                             "emnist-balanced-train-labels-idx1-ubyte.gz",
+                                             "emnist-balanced-test-images-idx3-ubyte.gz",
+                                             "emnist-balanced-test-labels-idx1-ubyte.gz"),
+                     ("EMNIST", {"split": "balanced", "train": True}, {"split": "balanced", "train": False}),
+                     transposed=True),
+    "cifar10": Source(_cifar, lambda tv: list(tv.classes), ("cifar-10-python.tar.gz",), ("CIFAR10", *_TRAIN_TEST)),
+    "cifar100": Source(_cifar, lambda tv: list(tv.classes), ("cifar-100-python.tar.gz",), ("CIFAR100", *_TRAIN_TEST)),
+    "gtsrb": Source(_torchvision(_gtsrb_arrays), GTSRB_CLASSES, ("gtsrb/GTSRB-Training_fixed.zip",
+                    "gtsrb/GTSRB_Final_Test_Images.zip", "gtsrb/GTSRB_Final_Test_GT.zip"), ("GTSRB", *_SPLITS)),
+    "svhn": Source(_torchvision(lambda d, size, quiet: (torch.from_numpy(d.data), torch.from_numpy(d.labels.astype(np.int64)))),
+                   TEN_DIGITS, ("train_32x32.mat", "test_32x32.mat"), ("SVHN", *_SPLITS)),
+}
+DATASETS = (*SOURCES, "folder:PATH")  # as help texts and errors name them
 def _folder(path, image_size, cache_dir: Path, memory_budget: int, quiet: bool, reading: Reading,
             skip_unreadable: bool):
     """An image folder's seeded stratified split, decided on the file list (less the unreadable
@@ -280,10 +287,10 @@ def _folder(path, image_size, cache_dir: Path, memory_budget: int, quiet: bool, 
 
 
 def load_dataset(name: str, data_dir: str | None = None, image_size: int | None = None,
-                 data_root: str = "data", seed: int = 0, memory_budget: float | None = None,
+                 data_root: str = "data", memory_budget: float | None = None,
                  quiet: bool = False, resize: str = "crop", background: str = "#ffffff",
                  skip_unreadable: bool = False) -> ImageData:
-    """Load a dataset by name (see DATASETS) as whole uint8 tensors.
+    """Load a dataset by name (a key of SOURCES, or folder:PATH) as whole uint8 tensors.
 
     image_size resizes every image to image_size x image_size (folders and GTSRB default to 32).
     An image folder is decoded once into a cache under data_dir (else data_root)/folder_cache/;
@@ -302,15 +309,10 @@ def load_dataset(name: str, data_dir: str | None = None, image_size: int | None 
             name.split(":", 1)[1], image_size, Path(data_dir or data_root) / "folder_cache", budget, quiet, reading,
             skip_unreadable)
         key = name
-    elif key == "digits":
-        trx, tr_y, tex, te_y, classes, split = _digits(data_dir, seed)
-    elif key in IDX_FILES:
-        root = Path(data_root) / key
-        trx, tr_y, tex, te_y, split = _idx_family(key, data_dir, root)
-        classes = _class_names(key)
-    elif key in ("cifar10", "cifar100", "svhn", "gtsrb"):
-        root = Path(data_dir) if data_dir else Path(data_root) / key
-        trx, tr_y, tex, te_y, classes, split = _torchvision(key, root, image_size, quiet)
+    elif key in SOURCES:
+        source = SOURCES[key]
+        trx, tr_y, tex, te_y, split, tv = source.read(key, Path(data_root) / key, data_dir, image_size, quiet)
+        classes = source.classes(tv) if callable(source.classes) else source.classes
     else:
         raise UserError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     if len(tex) == 0:
