@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from latentlab.cli import Parser, UserError, run  # noqa: E402
-from model.autoencoder import FAMILIES, conv_stages, dense_widths  # noqa: E402
+from model.autoencoder import FAMILIES, dense_widths  # noqa: E402
+from model.parts import conv_stages  # noqa: E402
 from quality import PAPER  # noqa: E402
 
 PAPER_MSE = {k: v for (metric, k), v in PAPER.items() if metric == "test_mse"}

@@ -13,11 +13,11 @@ from latentlab.cli import (MAX_IMAGE_SIZE, UserError, adam_lr, batch_images, epo
                            gigabytes, image_side, loss_weight, make_parser, noise_level, width, width_or_none)
 from latentlab.data.datasets import DATASETS
 from latentlab.data.image_folder import RESIZE_MODES, colour
-from model.autoencoder import (BOTTLENECKS, DEFAULT_NETWORK, FAMILIES, WIDTHS, ModelConfig, build_model, conv_stages,
-                               takers)
+from model.autoencoder import BOTTLENECKS, FAMILIES, WIDTHS, ModelConfig, build_model
+from model.parts import DEFAULT_NETWORK, conv_stages
 
 PRECISIONS = ("auto", "fp32", "bf16")
-# the smallest square the conv encoder halves once (model.autoencoder.conv_stages: even, > 4 pixels)
+# the smallest square the conv encoder halves once (model.parts.conv_stages: even, > 4 pixels)
 MIN_IMAGE_SIZE = 6
 
 
@@ -35,6 +35,11 @@ def background_colour(text: str) -> str:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a colour: give a name Pillow knows (white, black, "
                                          f"gray, ...) or #rrggbb") from None
+
+
+def takers(flag: str) -> str:
+    """The model families that take a flag, as help texts name them: 'conv, vae'."""
+    return ", ".join(name for name, family in FAMILIES.items() if flag in family.flags)
 
 
 def setting(default=MISSING, *, help: str, group: str, type=None, choices=None, shown: str | None = None,
@@ -56,7 +61,7 @@ def setting(default=MISSING, *, help: str, group: str, type=None, choices=None, 
 
 
 def _by_code_size(column: int, stages: int | None = None) -> str:
-    """A column of model.autoencoder.DEFAULT_NETWORK as the docs show a default: '512 up to latent
+    """A column of model.parts.DEFAULT_NETWORK as the docs show a default: '512 up to latent
     size 32, none above' (rows with the same value shown once)."""
     shown = []
     for largest, *row in DEFAULT_NETWORK:

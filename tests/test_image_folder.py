@@ -18,7 +18,8 @@ from latentlab.data import image_folder
 from latentlab.data.datasets import load_dataset
 from latentlab.settings import Settings
 from latentlab.train.loop import TrainingSplit, split_train_val, train_model
-from model.autoencoder import DEFAULT_NETWORK, build_model
+from model.autoencoder import build_model
+from model.parts import DEFAULT_NETWORK
 
 
 def make_folder(root: Path, per_class: int = 40, size: int = 24, classes=("cats", "dogs"), seed: int = 0) -> Path:

@@ -181,7 +181,7 @@ def test_readme_flag_table_is_the_rendered_one():
 
 def test_too_small_an_image_size_is_refused_in_one_line(capsys):
     import train
-    from model.autoencoder import conv_stages
+    from model.parts import conv_stages
     assert conv_stages(MIN_IMAGE_SIZE, MIN_IMAGE_SIZE, 4) == 1 and conv_stages(MIN_IMAGE_SIZE - 2, MIN_IMAGE_SIZE - 2, 4) == 0
     with pytest.raises(SystemExit) as e:
         train.parse_args(["--latent_size", "4", "--image_size", str(MIN_IMAGE_SIZE - 1)])
