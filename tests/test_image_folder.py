@@ -70,7 +70,7 @@ def test_another_image_size_is_a_cache_of_its_own(tmp_path):
 
 def split_order(folder: Path):
     """(files, the order the cache holds them in: the training split, then the test split)."""
-    from latentlab.data.datasets import split_indices
+    from latentlab.data.sources import split_indices
     listing = image_folder.list_folder(folder)
     train_idx, test_idx = split_indices(torch.from_numpy(listing.labels), 0.2, seed=0)
     return listing, torch.cat([train_idx, test_idx]).numpy()

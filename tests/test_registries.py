@@ -1,5 +1,5 @@
 """A model family and a dataset are one registry entry each: a toy of each, added here alone (one
-monkeypatched entry of model.autoencoder.FAMILIES and of latentlab.data.datasets.SOURCES), trains
+monkeypatched entry of model.autoencoder.FAMILIES and of latentlab.data.sources.SOURCES), trains
 through train.py's main and encodes through encode_latent_space.py's."""
 import json
 import math
@@ -11,7 +11,7 @@ from torch import nn
 
 from conftest import run_main
 from latentlab.cli import UserError
-from latentlab.data import datasets
+from latentlab.data import sources
 from latentlab.settings import Settings
 from latentlab.store import artifacts
 from model import autoencoder
@@ -57,7 +57,7 @@ TOY_FAMILY = autoencoder.Family("pool autoencoder", lambda cfg: (PoolEncoder(cfg
 @pytest.fixture
 def toys(monkeypatch):
     monkeypatch.setitem(autoencoder.FAMILIES, "pool", TOY_FAMILY)
-    monkeypatch.setitem(datasets.SOURCES, "toy", datasets.Source(toy_read, ["dark", "light"]))
+    monkeypatch.setitem(sources.SOURCES, "toy", sources.Source(toy_read, ["dark", "light"]))
 
 
 def test_a_toy_family_and_a_toy_dataset_train_and_encode_from_one_entry_each(toys, tmp_path):

@@ -14,7 +14,8 @@ import torch
 from conftest import ROOT, run_script
 from latentlab.store import files
 from latentlab.cli import UserError
-from latentlab.data.datasets import load_dataset, read_idx
+from latentlab.data.datasets import load_dataset
+from latentlab.data.sources import read_idx
 from latentlab.settings import FOLDER_READING, MIN_IMAGE_SIZE, RESUME_MUST_MATCH, Settings, flag_table, recorded
 from model.autoencoder import model_from_checkpoint
 

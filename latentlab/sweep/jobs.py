@@ -41,7 +41,7 @@ from latentlab.store.locking import FolderBusy, FolderLock
 from latentlab.analysis.pca import pca_encode, pca_reconstruct_batches
 from latentlab.analysis.probes import KNN_K, probe_scores
 from latentlab.analysis.scores import kmeans_nmi, reconstruction_scores
-from latentlab.data.datasets import DATASETS
+from latentlab.data.sources import DATASETS
 from latentlab.settings import RESULT_SETTINGS, Settings, applies, recorded_value, resolved_network
 from model.autoencoder import FAMILIES, describe, model_from_checkpoint
 
