@@ -94,10 +94,11 @@ class Settings:
     hidden: tuple | None = setting(None, help=f"{takers('hidden')}: widths of the hidden layers, encoder side (mirrored); "
                                               "`--hidden` alone: none, a linear autoencoder", group="model",
                                    type=width, nargs="*", shown="512 256")
-    bottleneck: str | None = setting(None, help=f"{', '.join(k for k, f in FAMILIES.items() if not f.no_sphere)}: linear, the bottleneck layer's output; or sphere, "
-                                                "that output scaled to length sqrt(latent size), so that only its "
-                                                "direction carries the image (a 2-unit code stays linear: on a "
-                                                "sphere it would be a circle)", group="model", choices=BOTTLENECKS,
+    bottleneck: str | None = setting(None, help=f"{', '.join(k for k, f in FAMILIES.items() if not f.no_sphere)}: "
+                                                "linear, the bottleneck layer's output; or sphere, that output scaled "
+                                                "to length sqrt(latent size), so that only its direction carries the "
+                                                "image (a 2-unit code stays linear: on a sphere it would be a circle)",
+                                     group="model", choices=BOTTLENECKS,
                                      older="linear", shown=_by_code_size(3) + " (conv); linear (mlp, vae)")
     umap_weight: float = setting(0.0, help="weight of a UMAP loss on the codes beside the reconstruction, as in "
                                            "Parametric UMAP's UMAP-regularised autoencoder (0.1 measured at 2-d; "
