@@ -12,7 +12,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from latentlab.cli import (MAX_IMAGE_SIZE, UserError, adam_lr, batch_images, epoch_count, epoch_count_or_off, fraction,
                            gigabytes, image_side, loss_weight, make_parser, noise_level, width, width_or_none)
 from latentlab.data.sources import DATASETS
-from latentlab.data.image_folder import RESIZE_MODES, colour
+from latentlab.data.image_file import RESIZE_MODES, colour
 from model.autoencoder import BOTTLENECKS, FAMILIES, WIDTHS, ModelConfig, build_model
 from model.parts import DEFAULT_NETWORK, conv_stages
 

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from conftest import ROOT, run_script
-from latentlab.data import image_folder
+from latentlab.data import decoding, image_file, image_folder
 from latentlab.data.datasets import load_dataset
 from latentlab.settings import Settings
 from latentlab.train.loop import TrainingSplit, split_train_val, train_model
@@ -83,11 +83,11 @@ def test_a_temp_file_left_by_a_killed_build_is_never_taken_and_is_removed(tmp_pa
     final = image_folder.cache_path(listing, order, 16, tmp_path / "folder_cache", folder)
     final.parent.mkdir(parents=True)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    torn = final.parent / f".{final.name}.{image_folder.socket.gethostname()}.{int(dead.stdout)}.tmp"
+    torn = final.parent / f".{final.name}.{decoding.socket.gethostname()}.{int(dead.stdout)}.tmp"
     np.lib.format.open_memmap(torn, mode="w+", dtype=np.uint8, shape=(len(files), 3, 16, 16))  # all zeros
     data = load_dataset(f"folder:{folder}", data_dir=tmp_path, image_size=16)
     assert not torn.exists() and final.is_file()
-    expected = image_folder.decode_images([files[i] for i in order], 16)
+    expected = decoding.decode_images([files[i] for i in order], 16)
     assert np.array_equal(torch.cat([data.train_x, data.test_x]).numpy(), expected) and expected.mean() > 10
 
 
@@ -111,7 +111,7 @@ def test_a_build_killed_midway_leaves_no_cache_and_the_next_load_is_whole(tmp_pa
     data = load_dataset(f"folder:{folder}", data_dir=tmp_path, image_size=32, quiet=True)
     assert not list(cache_dir.glob(".*.tmp")) and len(caches(tmp_path)) == 1
     listing, order = split_order(folder)
-    expected = image_folder.decode_images([listing.files[i] for i in order], 32)
+    expected = decoding.decode_images([listing.files[i] for i in order], 32)
     assert np.array_equal(torch.cat([data.train_x, data.test_x]).numpy(), expected)
 
 
@@ -271,7 +271,7 @@ def box(image: torch.Tensor) -> tuple[int, int]:
 def test_crop_keeps_a_circle_round_and_squash_does_not(tmp_path, width, suffix):
     root = save_both_classes(tmp_path / "discs", disc(width, width // 2), suffix)
     if suffix == ".jpg":
-        small = image_folder._small_jpegs([root / "a" / "0.jpg"], 16, image_folder.Reading())[0]
+        small = image_file._small_jpegs([root / "a" / "0.jpg"], 16, image_file.Reading())[0]
         assert (small is not None) == (width == 48)
     for image in loaded(root, tmp_path):  # crop: the default for folders
         w, h = box(image)
@@ -313,14 +313,14 @@ def test_the_images_a_build_returns_are_the_ones_it_cached(tmp_path, monkeypatch
     folder = make_folder(tmp_path / "photos", per_class=70, size=12)  # three chunks
     for i in range(0, 70, 7):  # small JPEGs too: torchvision's decoder
         Image.open(folder / "cats" / f"{i:03d}.png").save(folder / "cats" / f"{i:03d}.jpg")
-    monkeypatch.setattr(image_folder, "_start_method", lambda: start_method)
+    monkeypatch.setattr(decoding, "_start_method", lambda: start_method)
     listing, order = split_order(folder)
     files = [listing.files[i] for i in order]
     final = tmp_path / "cache" / "images.npy"
-    images = image_folder.build_cache(files, 12, final, memory_budget=2**30)
-    assert np.array_equal(images, np.load(final)) and np.array_equal(images, image_folder.decode_images(files, 12))
+    images = decoding.build_cache(files, 12, final, memory_budget=2**30)
+    assert np.array_equal(images, np.load(final)) and np.array_equal(images, decoding.decode_images(files, 12))
     assert images.shape == (150, 3, 12, 12) and images[:, :, 2:-2].mean() > 10
-    assert image_folder.build_cache(files, 12, final, memory_budget=1) is None  # over the budget: the file alone
+    assert decoding.build_cache(files, 12, final, memory_budget=1) is None  # over the budget: the file alone
 
 
 def transparent(mode: str) -> Image.Image:

@@ -15,8 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from latentlab.cli import UserError, memory_available, memory_for
-from latentlab.data.image_folder import (Reading, Unreadable, default_memory_budget, folder_images, known_unreadable,
-                                         list_folder, readable, record_unreadable, shown)
+from latentlab.data.decoding import Unreadable
+from latentlab.data.image_file import Reading, shown
+from latentlab.data.image_folder import (default_memory_budget, folder_images, known_unreadable, list_folder, readable,
+                                         record_unreadable)
 from latentlab.data.sources import DATASETS, SOURCES, split_indices
 
 
@@ -113,7 +115,7 @@ def load_dataset(name: str, data_dir: str | None = None, image_size: int | None 
     An image folder is decoded once into a cache under data_dir (else data_root)/folder_cache/;
     one larger than memory_budget GB (None: latentlab.data.image_folder.default_memory_budget) stays
     memory-mapped there. quiet: no progress bar while images decode. resize, background: how a
-    folder's images become square and opaque (latentlab.data.image_folder.Reading; other datasets are
+    folder's images become square and opaque (latentlab.data.image_file.Reading; other datasets are
     resized as they always were). skip_unreadable: a folder's unreadable files are left out
     (listed in ImageData.skipped) instead of stopping the load.
     """
@@ -142,7 +144,7 @@ def load_dataset(name: str, data_dir: str | None = None, image_size: int | None 
 
 def colour_or_error(text: str) -> str:
     """--background as #rrggbb; a UserError for a colour Pillow does not know."""
-    from latentlab.data.image_folder import colour
+    from latentlab.data.image_file import colour
     try:
         return colour(text)
     except ValueError:

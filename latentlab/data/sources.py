@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from latentlab.cli import UserError
-from latentlab.data.image_folder import Reading, decode_images
+from latentlab.data.decoding import decode_images
+from latentlab.data.image_file import Reading
 
 TEN_DIGITS = [str(i) for i in range(10)]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

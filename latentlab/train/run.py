@@ -14,7 +14,7 @@ from latentlab.store import files, runs
 from latentlab.train import animation, tensorboard_log
 from latentlab.cli import UserError, pick_device, seed_everything
 from latentlab.data.datasets import load_dataset, to_float
-from latentlab.data.image_folder import unreadable_files
+from latentlab.data.decoding import unreadable_files
 from latentlab.analysis.inference import encode_images, model_mse, sample_test_items
 from latentlab.analysis.pca import fit_pca, pca_mse
 from latentlab.analysis.scores import psnr
