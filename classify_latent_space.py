@@ -17,14 +17,16 @@ features as they are. The same classifiers run on the PCA features of the same s
 the training images re-read from the dataset the latents name). They run in torch on --device; each
 one's predictions are cached in --output_dir/cache by the content of the features, so the raw-pixel
 and PCA baselines are fit once, not for every model. Writes to --output_dir:
-classification_latent_size_{N}.json and confusion_matrix_latent_size_{N}.png (on every latent space
-the one classifier most accurate on the N-d latents, like for like).
+classification_latent_size_{N}.json (the scores, and the class the classifier most accurate on the
+N-d latents predicts for each test latent: the explorer colours by it) and
+confusion_matrix_latent_size_{N}.png (that classifier on every latent space, like for like).
 """
 from latentlab.cli import fold_count, make_parser, run, show_progress, text_table
 from latentlab.store.inputs import add_input_flags
 from latentlab.analysis.probes import PROBES
 
 PROTOCOLS = ("cv", "heldout")
+FEW_TEST = "encode more with encode_latent_space.py --num_samples, or lower --folds"
 BASELINES = {"pca": "pca", "pixels": "raw_pixels"}  # flag value -> feature set
 
 
@@ -95,13 +97,13 @@ def cv_plan(args, latents, data, names, pca) -> dict:
     from latentlab.analysis.probes import KNN_K, cv_splits
     sets = {}
     for lat in latents:
-        with worded("encode more with encode_latent_space.py --num_samples, or lower --folds"):
+        with worded(FEW_TEST):
             splits = cv_splits(lat.labels, args.folds, args.seed)
         sets.update({(lat.latent_size, n): (x, lat.labels, splits)
                      for n, x in feature_sets(lat, data["images"], names, pca).items()})
     counts = np.unique(latents[-1].labels, return_counts=True)[1]
     return {"sets": sets, "knn_ks": (KNN_K,), "trains": [], "rows": {}, "folds": args.folds,
-            "hint": "encode more with encode_latent_space.py --num_samples, or lower --folds",
+            "hint": FEW_TEST,
             "train_counts": counts - -(-counts // args.folds),  # a class's held-out folds differ by at most one image
             "how": f"{args.folds}-fold cross-validation over {len(latents[-1].z)} encoded test images",
             "notes": f"protocol cv: features of the encoded test images alone; stratified {args.folds}-fold "

@@ -50,30 +50,22 @@ def _knn(fits: list, num_classes: int, k: int, seed: int, chunk: int = 2048) -> 
                        for c in q.split(chunk)]) for x, y, q in fits]
 
 
-def _mlp(fits: list, num_classes: int, k: int, seed: int) -> list[torch.Tensor]:
-    return mlp_predict(fits, num_classes, seed)
-
-
 # each predictor: fits [(train features, train labels, test features)] -> the class of each test row, per fit
-PREDICTORS = {"linear": _linear, "knn": _knn, "mlp": _mlp}
+PREDICTORS = {"linear": _linear, "knn": _knn, "mlp": lambda fits, num_classes, k, seed: mlp_predict(fits, num_classes, seed)}
 PROBES = tuple(PREDICTORS)
 
 
-def check_folds(labels: np.ndarray, folds: int) -> None:
-    """Stratified k-fold needs at least `folds` samples in the largest class and two classes."""
+def cv_splits(labels: np.ndarray, folds: int, seed: int) -> list:
+    """The cross-validation protocol's splits of one set: StratifiedKFold(folds, shuffle=True,
+    random_state=seed) of labels, [(train rows, test rows)]; it needs two classes and at least
+    `folds` samples in the largest."""
+    from sklearn.model_selection import StratifiedKFold
     counts = np.bincount(np.unique(labels, return_inverse=True)[1])
     if len(counts) < 2:
         raise ValueError("the samples hold a single class; a classifier needs at least two")
     if counts.max() < folds:
         raise ValueError(f"{folds}-fold cross-validation needs a class with at least {folds} samples, the largest has "
                          f"{counts.max()}")
-
-
-def cv_splits(labels: np.ndarray, folds: int, seed: int) -> list:
-    """The cross-validation protocol's splits of one set: StratifiedKFold(folds, shuffle=True,
-    random_state=seed) of labels, [(train rows, test rows)]."""
-    from sklearn.model_selection import StratifiedKFold
-    check_folds(labels, folds)
     return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))
 
 
