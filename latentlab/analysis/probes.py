@@ -29,7 +29,7 @@ HELDOUT_KNN_KS = (5, 10)  # 5: the k-NN of Sainburg et al. 2021 (Parametric UMAP
 # wider features (the raw pixels of larger images) are reduced by PCA on the training rows first,
 # as a probe's cost grows with the width
 MAX_PROBE_FEATURES = 1024
-PROBE_VERSION = 7  # bump when a probe's training changes: cached predictions of older probes are not reused
+PROBE_VERSION = 6  # bump when a probe's training changes: cached predictions of older probes are not reused
 
 
 def _linear(fits: list, num_classes: int, k: int, seed: int) -> list[torch.Tensor]:
@@ -143,10 +143,12 @@ def probe_scores_of_sets(sets: dict, probes=PROBES, seed: int = 0, knn_ks=(KNN_K
         smallest = min(len(tr) for tr, _ in splits)
         scored = np.unique(np.concatenate([te for _, te in splits]))
         plans[key] = (classes, codes, splits, scored, probe_width(features.shape[1], smallest), {})
+        content = files.content_key({"shape": list(features.shape), "splits": [[len(tr), len(te)] for tr, te in splits]},
+                                    features, codes, *(np.asarray(a, dtype=np.int64) for split in splits for a in split))
         for name in probes:
             for k in (knn_ks if name == "knn" else (0,)):
                 k = max(1, min(k, smallest)) if name == "knn" else 0
-                job = _fit_key(name, device, k, seed, features, codes, splits)
+                job = _fit_key(name, device, k, seed, content)
                 jobs.setdefault(job, (name, features, codes, splits, scored, len(classes), k))
                 plans[key][-1][f"knn{k}" if name == "knn" and len(knn_ks) > 1 else name] = job, k
     uses = Counter(job for *_, entries in plans.values() for job, _ in entries.values())  # (set, entry) pairs per fit
@@ -229,12 +231,10 @@ def _out_of_fold(name: str, x: torch.Tensor, y: torch.Tensor, splits, num_classe
     return pred.cpu().numpy()
 
 
-def _fit_key(name: str, device, k: int, seed: int, features: np.ndarray, codes: np.ndarray, splits) -> str:
+def _fit_key(name: str, device, k: int, seed: int, content: str) -> str:
     """The cache key of one probe's fit: the probe, its version and budget, the device type, torch,
-    k, the seed, and the content of the features, labels and splits."""
+    k, the seed, and the content key of its set (features, labels and splits)."""
     return files.content_key({"probe": name, "version": PROBE_VERSION, "device": torch.device(device).type,
                               "epochs": [mlp_probe.PROBE_EPOCHS, mlp_probe.PROBE_MIN_STEPS],
                               "max_features": MAX_PROBE_FEATURES, "torch": torch.__version__.split("+")[0],
-                              "k": k, "seed": seed, "shape": list(features.shape),
-                              "splits": [[len(tr), len(te)] for tr, te in splits]},
-                             features, codes, *(np.asarray(a, dtype=np.int64) for split in splits for a in split))
+                              "k": k, "seed": seed, "set": content})
