@@ -13,13 +13,11 @@ latents, from encode_latent_space.py --split train) and scores the encoded test 
 Classifiers: a linear probe (logistic regression), k-NN (cv: 10-NN; heldout: 5-NN and 10-NN), and an
 MLP (one hidden layer of 256); the linear probe and the MLP on standardised features, k-NN on the
 features as they are. The same classifiers run on the PCA features of the same size
-(pca_baseline.pth, fit on the training split) and on the raw pixels of the same images (heldout:
-the training images re-read from the dataset the latents name). They run in torch on --device; each
-one's predictions are cached in --output_dir/cache by the content of the features, so the raw-pixel
-and PCA baselines are fit once, not for every model. Writes to --output_dir:
-classification_latent_size_{N}.json (the scores, and the class the classifier most accurate on the
-N-d latents predicts for each test latent: the explorer colours by it) and
-confusion_matrix_latent_size_{N}.png (that classifier on every latent space, like for like).
+(pca_baseline.pth) and on the raw pixels of the same images (heldout: the training images re-read
+from the dataset), in torch on --device; predictions are cached in --output_dir/cache by content, so
+the baselines are fit once, not for every model. Writes to --output_dir: classification_latent_size_{N}.json
+(the scores, and the class the classifier most accurate on the N-d latents predicts for each test
+latent, for the explorer) and confusion_matrix_latent_size_{N}.png (that classifier, every model).
 """
 from latentlab.cli import fold_count, make_parser, run, show_progress, text_table
 from latentlab.store.inputs import add_input_flags
