@@ -76,7 +76,7 @@ def main(args) -> dict:
                        "the latents' --num_samples (encode_latent_space.py)"):
         xy, info = view_2d(big.z, args.vis_type, args.seed, out / "cache", args.quiet)
     clusters, notes = explorer.step5_clusters(out, latents, args.seed, args.quiet)
-    preds, more = explorer.step6_predictions(out, latents, device, args.quiet)
+    preds, more = explorer.step6_predictions(out, latents)
     notes += more
 
     total = len(big.z)

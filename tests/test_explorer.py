@@ -110,15 +110,19 @@ def test_kmeans_and_predictions_are_those_of_steps_5_and_6(explored):
     cols = page_columns((out / "explorer_latent_size_8.html").read_text())
     assert result["kmeans"] == [2, 8] and result["predictions"] == {2: "knn", 8: "knn"} and result["notes"] == []
     meta = json.loads((out / "latent_space_size_8.json").read_text())
-    from latentlab.analysis.probes import probe_scores
-    pred = probe_scores(np.load(out / "latent_space_size_8.npy"), np.array(meta["labels"]), ("knn",))["knn"]["predictions"]
-    for i in (0, 100, 358):
-        right = "(right)" if pred[i] == meta["labels"][i] else "(WRONG)"
-        assert f"{meta['class_names'][pred[i]]} {right} (8-d knn)" in cols["prediction"][i]
-        assert re.fullmatch(r"\d+ \(2-d\), \d+ \(8-d\)", cols["kmeans"][i])
+    step6 = json.loads((out / "classification_latent_size_8.json").read_text())
+    assert step6["predictions"]["probe"] == "knn" and step6["predictions"]["protocol"] == "cv"
+    names = meta["class_names"]
+    for k in (2, 8):  # step 6's cross-validated predictions, as its engine gives them, are the page's
+        from latentlab.analysis.probes import probe_scores
+        pred = step6["predictions"]["by_latent_size"][str(k)]
+        z = np.load(out / f"latent_space_size_{k}.npy")
+        assert pred == probe_scores(z, np.array(meta["labels"]), ("knn",))["knn"]["predictions"].tolist()
+        shown = [f"{names[p]} {'(right)' if p == y else '(WRONG)'} ({k}-d knn)" for p, y in zip(pred, meta["labels"])]
+        assert all(s in c for s, c in zip(shown, cols["prediction"]))
+    assert all(re.fullmatch(r"\d+ \(2-d\), \d+ \(8-d\)", c) for c in cols["kmeans"])
     wrong = sum("(WRONG) (8-d" in p for p in cols["prediction"])
-    acc = json.loads((out / "classification_latent_size_8.json").read_text())["models"]["8"]["latent"]["knn"]["accuracy"]
-    assert wrong == round((1 - acc) * 359)
+    assert wrong == round((1 - step6["models"]["8"]["latent"]["knn"]["accuracy"]) * 359)
     wrong_code = cols[f"code_{list(result['colorings']).index('knn classifier right / wrong, 8-d model')}"]
     assert wrong_code.sum() == wrong and set(wrong_code.tolist()) <= {0, 1}
     np.testing.assert_array_equal(cols["code_0"], meta["labels"])  # "class" first, codes are labels
@@ -348,10 +352,17 @@ def test_colour_by_swaps_colours_and_legend(browser):
     assert not np.array_equal(cols["code_1"], cols["code_0"])
 
 
-def test_a_heldout_step_6_json_gives_a_note_not_a_crash(tmp_path):
+def test_a_step_6_json_without_predictions_gives_a_note_not_a_crash(tmp_path):
     from latentlab.analysis.explorer import step6_predictions
-    (tmp_path / "classification_latent_size_8.json").write_text(json.dumps(
-        {"protocol": "heldout", "folds": None, "seed": 0, "models": {}}))
-    lat = types.SimpleNamespace(latent_size=8)
-    preds, notes = step6_predictions(tmp_path, [lat], "cpu")
-    assert preds == {} and "--protocol heldout" in notes[0] and "--protocol cv" in notes[0]
+    path = tmp_path / "classification_latent_size_8.json"
+    lat = types.SimpleNamespace(latent_size=8, z=np.zeros((3, 8)), path=tmp_path / "latent_space_size_8.npy",
+                                class_names=["a", "b"])
+    row = {"8": {"samples": 3, "latents": str(lat.path)}}
+    for predictions in (None, {"probe": "knn", "by_latent_size": {"8": [0, 1]}},  # none; of fewer latents
+                        {"probe": "knn", "by_latent_size": {"8": [0, 1, 2]}}):  # a class the latents do not name
+        path.write_text(json.dumps({"models": row, **({"predictions": predictions} if predictions else {})}))
+        preds, notes = step6_predictions(tmp_path, [lat])
+        assert preds == {} and "holds no predictions" in notes[0] and "classify_latent_space.py" in notes[0]
+    path.write_text(json.dumps({"models": row, "predictions": {"probe": "knn5", "by_latent_size": {"8": [1, 0, 1]}}}))
+    preds, notes = step6_predictions(tmp_path, [lat])
+    assert notes == [] and preds[8][1] == "knn5" and preds[8][0].tolist() == [1, 0, 1]

@@ -1082,3 +1082,20 @@ def test_generation_past_the_free_memory_is_refused_before_decoding(trained_copy
     assert re.fullmatch(rf"error: not enough memory for \d+ decoded images of 1x8x8: it needs .* GiB and this "
                         rf"machine has 0\.0 GiB free; lower {flag}", line), line
     assert written(trained_copy) == {k: v for k, v in before.items() if k != ".latentlab.lock"}
+
+
+# ================================================================ H1: one probe engine, step 6's predictions
+from conftest import run_main  # noqa: E402
+
+
+def test_heldout_on_training_latents_of_one_class_is_one_line_and_writes_nothing(trained_copy, capsys):
+    """The held-out protocol's training rows are checked as cross-validation's folds are: one class
+    among the training latents is a user error naming the flag that gives more, not a traceback."""
+    for split, count in (("test", "all"), ("train", 1)):
+        run_main("encode_latent_space", "--output_dir", trained_copy, "--split", split, "--num_samples", count, "--quiet")
+    before = written(trained_copy)
+    line = run_refused("classify_latent_space", ["--output_dir", trained_copy, "--protocol", "heldout", "--quiet",
+                                                 "--device", "cpu"], capsys)
+    assert line == ("error: the training rows hold a single class; a classifier needs at least two; encode more "
+                    "training images with encode_latent_space.py --split train --num_samples"), line
+    assert written(trained_copy) == before

@@ -9,7 +9,7 @@ import torch
 from skimage.metrics import structural_similarity
 
 from latentlab.analysis import mlp_probe, probes, projection
-from latentlab.analysis.probes import probe_scores, probe_scores_of_sets
+from latentlab.analysis.probes import cv_splits, heldout_set, probe_scores, probe_scores_of_sets
 from latentlab.analysis.scores import cluster_purity, kmeans_nmi, kmeans_scores, reconstruction_scores, ssim, trustworthiness
 
 
@@ -46,6 +46,11 @@ def _blobs(n_per_class=30, classes=4, dims=5, spread=0.3, seed=0):
     centres = rng.normal(0, 5, (classes, dims))
     labels = np.repeat(np.arange(classes), n_per_class)
     return centres[labels] + rng.normal(0, spread, (len(labels), dims)), labels
+
+
+def _cv(sets: dict, folds=5, seed=0) -> dict:
+    """{key: (features, labels)} as the engine's cross-validated sets."""
+    return {key: (x, y, cv_splits(y, folds, seed)) for key, (x, y) in sets.items()}
 
 
 def _knn_accuracy(x, y):
@@ -133,8 +138,8 @@ def test_probe_fits_side_by_side_predict_as_one_after_another(short_mlp):
     x, y = _blobs(n_per_class=40, dims=20, spread=8.0)  # overlapping classes: the probes disagree somewhere
     threads, rng = torch.get_num_threads(), torch.random.get_rng_state()
     sets = {"a": (x, y), "b": (x[:, :10], y)}
-    alone = probe_scores_of_sets(sets, folds=5, seed=0, workers=1)
-    side_by_side = probe_scores_of_sets(sets, folds=5, seed=0, workers=4)
+    alone = probe_scores_of_sets(_cv(sets), seed=0, workers=1)
+    side_by_side = probe_scores_of_sets(_cv(sets), seed=0, workers=4)
     assert torch.get_num_threads() == threads and torch.equal(torch.random.get_rng_state(), rng)
     for key in sets:
         for name in ("linear", "knn", "mlp"):
@@ -159,8 +164,31 @@ def test_a_failing_probe_fit_stops_the_others(monkeypatch):
     threads = torch.get_num_threads()
     sets = {i: (x + i, y) for i in range(5)}
     with pytest.raises(RuntimeError, match="fit failed"):
-        probe_scores_of_sets(sets, folds=5, seed=0, workers=2)
+        probe_scores_of_sets(_cv(sets), seed=0, workers=2)
     assert 1 <= len(calls) < 15 and torch.get_num_threads() == threads
+
+
+def test_a_heldout_score_is_the_engine_on_one_split():
+    """The held-out protocol is the cross-validation engine on one (train, test) split: scored on a
+    fold's training rows and test rows as heldout_set, each probe predicts that fold's test rows as
+    cross-validation does, and the spread of those accuracies is cross-validation's."""
+    from sklearn.metrics import accuracy_score
+    x, y = _blobs(n_per_class=40, dims=20, spread=8.0)  # overlapping classes: the probes err somewhere
+    y = np.array([2, 5, 6, 9])[y]
+    splits = cv_splits(y, 5, 0)
+    cv = probe_scores_of_sets({0: (x, y, splits)}, ("linear", "knn"), knn_ks=(7,))[0]
+    accuracies = {"linear": [], "knn": []}
+    for tr, te in splits:
+        held = probe_scores_of_sets({0: heldout_set(x[tr], y[tr], x[te], y[te])}, ("linear", "knn"), knn_ks=(7,))[0]
+        for name, acc in accuracies.items():
+            np.testing.assert_array_equal(held[name]["predictions"], cv[name]["predictions"][te])
+            assert held[name]["accuracy"] == accuracy_score(y[te], held[name]["predictions"])
+            assert "fold_accuracy_std" not in held[name]
+            acc.append(held[name]["accuracy"])
+    assert cv["knn"]["k"] == 7
+    for name, acc in accuracies.items():
+        assert 0.3 < cv[name]["accuracy"] < 1
+        assert cv[name]["fold_accuracy_std"] == pytest.approx(np.std(acc), abs=1e-12)
 
 
 def test_probes_keep_any_label_values(short_mlp):
@@ -192,7 +220,7 @@ def test_probe_predictions_are_cached_by_content(tmp_path, monkeypatch):
     assert probe_scores(x, y, ("linear",), folds=5, seed=0, cache_dir=tmp_path)["linear"]["accuracy"] == first["linear"]["accuracy"]
     assert len(fits) == 5
     ticks = []
-    both = probe_scores_of_sets({"a": (x * 2, y), "b": (x * 2, y)}, ("knn",), folds=5, progress=lambda: ticks.append(1))
+    both = probe_scores_of_sets(_cv({"a": (x * 2, y), "b": (x * 2, y)}), ("knn",), progress=lambda: ticks.append(1))
     assert len(fits) == 6 and len(ticks) == 10  # sets of the same content: fit once, counted for each
     assert (both["a"]["knn"]["predictions"] == both["b"]["knn"]["predictions"]).all()
 
@@ -203,7 +231,7 @@ def test_probes_refuse_too_few_samples():
     with pytest.raises(ValueError, match="single class"):
         probe_scores(np.zeros((6, 2)), np.zeros(6, dtype=int), folds=2)
     with pytest.raises(ValueError, match="single class"):
-        probes.heldout_scores_of_sets({0: (np.zeros((4, 2)), np.zeros(4, dtype=int), np.zeros((2, 2)), np.array([0, 1]))})
+        probe_scores_of_sets({0: heldout_set(np.zeros((4, 2)), np.zeros(4, dtype=int), np.zeros((2, 2)), np.array([0, 1]))})
 
 
 def test_kmeans_scores_on_clear_clusters():

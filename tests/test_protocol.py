@@ -73,16 +73,28 @@ def test_heldout_probes_fit_on_the_training_latents_and_score_the_test_latents(t
     train, test = (artifacts.load_latents(out / f"latent_space_size_8{s}.npy") for s in ("_train", ""))
     expected = KNeighborsClassifier(10).fit(train.z, train.labels).score(test.z, test.labels)
     assert row["latent"]["knn10"]["accuracy"] == pytest.approx(expected, abs=1e-9)
+    # the shown probe's held-out prediction of each test latent, in the JSON: what the explorer colours by
+    from latentlab.analysis.explorer import step6_predictions
+    shown = saved["predictions"]
+    assert shown["probe"] == saved["figure_probe"] and shown["protocol"] == "heldout"
+    tests = [artifacts.load_latents(out / f"latent_space_size_{k}.npy") for k in (2, 8)]
+    preds, notes = step6_predictions(out, tests)
+    assert notes == [] and set(preds) == {2, 8}
+    for lat in tests:
+        pred, probe = preds[lat.latent_size]
+        assert probe == shown["probe"] and pred.tolist() == shown["by_latent_size"][str(lat.latent_size)]
+        accuracy = saved["models"][str(lat.latent_size)]["latent"][probe]["accuracy"]
+        assert np.mean(pred == lat.labels) == pytest.approx(accuracy, abs=1e-12)
     assert _classify(out, "--probes", "knn")["protocol"] == "cv"  # the default; knn there is 10-NN by folds
 
 
 def test_heldout_mlp_probe_learns_from_the_training_split():
     from sklearn.datasets import load_digits
 
-    from latentlab.analysis.probes import heldout_scores_of_sets
+    from latentlab.analysis.probes import heldout_set, probe_scores_of_sets
     d = load_digits()
     x, y = d.data.astype(np.float32), d.target
-    scores = heldout_scores_of_sets({0: (x[:1400], y[:1400], x[1400:], y[1400:])}, ("mlp",))[0]
+    scores = probe_scores_of_sets({0: heldout_set(x[:1400], y[:1400], x[1400:], y[1400:])}, ("mlp",))[0]
     assert scores["mlp"]["accuracy"] > 0.85 and len(scores["mlp"]["predictions"]) == len(x) - 1400
 
 

@@ -260,31 +260,23 @@ def step5_clusters(out, latents, seed: int, quiet: bool = True) -> tuple[dict, l
     return clusters, notes
 
 
-def step6_predictions(out, latents, device, quiet: bool = True) -> tuple[dict, list[str]]:
-    """Step 6's held-out prediction of each latent by the classifier its figure shows (the most
-    accurate on the N-d latents, the same for every model), when its JSON is in out:
-    {latent size: (predictions (n,), probe name)} and notes. The JSON holds scores only; the
-    predictions come from the probe cache step 6 filled (the same call with its folds and seed
-    finds them, or fits them again), and its stored accuracy confirms they are the same."""
-    from latentlab.analysis.probes import best_probe, probe_scores
+def step6_predictions(out, latents) -> tuple[dict, list[str]]:
+    """Step 6's prediction of each latent by the classifier its figure shows (the most accurate on
+    the N-d latents, the same for every model), read from its JSON in out: {latent size:
+    (predictions (n,), probe name)} and notes."""
     path = out / f"classification_latent_size_{latents[-1].latent_size}.json"
     if not path.is_file():
         return {}, ["no classifier: classify_latent_space.py has not run"]
-    meta, preds, notes = _step_json(path), {}, []
-    if (meta or {}).get("protocol") == "heldout":  # its predictions come from classifiers fit on the training latents
-        return {}, [f"{path.name} holds --protocol heldout scores: right/wrong shows step 6's cross-validated "
-                    f"predictions; run classify_latent_space.py (--protocol cv) to colour by them"]
-    main_row = (meta or {}).get("models", {}).get(str(latents[-1].latent_size))
+    meta, preds, notes = _step_json(path) or {}, {}, []
+    shown = meta.get("predictions") if isinstance(meta.get("predictions"), dict) else {}
+    by_size = shown.get("by_latent_size") if isinstance(shown.get("probe"), str) else None
     for lat in latents:
-        r = (meta or {}).get("models", {}).get(str(lat.latent_size))
-        if not r or not main_row or r.get("samples") != len(lat.z) or _other_file(r.get("latents"), lat.path):
-            notes.append(f"{path} is not of {lat.path}: no predictions shown for it")
+        r = meta.get("models", {}).get(str(lat.latent_size))
+        p = np.asarray(by_size.get(str(lat.latent_size), []) if isinstance(by_size, dict) else [])
+        if (not r or r.get("samples") != len(lat.z) or _other_file(r.get("latents"), lat.path)
+                or p.shape != (len(lat.z),) or p.dtype.kind not in "iu" or not ((p >= 0) & (p < len(lat.class_names))).all()):
+            notes.append(f"{path} is not of {lat.path} or holds no predictions of it: no predictions shown for it; "
+                         f"re-run classify_latent_space.py")
             continue
-        scored = {p: s for p, s in r["latent"].items() if isinstance(s, dict)}
-        shown = best_probe(main_row["latent"])
-        s = probe_scores(lat.z, lat.labels, (shown,), int(meta["folds"]), int(meta["seed"]), device=device,
-                         cache_dir=out / "cache")[shown]
-        preds[lat.latent_size] = (np.asarray(s["predictions"]), shown)
-        if not math.isclose(s["accuracy"], scored[shown]["accuracy"], abs_tol=1e-9):
-            notes.append(f"the {lat.latent_size}-d {shown} predictions differ from {path.name}'s (another --device?)")
+        preds[lat.latent_size] = (p, shown["probe"])
     return preds, notes

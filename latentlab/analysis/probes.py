@@ -1,6 +1,8 @@
-"""Classifier probes on features, scored two ways: by stratified k-fold cross-validation inside one
-set (probe_scores_of_sets: each sample is predicted by a classifier fit on the other folds only), or
-held out (heldout_scores_of_sets: fit once on training features, scored once on test features).
+"""Classifier probes on features: one engine, two protocols. The engine (probe_scores_of_sets) fits
+each probe on the training rows of each split (train rows, test rows) of a set and predicts its test
+rows. Cross-validation (cv_splits) gives it the stratified k folds of one set, so each sample is
+predicted by a probe fit on the other folds only; the held-out protocol (heldout_set) gives it one
+split, training features then test features, fit once and scored once, as the literature does.
 
 linear = scikit-learn's logistic regression and mlp = one hidden layer of 256 ReLU units (torch,
 every fold's MLP trained at once), both on features standardised on each training fold; knn =
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,58 +24,57 @@ from latentlab.analysis import mlp_probe
 from latentlab.store import files
 from latentlab.analysis.mlp_probe import mlp_predict, standardise
 
-PROBES = ("linear", "knn", "mlp")
 KNN_K = 10
+HELDOUT_KNN_KS = (5, 10)  # 5: the k-NN of Sainburg et al. 2021 (Parametric UMAP); 10: the cross-validated probe's
 # wider features (the raw pixels of larger images) are reduced by PCA on the training rows first,
 # as a probe's cost grows with the width
 MAX_PROBE_FEATURES = 1024
 PROBE_VERSION = 6  # bump when a probe's training changes: cached predictions of older probes are not reused
 
 
-def check_folds(labels: np.ndarray, folds: int) -> None:
-    """Stratified k-fold needs at least `folds` samples in the largest class and two classes."""
+def _linear(fits: list, num_classes: int, k: int, seed: int) -> list[torch.Tensor]:
+    """scikit-learn's LogisticRegression (multinomial, L2 with C = 1, lbfgs) on features
+    standardised on the training rows, on the CPU, in numpy."""
+    from sklearn.linear_model import LogisticRegression
+    out = []
+    for x, y, q in fits:
+        x, q = standardise(x, q)
+        out.append(torch.as_tensor(LogisticRegression(C=1.0).fit(x.cpu().numpy(), y.cpu().numpy()).predict(q.cpu().numpy())))
+    return out
+
+
+def _knn(fits: list, num_classes: int, k: int, seed: int, chunk: int = 2048) -> list[torch.Tensor]:
+    """Majority vote of the k nearest training rows (Euclidean), ties to the smaller class index as
+    scikit-learn's KNeighborsClassifier; queries in chunks, so memory stays bounded."""
+    return [torch.cat([F.one_hot(y[torch.cdist(c, x).topk(k, largest=False).indices], num_classes).sum(1).argmax(1)
+                       for c in q.split(chunk)]) for x, y, q in fits]
+
+
+# each predictor: fits [(train features, train labels, test features)] -> the class of each test row, per fit
+PREDICTORS = {"linear": _linear, "knn": _knn, "mlp": lambda fits, num_classes, k, seed: mlp_predict(fits, num_classes, seed)}
+PROBES = tuple(PREDICTORS)
+
+
+def cv_splits(labels: np.ndarray, folds: int, seed: int) -> list:
+    """The cross-validation protocol's splits of one set: StratifiedKFold(folds, shuffle=True,
+    random_state=seed) of labels, [(train rows, test rows)]; it needs two classes and at least
+    `folds` samples in the largest."""
+    from sklearn.model_selection import StratifiedKFold
     counts = np.bincount(np.unique(labels, return_inverse=True)[1])
     if len(counts) < 2:
         raise ValueError("the samples hold a single class; a classifier needs at least two")
     if counts.max() < folds:
         raise ValueError(f"{folds}-fold cross-validation needs a class with at least {folds} samples, the largest has "
                          f"{counts.max()}")
+    return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))
 
 
-def linear_predict(x: np.ndarray, y: np.ndarray, test: np.ndarray, c: float = 1.0) -> np.ndarray:
-    """scikit-learn's LogisticRegression (multinomial, L2 with C = 1, lbfgs) fit on (x, y),
-    the class of each test row."""
-    from sklearn.linear_model import LogisticRegression
-    return LogisticRegression(C=c).fit(x, y).predict(test)
-
-
-def knn_predict(x, y, test, num_classes: int, k: int, chunk: int = 2048) -> torch.Tensor:
-    """Majority vote of the k nearest training points (Euclidean), ties to the smaller class index
-    as scikit-learn's KNeighborsClassifier; queries in chunks, so memory stays bounded."""
-    out = []
-    for q in test.split(chunk):
-        nearest = torch.cdist(q, x).topk(k, largest=False).indices
-        out.append(F.one_hot(y[nearest], num_classes).sum(1).argmax(1))
-    return torch.cat(out)
-
-
-def _out_of_fold(name: str, x: torch.Tensor, y: torch.Tensor, splits, num_classes: int, seed: int, k: int) -> np.ndarray:
-    """Each sample's class predicted by the probe fit on the other folds: (n,) int64."""
-    pred = torch.empty(len(y), dtype=torch.int64, device=x.device)
-    folds = [(torch.as_tensor(tr, device=x.device), torch.as_tensor(te, device=x.device)) for tr, te in splits]
-    width = probe_width(x.shape[1], min(len(tr) for tr, _ in splits))  # the same in every fold: the MLPs are stacked
-    fits = [(*reduce_wide(x[tr], x[te], width, seed), y[tr], te) for tr, te in folds]
-    if name == "knn":
-        for train_x, test_x, train_y, te in fits:
-            pred[te] = knn_predict(train_x, train_y, test_x, num_classes, k)
-    elif name == "linear":  # on the CPU, in numpy
-        for train_x, test_x, train_y, te in fits:
-            train_x, test_x = standardise(train_x, test_x)
-            pred[te] = torch.as_tensor(linear_predict(train_x.cpu().numpy(), train_y.cpu().numpy(), test_x.cpu().numpy()))
-    else:
-        for (*_, te), p in zip(fits, mlp_predict([(tr_x, tr_y, te_x) for tr_x, te_x, tr_y, _ in fits], num_classes, seed)):
-            pred[te] = p
-    return pred.cpu().numpy()
+def heldout_set(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> tuple:
+    """The held-out protocol's set: (features, labels, splits), the training rows then the test
+    rows, one split that fits on the first and scores the second."""
+    n, m = len(train_y), len(test_y)
+    return (np.concatenate([train_x, test_x]), np.concatenate([np.asarray(train_y), np.asarray(test_y)]),
+            [(np.arange(n), np.arange(n, n + m))])
 
 
 def probe_width(d: int, train_size: int) -> int:
@@ -105,182 +105,136 @@ def best_probe(scores: dict) -> str:
 
 def probe_scores(features: np.ndarray, labels: np.ndarray, probes=PROBES, folds: int = 5, seed: int = 0,
                  knn_k: int = KNN_K, progress=None, device="cpu", cache_dir=None, workers: int | None = None) -> dict:
-    """probe_scores_of_sets for one feature set."""
-    return probe_scores_of_sets({0: (features, labels)}, probes, folds, seed, knn_k, progress, device, cache_dir, workers)[0]
+    """The cross-validated scores of one feature set: probe_scores_of_sets on its cv_splits."""
+    return probe_scores_of_sets({0: (features, labels, cv_splits(labels, folds, seed))}, probes, seed, (knn_k,),
+                                progress, device, cache_dir, workers)[0]
 
 
-def probe_scores_of_sets(sets: dict, probes=PROBES, folds: int = 5, seed: int = 0, knn_k: int = KNN_K, progress=None,
-                         device="cpu", cache_dir=None, workers: int | None = None) -> dict:
-    """Score classifiers on each feature set by stratified k-fold cross-validation:
-    sets {key: (features (n, d), labels (n,))} -> {key: {probe: {"accuracy", "macro_f1",
-    "fold_accuracy_std", "predictions", "probed_dims"}}}, the scores over the pooled out-of-fold
-    predictions, the spread of the per-fold accuracies, the predictions themselves (same order as
-    labels) and the width the probes saw (probe_width: wide features are reduced by PCA). The
-    folds are StratifiedKFold(folds, shuffle=True, random_state=seed). k-NN uses min(knn_k,
-    smallest training fold) neighbours. progress: optional callable () -> None after each fold's fit.
+def probe_scores_of_sets(sets: dict, probes=PROBES, seed: int = 0, knn_ks=(KNN_K,), progress=None, device="cpu",
+                         cache_dir=None, workers: int | None = None) -> dict:
+    """Score classifiers out of fold on each feature set: sets {key: (features (n, d), labels (n,),
+    splits [(train rows, test rows)])} -> {key: {probe: {"accuracy", "macro_f1", "predictions",
+    "probed_dims"}}}. Each split's probe is fit on its training rows and predicts its test rows; the
+    scores are over the rows scored (those some split tests, in their order: every row under
+    cv_splits, the test rows under heldout_set), "predictions" their classes, "probed_dims" the width
+    the probes saw (probe_width: wide features are reduced by PCA), and over several splits
+    "fold_accuracy_std" the spread of the per-split accuracies. k-NN uses min(k, smallest training
+    rows) neighbours for each k of knn_ks: one entry "knn" (with its "k") for one k, else "knn{k}".
 
-    cache_dir: where each probe's out-of-fold predictions are kept, keyed by the content of the
-    features and labels, the probe, the folds, the seed, k and the device type, so features
-    scored once (the raw pixels and PCA baselines of a test set, above all) are not fit again;
-    sets of the same content are fit once.
-
-    workers: fits (one probe on one set, all folds) run at once, each on one thread (default: on a
+    cache_dir: where each probe's predictions are kept, keyed by the content of the features, labels
+    and splits, the probe, the seed, k and the device type, so features scored once (the raw pixels
+    and PCA baselines of a test set, above all) are not fit again; sets of the same content are fit once.
+    workers: fits (one probe on one set, all splits) run at once, each on one thread (default: on a
     CPU one per core, as the probes are too small to split over cores; on a GPU one).
+    progress: optional callable () -> None, called once per split when a fit is done, for each set it scores.
     """
-    from sklearn.metrics import accuracy_score, f1_score
-    from sklearn.model_selection import StratifiedKFold
     unknown = [name for name in probes if name not in PROBES]
     if unknown:
         raise ValueError(f"unknown probe {unknown[0]!r}; choose from {PROBES}")
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     plans, jobs = {}, {}
-    for key, (features, labels) in sets.items():
-        labels = np.asarray(labels)
-        check_folds(labels, folds)
-        classes, codes = np.unique(labels, return_inverse=True)
-        codes = codes.reshape(-1)
-        splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(codes)), codes))
-        k = max(1, min(knn_k, min(len(tr) for tr, _ in splits)))
+    for key, (features, labels, splits) in sets.items():
+        classes, codes = np.unique(np.asarray(labels), return_inverse=True)
+        codes = codes.reshape(-1).astype(np.int64)
+        if any(len(np.unique(codes[tr])) < 2 for tr, _ in splits):
+            raise ValueError("the training rows hold a single class; a classifier needs at least two")
         features = np.ascontiguousarray(features, dtype=np.float32)
-        plans[key] = (classes, codes, splits, k, {})
+        smallest = min(len(tr) for tr, _ in splits)
+        scored = np.unique(np.concatenate([te for _, te in splits]))
+        plans[key] = (classes, codes, splits, scored, probe_width(features.shape[1], smallest), {})
+        content = files.content_key({"shape": list(features.shape), "splits": [[len(tr), len(te)] for tr, te in splits]},
+                                    features, codes, *(np.asarray(a, dtype=np.int64) for split in splits for a in split))
         for name in probes:
-            job = _fit_key(name, device, features, codes.astype(np.int64), shape=list(features.shape), folds=folds,
-                           seed=seed, k=k)
-            jobs.setdefault(job, (name, features, codes, splits, len(classes), k))
-            plans[key][4][name] = job
+            for k in (knn_ks if name == "knn" else (0,)):
+                k = max(1, min(k, smallest)) if name == "knn" else 0
+                job = _fit_key(name, device, k, seed, content)
+                jobs.setdefault(job, (name, features, codes, splits, scored, len(classes), k))
+                plans[key][-1][f"knn{k}" if name == "knn" and len(knn_ks) > 1 else name] = job, k
+    uses = Counter(job for *_, entries in plans.values() for job, _ in entries.values())  # (set, entry) pairs per fit
+    ticks = {job: len(jobs[job][3]) * uses[job] if progress else 0 for job in jobs}
+    preds = _fit_all(jobs, seed, device, cache_dir, workers, ticks, progress)
+    return {key: _scores(*plan, preds) for key, plan in plans.items()}
 
-    def run(job):
-        name, features, codes, splits, num_classes, k = jobs[job]
-        path = None if cache_dir is None else Path(cache_dir) / f"probe_{name}_{job}.npy"
-        pred = files.load_cached_npy(path, lambda p: p.shape == codes.shape and p.dtype.kind in "iu"
-                                         and ((p >= 0) & (p < num_classes)).all())
-        if pred is None:
-            x, y = torch.as_tensor(features).to(device), torch.as_tensor(codes).to(device)
-            pred = _out_of_fold(name, x, y, splits, num_classes, seed, k)
-            if path is not None:
-                files.save_npy(pred, path)
-        return pred
 
-    uses = Counter(job for *_, names in plans.values() for job in names.values())  # (set, probe) pairs per fit
-    preds = run_fits(jobs, run, device, workers, lambda job: folds * uses[job] if progress else 0, progress)
+def _scores(classes, codes, splits, scored, width, entries, preds) -> dict:
+    """One set's scores {entry: {...}} from the predictions of its scored rows."""
+    from sklearn.metrics import accuracy_score, f1_score
     out = {}
-    for key, (classes, codes, splits, k, names) in plans.items():
-        features = sets[key][0]
-        out[key] = {}
-        for name, job in names.items():
-            pred = preds[job]
-            fold_acc = [accuracy_score(codes[test], pred[test]) for _, test in splits]
-            out[key][name] = {"accuracy": float(accuracy_score(codes, pred)),
-                              "macro_f1": float(f1_score(codes, pred, average="macro", zero_division=0)),
-                              "fold_accuracy_std": float(np.std(fold_acc)), "predictions": classes[pred],
-                              "probed_dims": probe_width(np.shape(features)[1], min(len(tr) for tr, _ in splits))}
-        if "knn" in out[key]:
-            out[key]["knn"]["k"] = k
+    for entry, (job, k) in entries.items():
+        pred, full = preds[job], np.zeros_like(codes)
+        full[scored] = pred
+        out[entry] = {"accuracy": float(accuracy_score(codes[scored], pred)),
+                      "macro_f1": float(f1_score(codes[scored], pred, average="macro", zero_division=0))}
+        if len(splits) > 1:
+            out[entry]["fold_accuracy_std"] = float(np.std([accuracy_score(codes[te], full[te]) for _, te in splits]))
+        out[entry].update(predictions=classes[pred], probed_dims=width, **({"k": k} if entry == "knn" else {}))
     return out
 
 
-def run_fits(jobs, run, device, workers: int | None, steps_of, progress) -> dict:
-    """{job: run(job)} for every job, fits side by side on threads; progress() is called
-    steps_of(job) times when a job is done."""
+def _fit_all(jobs: dict, seed: int, device, cache_dir, workers: int | None, ticks: dict, progress) -> dict:
+    """{job: predictions of its scored rows} for every job, fits side by side on threads;
+    progress() is called ticks[job] times when a job is done."""
+    from joblib import Parallel, delayed
     from sklearn.exceptions import ConvergenceWarning
     from threadpoolctl import threadpool_limits
     if workers is None:
         workers = max(1, torch.get_num_threads()) if torch.device(device).type == "cpu" else 1
-    threads = torch.get_num_threads()
-    preds = {}
+    threads, preds = torch.get_num_threads(), {}
     # fits side by side in threads share the cores (torch's and scikit-learn's kernels release the
-    # GIL), each on one thread: every thread pool (torch's, OpenMP's, BLAS's) at one, so none
-    # contends with another for the cores; restored after
-    with warnings.catch_warnings(), threadpool_limits(limits=1), ThreadPoolExecutor(min(workers, len(jobs)), initializer=_one_thread) as pool:
+    # GIL), each on one thread, so none contends with another for the cores; restored after
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
         # the linear probe's budget is scikit-learn's default max_iter, as in step 6's notes
         warnings.simplefilter("ignore", ConvergenceWarning)
         try:
-            for job, pred in zip(jobs, pool.map(run, jobs)):
+            # an error (or Ctrl-C) stops the fits not yet started rather than waiting for them
+            done = Parallel(max(1, min(workers, len(jobs))), prefer="threads", return_as="generator")(
+                delayed(_fit)(job, *jobs[job], seed, device, cache_dir) for job in jobs)
+            for job, pred in zip(jobs, done):
                 preds[job] = pred
-                for _ in range(steps_of(job)):
+                for _ in range(ticks[job]):
                     progress()
-        finally:  # on an error or Ctrl-C, the fits not yet started are dropped, not waited for
-            pool.shutdown(wait=True, cancel_futures=True)
+        finally:
             torch.set_num_threads(threads)
     return preds
 
 
-def _one_thread() -> None:
+def _fit(job: str, name: str, features, codes, splits, scored, num_classes: int, k: int, seed: int, device,
+         cache_dir) -> np.ndarray:
+    """One probe on one set: the predictions of its scored rows, from the cache or fit (and cached)."""
     from threadpoolctl import threadpool_limits
     torch.set_num_threads(1)
     threadpool_limits(limits=1)  # this thread's OpenMP (scikit-learn's own copy) and BLAS
+    path = None if cache_dir is None else Path(cache_dir) / f"probe_{name}_{job}.npy"
+    pred = files.load_cached_npy(path, lambda p: p.shape == scored.shape and p.dtype.kind in "iu"
+                                 and ((p >= 0) & (p < num_classes)).all())
+    if pred is None:
+        x, y = torch.as_tensor(features).to(device), torch.as_tensor(codes).to(device)
+        pred = _out_of_fold(name, x, y, splits, num_classes, seed, k)[scored]
+        if path is not None:
+            files.save_npy(pred, path)
+    return pred
 
 
-def _fit_key(name: str, device, *arrays: np.ndarray, **fields) -> str:
+def _out_of_fold(name: str, x: torch.Tensor, y: torch.Tensor, splits, num_classes: int, seed: int, k: int) -> np.ndarray:
+    """Each split's test rows predicted by the probe fit on its training rows: (n,) int64 (rows no
+    split tests hold no prediction)."""
+    pred = torch.zeros(len(y), dtype=torch.int64, device=x.device)
+    folds = [(torch.as_tensor(tr, device=x.device), torch.as_tensor(te, device=x.device)) for tr, te in splits]
+    width = probe_width(x.shape[1], min(len(tr) for tr, _ in splits))  # the same in every fold: the MLPs are stacked
+    fits = []
+    for tr, te in folds:
+        train_x, test_x = reduce_wide(x[tr], x[te], width, seed)
+        fits.append((train_x, y[tr], test_x))
+    for (_, te), p in zip(folds, PREDICTORS[name](fits, num_classes, k, seed)):
+        pred[te] = p.to(pred.device)
+    return pred.cpu().numpy()
+
+
+def _fit_key(name: str, device, k: int, seed: int, content: str) -> str:
     """The cache key of one probe's fit: the probe, its version and budget, the device type, torch,
-    the protocol's own fields, and the content of the arrays."""
+    k, the seed, and the content key of its set (features, labels and splits)."""
     return files.content_key({"probe": name, "version": PROBE_VERSION, "device": torch.device(device).type,
                               "epochs": [mlp_probe.PROBE_EPOCHS, mlp_probe.PROBE_MIN_STEPS],
-                              "max_features": MAX_PROBE_FEATURES,
-                              "torch": torch.__version__.split("+")[0], **fields}, *arrays)
-
-
-# ---------------------------------------------------------------- the held-out protocol
-HELDOUT_KNN_KS = (5, 10)  # 5: the k-NN of Sainburg et al. 2021 (Parametric UMAP); 10: the cross-validated probe's
-
-
-def heldout_scores_of_sets(sets: dict, probes=PROBES, seed: int = 0, knn_ks=HELDOUT_KNN_KS, progress=None,
-                           device="cpu", cache_dir=None, workers: int | None = None) -> dict:
-    """Score classifiers fit once on training features and scored once on test features, as the
-    literature does: sets {key: (train features (n, d), train labels (n,), test features (m, d),
-    test labels (m,))} -> {key: {probe: {"accuracy", "macro_f1", "predictions", "probed_dims"}}}; "knn" becomes one
-    entry per k of knn_ks ("knn5", "knn10"). Fits of the same content run once; cache_dir and
-    workers as in probe_scores_of_sets. progress: optional callable () -> None after each fit."""
-    from sklearn.metrics import accuracy_score, f1_score
-    unknown = [name for name in probes if name not in PROBES]
-    if unknown:
-        raise ValueError(f"unknown probe {unknown[0]!r}; choose from {PROBES}")
-    plans, jobs = {}, {}
-    for key, (train_x, train_y, test_x, test_y) in sets.items():
-        classes, codes = np.unique(np.concatenate([np.asarray(train_y), np.asarray(test_y)]), return_inverse=True)
-        codes = codes.reshape(-1)
-        train_c, test_c = codes[:len(train_y)], codes[len(train_y):]
-        if len(np.unique(train_c)) < 2:
-            raise ValueError("the training features hold a single class; a classifier needs at least two")
-        train_x = np.ascontiguousarray(train_x, dtype=np.float32)
-        test_x = np.ascontiguousarray(test_x, dtype=np.float32)
-        plans[key] = (classes, test_c, {})
-        for name in probes:
-            for k in (knn_ks if name == "knn" else (0,)):
-                k = min(k, len(train_c))
-                job = _fit_key(name, device, train_x, train_c.astype(np.int64), test_x, protocol="heldout", k=k,
-                               seed=seed, shapes=[list(train_x.shape), list(test_x.shape)])
-                jobs.setdefault(job, (name, train_x, train_c, test_x, len(classes), k))
-                plans[key][2][f"knn{k}" if name == "knn" else name] = job
-
-    def run(job):
-        name, train_x, train_c, test_x, num_classes, k = jobs[job]
-        path = None if cache_dir is None else Path(cache_dir) / f"heldout_{name}_{job}.npy"
-        pred = files.load_cached_npy(path, lambda p: p.shape == (len(test_x),) and p.dtype.kind in "iu"
-                                         and ((p >= 0) & (p < num_classes)).all())
-        if pred is None:
-            x, y = torch.as_tensor(train_x).to(device), torch.as_tensor(train_c).to(device)
-            x, q = reduce_wide(x, torch.as_tensor(test_x).to(device), probe_width(x.shape[1], len(x)), seed)
-            if name == "knn":
-                pred = knn_predict(x, y, q, num_classes, k)
-            elif name == "linear":  # on the CPU, in numpy
-                s_tr, s_te = standardise(x, q)
-                pred = torch.as_tensor(linear_predict(s_tr.cpu().numpy(), train_c, s_te.cpu().numpy()))
-            else:
-                pred = mlp_predict([(x, y, q)], num_classes, seed)[0]
-            pred = pred.cpu().numpy()
-            if path is not None:
-                files.save_npy(pred, path)
-        return pred
-
-    uses = Counter(job for *_, names in plans.values() for job in names.values())
-    preds = run_fits(jobs, run, device, workers, lambda job: uses[job] if progress else 0, progress)
-    out = {}
-    for key, (classes, test_c, names) in plans.items():
-        n_train, width = np.shape(sets[key][0])
-        out[key] = {name: {"accuracy": float(accuracy_score(test_c, preds[job])),
-                           "macro_f1": float(f1_score(test_c, preds[job], average="macro", zero_division=0)),
-                           "predictions": classes[preds[job]], "probed_dims": probe_width(width, n_train)}
-                    for name, job in names.items()}
-    return out
+                              "max_features": MAX_PROBE_FEATURES, "torch": torch.__version__.split("+")[0],
+                              "k": k, "seed": seed, "set": content})
