@@ -75,7 +75,7 @@ def main(args) -> dict:
             memory_for(f"the projection of {len(latents[1].z)} latents",
                        "the latents' --num_samples (encode_latent_space.py)"):
         xy, info = view_2d(big.z, args.vis_type, args.seed, out / "cache", args.quiet)
-    clusters, notes = explorer.step5_clusters(out, latents, args.seed, args.quiet)
+    clusters, notes = explorer.step5_clusters(out, latents)
     preds, more = explorer.step6_predictions(out, latents, device, args.quiet)
     notes += more
 

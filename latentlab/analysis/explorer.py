@@ -16,6 +16,7 @@ import base64
 import io
 import json
 import math
+import re
 
 import numpy as np
 import torch
@@ -23,15 +24,6 @@ import torch
 THUMB_PX = 64  # a tooltip image is at least this wide: small images are magnified by whole pixels
 RECON_JPEG_QUALITY = 85
 SELECTED_SHOWN = 200  # thumbnails drawn for a selection; the CSV holds all of it
-# Run in the page's head: each sheet's base64 text -> a blob: URL in the CSS property --lx-{name}.
-SHEETS_TO_BLOBS = """
-for (const el of document.querySelectorAll('script[data-lx-sheet]')) {
-  const text = atob(el.textContent), bytes = new Uint8Array(text.length);
-  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
-  const url = URL.createObjectURL(new Blob([bytes], {type: el.dataset.mime}));
-  document.documentElement.style.setProperty('--lx-' + el.dataset.lxSheet, `url(${url})`);
-}
-"""
 
 
 def sample_points(n: int, max_points: int, seed: int) -> np.ndarray:
@@ -119,105 +111,112 @@ def build_page(*, title: str, subtitle: str, columns: dict, sheets: dict, image_
     -> (data URL, columns), tiles in the order of the points; grid: {"sheet": (data URL, columns),
     "xs", "ys" (the grid's coordinates), "size"}. colorings: name -> (code of each point (n,),
     legend entries [(name, colour)], entry c the colour of code c), the first shown at load."""
-    from bokeh.core.templates import get_env
-    from bokeh.embed import file_html
     from bokeh.layouts import column, row
-    from bokeh.models import (Button, ColumnDataSource, CustomJS, Div, HoverTool, InlineStyleSheet,
-                              LinearColorMapper, Select)
-    from bokeh.plotting import figure
-    from bokeh.resources import INLINE
+    from bokeh.models import Button, CustomJS, Div, InlineStyleSheet
 
+    js = page_scripts()
     h, w = image_hw
     scale = max(1, math.ceil(THUMB_PX / max(h, w)))
     tw, th = w * scale, h * scale
-    n = len(columns["x2"])
-    first = next(iter(colorings))
-    # colours are codes (an int column per colouring) through one colour mapper, whose palette
-    # and code column the "colour by" menu swaps
-    data = dict(columns, code=np.asarray(colorings[first][0], dtype=np.int32),
-                pos=tile_positions(n, sheets["test"][1], tw, th),
-                **{f"code_{i}": np.asarray(c, dtype=np.int32) for i, (c, _) in enumerate(colorings.values())})
-    source = ColumnDataSource(data, name="points")
-    palettes = [[c for _, c in entries] for _, entries in colorings.values()]
-    mapper = LinearColorMapper(palette=palettes[0], low=-0.5, high=len(palettes[0]) - 0.5, name="colors")
+    source, mapper = _point_source(columns, colorings, tile_positions(len(columns["x2"]), sheets["test"][1], tw, th))
+    plots = _panels(source, mapper, _tooltip(sheets, tw, th, model_names), panel_titles, axis_labels)
+    decoded, grid_note = _decoder(plots[0], grid, 2 * tw, 2 * th, js["decode_under_cursor"])
+    select, legend = _colour_menu(source, mapper, colorings, js["colour_by"])
+    chosen = Div(text="select points with the box or lasso tool (toolbar) in either panel", width=1060, name="selected",
+                 stylesheets=[InlineStyleSheet(css=":host{max-height:260px;overflow-y:auto}")])
+    source.selected.js_on_change("indices", CustomJS(code=js["show_selection"], args=dict(
+        source=source, div=chosen, shown=SELECTED_SHOWN, style=_img_style("--lx-test", tw, th, sheets["test"][1]))))
+    export = Button(label="export selection (CSV)", name="export", width=200)
+    export.js_on_event("button_click", CustomJS(code=js["export_selection"], args=dict(source=source, filename=csv_name)))
+    head = Div(text=f"<h2 style='margin:4px 0'>{_escape(title)}</h2><div>{_escape(subtitle)}</div>", width=1060)
+    layout = column(head, row(select, export), legend, row(*plots, column(grid_note, decoded)), chosen)
+    return _html(layout, title, {**sheets, "grid": grid["sheet"]}, js["sheets_to_blobs"])
 
-    def img(var, cols, label):
+
+def page_scripts() -> dict[str, str]:
+    """explorer.js (package data beside this module) by section: name -> code."""
+    from importlib.resources import files
+    parts = re.split(r"^// == (\w+)$", files(__package__).joinpath("explorer.js").read_text(), flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def _point_source(columns: dict, colorings: dict, positions: list[str]):
+    """The points' ColumnDataSource and its colour mapper: colours are codes (an int column per
+    colouring) through one mapper, whose palette and code column the "colour by" menu swaps."""
+    from bokeh.models import ColumnDataSource, LinearColorMapper
+    codes = [np.asarray(c, dtype=np.int32) for c, _ in colorings.values()]
+    source = ColumnDataSource(dict(columns, code=codes[0], pos=positions, **{f"code_{i}": c for i, c in enumerate(codes)}),
+                              name="points")
+    first = [c for _, c in next(iter(colorings.values()))[1]]
+    return source, LinearColorMapper(palette=first, low=-0.5, high=len(first) - 0.5, name="colors")
+
+
+def _tooltip(sheets: dict, tw: int, th: int, model_names: tuple) -> str:
+    def img(var, label):
         return (f'<div style="text-align:center;font-size:10px"><div class="lx-{var}" '
-                f'style="{_img_style("--lx-" + var, tw, th, cols)}background-position:@pos"></div>{label}</div>')
-    tooltip = (f'<div class="lx-tooltip" style="width:{3 * tw + 24}px">'
-               f'<div style="display:flex;gap:4px">{img("test", sheets["test"][1], "test image")}'
-               f'{img("rec2", sheets["rec2"][1], model_names[0])}{img("recN", sheets["recN"][1], model_names[1])}</div>'
-               f'<div><b>@cls</b>, test index <span class="lx-index">@test_index</span></div>'
-               f'<div>k-means cluster: @kmeans</div><div>classifier: @prediction</div></div>')
-    size = float(np.clip(1200 / math.sqrt(max(n, 1)), 3, 9))
+                f'style="{_img_style("--lx-" + var, tw, th, sheets[var][1])}background-position:@pos"></div>{label}</div>')
+    return (f'<div class="lx-tooltip" style="width:{3 * tw + 24}px">'
+            f'<div style="display:flex;gap:4px">{img("test", "test image")}'
+            f'{img("rec2", model_names[0])}{img("recN", model_names[1])}</div>'
+            f'<div><b>@cls</b>, test index <span class="lx-index">@test_index</span></div>'
+            f'<div>k-means cluster: @kmeans</div><div>classifier: @prediction</div></div>')
+
+
+def _panels(source, mapper, tooltip: str, titles: tuple, labels: tuple) -> list:
+    """The two scatter panels, the 2-d latents and the projection, drawing the same source."""
+    from bokeh.models import HoverTool
+    from bokeh.plotting import figure
+    size = float(np.clip(1200 / math.sqrt(max(len(source.data["x2"]), 1)), 3, 9))
     plots = []
     for k, (x, y) in enumerate((("x2", "y2"), ("xp", "yp"))):
-        p = figure(title=panel_titles[k], width=520, height=500, tools="pan,wheel_zoom,box_select,lasso_select,reset",
-                   active_drag="box_select", x_axis_label=axis_labels[k][0], y_axis_label=axis_labels[k][1],
+        p = figure(title=titles[k], width=520, height=500, tools="pan,wheel_zoom,box_select,lasso_select,reset",
+                   active_drag="box_select", x_axis_label=labels[k][0], y_axis_label=labels[k][1],
                    name=f"panel_{k}", output_backend="canvas")
         r = p.scatter(x, y, source=source, size=size, color={"field": "code", "transform": mapper}, alpha=0.75, line_color=None,
                       nonselection_alpha=0.08, selection_line_color="black", name=f"points_{k}")
         p.add_tools(HoverTool(renderers=[r], tooltips=tooltip, limit=1))  # the nearest point alone
         plots.append(p)
+    return plots
 
-    gx, gy, gsize = grid["xs"], grid["ys"], grid["size"]
-    gscale = 2 * scale
-    decoded = Div(name="decoded", width=gscale * w + 160, text=(
-        f'<div class="lx-decoded" style="{_img_style("--lx-grid", gscale * w, gscale * h, grid["sheet"][1])}'
-        f'background-position:0px 0px"></div><div class="lx-where">move the mouse over the left panel</div>'))
-    plots[0].js_on_event("mousemove", CustomJS(args=dict(div=decoded), code=f"""
-        const xs = {json.dumps([float(v) for v in gx])}, ys = {json.dumps([float(v) for v in gy])}, G = {gsize};
-        const near = (v, a) => Math.min(G - 1, Math.max(0, Math.round((v - a[0]) / ((a[G - 1] - a[0]) / (G - 1) || 1))));
-        const c = near(cb_obj.x, xs), r = G - 1 - near(cb_obj.y, ys);
-        const k = r * G + c, cols = {grid["sheet"][1]}, w = {gscale * w}, h = {gscale * h};
-        div.text = `<div class="lx-decoded" data-cell="${{k}}" style="{_img_style("--lx-grid", gscale * w, gscale * h,
-                                                                                     grid["sheet"][1])}`
-            + `background-position:-${{(k % cols) * w}}px -${{Math.floor(k / cols) * h}}px"></div>`
-            + `<div class="lx-where">(${{cb_obj.x.toFixed(2)}}, ${{cb_obj.y.toFixed(2)}}): cell row ${{r + 1}}, column ${{c + 1}} of ${{G}}x${{G}}</div>`;
-    """))
+
+def _decoder(plot, grid: dict, w: int, h: int, code: str):
+    """The view of the grid's decoding nearest the cursor over plot (cells of w x h pixels), and its note."""
+    from bokeh.models import CustomJS, Div
+    style = _img_style("--lx-grid", w, h, grid["sheet"][1])
+    decoded = Div(name="decoded", width=w + 160, text=f'<div class="lx-decoded" style="{style}background-position:0px 0px">'
+                  f'</div><div class="lx-where">move the mouse over the left panel</div>')
+    plot.js_on_event("mousemove", CustomJS(code=code, args=dict(
+        div=decoded, xs=[float(v) for v in grid["xs"]], ys=[float(v) for v in grid["ys"]], cols=grid["sheet"][1],
+        w=w, h=h, style=style)))
+    note = Div(text=f"<b>decoded under the cursor</b> (2-d model): the nearest cell of a {grid['size']}x{grid['size']} "
+                    f"grid of decodings over the 1st-99th percentile box of the test latents", width=w + 160)
+    return decoded, note
+
+
+def _colour_menu(source, mapper, colorings: dict, code: str):
+    """The "colour by" menu and the legend it swaps."""
+    from bokeh.models import CustomJS, Div, Select
     legends = [legend_html(entries, name) for name, (_, entries) in colorings.items()]
     legend = Div(text=legends[0], width=1060, name="legend")
-    select = Select(title="colour by", value=first, options=list(colorings), name="color_by")
-    select.js_on_change("value", CustomJS(args=dict(source=source, legend=legend, mapper=mapper), code=f"""
-        const names = {json.dumps(list(colorings))}, legends = {json.dumps(legends)}, palettes = {json.dumps(palettes)};
-        const k = names.indexOf(cb_obj.value);
-        mapper.palette = palettes[k];
-        mapper.high = palettes[k].length - 0.5;
-        source.data.code = source.data['code_' + k];
-        source.change.emit();
-        legend.text = legends[k];
-    """))
-    chosen = Div(text="select points with the box or lasso tool (toolbar) in either panel", width=1060, name="selected",
-                 stylesheets=[InlineStyleSheet(css=":host{max-height:260px;overflow-y:auto}")])
-    source.selected.js_on_change("indices", CustomJS(args=dict(source=source, div=chosen), code=f"""
-        const idx = source.selected.indices, d = source.data;
-        let html = `<b>${{idx.length}}</b> selected (both panels)` + (idx.length > {SELECTED_SHOWN} ? `, the first {SELECTED_SHOWN} shown` : '') + ':<div style="display:flex;flex-wrap:wrap;gap:2px">';
-        for (const i of idx.slice(0, {SELECTED_SHOWN}))
-            html += `<div title="test ${{d.test_index[i]}}: ${{d.cls[i]}}" style="{_img_style("--lx-test", tw, th, sheets["test"][1])}background-position:${{d.pos[i]}}"></div>`;
-        div.text = html + '</div>';
-    """))
-    export = Button(label="export selection (CSV)", name="export", width=200)
-    export.js_on_event("button_click", CustomJS(args=dict(source=source), code=f"""
-        const d = source.data, idx = source.selected.indices;
-        const rows = ['test_index,class,latent_1,latent_2,projection_1,projection_2'];
-        for (const i of idx) rows.push([d.test_index[i], JSON.stringify(d.cls[i]), d.x2[i], d.y2[i], d.xp[i], d.yp[i]].join(','));
-        const a = document.createElement('a');
-        a.href = 'data:text/csv;charset=utf-8,' + encodeURIComponent(rows.join('\\n') + '\\n');
-        a.download = {json.dumps(csv_name)};
-        document.body.appendChild(a); a.click(); a.remove();
-    """))
-    head = Div(text=f"<h2 style='margin:4px 0'>{_escape(title)}</h2><div>{_escape(subtitle)}</div>", width=1060)
-    grid_note = Div(text=f"<b>decoded under the cursor</b> (2-d model): the nearest cell of a {gsize}x{gsize} grid of "
-                         f"decodings over the 1st-99th percentile box of the test latents", width=gscale * w + 160)
-    layout = column(head, row(select, export), legend, row(*plots, column(grid_note, decoded)), chosen)
+    select = Select(title="colour by", value=next(iter(colorings)), options=list(colorings), name="color_by")
+    select.js_on_change("value", CustomJS(code=code, args=dict(
+        source=source, legend=legend, mapper=mapper, names=list(colorings), legends=legends,
+        palettes=[[c for _, c in entries] for _, entries in colorings.values()])))
+    return select, legend
+
+
+def _html(layout, title: str, sheets: dict, to_blobs: str) -> str:
+    """layout as a self-contained page, the sprite sheets in its head."""
+    from bokeh.core.templates import get_env
+    from bokeh.embed import file_html
+    from bokeh.resources import INLINE
     # Browsers cap URLs (Chromium at 2 MB), so a large data: URL in CSS shows nothing: each sheet
     # travels as base64 text and becomes a short blob: URL when the page opens
     blobs = "".join(f'<script type="text/plain" data-lx-sheet="{k}" data-mime="{url[5:url.index(";")]}">'
-                    f'{url[url.index(",") + 1:]}</script>\n' for k, (url, _) in {**sheets, "grid": grid["sheet"]}.items())
+                    f'{url[url.index(",") + 1:]}</script>\n' for k, (url, _) in sheets.items())
     template = get_env().from_string("{% extends 'file.html.jinja' %}{% block postamble %}{{ sprite_sheets }}"
-                                     "<script>" + SHEETS_TO_BLOBS + "</script>{% endblock %}")
-    return file_html(layout, resources=INLINE, title=title, template=template,
-                     template_variables={"sprite_sheets": blobs})
+                                     "<script>" + to_blobs + "</script>{% endblock %}")
+    return file_html(layout, resources=INLINE, title=title, template=template, template_variables={"sprite_sheets": blobs})
 
 
 # ---------------------------------------------------------------- what steps 5 and 6 found, per point
@@ -235,28 +234,28 @@ def _other_file(named, path) -> bool:
     return not isinstance(named, str) or Path(named).resolve() != Path(path).resolve()
 
 
-def step5_clusters(out, latents, seed: int, quiet: bool = True) -> tuple[dict, list[str]]:
-    """Step 5's k-means cluster of each latent, when its JSON is in out: {latent size: clusters (n,)}
-    and notes. Step 5 stores scores, not assignments, so the clusters are found again the way it
-    found them (same space, k and --seed; its UMAP comes from the projection cache) and its stored
-    NMI confirms they are the same."""
-    from latentlab.analysis.projection import clustering_space
-    from latentlab.analysis.scores import kmeans_scores
+def step5_clusters(out, latents) -> tuple[dict, list[str]]:
+    """Step 5's k-means cluster of each latent, as its JSON in out holds them: {latent size:
+    clusters (n,)} and notes."""
     size = latents[-1].latent_size
     found = [p for p in (out / f"kmeans_{s}_space_latent_size_{size}.json" for s in ("latent", "umap")) if p.is_file()]
     if not found:
         return {}, ["no k-means: viz_kmeans_latent_space.py has not run"]
-    meta, clusters, notes = _step_json(found[0]), {}, []
+    meta, clusters, notes = _step_json(found[0]) or {}, {}, []
     for lat in latents:
-        r = (meta or {}).get("models", {}).get(str(lat.latent_size))
+        r = meta.get("models", {}).get(str(lat.latent_size))
         if not r or r.get("samples") != len(lat.z) or _other_file(r.get("latents"), lat.path):
             notes.append(f"{found[0]} is not of {lat.path}: no k-means shown for it")
             continue
-        dims = ((r.get("umap") or {}).get("params") or {}).get("n_components", 2)
-        feats, _ = clustering_space(lat.z, meta["space"], dims, seed, out / "cache", quiet)
-        scores, clusters[lat.latent_size], _ = kmeans_scores(feats, lat.labels, int(meta["num_clusters"]), seed)
-        if not math.isclose(scores["nmi"], r["nmi"], abs_tol=1e-6):
-            notes.append(f"the {lat.latent_size}-d k-means differs from {found[0].name}'s (run with another --seed?)")
+        try:
+            c = np.asarray(meta["clusters"]["by_latent_size"][str(lat.latent_size)])
+        except (KeyError, TypeError, ValueError):
+            c = None
+        if c is None or c.shape != (len(lat.z),) or c.dtype.kind != "i" or not 0 <= c.min() <= c.max() < len(c):
+            from latentlab.cli import UserError
+            raise UserError(f"{found[0]} is malformed: it holds no cluster number of each of the {len(lat.z)} "
+                            f"{lat.latent_size}-d latents; re-run viz_kmeans_latent_space.py")
+        clusters[lat.latent_size] = c
     return clusters, notes
 
 
