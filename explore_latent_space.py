@@ -103,7 +103,7 @@ def main(args) -> dict:
     html = explorer.build_page(
         title=f"latent explorer: {big.label}", subtitle=f"{drawn}. " + " ".join(n + "." for n in notes),
         columns=columns, image_hw=tuple(images.shape[2:]), sheets={k: sheets[k] for k in ("test", "rec2", "recN")},
-        grid={"sheet": sheets["grid"], "xs": xs.tolist(), "ys": ys.tolist(), "size": args.grid_size},
+        grid={"sheet": sheets["grid"], "xs": xs.tolist(), "ys": ys.tolist()},
         colorings=colorings, panel_titles=(f"{two.label}: the latents as they are",
                                            f"{big.label}: {method} of the latents"),
         axis_labels=(axis_labels(None), axis_labels(info)), model_names=("2-d", f"{big.latent_size}-d"),

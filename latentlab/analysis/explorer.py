@@ -1,18 +1,17 @@
-"""The interactive latent explorer: one self-contained HTML page (bokeh, its JavaScript inline) with
-two linked scatter panels, the 2-d latents as they are and the N-d latents projected to 2-D.
+"""The interactive latent explorer: one self-contained HTML page (bokeh and explorer.js inline),
+two linked scatter panels (the 2-d latents, a projection of the N-d ones) and, per point, the
+cluster and prediction steps 5 and 6 wrote.
 
-Images travel as sprite sheets: one image per set (test images, each model's reconstructions, the
-grid of decodings of the 2-d model), each image a tile of a near-square grid, in the order of the
-points. The sheets sit once in the page's head, as CSS custom properties (--lx-test, ...) once it
-opens; those inherit into bokeh's shadow DOM, so a tooltip, a thumbnail or the decoded view is a div that names
-the property and moves the background to its tile: no image is repeated.
-
-Reconstructions and decodings are stored as JPEG (quality RECON_JPEG_QUALITY): they are smooth,
-and JPEG stores them in well under PNG's bytes; the test images stay lossless PNG.
+Images travel as sprite sheets, one per set (test images, each model's reconstructions, the
+decodings of a grid), tiles in the order of the points. They sit once in the page's head as CSS
+custom properties (--lx-test, ...), which inherit into bokeh's shadow DOM: a tooltip, thumbnail or
+decoded view is a div naming one and moving the background to its tile; no image is repeated.
+Reconstructions and decodings are JPEG (smooth, so far smaller than PNG); test images stay PNG.
 """
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import math
@@ -45,29 +44,7 @@ def sprite_sheet(images: torch.Tensor, lossy: bool = False) -> tuple[str, int]:
     sheet = sheet[0] if images.shape[1] == 1 else sheet.permute(1, 2, 0)
     buf, mime = io.BytesIO(), "jpeg" if lossy else "png"
     Image.fromarray(sheet.numpy()).save(buf, format=mime, **({"quality": RECON_JPEG_QUALITY} if lossy else {}))
-    data = buf.getvalue()
-    return f"data:image/{mime};base64,{base64.b64encode(data).decode()}", cols
-
-
-def tile_positions(n: int, cols: int, width: int, height: int) -> list[str]:
-    """CSS background-position of tile i of a sheet of `cols` columns, magnified to width x height."""
-    return [f"-{(i % cols) * width}px -{(i // cols) * height}px" for i in range(n)]
-
-
-def hex_colors(colors) -> list[str]:
-    from matplotlib.colors import to_hex
-    return [to_hex(c) for c in colors]
-
-
-def legend_html(entries: list[tuple[str, str]], title: str) -> str:
-    rows = "".join(f'<span style="white-space:nowrap;margin-right:10px"><span style="display:inline-block;width:10px;'
-                   f'height:10px;border-radius:5px;background:{c}"></span> {_escape(name)}</span> ' for name, c in entries)
-    return f"<b>{_escape(title)}</b>: {rows}"
-
-
-def _escape(text) -> str:
-    import html
-    return html.escape(str(text))
+    return f"data:image/{mime};base64,{base64.b64encode(buf.getvalue()).decode()}", cols
 
 
 def _img_style(var: str, w: int, h: int, cols: int) -> str:
@@ -80,13 +57,15 @@ def point_data(two, big, rows: np.ndarray, xy: np.ndarray, clusters: dict, preds
     """build_page's columns and colorings for the drawn rows of the 2-d latents two and the N-d
     latents big (inputs.Latents of the same items), xy the projection of big, clusters and preds
     from step5_clusters and step6_predictions."""
+    from matplotlib.colors import to_hex
+
     from latentlab import palettes
     labels, names = big.labels[rows], big.class_names
-    colorings = {"class": (labels, list(zip(names, hex_colors(palettes.class_colors(len(names))))))}
+    colorings = {"class": (labels, [(n, to_hex(c)) for n, c in zip(names, palettes.class_colors(len(names)))])}
     for k, c in clusters.items():
-        cp = hex_colors(palettes.cluster_colors(int(c.max()) + 1))
-        colorings[f"k-means cluster, {k}-d model"] = (c[rows], [(f"cluster {j}", cp[j]) for j in range(len(cp))])
-    right, wrong = hex_colors(palettes.OUTCOME_COLORS)
+        cp = palettes.cluster_colors(int(c.max()) + 1)
+        colorings[f"k-means cluster, {k}-d model"] = (c[rows], [(f"cluster {j}", to_hex(cp[j])) for j in range(len(cp))])
+    right, wrong = map(to_hex, palettes.OUTCOME_COLORS)
     for k, (p, probe) in preds.items():
         colorings[f"{probe} classifier right / wrong, {k}-d model"] = (
             (p[rows] != labels).astype(np.int64), [("right", right), ("wrong", wrong)])
@@ -109,26 +88,47 @@ def build_page(*, title: str, subtitle: str, columns: dict, sheets: dict, image_
     columns: per point, "x2", "y2" (2-d latents), "xp", "yp" (projection), "test_index", "cls"
     (class name), "kmeans", "prediction" (text for the tooltip). sheets: {"test", "rec2", "recN"}
     -> (data URL, columns), tiles in the order of the points; grid: {"sheet": (data URL, columns),
-    "xs", "ys" (the grid's coordinates), "size"}. colorings: name -> (code of each point (n,),
+    "xs", "ys" (the grid's coordinates)}. colorings: name -> (code of each point (n,),
     legend entries [(name, colour)], entry c the colour of code c), the first shown at load."""
     from bokeh.layouts import column, row
-    from bokeh.models import Button, CustomJS, Div, InlineStyleSheet
+    from bokeh.models import Button, ColumnDataSource, CustomJS, Div, InlineStyleSheet, LinearColorMapper, Select
 
     js = page_scripts()
     h, w = image_hw
     scale = max(1, math.ceil(THUMB_PX / max(h, w)))
-    tw, th = w * scale, h * scale
-    source, mapper = _point_source(columns, colorings, tile_positions(len(columns["x2"]), sheets["test"][1], tw, th))
-    plots = _panels(source, mapper, _tooltip(sheets, tw, th, model_names), panel_titles, axis_labels)
-    decoded, grid_note = _decoder(plots[0], grid, 2 * tw, 2 * th, js["decode_under_cursor"])
-    select, legend = _colour_menu(source, mapper, colorings, js["colour_by"])
+    tw, th, cols = w * scale, h * scale, sheets["test"][1]
+    # colours are codes (an int column per colouring) through one colour mapper, whose palette
+    # and code column the "colour by" menu swaps; pos: each point's tile, as a CSS background-position
+    codes = [np.asarray(c, dtype=np.int32) for c, _ in colorings.values()]
+    source = ColumnDataSource(dict(columns, code=codes[0], pos=[f"-{(i % cols) * tw}px -{(i // cols) * th}px"
+                                                                for i in range(len(codes[0]))],
+                                   **{f"code_{i}": c for i, c in enumerate(codes)}), name="points")
+    palettes = [[c for _, c in entries] for _, entries in colorings.values()]
+    mapper = LinearColorMapper(palette=palettes[0], low=-0.5, high=len(palettes[0]) - 0.5, name="colors")
+    plots = _panels(source, mapper, sheets, (tw, th), panel_titles, axis_labels, model_names)
+    style, size = _img_style("--lx-grid", 2 * tw, 2 * th, grid["sheet"][1]), len(grid["xs"])  # the grid's cells
+    decoded = Div(name="decoded", width=2 * tw + 160, text=f'<div class="lx-decoded" style="{style}background-position:0px '
+                  f'0px"></div><div class="lx-where">move the mouse over the left panel</div>')
+    plots[0].js_on_event("mousemove", CustomJS(code=js["decode_under_cursor"], args=dict(
+        div=decoded, xs=list(map(float, grid["xs"])), ys=list(map(float, grid["ys"])), cols=grid["sheet"][1],
+        w=2 * tw, h=2 * th, style=style)))
+    legends = [f"<b>{html.escape(name)}</b>: " + "".join(
+        f'<span style="white-space:nowrap;margin-right:10px"><span style="display:inline-block;width:10px;height:10px;'
+        f'border-radius:5px;background:{c}"></span> {html.escape(str(e))}</span> ' for e, c in entries)
+        for name, (_, entries) in colorings.items()]
+    legend = Div(text=legends[0], width=1060, name="legend")
+    select = Select(title="colour by", value=next(iter(colorings)), options=list(colorings), name="color_by")
+    select.js_on_change("value", CustomJS(code=js["colour_by"], args=dict(
+        source=source, legend=legend, mapper=mapper, names=list(colorings), legends=legends, palettes=palettes)))
     chosen = Div(text="select points with the box or lasso tool (toolbar) in either panel", width=1060, name="selected",
                  stylesheets=[InlineStyleSheet(css=":host{max-height:260px;overflow-y:auto}")])
     source.selected.js_on_change("indices", CustomJS(code=js["show_selection"], args=dict(
-        source=source, div=chosen, shown=SELECTED_SHOWN, style=_img_style("--lx-test", tw, th, sheets["test"][1]))))
+        source=source, div=chosen, shown=SELECTED_SHOWN, style=_img_style("--lx-test", tw, th, cols))))
     export = Button(label="export selection (CSV)", name="export", width=200)
     export.js_on_event("button_click", CustomJS(code=js["export_selection"], args=dict(source=source, filename=csv_name)))
-    head = Div(text=f"<h2 style='margin:4px 0'>{_escape(title)}</h2><div>{_escape(subtitle)}</div>", width=1060)
+    head = Div(text=f"<h2 style='margin:4px 0'>{html.escape(title)}</h2><div>{html.escape(subtitle)}</div>", width=1060)
+    grid_note = Div(text=f"<b>decoded under the cursor</b> (2-d model): the nearest cell of a {size}x{size} grid of "
+                         f"decodings over the 1st-99th percentile box of the test latents", width=2 * tw + 160)
     layout = column(head, row(select, export), legend, row(*plots, column(grid_note, decoded)), chosen)
     return _html(layout, title, {**sheets, "grid": grid["sheet"]}, js["sheets_to_blobs"])
 
@@ -140,32 +140,20 @@ def page_scripts() -> dict[str, str]:
     return dict(zip(parts[1::2], parts[2::2]))
 
 
-def _point_source(columns: dict, colorings: dict, positions: list[str]):
-    """The points' ColumnDataSource and its colour mapper: colours are codes (an int column per
-    colouring) through one mapper, whose palette and code column the "colour by" menu swaps."""
-    from bokeh.models import ColumnDataSource, LinearColorMapper
-    codes = [np.asarray(c, dtype=np.int32) for c, _ in colorings.values()]
-    source = ColumnDataSource(dict(columns, code=codes[0], pos=positions, **{f"code_{i}": c for i, c in enumerate(codes)}),
-                              name="points")
-    first = [c for _, c in next(iter(colorings.values()))[1]]
-    return source, LinearColorMapper(palette=first, low=-0.5, high=len(first) - 0.5, name="colors")
+def _panels(source, mapper, sheets: dict, tile_wh: tuple, titles: tuple, labels: tuple, model_names: tuple) -> list:
+    """The two scatter panels of the points (the 2-d latents, the projection); hovering a point
+    shows its test image and both reconstructions (tiles of tile_wh pixels)."""
+    from bokeh.models import HoverTool
+    from bokeh.plotting import figure
+    tw, th = tile_wh
 
-
-def _tooltip(sheets: dict, tw: int, th: int, model_names: tuple) -> str:
     def img(var, label):
         return (f'<div style="text-align:center;font-size:10px"><div class="lx-{var}" '
                 f'style="{_img_style("--lx-" + var, tw, th, sheets[var][1])}background-position:@pos"></div>{label}</div>')
-    return (f'<div class="lx-tooltip" style="width:{3 * tw + 24}px">'
-            f'<div style="display:flex;gap:4px">{img("test", "test image")}'
-            f'{img("rec2", model_names[0])}{img("recN", model_names[1])}</div>'
-            f'<div><b>@cls</b>, test index <span class="lx-index">@test_index</span></div>'
-            f'<div>k-means cluster: @kmeans</div><div>classifier: @prediction</div></div>')
-
-
-def _panels(source, mapper, tooltip: str, titles: tuple, labels: tuple) -> list:
-    """The two scatter panels, the 2-d latents and the projection, drawing the same source."""
-    from bokeh.models import HoverTool
-    from bokeh.plotting import figure
+    tooltip = (f'<div class="lx-tooltip" style="width:{3 * tw + 24}px"><div style="display:flex;gap:4px">'
+               f'{img("test", "test image")}{img("rec2", model_names[0])}{img("recN", model_names[1])}</div>'
+               f'<div><b>@cls</b>, test index <span class="lx-index">@test_index</span></div>'
+               f'<div>k-means cluster: @kmeans</div><div>classifier: @prediction</div></div>')
     size = float(np.clip(1200 / math.sqrt(max(len(source.data["x2"]), 1)), 3, 9))
     plots = []
     for k, (x, y) in enumerate((("x2", "y2"), ("xp", "yp"))):
@@ -177,32 +165,6 @@ def _panels(source, mapper, tooltip: str, titles: tuple, labels: tuple) -> list:
         p.add_tools(HoverTool(renderers=[r], tooltips=tooltip, limit=1))  # the nearest point alone
         plots.append(p)
     return plots
-
-
-def _decoder(plot, grid: dict, w: int, h: int, code: str):
-    """The view of the grid's decoding nearest the cursor over plot (cells of w x h pixels), and its note."""
-    from bokeh.models import CustomJS, Div
-    style = _img_style("--lx-grid", w, h, grid["sheet"][1])
-    decoded = Div(name="decoded", width=w + 160, text=f'<div class="lx-decoded" style="{style}background-position:0px 0px">'
-                  f'</div><div class="lx-where">move the mouse over the left panel</div>')
-    plot.js_on_event("mousemove", CustomJS(code=code, args=dict(
-        div=decoded, xs=[float(v) for v in grid["xs"]], ys=[float(v) for v in grid["ys"]], cols=grid["sheet"][1],
-        w=w, h=h, style=style)))
-    note = Div(text=f"<b>decoded under the cursor</b> (2-d model): the nearest cell of a {grid['size']}x{grid['size']} "
-                    f"grid of decodings over the 1st-99th percentile box of the test latents", width=w + 160)
-    return decoded, note
-
-
-def _colour_menu(source, mapper, colorings: dict, code: str):
-    """The "colour by" menu and the legend it swaps."""
-    from bokeh.models import CustomJS, Div, Select
-    legends = [legend_html(entries, name) for name, (_, entries) in colorings.items()]
-    legend = Div(text=legends[0], width=1060, name="legend")
-    select = Select(title="colour by", value=next(iter(colorings)), options=list(colorings), name="color_by")
-    select.js_on_change("value", CustomJS(code=code, args=dict(
-        source=source, legend=legend, mapper=mapper, names=list(colorings), legends=legends,
-        palettes=[[c for _, c in entries] for _, entries in colorings.values()])))
-    return select, legend
 
 
 def _html(layout, title: str, sheets: dict, to_blobs: str) -> str:
@@ -235,8 +197,7 @@ def _other_file(named, path) -> bool:
 
 
 def step5_clusters(out, latents) -> tuple[dict, list[str]]:
-    """Step 5's k-means cluster of each latent, as its JSON in out holds them: {latent size:
-    clusters (n,)} and notes."""
+    """Step 5's k-means cluster of each latent, as its JSON in out holds them ({latent size: (n,)}), and notes."""
     size = latents[-1].latent_size
     found = [p for p in (out / f"kmeans_{s}_space_latent_size_{size}.json" for s in ("latent", "umap")) if p.is_file()]
     if not found:
@@ -249,9 +210,9 @@ def step5_clusters(out, latents) -> tuple[dict, list[str]]:
             continue
         try:
             c = np.asarray(meta["clusters"]["by_latent_size"][str(lat.latent_size)])
-        except (KeyError, TypeError, ValueError):
-            c = None
-        if c is None or c.shape != (len(lat.z),) or c.dtype.kind != "i" or not 0 <= c.min() <= c.max() < len(c):
+        except (KeyError, TypeError, ValueError):  # none written, or not a list of numbers
+            c = np.zeros(0)
+        if c.shape != (len(lat.z),) or c.dtype.kind != "i" or not 0 <= c.min() <= c.max() < len(c):
             from latentlab.cli import UserError
             raise UserError(f"{found[0]} is malformed: it holds no cluster number of each of the {len(lat.z)} "
                             f"{lat.latent_size}-d latents; re-run viz_kmeans_latent_space.py")
