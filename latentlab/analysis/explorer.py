@@ -205,7 +205,7 @@ def step5_clusters(out, latents) -> tuple[dict, list[str]]:
     meta, clusters, notes = _step_json(found[0]) or {}, {}, []
     for lat in latents:
         r = meta.get("models", {}).get(str(lat.latent_size))
-        if not r or r.get("samples") != len(lat.z) or _other_file(r.get("latents"), lat.path):
+        if not isinstance(r, dict) or r.get("samples") != len(lat.z) or _other_file(r.get("latents"), lat.path):
             notes.append(f"{found[0]} is not of {lat.path}: no k-means shown for it")
             continue
         try:
