@@ -144,6 +144,7 @@ def test_kmeans_writes_the_cluster_of_each_latent_it_scored(pipeline):
         clusters = np.array(m["clusters"]["by_latent_size"][k])
         labels = np.array(load_json(out / f"latent_space_size_{k}.json")["labels"])
         assert clusters.shape == labels.shape == (m["models"][k]["samples"],) and set(clusters) == set(range(10))
+        assert m["models"][k]["latents_sha256"] == load_json(out / f"latent_space_size_{k}.json")["npy_sha256"]
         assert math.isclose(normalized_mutual_info_score(labels, clusters), m["models"][k]["nmi"], abs_tol=1e-12)
         assert math.isclose(adjusted_rand_score(labels, clusters), m["models"][k]["ari"], abs_tol=1e-12)
         assert math.isclose(cluster_purity(labels, clusters), m["models"][k]["purity"], abs_tol=1e-12)

@@ -148,10 +148,12 @@ def test_the_clusters_shown_are_those_step_5_wrote(explored, tmp_path, capsys):
         err = refused(explore_latent_space, ["--output_dir", str(out), "--vis_type", "pca", "--device", "cpu"], capsys)
         assert f"{path} is malformed" in err and "re-run viz_kmeans_latent_space.py" in err
         assert (out / "explorer_latent_size_8.html").read_bytes() == page  # the page written stays
-    meta["models"]["8"]["latents"] = str(src / "latent_space_size_8.npy")
+    meta["models"]["2"]["latents_sha256"] = "0" * 64  # the 2-d latents were encoded again after step 5
+    meta["models"]["8"]["latents"] = str(src / "latent_space_size_8.npy")  # and these are another folder's
     path.write_text(json.dumps({**meta, "clusters": {"by_latent_size": written}}))
     notes = step(explore_latent_space, out, "--vis_type", "pca", "--grid_size", 4)["notes"]
-    assert f"{path} is not of {out / 'latent_space_size_8.npy'}: no k-means shown for it" in notes
+    assert [n for n in notes if "k-means" in n] == [f"{path} is not of {out / f'latent_space_size_{k}.npy'}: no k-means "
+                                                    f"shown for it" for k in (2, 8)]
 
 
 def test_sprite_tiles_are_the_test_images_and_reconstructions(explored):

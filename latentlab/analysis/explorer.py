@@ -105,7 +105,7 @@ def build_page(*, title: str, subtitle: str, columns: dict, sheets: dict, image_
                                    **{f"code_{i}": c for i, c in enumerate(codes)}), name="points")
     palettes = [[c for _, c in entries] for _, entries in colorings.values()]
     mapper = LinearColorMapper(palette=palettes[0], low=-0.5, high=len(palettes[0]) - 0.5, name="colors")
-    plots = _panels(source, mapper, sheets, (tw, th), panel_titles, axis_labels, model_names)
+    plots = _panels(source, mapper, sheets, tw, th, panel_titles, axis_labels, model_names)
     style, size = _img_style("--lx-grid", 2 * tw, 2 * th, grid["sheet"][1]), len(grid["xs"])  # the grid's cells
     decoded = Div(name="decoded", width=2 * tw + 160, text=f'<div class="lx-decoded" style="{style}background-position:0px '
                   f'0px"></div><div class="lx-where">move the mouse over the left panel</div>')
@@ -140,12 +140,11 @@ def page_scripts() -> dict[str, str]:
     return dict(zip(parts[1::2], parts[2::2]))
 
 
-def _panels(source, mapper, sheets: dict, tile_wh: tuple, titles: tuple, labels: tuple, model_names: tuple) -> list:
+def _panels(source, mapper, sheets: dict, tw: int, th: int, titles: tuple, labels: tuple, model_names: tuple) -> list:
     """The two scatter panels of the points (the 2-d latents, the projection); hovering a point
-    shows its test image and both reconstructions (tiles of tile_wh pixels)."""
+    shows its test image and both reconstructions (tiles of tw x th pixels)."""
     from bokeh.models import HoverTool
     from bokeh.plotting import figure
-    tw, th = tile_wh
 
     def img(var, label):
         return (f'<div style="text-align:center;font-size:10px"><div class="lx-{var}" '
@@ -205,7 +204,8 @@ def step5_clusters(out, latents) -> tuple[dict, list[str]]:
     meta, clusters, notes = _step_json(found[0]) or {}, {}, []
     for lat in latents:
         r = meta.get("models", {}).get(str(lat.latent_size))
-        if not isinstance(r, dict) or r.get("samples") != len(lat.z) or _other_file(r.get("latents"), lat.path):
+        if (not isinstance(r, dict) or r.get("samples") != len(lat.z) or _other_file(r.get("latents"), lat.path)
+                or r.get("latents_sha256") != lat.meta.get("npy_sha256")):  # encoded again since step 5 ran
             notes.append(f"{found[0]} is not of {lat.path}: no k-means shown for it")
             continue
         try:
