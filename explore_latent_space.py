@@ -31,26 +31,18 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(args) -> dict:
-    from pathlib import Path
-
+def load_inputs(args, out, device) -> tuple:
+    """(test data, {latent size: model on device}, [2-d latents, N-d latents]): the inputs, checked to
+    be of one training and encoded by its models; claims out for their run."""
     import numpy as np
-    import torch
 
-    from latentlab.analysis import explorer
-    from latentlab.store import files
-    from latentlab.store.artifacts import check_latents_match
-    from latentlab.cli import UserError, memory_for, pick_device, seed_everything, worded
-    from latentlab.generate.sampling import decode_latents, manifold_grid
     from latentlab.analysis.inference import encode_images
-    from latentlab.store.inputs import find_latents, find_models, say
+    from latentlab.cli import UserError
+    from latentlab.store.artifacts import check_latents_match
+    from latentlab.store.inputs import find_latents, find_models
     from latentlab.store.runs import claim
-    from latentlab.analysis.projection import METHOD_NAMES, axis_labels, view_2d
     from model.autoencoder import model_from_checkpoint
 
-    seed_everything(args.seed)
-    device = pick_device(args.device)
-    out = files.ensure_writable(Path(args.output_dir))
     data, data_path, models = find_models(args.model_path, args.test_data, out, args.quiet)
     latents = find_latents(args.latent_space, out, data, args.quiet)
     if len(models) < 2 or len(latents) < 2 or models[0].latent_size != 2:
@@ -70,42 +62,56 @@ def main(args) -> dict:
     if not np.array_equal(latents[0].indices, latents[1].indices):
         raise UserError(f"{latents[0].path} and {latents[1].path} hold different test items; re-run encode_latent_space.py")
     claim(out, (data_path, data), *models, *latents, by="explore_latent_space.py")
+    return data, nets, latents
+
+
+def main(args) -> dict:
+    from pathlib import Path
+
+    import torch
+
+    from latentlab.analysis import explorer
+    from latentlab.store import files
+    from latentlab.cli import memory_for, pick_device, seed_everything, worded
+    from latentlab.generate.sampling import decode_latents, manifold_grid
+    from latentlab.store.inputs import say
+    from latentlab.analysis.projection import METHOD_NAMES, axis_labels, view_2d
+
+    seed_everything(args.seed)
+    device = pick_device(args.device)
+    out = files.ensure_writable(Path(args.output_dir))
+    data, nets, latents = load_inputs(args, out, device)
     two, big = latents
     with worded("encode more with encode_latent_space.py --num_samples"), \
-            memory_for(f"the projection of {len(latents[1].z)} latents",
-                       "the latents' --num_samples (encode_latent_space.py)"):
+            memory_for(f"the projection of {len(big.z)} latents", "the latents' --num_samples (encode_latent_space.py)"):
         xy, info = view_2d(big.z, args.vis_type, args.seed, out / "cache", args.quiet)
-    clusters, notes = explorer.step5_clusters(out, latents, args.seed, args.quiet)
+    clusters, notes = explorer.step5_clusters(out, latents)
     preds, more = explorer.step6_predictions(out, latents)
     notes += more
 
     total = len(big.z)
     rows = explorer.sample_points(total, args.max_points, args.seed)
     images = data["images"][big.indices[rows]]
-    z2 = torch.from_numpy(two.z)
     image_bytes = 4 * images[0].numel()  # one float32 decoding; the sprite sheets hold fewer bytes
     with memory_for(f"the reconstructions of {len(rows)} images", "--max_points", 2 * 2 * len(rows) * image_bytes):
         recon = {k: decode_latents(nets[k], torch.from_numpy(lat.z[rows]), device, args.batch_size)
                  for k, lat in zip((2, big.latent_size), latents)}
-    grid, xs, ys = manifold_grid(z2, args.grid_size)
+    grid, xs, ys = manifold_grid(torch.from_numpy(two.z), args.grid_size)
     with memory_for(f"{len(grid)} decodings of the grid", "--grid_size", 2 * len(grid) * image_bytes):
         decoded = decode_latents(nets[2], grid, device, args.batch_size)
 
     columns, colorings = explorer.point_data(two, big, rows, xy, clusters, preds)
-    method = METHOD_NAMES[args.vis_type]
     drawn = (f"all {total} encoded test images drawn" if len(rows) == total else
              f"{len(rows)} of {total} encoded test images drawn (a sample seeded with {args.seed}; --max_points)")
-    with progress(total=4, desc="sprite sheets", unit="sheet", quiet=args.quiet) as bar:
-        sheets = {}
-        for name, x in (("test", images), ("rec2", recon[2]), ("recN", recon[big.latent_size]), ("grid", decoded)):
-            sheets[name] = explorer.sprite_sheet(x, lossy=name != "test")
-            bar.update()
+    sets = {"test": images, "rec2": recon[2], "recN": recon[big.latent_size], "grid": decoded}
+    sheets = {name: explorer.sprite_sheet(sets[name], lossy=name != "test")
+              for name in progress(sets, desc="sprite sheets", unit="sheet", quiet=args.quiet)}
     html = explorer.build_page(
         title=f"latent explorer: {big.label}", subtitle=f"{drawn}. " + " ".join(n + "." for n in notes),
         columns=columns, image_hw=tuple(images.shape[2:]), sheets={k: sheets[k] for k in ("test", "rec2", "recN")},
-        grid={"sheet": sheets["grid"], "xs": xs.tolist(), "ys": ys.tolist(), "size": args.grid_size},
+        grid={"sheet": sheets["grid"], "xs": xs.tolist(), "ys": ys.tolist()},
         colorings=colorings, panel_titles=(f"{two.label}: the latents as they are",
-                                           f"{big.label}: {method} of the latents"),
+                                           f"{big.label}: {METHOD_NAMES[args.vis_type]} of the latents"),
         axis_labels=(axis_labels(None), axis_labels(info)), model_names=("2-d", f"{big.latent_size}-d"),
         csv_name=f"explorer_selection_latent_size_{big.latent_size}.csv")
     path = files.save_text(html, out / f"explorer_latent_size_{big.latent_size}.html")

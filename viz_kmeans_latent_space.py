@@ -9,7 +9,8 @@ their --umap_dims-d UMAP reduction (--space umap, cached with the projections of
 viz_latent_space.py, so the 2-D UMAP it drew is reused). Scores: NMI, ARI and purity against the
 classes, and the silhouette in the space clustered. Writes to --output_dir:
 kmeans_{space}_space_latent_size_{k}.png per model (the clusters in a 2-D view with their
-centroids, and a heatmap of clusters against classes) and kmeans_{space}_space_latent_size_{N}.json.
+centroids, and a heatmap of clusters against classes) and kmeans_{space}_space_latent_size_{N}.json
+(the scores, and each latent's cluster in the order of its latents file, which the explorer shows).
 """
 from latentlab.cli import at_least_two, make_parser, run, text_table, width
 from latentlab.store.inputs import add_input_flags
@@ -60,7 +61,7 @@ def main(args) -> dict:
         raise UserError(f"--umap_dims {args.umap_dims} needs at least {args.umap_dims + 2} latents, there are {n}; "
                         f"lower --umap_dims or encode more samples")
     run = claim(out, *latents, by="viz_kmeans_latent_space.py")
-    results, figures = {}, []
+    results, figures, assigned = {}, [], {}
     with worded("encode more with encode_latent_space.py --num_samples"), \
             memory_for(f"k-means on {n} latents", "the latents' --num_samples (encode_latent_space.py)"):
         for lat in latents:
@@ -68,6 +69,7 @@ def main(args) -> dict:
             space = f"the {lat.latent_size}-d latent space" if info is None else f"its {args.umap_dims}-d UMAP"
             detail = None if info is None else {"params": info["params"], "cache": info["path"], "cached": info["cached"]}
             scores, clusters, _ = kmeans_scores(feats, lat.labels, k, args.seed)
+            assigned[str(lat.latent_size)] = clusters
             if feats.shape[1] <= 2:  # the clustered space is the view: centroids are exact
                 xy, view, drawn = view_2d(feats, "pca")[0], space, None
                 xlabel, ylabel = ("UMAP 1", "UMAP 2") if args.space == "umap" else axis_labels(None)
@@ -81,12 +83,14 @@ def main(args) -> dict:
             figure = files.save_figure(fig, out / f"kmeans_{args.space}_space_latent_size_{lat.latent_size}.png")
             figures.append(str(figure))
             results[str(lat.latent_size)] = {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z),
+                                             "latents_sha256": lat.meta.get("npy_sha256"),
                                              "clustered_in": space, **scores, "umap": detail, "view": drawn,
                                              "figure": str(figure)}
     found = caveats.of_latents(latents) + caveats.per_class_caveat(np.unique(main_l.labels, return_counts=True)[1],
                                      "the test latents scored (NMI, ARI, purity) hold")
     metrics = {"step": "kmeans", "run": run, "dataset": main_l.dataset, "space": args.space, "num_clusters": k,
                "classes": len(main_l.class_names), "models": results, "caveats": found,
+               "clusters": {"by_latent_size": assigned},
                "notes": "NMI, ARI: sklearn normalized_mutual_info_score / adjusted_rand_score of clusters vs classes; "
                         "purity: share of samples in their cluster's majority class; silhouette: in the space "
                         "clustered (Euclidean, at most 5000 samples)"}

@@ -132,6 +132,24 @@ def test_defaults_kmeans_reuses_the_umap_of_the_previous_step(pipeline):
     assert "loaded from the cache" in stdout["viz_kmeans_latent_space.py"]
 
 
+def test_kmeans_writes_the_cluster_of_each_latent_it_scored(pipeline):
+    """The JSON hands on each latent's cluster, in the order of its latents file: the clusters
+    whose NMI, ARI and purity it reports, so later steps (the explorer) recompute nothing."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+    from latentlab.analysis.scores import cluster_purity
+    out, _ = pipeline
+    m = load_json(out / "kmeans_latent_space_latent_size_8.json")
+    assert sorted(m["clusters"]["by_latent_size"]) == ["2", "8"]
+    for k in ("2", "8"):
+        clusters = np.array(m["clusters"]["by_latent_size"][k])
+        labels = np.array(load_json(out / f"latent_space_size_{k}.json")["labels"])
+        assert clusters.shape == labels.shape == (m["models"][k]["samples"],) and set(clusters) == set(range(10))
+        assert m["models"][k]["latents_sha256"] == load_json(out / f"latent_space_size_{k}.json")["npy_sha256"]
+        assert math.isclose(normalized_mutual_info_score(labels, clusters), m["models"][k]["nmi"], abs_tol=1e-12)
+        assert math.isclose(adjusted_rand_score(labels, clusters), m["models"][k]["ari"], abs_tol=1e-12)
+        assert math.isclose(cluster_purity(labels, clusters), m["models"][k]["purity"], abs_tol=1e-12)
+
+
 def test_kmeans_in_umap_space_reuses_the_cached_umap(pipeline, tmp_path, monkeypatch):
     from latentlab.analysis import projection
     out = tmp_path / "out"

@@ -128,6 +128,38 @@ def test_kmeans_and_predictions_are_those_of_steps_5_and_6(explored):
     np.testing.assert_array_equal(cols["code_0"], meta["labels"])  # "class" first, codes are labels
 
 
+def test_the_clusters_shown_are_those_step_5_wrote(explored, tmp_path, capsys):
+    """The page shows the clusters step 5's JSON holds, whatever they are: nothing is re-run. A
+    JSON of other latents is a note; one without a cluster of each latent is refused in one line."""
+    src, _ = explored
+    out = tmp_path / "out"
+    shutil.copytree(src, out)
+    path = out / "kmeans_latent_space_latent_size_8.json"
+    meta = json.loads(path.read_text())
+    for k in ("2", "8"):  # the copy's latents, not those of the folder copied
+        meta["models"][k]["latents"] = str(out / f"latent_space_size_{k}.npy")
+    written = {"2": [i % 3 for i in range(359)], "8": [(7 * i) % 5 for i in range(359)]}
+    path.write_text(json.dumps({**meta, "clusters": {"by_latent_size": written}}))
+    result = step(explore_latent_space, out, "--vis_type", "pca", "--grid_size", 4)
+    page = (out / "explorer_latent_size_8.html").read_bytes()
+    cols, names = page_columns(page.decode()), list(result["colorings"])
+    for k in ("2", "8"):
+        np.testing.assert_array_equal(cols[f"code_{names.index(f'k-means cluster, {k}-d model')}"], written[k])
+    assert cols["kmeans"][10] == "1 (2-d), 0 (8-d)" and cols["kmeans"][11] == "2 (2-d), 2 (8-d)"
+    assert not any("k-means" in n for n in result["notes"])
+    for broken in ({}, {"8": written["8"][:-1]}, {"8": [-1] + written["8"][1:]}, {"8": [0.5] * 359}, {"8": "x"}):
+        path.write_text(json.dumps({**meta, "clusters": {"by_latent_size": {"2": written["2"], **broken}}}))
+        err = refused(explore_latent_space, ["--output_dir", str(out), "--vis_type", "pca", "--device", "cpu"], capsys)
+        assert f"{path} is malformed" in err and "re-run viz_kmeans_latent_space.py" in err
+        assert (out / "explorer_latent_size_8.html").read_bytes() == page  # the page written stays
+    meta["models"]["2"]["latents_sha256"] = "0" * 64  # the 2-d latents were encoded again after step 5
+    meta["models"]["8"]["latents"] = str(src / "latent_space_size_8.npy")  # and these are another folder's
+    path.write_text(json.dumps({**meta, "clusters": {"by_latent_size": written}}))
+    notes = step(explore_latent_space, out, "--vis_type", "pca", "--grid_size", 4)["notes"]
+    assert [n for n in notes if "k-means" in n] == [f"{path} is not of {out / f'latent_space_size_{k}.npy'}: no k-means "
+                                                    f"shown for it" for k in (2, 8)]
+
+
 def test_sprite_tiles_are_the_test_images_and_reconstructions(explored):
     out, _ = explored
     html = (out / "explorer_latent_size_8.html").read_text()

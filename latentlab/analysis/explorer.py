@@ -1,21 +1,21 @@
-"""The interactive latent explorer: one self-contained HTML page (bokeh, its JavaScript inline) with
-two linked scatter panels, the 2-d latents as they are and the N-d latents projected to 2-D.
+"""The interactive latent explorer: one self-contained HTML page (bokeh and explorer.js inline),
+two linked scatter panels (the 2-d latents, a projection of the N-d ones) and, per point, the
+cluster and prediction steps 5 and 6 wrote.
 
-Images travel as sprite sheets: one image per set (test images, each model's reconstructions, the
-grid of decodings of the 2-d model), each image a tile of a near-square grid, in the order of the
-points. The sheets sit once in the page's head, as CSS custom properties (--lx-test, ...) once it
-opens; those inherit into bokeh's shadow DOM, so a tooltip, a thumbnail or the decoded view is a div that names
-the property and moves the background to its tile: no image is repeated.
-
-Reconstructions and decodings are stored as JPEG (quality RECON_JPEG_QUALITY): they are smooth,
-and JPEG stores them in well under PNG's bytes; the test images stay lossless PNG.
+Images travel as sprite sheets, one per set (test images, each model's reconstructions, the
+decodings of a grid), tiles in the order of the points. They sit once in the page's head as CSS
+custom properties (--lx-test, ...), which inherit into bokeh's shadow DOM: a tooltip, thumbnail or
+decoded view is a div naming one and moving the background to its tile; no image is repeated.
+Reconstructions and decodings are JPEG (smooth, so far smaller than PNG); test images stay PNG.
 """
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import math
+import re
 
 import numpy as np
 import torch
@@ -23,15 +23,6 @@ import torch
 THUMB_PX = 64  # a tooltip image is at least this wide: small images are magnified by whole pixels
 RECON_JPEG_QUALITY = 85
 SELECTED_SHOWN = 200  # thumbnails drawn for a selection; the CSV holds all of it
-# Run in the page's head: each sheet's base64 text -> a blob: URL in the CSS property --lx-{name}.
-SHEETS_TO_BLOBS = """
-for (const el of document.querySelectorAll('script[data-lx-sheet]')) {
-  const text = atob(el.textContent), bytes = new Uint8Array(text.length);
-  for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
-  const url = URL.createObjectURL(new Blob([bytes], {type: el.dataset.mime}));
-  document.documentElement.style.setProperty('--lx-' + el.dataset.lxSheet, `url(${url})`);
-}
-"""
 
 
 def sample_points(n: int, max_points: int, seed: int) -> np.ndarray:
@@ -53,29 +44,7 @@ def sprite_sheet(images: torch.Tensor, lossy: bool = False) -> tuple[str, int]:
     sheet = sheet[0] if images.shape[1] == 1 else sheet.permute(1, 2, 0)
     buf, mime = io.BytesIO(), "jpeg" if lossy else "png"
     Image.fromarray(sheet.numpy()).save(buf, format=mime, **({"quality": RECON_JPEG_QUALITY} if lossy else {}))
-    data = buf.getvalue()
-    return f"data:image/{mime};base64,{base64.b64encode(data).decode()}", cols
-
-
-def tile_positions(n: int, cols: int, width: int, height: int) -> list[str]:
-    """CSS background-position of tile i of a sheet of `cols` columns, magnified to width x height."""
-    return [f"-{(i % cols) * width}px -{(i // cols) * height}px" for i in range(n)]
-
-
-def hex_colors(colors) -> list[str]:
-    from matplotlib.colors import to_hex
-    return [to_hex(c) for c in colors]
-
-
-def legend_html(entries: list[tuple[str, str]], title: str) -> str:
-    rows = "".join(f'<span style="white-space:nowrap;margin-right:10px"><span style="display:inline-block;width:10px;'
-                   f'height:10px;border-radius:5px;background:{c}"></span> {_escape(name)}</span> ' for name, c in entries)
-    return f"<b>{_escape(title)}</b>: {rows}"
-
-
-def _escape(text) -> str:
-    import html
-    return html.escape(str(text))
+    return f"data:image/{mime};base64,{base64.b64encode(buf.getvalue()).decode()}", cols
 
 
 def _img_style(var: str, w: int, h: int, cols: int) -> str:
@@ -88,13 +57,15 @@ def point_data(two, big, rows: np.ndarray, xy: np.ndarray, clusters: dict, preds
     """build_page's columns and colorings for the drawn rows of the 2-d latents two and the N-d
     latents big (inputs.Latents of the same items), xy the projection of big, clusters and preds
     from step5_clusters and step6_predictions."""
+    from matplotlib.colors import to_hex
+
     from latentlab import palettes
     labels, names = big.labels[rows], big.class_names
-    colorings = {"class": (labels, list(zip(names, hex_colors(palettes.class_colors(len(names))))))}
+    colorings = {"class": (labels, [(n, to_hex(c)) for n, c in zip(names, palettes.class_colors(len(names)))])}
     for k, c in clusters.items():
-        cp = hex_colors(palettes.cluster_colors(int(c.max()) + 1))
-        colorings[f"k-means cluster, {k}-d model"] = (c[rows], [(f"cluster {j}", cp[j]) for j in range(len(cp))])
-    right, wrong = hex_colors(palettes.OUTCOME_COLORS)
+        cp = palettes.cluster_colors(int(c.max()) + 1)
+        colorings[f"k-means cluster, {k}-d model"] = (c[rows], [(f"cluster {j}", to_hex(cp[j])) for j in range(len(cp))])
+    right, wrong = map(to_hex, palettes.OUTCOME_COLORS)
     for k, (p, probe) in preds.items():
         colorings[f"{probe} classifier right / wrong, {k}-d model"] = (
             (p[rows] != labels).astype(np.int64), [("right", right), ("wrong", wrong)])
@@ -117,107 +88,96 @@ def build_page(*, title: str, subtitle: str, columns: dict, sheets: dict, image_
     columns: per point, "x2", "y2" (2-d latents), "xp", "yp" (projection), "test_index", "cls"
     (class name), "kmeans", "prediction" (text for the tooltip). sheets: {"test", "rec2", "recN"}
     -> (data URL, columns), tiles in the order of the points; grid: {"sheet": (data URL, columns),
-    "xs", "ys" (the grid's coordinates), "size"}. colorings: name -> (code of each point (n,),
+    "xs", "ys" (the grid's coordinates)}. colorings: name -> (code of each point (n,),
     legend entries [(name, colour)], entry c the colour of code c), the first shown at load."""
-    from bokeh.core.templates import get_env
-    from bokeh.embed import file_html
     from bokeh.layouts import column, row
-    from bokeh.models import (Button, ColumnDataSource, CustomJS, Div, HoverTool, InlineStyleSheet,
-                              LinearColorMapper, Select)
-    from bokeh.plotting import figure
-    from bokeh.resources import INLINE
+    from bokeh.models import Button, ColumnDataSource, CustomJS, Div, InlineStyleSheet, LinearColorMapper, Select
 
+    js = page_scripts()
     h, w = image_hw
     scale = max(1, math.ceil(THUMB_PX / max(h, w)))
-    tw, th = w * scale, h * scale
-    n = len(columns["x2"])
-    first = next(iter(colorings))
+    tw, th, cols = w * scale, h * scale, sheets["test"][1]
     # colours are codes (an int column per colouring) through one colour mapper, whose palette
-    # and code column the "colour by" menu swaps
-    data = dict(columns, code=np.asarray(colorings[first][0], dtype=np.int32),
-                pos=tile_positions(n, sheets["test"][1], tw, th),
-                **{f"code_{i}": np.asarray(c, dtype=np.int32) for i, (c, _) in enumerate(colorings.values())})
-    source = ColumnDataSource(data, name="points")
+    # and code column the "colour by" menu swaps; pos: each point's tile, as a CSS background-position
+    codes = [np.asarray(c, dtype=np.int32) for c, _ in colorings.values()]
+    source = ColumnDataSource(dict(columns, code=codes[0], pos=[f"-{(i % cols) * tw}px -{(i // cols) * th}px"
+                                                                for i in range(len(codes[0]))],
+                                   **{f"code_{i}": c for i, c in enumerate(codes)}), name="points")
     palettes = [[c for _, c in entries] for _, entries in colorings.values()]
     mapper = LinearColorMapper(palette=palettes[0], low=-0.5, high=len(palettes[0]) - 0.5, name="colors")
+    plots = _panels(source, mapper, sheets, tw, th, panel_titles, axis_labels, model_names)
+    style, size = _img_style("--lx-grid", 2 * tw, 2 * th, grid["sheet"][1]), len(grid["xs"])  # the grid's cells
+    decoded = Div(name="decoded", width=2 * tw + 160, text=f'<div class="lx-decoded" style="{style}background-position:0px '
+                  f'0px"></div><div class="lx-where">move the mouse over the left panel</div>')
+    plots[0].js_on_event("mousemove", CustomJS(code=js["decode_under_cursor"], args=dict(
+        div=decoded, xs=list(map(float, grid["xs"])), ys=list(map(float, grid["ys"])), cols=grid["sheet"][1],
+        w=2 * tw, h=2 * th, style=style)))
+    legends = [f"<b>{html.escape(name)}</b>: " + "".join(
+        f'<span style="white-space:nowrap;margin-right:10px"><span style="display:inline-block;width:10px;height:10px;'
+        f'border-radius:5px;background:{c}"></span> {html.escape(str(e))}</span> ' for e, c in entries)
+        for name, (_, entries) in colorings.items()]
+    legend = Div(text=legends[0], width=1060, name="legend")
+    select = Select(title="colour by", value=next(iter(colorings)), options=list(colorings), name="color_by")
+    select.js_on_change("value", CustomJS(code=js["colour_by"], args=dict(
+        source=source, legend=legend, mapper=mapper, names=list(colorings), legends=legends, palettes=palettes)))
+    chosen = Div(text="select points with the box or lasso tool (toolbar) in either panel", width=1060, name="selected",
+                 stylesheets=[InlineStyleSheet(css=":host{max-height:260px;overflow-y:auto}")])
+    source.selected.js_on_change("indices", CustomJS(code=js["show_selection"], args=dict(
+        source=source, div=chosen, shown=SELECTED_SHOWN, style=_img_style("--lx-test", tw, th, cols))))
+    export = Button(label="export selection (CSV)", name="export", width=200)
+    export.js_on_event("button_click", CustomJS(code=js["export_selection"], args=dict(source=source, filename=csv_name)))
+    head = Div(text=f"<h2 style='margin:4px 0'>{html.escape(title)}</h2><div>{html.escape(subtitle)}</div>", width=1060)
+    grid_note = Div(text=f"<b>decoded under the cursor</b> (2-d model): the nearest cell of a {size}x{size} grid of "
+                         f"decodings over the 1st-99th percentile box of the test latents", width=2 * tw + 160)
+    layout = column(head, row(select, export), legend, row(*plots, column(grid_note, decoded)), chosen)
+    return _html(layout, title, {**sheets, "grid": grid["sheet"]}, js["sheets_to_blobs"])
 
-    def img(var, cols, label):
+
+def page_scripts() -> dict[str, str]:
+    """explorer.js (package data beside this module) by section: name -> code."""
+    from importlib.resources import files
+    parts = re.split(r"^// == (\w+)$", files(__package__).joinpath("explorer.js").read_text(), flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def _panels(source, mapper, sheets: dict, tw: int, th: int, titles: tuple, labels: tuple, model_names: tuple) -> list:
+    """The two scatter panels of the points (the 2-d latents, the projection); hovering a point
+    shows its test image and both reconstructions (tiles of tw x th pixels)."""
+    from bokeh.models import HoverTool
+    from bokeh.plotting import figure
+
+    def img(var, label):
         return (f'<div style="text-align:center;font-size:10px"><div class="lx-{var}" '
-                f'style="{_img_style("--lx-" + var, tw, th, cols)}background-position:@pos"></div>{label}</div>')
-    tooltip = (f'<div class="lx-tooltip" style="width:{3 * tw + 24}px">'
-               f'<div style="display:flex;gap:4px">{img("test", sheets["test"][1], "test image")}'
-               f'{img("rec2", sheets["rec2"][1], model_names[0])}{img("recN", sheets["recN"][1], model_names[1])}</div>'
+                f'style="{_img_style("--lx-" + var, tw, th, sheets[var][1])}background-position:@pos"></div>{label}</div>')
+    tooltip = (f'<div class="lx-tooltip" style="width:{3 * tw + 24}px"><div style="display:flex;gap:4px">'
+               f'{img("test", "test image")}{img("rec2", model_names[0])}{img("recN", model_names[1])}</div>'
                f'<div><b>@cls</b>, test index <span class="lx-index">@test_index</span></div>'
                f'<div>k-means cluster: @kmeans</div><div>classifier: @prediction</div></div>')
-    size = float(np.clip(1200 / math.sqrt(max(n, 1)), 3, 9))
+    size = float(np.clip(1200 / math.sqrt(max(len(source.data["x2"]), 1)), 3, 9))
     plots = []
     for k, (x, y) in enumerate((("x2", "y2"), ("xp", "yp"))):
-        p = figure(title=panel_titles[k], width=520, height=500, tools="pan,wheel_zoom,box_select,lasso_select,reset",
-                   active_drag="box_select", x_axis_label=axis_labels[k][0], y_axis_label=axis_labels[k][1],
+        p = figure(title=titles[k], width=520, height=500, tools="pan,wheel_zoom,box_select,lasso_select,reset",
+                   active_drag="box_select", x_axis_label=labels[k][0], y_axis_label=labels[k][1],
                    name=f"panel_{k}", output_backend="canvas")
         r = p.scatter(x, y, source=source, size=size, color={"field": "code", "transform": mapper}, alpha=0.75, line_color=None,
                       nonselection_alpha=0.08, selection_line_color="black", name=f"points_{k}")
         p.add_tools(HoverTool(renderers=[r], tooltips=tooltip, limit=1))  # the nearest point alone
         plots.append(p)
+    return plots
 
-    gx, gy, gsize = grid["xs"], grid["ys"], grid["size"]
-    gscale = 2 * scale
-    decoded = Div(name="decoded", width=gscale * w + 160, text=(
-        f'<div class="lx-decoded" style="{_img_style("--lx-grid", gscale * w, gscale * h, grid["sheet"][1])}'
-        f'background-position:0px 0px"></div><div class="lx-where">move the mouse over the left panel</div>'))
-    plots[0].js_on_event("mousemove", CustomJS(args=dict(div=decoded), code=f"""
-        const xs = {json.dumps([float(v) for v in gx])}, ys = {json.dumps([float(v) for v in gy])}, G = {gsize};
-        const near = (v, a) => Math.min(G - 1, Math.max(0, Math.round((v - a[0]) / ((a[G - 1] - a[0]) / (G - 1) || 1))));
-        const c = near(cb_obj.x, xs), r = G - 1 - near(cb_obj.y, ys);
-        const k = r * G + c, cols = {grid["sheet"][1]}, w = {gscale * w}, h = {gscale * h};
-        div.text = `<div class="lx-decoded" data-cell="${{k}}" style="{_img_style("--lx-grid", gscale * w, gscale * h,
-                                                                                     grid["sheet"][1])}`
-            + `background-position:-${{(k % cols) * w}}px -${{Math.floor(k / cols) * h}}px"></div>`
-            + `<div class="lx-where">(${{cb_obj.x.toFixed(2)}}, ${{cb_obj.y.toFixed(2)}}): cell row ${{r + 1}}, column ${{c + 1}} of ${{G}}x${{G}}</div>`;
-    """))
-    legends = [legend_html(entries, name) for name, (_, entries) in colorings.items()]
-    legend = Div(text=legends[0], width=1060, name="legend")
-    select = Select(title="colour by", value=first, options=list(colorings), name="color_by")
-    select.js_on_change("value", CustomJS(args=dict(source=source, legend=legend, mapper=mapper), code=f"""
-        const names = {json.dumps(list(colorings))}, legends = {json.dumps(legends)}, palettes = {json.dumps(palettes)};
-        const k = names.indexOf(cb_obj.value);
-        mapper.palette = palettes[k];
-        mapper.high = palettes[k].length - 0.5;
-        source.data.code = source.data['code_' + k];
-        source.change.emit();
-        legend.text = legends[k];
-    """))
-    chosen = Div(text="select points with the box or lasso tool (toolbar) in either panel", width=1060, name="selected",
-                 stylesheets=[InlineStyleSheet(css=":host{max-height:260px;overflow-y:auto}")])
-    source.selected.js_on_change("indices", CustomJS(args=dict(source=source, div=chosen), code=f"""
-        const idx = source.selected.indices, d = source.data;
-        let html = `<b>${{idx.length}}</b> selected (both panels)` + (idx.length > {SELECTED_SHOWN} ? `, the first {SELECTED_SHOWN} shown` : '') + ':<div style="display:flex;flex-wrap:wrap;gap:2px">';
-        for (const i of idx.slice(0, {SELECTED_SHOWN}))
-            html += `<div title="test ${{d.test_index[i]}}: ${{d.cls[i]}}" style="{_img_style("--lx-test", tw, th, sheets["test"][1])}background-position:${{d.pos[i]}}"></div>`;
-        div.text = html + '</div>';
-    """))
-    export = Button(label="export selection (CSV)", name="export", width=200)
-    export.js_on_event("button_click", CustomJS(args=dict(source=source), code=f"""
-        const d = source.data, idx = source.selected.indices;
-        const rows = ['test_index,class,latent_1,latent_2,projection_1,projection_2'];
-        for (const i of idx) rows.push([d.test_index[i], JSON.stringify(d.cls[i]), d.x2[i], d.y2[i], d.xp[i], d.yp[i]].join(','));
-        const a = document.createElement('a');
-        a.href = 'data:text/csv;charset=utf-8,' + encodeURIComponent(rows.join('\\n') + '\\n');
-        a.download = {json.dumps(csv_name)};
-        document.body.appendChild(a); a.click(); a.remove();
-    """))
-    head = Div(text=f"<h2 style='margin:4px 0'>{_escape(title)}</h2><div>{_escape(subtitle)}</div>", width=1060)
-    grid_note = Div(text=f"<b>decoded under the cursor</b> (2-d model): the nearest cell of a {gsize}x{gsize} grid of "
-                         f"decodings over the 1st-99th percentile box of the test latents", width=gscale * w + 160)
-    layout = column(head, row(select, export), legend, row(*plots, column(grid_note, decoded)), chosen)
+
+def _html(layout, title: str, sheets: dict, to_blobs: str) -> str:
+    """layout as a self-contained page, the sprite sheets in its head."""
+    from bokeh.core.templates import get_env
+    from bokeh.embed import file_html
+    from bokeh.resources import INLINE
     # Browsers cap URLs (Chromium at 2 MB), so a large data: URL in CSS shows nothing: each sheet
     # travels as base64 text and becomes a short blob: URL when the page opens
     blobs = "".join(f'<script type="text/plain" data-lx-sheet="{k}" data-mime="{url[5:url.index(";")]}">'
-                    f'{url[url.index(",") + 1:]}</script>\n' for k, (url, _) in {**sheets, "grid": grid["sheet"]}.items())
+                    f'{url[url.index(",") + 1:]}</script>\n' for k, (url, _) in sheets.items())
     template = get_env().from_string("{% extends 'file.html.jinja' %}{% block postamble %}{{ sprite_sheets }}"
-                                     "<script>" + SHEETS_TO_BLOBS + "</script>{% endblock %}")
-    return file_html(layout, resources=INLINE, title=title, template=template,
-                     template_variables={"sprite_sheets": blobs})
+                                     "<script>" + to_blobs + "</script>{% endblock %}")
+    return file_html(layout, resources=INLINE, title=title, template=template, template_variables={"sprite_sheets": blobs})
 
 
 # ---------------------------------------------------------------- what steps 5 and 6 found, per point
@@ -235,28 +195,28 @@ def _other_file(named, path) -> bool:
     return not isinstance(named, str) or Path(named).resolve() != Path(path).resolve()
 
 
-def step5_clusters(out, latents, seed: int, quiet: bool = True) -> tuple[dict, list[str]]:
-    """Step 5's k-means cluster of each latent, when its JSON is in out: {latent size: clusters (n,)}
-    and notes. Step 5 stores scores, not assignments, so the clusters are found again the way it
-    found them (same space, k and --seed; its UMAP comes from the projection cache) and its stored
-    NMI confirms they are the same."""
-    from latentlab.analysis.projection import clustering_space
-    from latentlab.analysis.scores import kmeans_scores
+def step5_clusters(out, latents) -> tuple[dict, list[str]]:
+    """Step 5's k-means cluster of each latent, as its JSON in out holds them ({latent size: (n,)}), and notes."""
     size = latents[-1].latent_size
     found = [p for p in (out / f"kmeans_{s}_space_latent_size_{size}.json" for s in ("latent", "umap")) if p.is_file()]
     if not found:
         return {}, ["no k-means: viz_kmeans_latent_space.py has not run"]
-    meta, clusters, notes = _step_json(found[0]), {}, []
+    meta, clusters, notes = _step_json(found[0]) or {}, {}, []
     for lat in latents:
-        r = (meta or {}).get("models", {}).get(str(lat.latent_size))
-        if not r or r.get("samples") != len(lat.z) or _other_file(r.get("latents"), lat.path):
+        r = meta.get("models", {}).get(str(lat.latent_size))
+        if (not isinstance(r, dict) or r.get("samples") != len(lat.z) or _other_file(r.get("latents"), lat.path)
+                or r.get("latents_sha256") != lat.meta.get("npy_sha256")):  # encoded again since step 5 ran
             notes.append(f"{found[0]} is not of {lat.path}: no k-means shown for it")
             continue
-        dims = ((r.get("umap") or {}).get("params") or {}).get("n_components", 2)
-        feats, _ = clustering_space(lat.z, meta["space"], dims, seed, out / "cache", quiet)
-        scores, clusters[lat.latent_size], _ = kmeans_scores(feats, lat.labels, int(meta["num_clusters"]), seed)
-        if not math.isclose(scores["nmi"], r["nmi"], abs_tol=1e-6):
-            notes.append(f"the {lat.latent_size}-d k-means differs from {found[0].name}'s (run with another --seed?)")
+        try:
+            c = np.asarray(meta["clusters"]["by_latent_size"][str(lat.latent_size)])
+        except (KeyError, TypeError, ValueError):  # none written, or not a list of numbers
+            c = np.zeros(0)
+        if c.shape != (len(lat.z),) or c.dtype.kind != "i" or not 0 <= c.min() <= c.max() < len(c):
+            from latentlab.cli import UserError
+            raise UserError(f"{found[0]} is malformed: it holds no cluster number of each of the {len(lat.z)} "
+                            f"{lat.latent_size}-d latents; re-run viz_kmeans_latent_space.py")
+        clusters[lat.latent_size] = c
     return clusters, notes
 
 
