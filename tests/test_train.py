@@ -82,18 +82,20 @@ def test_resume_ends_identical_to_an_uninterrupted_run(tmp_path, monkeypatch):
     """A run interrupted after its second epoch, then resumed, ends bit-identical to one that was not."""
     import train
     from latentlab.train import loop
+    from latentlab.train.hooks import Hook
     common = ["--latent_size", "4", "--dataset", "digits", "--batch_size", "64", "--quiet", "--seed", "3",
               "--model", "vae", "--noise_std", "0.1", "--num_epochs", "4"]  # VAE sampling and input noise draw random numbers
     train.main(train.parse_args(common + ["--output_dir", str(tmp_path / "a")]))
 
     real = loop.train_model
 
-    def interrupted(*args, on_epoch=None, **kw):
-        def stop_after_second(epoch, model, ckpt):
-            on_epoch(epoch, model, ckpt)
-            if epoch == 1:
+    class StopInThird(Hook):  # a kill during the third epoch's writes, before its checkpoint
+        def after_epoch(self, epoch, model, ckpt):
+            if epoch == 2:
                 raise Interrupt
-        return real(*args, on_epoch=stop_after_second, **kw)
+
+    def interrupted(*args, hooks=(), **kw):
+        return real(*args, hooks=[*hooks, StopInThird()], **kw)
     monkeypatch.setattr("latentlab.train.run.train_model", interrupted)
     with pytest.raises(Interrupt):
         train.main(train.parse_args(common + ["--output_dir", str(tmp_path / "b")]))

@@ -1,11 +1,9 @@
-"""What a training checkpoint records of its run (the per-epoch history and its CSV log, the
-library versions, the weights and optimizer state on the CPU), and resuming from one: the checks
-that it came from the same model, dataset and settings.
+"""A training checkpoint: its keys (make_checkpoint: the weights, the run's metadata, the
+per-epoch history, the library versions, the resume state on the CPU), and resuming from one: the
+checks that it came from the same model, dataset and settings.
 """
 from __future__ import annotations
 
-import csv
-import io
 from importlib.metadata import version as package_version
 from pathlib import Path
 
@@ -14,7 +12,7 @@ import torch
 from latentlab.store import artifacts, files
 from latentlab.store.artifacts import HISTORY_KEYS
 from latentlab.cli import UserError
-from latentlab.settings import RESUME_MUST_MATCH, Settings, applies, recorded_value
+from latentlab.settings import RESUME_MUST_MATCH, Settings, applies, recorded, recorded_value
 from model.autoencoder import ModelConfig
 
 
@@ -28,15 +26,6 @@ def library_versions() -> dict:
     return out
 
 
-def write_log(history: dict, path: Path) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(HISTORY_KEYS)
-    for row in zip(*(history[k] for k in HISTORY_KEYS)):
-        w.writerow([row[0] + 1, *row[1:]])
-    files.atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
-
-
 def to_cpu(value):
     return value.detach().to("cpu", copy=True) if torch.is_tensor(value) else value
 
@@ -48,6 +37,22 @@ def optimizer_to_cpu(state: dict) -> dict:
 
 def best_epoch_of(history: dict) -> int:
     return history["epoch"][min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)]
+
+
+def make_checkpoint(config: ModelConfig, meta: dict, settings: Settings, history: dict, best_state: dict,
+                    stopped_early: bool, model, opt, train: dict) -> dict:
+    """Every key of a checkpoint after an epoch (history's last), on top of meta (the run, the dataset,
+    the seed); the per-epoch hooks add what they keep for --resume, the report its "test_metrics"."""
+    epoch = history["epoch"][-1]
+    return {
+        "kind": "checkpoint", "format_version": files.FORMAT_VERSION,
+        "config": config.to_dict(), "state_dict": best_state, **meta,
+        "train": {**recorded(settings), **train}, "history": history, "best_epoch": best_epoch_of(history),
+        "finished": stopped_early or epoch + 1 >= settings.num_epochs, "stopped_early": stopped_early,
+        "resume": {"epoch": epoch, "state_dict": {k: to_cpu(v) for k, v in model.state_dict().items()},
+                   "optimizer": optimizer_to_cpu(opt.state_dict())},
+        "versions": library_versions(),
+    }
 
 
 # ---------------------------------------------------------------- resume

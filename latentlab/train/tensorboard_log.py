@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from latentlab.cli import UserError
 from latentlab.data.datasets import to_float
+from latentlab.train.hooks import Hook
 
 SPRITE_LIMIT = 8192  # TensorBoard's projector refuses sprites wider or taller than this many pixels
 PROJECTOR_SAMPLES = 1000  # test images train.py sends to the projector (as encode_latent_space.py by default)
@@ -72,6 +73,18 @@ def log_graph(writer, model, example_u8: torch.Tensor, device) -> None:
     except Exception as e:  # a model the tracer cannot follow still trains and logs its scalars
         from tqdm import tqdm
         tqdm.write(f"note: TensorBoard graph not written ({type(e).__name__})")
+
+
+class EpochLog(Hook):
+    """A model's training in TensorBoard: its graph after the first epoch, then each epoch's log_epoch."""
+
+    def __init__(self, writer, example_u8: torch.Tensor, device):
+        self.writer, self.example, self.device = writer, example_u8, device
+
+    def after_epoch(self, epoch, model, ckpt):
+        if epoch == 0:
+            log_graph(self.writer, model, self.example, self.device)
+        log_epoch(self.writer, epoch, ckpt)
 
 
 def log_hparams(writer, hparams: dict, metrics: dict) -> None:
