@@ -75,12 +75,9 @@ class TrainingRecord(Hook):
             keep = saved["epoch"] < start
             self.record = {**saved, **{k: saved[k][keep] for k in ("epoch", "val_loss", "xy", "reconstructions")}}
 
-    def after_epoch(self, epoch: int, model, ckpt: dict) -> None:
-        self.add(model, epoch, ckpt["history"]["val_loss"][-1])
-
     @torch.no_grad()
-    def add(self, model, epoch: int, val_loss: float) -> dict:
-        """Record the model as it is after `epoch`; returns the whole record, for the checkpoint."""
+    def after_epoch(self, epoch: int, model, ckpt: dict) -> None:
+        """Record the model as it is after `epoch`."""
         model.eval()
         parts = []
         for part in self.record["indices"].split(1024):
@@ -97,11 +94,11 @@ class TrainingRecord(Hook):
         rec = model.reconstruct(to_float(self.record["originals"].to(self.device))).float().cpu()
         r = self.record
         self.record = {**r, "epoch": torch.cat([r["epoch"], torch.tensor([epoch])]),
-                       "val_loss": torch.cat([r["val_loss"], torch.tensor([val_loss], dtype=torch.float64)]),
+                       "val_loss": torch.cat([r["val_loss"], torch.tensor([ckpt["history"]["val_loss"][-1]],
+                                                                          dtype=torch.float64)]),
                        "xy": torch.cat([r["xy"], torch.from_numpy(xy).float()[None]]),
                        "reconstructions": torch.cat([r["reconstructions"],
                                                      (rec.clamp(0, 1) * 255).round().to(torch.uint8)[None]])}
-        return self.record
 
 
 # ---------------------------------------------------------------- drawing

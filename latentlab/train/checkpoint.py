@@ -12,6 +12,7 @@ import torch
 from latentlab.store import artifacts, files
 from latentlab.store.artifacts import HISTORY_KEYS
 from latentlab.cli import UserError
+from latentlab.train.distributed import World, run_agreed, same_everywhere
 from latentlab.settings import RESUME_MUST_MATCH, Settings, applies, recorded, recorded_value
 from model.autoencoder import ModelConfig
 
@@ -82,16 +83,26 @@ def check_resumable(path: Path, settings: Settings, config: ModelConfig, dataset
         check_resume(artifacts.load_checkpoint(path), path, settings, config, dataset)
 
 
-def load_resume(path: Path, settings: Settings, config: ModelConfig, meta: dict, model, opt) -> dict | None:
-    """The checkpoint to resume from (None when there is none yet), loaded into model and opt."""
-    if not path.is_file():
-        return None
-    ckpt = artifacts.load_checkpoint(path)
-    check_resume(ckpt, path, settings, config, meta["dataset"]["name"])
-    try:
-        model.load_state_dict(ckpt["resume"]["state_dict"])
-        opt.load_state_dict(ckpt["resume"]["optimizer"])
-    except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as e:
-        raise UserError(f"--resume: the optimizer state in {path} does not fit the model "
-                        f"({type(e).__name__}); drop --resume to start over")
+def load_resume(path: Path, settings: Settings, config: ModelConfig, meta: dict, model, opt,
+                world: World = World()) -> dict | None:
+    """The checkpoint to resume from (None when there is none yet), loaded into model and opt;
+    every process must find the same one."""
+    def load():
+        if not path.is_file():
+            return None
+        ckpt = artifacts.load_checkpoint(path)
+        check_resume(ckpt, path, settings, config, meta["dataset"]["name"])
+        try:
+            model.load_state_dict(ckpt["resume"]["state_dict"])
+            opt.load_state_dict(ckpt["resume"]["optimizer"])
+        except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as e:
+            raise UserError(f"--resume: the optimizer state in {path} does not fit the model "
+                            f"({type(e).__name__}); drop --resume to start over")
+        return ckpt
+    ckpt = run_agreed(load, world)
+    start = ckpt["resume"]["epoch"] + 1 if ckpt is not None else 0
+    if not same_everywhere(start, world):  # one checkpoint file, on a file system every process shares
+        raise UserError(f"--resume: the processes found different checkpoints at {path} (this one: "
+                        f"{'none' if ckpt is None else f'epoch {start}'}); put --output_dir on a file system "
+                        f"every machine shares")
     return ckpt

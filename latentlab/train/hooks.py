@@ -32,13 +32,20 @@ class Hook:
         """Continue from a checkpoint's saved state (None: there was none), whose epochs before start stand."""
 
 
-def write_log(history: dict, path: Path) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(HISTORY_KEYS)
-    for row in zip(*(history[k] for k in HISTORY_KEYS)):
-        w.writerow([row[0] + 1, *row[1:]])
-    files.atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+def load_states(hooks, ckpt: dict | None) -> None:
+    """Each hook continues from what it kept in ckpt, the checkpoint a --resume continues (None: none)."""
+    start = ckpt["resume"]["epoch"] + 1 if ckpt is not None else 0
+    for hook in hooks:
+        hook.load_state(ckpt.get(hook.key) if ckpt is not None and hook.key else None, start)
+
+
+def save_after_hooks(hooks, epoch: int, model, ckpt: dict, path: Path) -> None:
+    """The epoch's hooks, then its checkpoint at path with what they keep for --resume."""
+    for hook in hooks:
+        hook.after_epoch(epoch, model, ckpt)
+        if hook.key:
+            ckpt[hook.key] = hook.state()
+    files.save_torch(ckpt, path)
 
 
 class CsvLog(Hook):
@@ -48,7 +55,12 @@ class CsvLog(Hook):
         self.path = path
 
     def after_epoch(self, epoch, model, ckpt):
-        write_log(ckpt["history"], self.path)
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(HISTORY_KEYS)
+        for row in zip(*(ckpt["history"][k] for k in HISTORY_KEYS)):
+            w.writerow([row[0] + 1, *row[1:]])
+        files.atomic_write(self.path, lambda f: f.write(buf.getvalue().encode()))
 
 
 class Snapshots(Hook):

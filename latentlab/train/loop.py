@@ -1,15 +1,13 @@
 """The training loop: data resident as uint8 tensors, batches as index slices of a seeded
 permutation, model selection on a validation split, early stopping, exact resume, bf16 autocast
-(see use_bf16), and DistributedDataParallel when launched with torchrun (latentlab.train.distributed).
+(see use_bf16), and DistributedDataParallel under torchrun (latentlab.train.distributed).
 
-Determinism: every epoch draws its permutation from a generator seeded by (seed, epoch) and
-reseeds torch's global RNG (denoising noise, VAE sampling) by (seed, epoch, rank). So an epoch
-depends only on the weights and optimizer state at its start, which the checkpoint holds: a run
-resumed after a crash ends exactly where an uninterrupted one ends.
-
-A memory-mapped dataset (an image folder over --memory_budget) keeps the same permutation: each
-batch is read in ascending index order and put back in the permutation's order (datasets.take),
-so the batches, and the weights, do not depend on where the data lives.
+Determinism: every epoch draws its permutation by (seed, epoch) and reseeds torch's global RNG
+(denoising noise, VAE sampling) by (seed, epoch, rank), so an epoch depends only on the weights and
+optimizer state at its start, which the checkpoint holds: a resumed run ends where an uninterrupted
+one ends. A memory-mapped dataset (an image folder over --memory_budget) reads each batch in
+ascending index order and puts it back in the permutation's order (datasets.take), so the batches
+do not depend on where the data lives.
 """
 from __future__ import annotations
 
@@ -21,12 +19,11 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
-from latentlab.store import files
 from latentlab.train.checkpoint import HISTORY_KEYS, best_epoch_of, load_resume, make_checkpoint, to_cpu
+from latentlab.train.hooks import load_states, save_after_hooks
 from latentlab.cli import UserError, memory_for, progress
 from latentlab.data.datasets import take, to_float
-from latentlab.train.distributed import (World, all_ranks_ok, all_reduce_sum, epoch_shard, local_batch_size, run_agreed,
-                                   same_everywhere)
+from latentlab.train.distributed import World, all_ranks_ok, all_reduce_sum, epoch_shard, local_batch_size, run_agreed
 from latentlab.store.runs import STAGING
 from latentlab.settings import PRECISIONS, Settings
 from latentlab.train.umap_loss import UmapLoss
@@ -191,30 +188,6 @@ def divergence_fix(lr: float, config: ModelConfig) -> str:
     return ", ".join(f"--{k} (now {v:g})" for k, v, in_play in causes if in_play)
 
 
-def _resume(path: Path, settings: Settings, config: ModelConfig, meta: dict, model, opt, world: World,
-            hooks) -> dict | None:
-    """The checkpoint a --resume continues (None: none yet, or no --resume), loaded into model, opt
-    and the hooks; every process must find the same one."""
-    ckpt = run_agreed(lambda: load_resume(path, settings, config, meta, model, opt), world) if settings.resume else None
-    start = ckpt["resume"]["epoch"] + 1 if ckpt is not None else 0
-    for hook in hooks:
-        hook.load_state(ckpt.get(hook.key) if ckpt is not None and hook.key else None, start)
-    if not same_everywhere(start, world):  # one checkpoint file, on a file system every process shares
-        raise UserError(f"--resume: the processes found different checkpoints at {path} (this one: "
-                        f"{'none' if ckpt is None else f'epoch {start}'}); put --output_dir on a file system "
-                        f"every machine shares")
-    return ckpt
-
-
-def _write(ckpt: dict, path: Path, hooks, epoch: int, model) -> None:
-    """The epoch's hooks, then its checkpoint with what they keep for --resume."""
-    for hook in hooks:
-        hook.after_epoch(epoch, model, ckpt)
-        if hook.key:
-            ckpt[hook.key] = hook.state()
-    files.save_torch(ckpt, path)
-
-
 def train_model(config: ModelConfig, split: TrainingSplit, settings: Settings, path: Path, meta: dict,
                 world: World = World(), hooks=(), quiet: bool = False, umap: UmapLoss | None = None) -> dict:
     """Train one model on split.images[split.train], select it on split.images[split.val],
@@ -231,7 +204,8 @@ def train_model(config: ModelConfig, split: TrainingSplit, settings: Settings, p
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
     amp = use_bf16(settings.precision, world.device, config.image_shape)
     local_batch_size(settings.batch_size, world)
-    ckpt = _resume(path, settings, config, meta, model, opt, world, hooks)
+    ckpt = load_resume(path, settings, config, meta, model, opt, world) if settings.resume else None
+    load_states(hooks, ckpt)
     history, best_state = {k: [] for k in HISTORY_KEYS}, None
     if ckpt is not None:
         if ckpt.get("stopped_early") or ckpt["resume"]["epoch"] + 1 >= settings.num_epochs:
@@ -266,7 +240,8 @@ def train_model(config: ModelConfig, split: TrainingSplit, settings: Settings, p
         stopped_early = bool(settings.patience and epoch - best_epoch >= settings.patience)
         ckpt = make_checkpoint(config, meta, settings, history, best_state, stopped_early, model, opt,
                                {"processes": world.size, "autocast": "bf16" if amp else "fp32"})
-        run_agreed(lambda: _write(ckpt, path, hooks, epoch, model), world, main_only=True)  # a full disk on rank 0 stops every rank
+        # a full disk on rank 0 stops every rank
+        run_agreed(lambda: save_after_hooks(hooks, epoch, model, ckpt, path), world, main_only=True)
         if stopped_early:
             if not quiet:
                 tqdm.write(f"{name} | early stop: no better validation loss for {settings.patience} epochs; "

@@ -75,44 +75,36 @@ def run_training(settings: Settings, output_dir, device: str = "auto", quiet: bo
     --overwrite or --resume (latentlab.store.runs); a failed --overwrite leaves the folder's
     earlier run as it was."""
     world = init_distributed(pick_device(device))
-    out, plan = Path(output_dir), None
+    out, plan, rows = Path(output_dir), None, {}
     sizes = model_sizes(settings.latent_size) if companion else [settings.latent_size]
     try:
         plan = from_main(run_agreed(lambda: runs.plan_training(out, sizes, settings.overwrite, settings.resume),
                                     world, main_only=True), world)
         trained = train_all(settings, plan, world, quiet or not world.main, sizes, on_epoch)
+        close_distributed(world)  # the last checkpoint's write was agreed on: all processes are here
+        if world.main:
+            rows = report(settings, trained, quiet)
+            plan.commit()
     except BaseException as e:
+        if world.main and plan is not None and plan.staged:
+            plan.undo()
+            if isinstance(e, UserError):
+                e = UserError(f"{e}; --overwrite stopped, so its new run is removed and {out} holds "
+                              f"{runs.describe(plan.held) if plan.held else 'its earlier files'} as before")
+        elif (isinstance(e, UserError) and world.main and plan is not None and not settings.resume
+              and files.test_data_path(out).is_file()):  # the folder now holds this stopped run
+            e = UserError(f"{e} (with --overwrite, as {out} now holds this stopped run)")
         if isinstance(e, UserError):
-            close_distributed(world)  # the processes agreed on the error: all of them are here
-        raise_stopped(e, plan, world.main, settings.resume, out)
-    close_distributed(world)  # the last checkpoint's write was agreed on: all processes are here
-    if not world.main:
-        return {}
-    try:
-        rows = report(settings, trained, quiet)
-        plan.commit()
-    except BaseException as e:
-        raise_stopped(e, plan, True, settings.resume, out)
+            close_distributed(world)  # agreed on by every process, so all of them are here
+            raise e from None
+        raise
     return rows
 
 
-def raise_stopped(e: BaseException, plan, main: bool, resume: bool, out: Path):
-    """Raise e, where it stopped a run: rank 0 removes an --overwrite's new run and says so."""
-    if main and plan is not None and plan.staged:
-        plan.undo()
-        if isinstance(e, UserError):
-            e = UserError(f"{e}; --overwrite stopped, so its new run is removed and {out} holds "
-                          f"{runs.describe(plan.held) if plan.held else 'its earlier files'} as before")
-    elif isinstance(e, UserError) and main and plan is not None and not resume and files.test_data_path(out).is_file():
-        e = UserError(f"{e} (with --overwrite, as {out} now holds this stopped run)")  # it holds this stopped run
-    if isinstance(e, UserError):
-        raise e from None
-    raise e
-
-
 def prepare(settings: Settings, plan: runs.TrainingPlan, world: World, quiet: bool, sizes: list[int]):
-    """Every check of the user's input runs before the first write (test_data.pth, pca_baseline.pth,
-    run.json), so a refused training writes nothing. Returns (data, split, configs, umap, baseline)."""
+    """Load, check and write the run's files: every check of the user's input (the resume states in
+    write_run's agreed step) runs before the first write (test_data.pth, pca_baseline.pth, run.json),
+    so a refused training writes nothing. Returns (data, split, configs, umap, baseline)."""
     out = plan.folder
     seed_everything(settings.seed)
     local_batch_size(settings.batch_size, world)
@@ -135,9 +127,7 @@ def prepare(settings: Settings, plan: runs.TrainingPlan, world: World, quiet: bo
     if settings.resume:
         runs.check_resumed_dataset(plan, data.name)
     configs = {k: settings.model_config(k, data.image_shape) for k in sizes}  # bad widths stop before any write
-    if settings.resume:  # so does a resume state that cannot be continued, of either model
-        for k in sizes:
-            run_agreed(lambda k=k: check_resumable(files.checkpoint_path(out, k), settings, configs[k], data.name), world)
+    baseline = run_agreed(lambda: write_run(data, split.train, configs, settings, plan), world, main_only=True)
     if not quiet:
         print(f"{data.name}: {len(split.train)} train / {len(split.val)} validation / {len(data.test_x)} test images "
               f"of shape {tuple(data.image_shape)}, {len(data.class_names)} classes; device {world.device}"
@@ -147,7 +137,6 @@ def prepare(settings: Settings, plan: runs.TrainingPlan, world: World, quiet: bo
     if any(c.umap_weight > 0 for c in configs.values()):
         graph = load_in_turn(lambda: fuzzy_graph(data.train_x[split.train], plan.out / "cache", quiet), world)
         umap = UmapLoss(graph, split.train, settings.umap_weight, settings.umap_edges)
-    baseline = run_agreed(lambda: write_run(data, split.train, sizes, settings, plan), world, main_only=True)
     return data, split, configs, umap, baseline
 
 
@@ -193,31 +182,28 @@ def epoch_hooks(settings: Settings, out: Path, k: int, split: TrainingSplit, lab
     return hooks
 
 
-def write_run(data, train_idx, sizes, settings: Settings, plan: runs.TrainingPlan) -> dict:
-    """test_data.pth (the held-out test split, for the later steps), the PCA baseline and run.json.
-    A resumed run keeps those it wrote (the same split and fit), so a resume refused later changes none."""
-    out = plan.folder
-    if settings.resume and plan.held is not None and plan.held.get("run") == plan.run:
-        try:
-            data_file = files.load_torch(files.test_data_path(out), "test_data")
-            baseline = files.load_torch(files.pca_path(out), "pca_baseline")
-            if data_file.get("run") == baseline.get("run") == plan.run:
-                return baseline
-        except UserError:  # missing or damaged (a kill between writes): written again below
-            pass
-    baseline = write_test_data_and_baseline(data, train_idx, sizes, out, plan.run)
-    runs.write_marker(out, plan.run, data.name, sizes, runs.TRAINED_BY, model=settings.model)
-    return baseline
-
-
-def write_test_data_and_baseline(data, train_idx, sizes, out: Path, run: str) -> dict:
-    """test_data.pth (the held-out test split, for the later steps) and the PCA baseline."""
+def write_run(data, train_idx, configs: dict, settings: Settings, plan: runs.TrainingPlan) -> dict:
+    """test_data.pth (the held-out test split, for the later steps), the PCA baseline and run.json,
+    once a --resume is known to continue both models. A resumed run keeps those it wrote (the same
+    split and fit), so a resume refused later changes none."""
+    out, sizes = plan.folder, list(configs)
+    if settings.resume:
+        for k, config in configs.items():
+            check_resumable(files.checkpoint_path(out, k), settings, config, data.name)
+        if plan.held is not None and plan.held.get("run") == plan.run:
+            try:
+                data_file = files.load_torch(files.test_data_path(out), "test_data")
+                baseline = files.load_torch(files.pca_path(out), "pca_baseline")
+                if data_file.get("run") == baseline.get("run") == plan.run:
+                    return baseline
+            except UserError:  # missing or damaged (a kill between writes): written again below
+                pass
     files.save_torch({
-        "kind": "test_data", "format_version": files.FORMAT_VERSION, "run": run, "dataset": data.name,
+        "kind": "test_data", "format_version": files.FORMAT_VERSION, "run": plan.run, "dataset": data.name,
         "images": data.test_x, "labels": data.test_y, "class_names": data.class_names,
         "split": data.split, "models": [files.checkpoint_path(out, k).name for k in sizes],
         "latent_sizes": sizes, "skipped": len(data.skipped),
     }, files.test_data_path(out))
-    return fit_pca_baseline(data, train_idx, sizes, out, run)
-
-
+    baseline = fit_pca_baseline(data, train_idx, sizes, out, plan.run)
+    runs.write_marker(out, plan.run, data.name, sizes, runs.TRAINED_BY, model=settings.model)
+    return baseline
