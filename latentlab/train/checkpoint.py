@@ -1,6 +1,6 @@
-"""A training checkpoint: its keys (make_checkpoint: the weights, the run's metadata, the
-per-epoch history, the library versions, the resume state on the CPU), and resuming from one: the
-checks that it came from the same model, dataset and settings.
+"""A training checkpoint: its keys (run_meta: the run and its dataset; make_checkpoint: the weights,
+the per-epoch history, the library versions, the resume state on the CPU), and resuming from one:
+the checks that it came from the same model, dataset and settings.
 """
 from __future__ import annotations
 
@@ -38,6 +38,19 @@ def optimizer_to_cpu(state: dict) -> dict:
 
 def best_epoch_of(history: dict) -> int:
     return history["epoch"][min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)]
+
+
+def run_meta(run: str, data, split, settings: Settings) -> dict:
+    """What a checkpoint says of its run: the run id, the dataset and how it was read and split, the seed."""
+    return {"run": run,
+            "dataset": {"name": data.name, "class_names": data.class_names, "image_shape": list(data.image_shape),
+                        "split": data.split, "num_train": len(split.train), "num_val": len(split.val),
+                        # what re-reads the training split (encode_latent_space.py --split train)
+                        "data_dir": str(Path(settings.data_dir).resolve()) if settings.data_dir else None,
+                        "image_size": settings.image_size, "resize": settings.resize,
+                        "background": settings.background, "skip_unreadable": settings.skip_unreadable,
+                        "skipped": len(data.skipped)},  # how the images were read, and how many were left out
+            "seed": settings.seed}
 
 
 def make_checkpoint(config: ModelConfig, meta: dict, settings: Settings, history: dict, best_state: dict,

@@ -17,7 +17,7 @@ from latentlab.analysis.scores import psnr
 from latentlab.train.distributed import (World, close_distributed, from_main, init_distributed, load_in_turn,
                                          local_batch_size, run_agreed)
 from latentlab.settings import Settings
-from latentlab.train.checkpoint import check_resumable
+from latentlab.train.checkpoint import check_resumable, run_meta
 from latentlab.train.hooks import Callback, CsvLog, Snapshots
 from latentlab.train.loop import TrainingSplit, place_data, split_train_val, train_model
 from latentlab.train.report import Trained, report
@@ -28,11 +28,6 @@ SNAPSHOT_IMAGES = 8
 OUTPUTS = ("model_latent_size_*.pth", "test_data.pth", "pca_baseline.pth", "train_log_latent_size_*.csv",
            "training_curves.png", "reconstructions_latent_size_*_epoch_*.png", "training_summary.json",
            *animation.OUTPUTS)
-
-
-def model_sizes(latent_size: int) -> list[int]:
-    """The 2-d bottleneck beside the chosen one (one model when the chosen one is 2)."""
-    return sorted({2, latent_size})
 
 
 def fit_pca_baseline(data, train_idx, sizes, out: Path, run: str) -> dict:
@@ -47,13 +42,6 @@ def fit_pca_baseline(data, train_idx, sizes, out: Path, run: str) -> dict:
                 "fit_on": f"{len(train_idx)} training images (validation split excluded)"}
     files.save_torch(baseline, files.pca_path(out))
     return baseline
-
-
-def reading(settings: Settings, data) -> dict:
-    """How the images were read (a folder's), for the steps that re-read the training split, and
-    how many unreadable files were left out."""
-    return {"resize": settings.resize, "background": settings.background,
-            "skip_unreadable": settings.skip_unreadable, "skipped": len(data.skipped)}
 
 
 def skipped_note(skipped: list) -> str:
@@ -76,7 +64,7 @@ def run_training(settings: Settings, output_dir, device: str = "auto", quiet: bo
     earlier run as it was."""
     world = init_distributed(pick_device(device))
     out, plan, rows = Path(output_dir), None, {}
-    sizes = model_sizes(settings.latent_size) if companion else [settings.latent_size]
+    sizes = sorted({2, settings.latent_size}) if companion else [settings.latent_size]  # the 2-d model beside
     try:
         plan = from_main(run_agreed(lambda: runs.plan_training(out, sizes, settings.overwrite, settings.resume),
                                     world, main_only=True), world)
@@ -144,13 +132,7 @@ def train_all(settings: Settings, plan: runs.TrainingPlan, world: World, quiet: 
               on_epoch=None) -> Trained:
     """Every process trains each model; rank 0 alone runs the per-epoch hooks."""
     data, split, configs, umap, baseline = prepare(settings, plan, world, quiet, sizes)
-    meta = {"run": plan.run,
-            "dataset": {"name": data.name, "class_names": data.class_names, "image_shape": list(data.image_shape),
-                        "split": data.split, "num_train": len(split.train), "num_val": len(split.val),
-                        # what re-reads the training split (encode_latent_space.py --split train)
-                        "data_dir": str(Path(settings.data_dir).resolve()) if settings.data_dir else None,
-                        "image_size": settings.image_size, **reading(settings, data)},
-            "seed": settings.seed}
+    meta = run_meta(plan.run, data, split, settings)
     shots = split.val[:SNAPSHOT_IMAGES]
     sample = animation.record_sample(split.val, settings.seed)
     models = {}
