@@ -26,8 +26,9 @@ def parse_args(argv=None):
 
 
 def main(args):
+    from latentlab.settings import Settings
     from latentlab.train.run import run_training
-    return run_training(args)
+    return run_training(Settings.from_args(args), args.output_dir, args.device, args.quiet)
 
 
 if __name__ == "__main__":

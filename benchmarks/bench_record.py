@@ -1,5 +1,5 @@
 """What the training record and its animations cost: a train.py run, with the time spent in
-latentlab.train.animation.TrainingRecord.add (each epoch) and write_animations (at the end) summed.
+latentlab.train.animation.TrainingRecord.after_epoch (each epoch) and write_animations (at the end) summed.
 
     python benchmarks/bench_record.py --latent_size 2 --model mlp --dataset fashion-mnist \
         --data_dir /usr/share/datasets/fashion-mnist --num_epochs 4 --quiet
@@ -35,13 +35,13 @@ def timed(spent: dict, name: str, fn):
 
 def main(args) -> dict:
     spent = {"record_s": 0.0, "animations_s": 0.0}
-    add, write = animation.TrainingRecord.add, animation.write_animations
-    animation.TrainingRecord.add = timed(spent, "record_s", add)
+    add, write = animation.TrainingRecord.after_epoch, animation.write_animations
+    animation.TrainingRecord.after_epoch = timed(spent, "record_s", add)
     animation.write_animations = timed(spent, "animations_s", write)
     try:
         rows = train.main(args)
     finally:
-        animation.TrainingRecord.add, animation.write_animations = add, write
+        animation.TrainingRecord.after_epoch, animation.write_animations = add, write
     train_s = sum(r["train_seconds"] for r in rows.values())
     result = {"flags": sys.argv[1:], "train_s": train_s, **spent,
               "record_pct": 100 * spent["record_s"] / train_s, "animations_pct": 100 * spent["animations_s"] / train_s}

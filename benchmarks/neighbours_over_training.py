@@ -50,6 +50,7 @@ def score_every_epoch(args) -> dict:
 
     from latentlab.store import files
     from latentlab.data.datasets import load_dataset
+    from latentlab.settings import Settings
     from latentlab.train.run import run_training
     from latentlab.analysis.inference import encode_images
     from latentlab.analysis.probes import HELDOUT_KNN_KS
@@ -72,7 +73,8 @@ def score_every_epoch(args) -> dict:
         print(f"epoch {row['epoch']:>3} | {row['minutes']:6.1f} min | val MSE {row['val_mse']:.5f} | "
               + " | ".join(f"{n}-NN {row[f'knn{n}']:.4f}" for n in HELDOUT_KNN_KS), flush=True)
 
-    summary = run_training(targs, companion=False, on_epoch=on_epoch)[targs.latent_size]
+    summary = run_training(Settings.from_args(targs), targs.output_dir, targs.device, quiet=True, companion=False,
+                           on_epoch=on_epoch)[targs.latent_size]
     ckpt = files.checkpoint_path(Path(args.output_dir), targs.latent_size)
     import torch
     config = torch.load(ckpt, weights_only=True)["config"]

@@ -162,9 +162,9 @@ class Settings:
                         shared=True, per_run=True, resume_must_match=True, recorded=True)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "Settings":
-        """The settings in a namespace of train.py's flags (other attributes are ignored)."""
-        values = {f.name: getattr(args, f.name) for f in fields(cls)}
+    def from_args(cls, args: argparse.Namespace, **given) -> "Settings":
+        """The settings in a namespace of train.py's flags (other attributes are ignored), and those given."""
+        values = {f.name: given[f.name] if f.name in given else getattr(args, f.name) for f in fields(cls)}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
     def model_config(self, latent_size: int, image_shape) -> ModelConfig:

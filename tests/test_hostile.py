@@ -211,11 +211,11 @@ def test_b_a_failed_overwrite_leaves_the_earlier_run_byte_identical(run_a, capsy
     assert "is kept" not in line  # the new run's checkpoints are removed: the line never says otherwise
     assert b_unchanged(run_a) == before
     # Ctrl-C (or any other exception) late in the run, after both models trained: the same
-    import latentlab.train.run
+    import latentlab.train.report
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(latentlab.train.run, "print_summary", interrupted)
+    monkeypatch.setattr(latentlab.train.report, "print_summary", interrupted)
     b_refused("train", ["--latent_size", "8", *TINY[:-1], "--overwrite", "--output_dir", run_a], capsys, code=130)
     assert b_unchanged(run_a) == before
 

@@ -83,18 +83,20 @@ def test_resume_ends_identical_to_an_uninterrupted_run(tmp_path, monkeypatch):
     """A run interrupted after its second epoch, then resumed, ends bit-identical to one that was not."""
     import train
     from latentlab.train import loop
+    from latentlab.train.hooks import Hook
     common = ["--latent_size", "4", "--dataset", "digits", "--batch_size", "64", "--quiet", "--seed", "3",
               "--model", "vae", "--noise_std", "0.1", "--num_epochs", "4"]  # VAE sampling and input noise draw random numbers
     train.main(train.parse_args(common + ["--output_dir", str(tmp_path / "a")]))
 
     real = loop.train_model
 
-    def interrupted(*args, on_epoch=None, **kw):
-        def stop_after_second(epoch, model, ckpt):
-            on_epoch(epoch, model, ckpt)
-            if epoch == 1:
+    class StopInThird(Hook):  # a kill during the third epoch's writes, before its checkpoint
+        def after_epoch(self, epoch, model, ckpt):
+            if epoch == 2:
                 raise Interrupt
-        return real(*args, on_epoch=stop_after_second, **kw)
+
+    def interrupted(*args, hooks=(), **kw):
+        return real(*args, hooks=[*hooks, StopInThird()], **kw)
     monkeypatch.setattr("latentlab.train.run.train_model", interrupted)
     with pytest.raises(Interrupt):
         train.main(train.parse_args(common + ["--output_dir", str(tmp_path / "b")]))
@@ -344,3 +346,36 @@ def test_folder_dataset(tmp_path):
     data = load_dataset(f"folder:{tmp_path}", image_size=16)
     assert data.image_shape == (3, 16, 16) and data.class_names == ["cats", "dogs"]
     assert len(data.train_x) + len(data.test_x) == 12 and sorted(set(data.test_y.tolist())) == [0, 1]
+
+
+def test_a_hook_keeps_its_state_in_the_checkpoint_and_a_resume_hands_it_back(tmp_path):
+    """A per-epoch hook sees every epoch; what it keeps goes into the checkpoint under its key, and
+    --resume hands it back with the epoch to continue from."""
+    from latentlab.train.hooks import Hook
+    from latentlab.train.loop import TrainingSplit, train_model
+    from model.autoencoder import ModelConfig
+
+    class Epochs(Hook):
+        key = "epochs_seen"
+
+        def __init__(self):
+            self.seen, self.loaded = [], None
+
+        def after_epoch(self, epoch, model, ckpt):
+            self.seen.append(epoch)
+
+        def state(self):
+            return list(self.seen)
+
+        def load_state(self, saved, start):
+            self.loaded, self.seen = (saved, start), list(saved or [])
+    x = torch.randint(0, 256, (80, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    split, path = TrainingSplit(x, torch.arange(64), torch.arange(64, 80)), tmp_path / "m.pth"
+    cfg = ModelConfig(family="mlp", latent_size=2, image_shape=(1, 8, 8))
+    meta = {"dataset": {"name": "noise", "class_names": ["a"], "image_shape": [1, 8, 8]}}
+    first, again = Epochs(), Epochs()
+    train_model(cfg, split, Settings(latent_size=2, num_epochs=2, batch_size=16), path, meta, hooks=[first], quiet=True)
+    assert first.seen == [0, 1] and torch.load(path, weights_only=True)["epochs_seen"] == [0, 1]
+    ckpt = train_model(cfg, split, Settings(latent_size=2, num_epochs=3, batch_size=16, resume=True), path, meta,
+                       hooks=[again], quiet=True)
+    assert again.loaded == ([0, 1], 2) and ckpt["epochs_seen"] == [0, 1, 2]

@@ -23,6 +23,8 @@ runs, a job holds its folder's writer lock (latentlab.store.locking), which is h
 """
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import re
 import traceback
 from dataclasses import dataclass
@@ -80,8 +82,8 @@ def error_path(folder) -> Path:
 
 @dataclass(frozen=True, eq=False)  # a job is itself: hashed by identity
 class Job:
-    """One (dataset, family, latent size, seed): train.py's arguments for it (train), the settings
-    its numbers depend on, and the PCA folder it also scores (first family only). Pickled to the
+    """One (dataset, family, latent size, seed): its training's settings (train), the settings its
+    numbers depend on, and the PCA folder it also scores (first family only). Pickled to the
     process or cluster node that runs it."""
     dataset: str
     family: str
@@ -89,9 +91,15 @@ class Job:
     seed: int
     folder: str
     pca_folder: str | None
-    train: dict
+    train: Settings
     settings: dict
+    device: str
+    quiet: bool
     threads: int | None = None  # torch threads in the job's process (None: torch's default)
+
+    def __post_init__(self):
+        if isinstance(self.train, dict):  # read back from its job.json (launch.ChildProcess)
+            object.__setattr__(self, "train", Settings.from_args(argparse.Namespace(**self.train)))
 
     @property
     def name(self) -> str:
@@ -119,6 +127,9 @@ def check_jobs(args, datasets, families) -> None:
 def make_jobs(args, datasets, seeds, families, sizes, quiet: bool) -> list[Job]:
     """The sweep's jobs, dataset by dataset, seed by seed, size by size."""
     jobs = []
+    # --resume: an interrupted (or killed) training continues where it stopped
+    base = Settings.from_args(args, latent_size=sizes[0], model=families[0], dataset=datasets[0], resume=True,
+                              overwrite=False)
     for d in datasets:
         for s in seeds:
             settings = {"dataset": d, "seed": s, **{k: getattr(args, k) for k in SETTINGS}}
@@ -126,10 +137,9 @@ def make_jobs(args, datasets, seeds, families, sizes, quiet: bool) -> list[Job]:
                 for f in families:
                     folder = run_dir(args.output_dir, d, s, f, k)
                     pca = run_dir(args.output_dir, d, s, PCA, k) if f == families[0] else None
-                    # --resume: an interrupted (or killed) training continues where it stopped
-                    train = {**vars(args), "dataset": d, "seed": s, "latent_size": k, "model": f,
-                             "output_dir": str(folder), "resume": True, "overwrite": False, "quiet": quiet}
-                    jobs.append(Job(d, f, k, s, str(folder), pca and str(pca), train, resolved_network(settings, f, k, args.umap_max_size)))
+                    train = dataclasses.replace(base, dataset=d, seed=s, latent_size=k, model=f)
+                    jobs.append(Job(d, f, k, s, str(folder), pca and str(pca), train,
+                                    resolved_network(settings, f, k, args.umap_max_size), args.device, quiet))
     return jobs
 
 
@@ -194,13 +204,11 @@ def run_job(job: Job) -> None:
 
 
 def _train_and_score(job: Job) -> None:
-    import argparse
-
     from latentlab.cli import pick_device, seed_everything
     from latentlab.train.run import run_training
-    device = pick_device(job.train["device"])
+    device = pick_device(job.device)
     if load_finished(metrics_path(job.folder), job.settings) is None:
-        run_training(argparse.Namespace(**job.train), companion=False)
+        run_training(job.train, job.folder, job.device, job.quiet, companion=False)
         seed_everything(job.seed)
         files.save_json(evaluate_model(job.folder, job.settings, device), metrics_path(job.folder))
     if job.pca_folder is not None and load_finished(metrics_path(job.pca_folder), job.settings) is None:

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from latentlab import plots
 from latentlab.cli import UserError
 from latentlab.data.datasets import to_float
+from latentlab.train.hooks import Hook
 
 RECORD_IMAGES = 2000  # validation images whose latents are recorded each epoch (fewer when the split is smaller)
 FPS = 2
@@ -48,31 +49,35 @@ def _pca_2d(z: np.ndarray) -> np.ndarray:
     return zc @ vt[:2].T
 
 
-class TrainingRecord:
-    """The per-epoch record of one model. images: the training items (N, C, H, W) uint8, wherever
-    they live; sample / shots: indices of the recorded and the snapshot validation images."""
+class TrainingRecord(Hook):
+    """The per-epoch record of one model, kept in its checkpoint under "record". images: the training
+    items (N, C, H, W) uint8, wherever they live; sample / shots: indices of the recorded and the
+    snapshot validation images."""
+    key = "record"
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, sample: torch.Tensor, shots: torch.Tensor,
                  latent_size: int, device):
         self.images, self.device, self.latent_size = images, device, latent_size
-        self.fresh = {"indices": sample.cpu(), "labels": labels[sample.cpu()].cpu().long(),
-                      "shot_indices": shots.cpu(), "originals": images[shots.to(images.device)].cpu(),
-                      "view": "latents" if latent_size == 2 else "pca_procrustes",
-                      "epoch": torch.zeros(0, dtype=torch.long), "val_loss": torch.zeros(0, dtype=torch.float64),
-                      "xy": torch.zeros(0, len(sample), 2),
-                      "reconstructions": torch.zeros((0, len(shots), *images.shape[1:]), dtype=torch.uint8)}
-        self.record = dict(self.fresh)
+        self.record = {"indices": sample.cpu(), "labels": labels[sample.cpu()].cpu().long(),
+                       "shot_indices": shots.cpu(), "originals": images[shots.to(images.device)].cpu(),
+                       "view": "latents" if latent_size == 2 else "pca_procrustes",
+                       "epoch": torch.zeros(0, dtype=torch.long), "val_loss": torch.zeros(0, dtype=torch.float64),
+                       "xy": torch.zeros(0, len(sample), 2),
+                       "reconstructions": torch.zeros((0, len(shots), *images.shape[1:]), dtype=torch.uint8)}
 
-    def resume(self, saved: dict | None, start: int) -> None:
+    def state(self) -> dict:
+        return self.record
+
+    def load_state(self, saved: dict | None, start: int) -> None:
         """Continue a checkpoint's record (its epochs before start); a record of another sample starts afresh."""
         indices = saved.get("indices") if isinstance(saved, dict) else None
-        if torch.is_tensor(indices) and torch.equal(indices, self.fresh["indices"]):
+        if torch.is_tensor(indices) and torch.equal(indices, self.record["indices"]):
             keep = saved["epoch"] < start
             self.record = {**saved, **{k: saved[k][keep] for k in ("epoch", "val_loss", "xy", "reconstructions")}}
 
     @torch.no_grad()
-    def add(self, model, epoch: int, val_loss: float) -> dict:
-        """Record the model as it is after `epoch`; returns the whole record, for the checkpoint."""
+    def after_epoch(self, epoch: int, model, ckpt: dict) -> None:
+        """Record the model as it is after `epoch`."""
         model.eval()
         parts = []
         for part in self.record["indices"].split(1024):
@@ -89,11 +94,11 @@ class TrainingRecord:
         rec = model.reconstruct(to_float(self.record["originals"].to(self.device))).float().cpu()
         r = self.record
         self.record = {**r, "epoch": torch.cat([r["epoch"], torch.tensor([epoch])]),
-                       "val_loss": torch.cat([r["val_loss"], torch.tensor([val_loss], dtype=torch.float64)]),
+                       "val_loss": torch.cat([r["val_loss"], torch.tensor([ckpt["history"]["val_loss"][-1]],
+                                                                          dtype=torch.float64)]),
                        "xy": torch.cat([r["xy"], torch.from_numpy(xy).float()[None]]),
                        "reconstructions": torch.cat([r["reconstructions"],
                                                      (rec.clamp(0, 1) * 255).round().to(torch.uint8)[None]])}
-        return self.record
 
 
 # ---------------------------------------------------------------- drawing

@@ -1,11 +1,9 @@
-"""What a training checkpoint records of its run (the per-epoch history and its CSV log, the
-library versions, the weights and optimizer state on the CPU), and resuming from one: the checks
-that it came from the same model, dataset and settings.
+"""A training checkpoint: its keys (run_meta: the run and its dataset; make_checkpoint: the weights,
+the per-epoch history, the library versions, the resume state on the CPU), and resuming from one:
+the checks that it came from the same model, dataset and settings.
 """
 from __future__ import annotations
 
-import csv
-import io
 from importlib.metadata import version as package_version
 from pathlib import Path
 
@@ -14,7 +12,8 @@ import torch
 from latentlab.store import artifacts, files
 from latentlab.store.artifacts import HISTORY_KEYS
 from latentlab.cli import UserError
-from latentlab.settings import RESUME_MUST_MATCH, Settings, applies, recorded_value
+from latentlab.train.distributed import World, run_agreed, same_everywhere
+from latentlab.settings import RESUME_MUST_MATCH, Settings, applies, recorded, recorded_value
 from model.autoencoder import ModelConfig
 
 
@@ -28,15 +27,6 @@ def library_versions() -> dict:
     return out
 
 
-def write_log(history: dict, path: Path) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(HISTORY_KEYS)
-    for row in zip(*(history[k] for k in HISTORY_KEYS)):
-        w.writerow([row[0] + 1, *row[1:]])
-    files.atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
-
-
 def to_cpu(value):
     return value.detach().to("cpu", copy=True) if torch.is_tensor(value) else value
 
@@ -48,6 +38,35 @@ def optimizer_to_cpu(state: dict) -> dict:
 
 def best_epoch_of(history: dict) -> int:
     return history["epoch"][min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)]
+
+
+def run_meta(run: str, data, split, settings: Settings) -> dict:
+    """What a checkpoint says of its run: the run id, the dataset and how it was read and split, the seed."""
+    return {"run": run,
+            "dataset": {"name": data.name, "class_names": data.class_names, "image_shape": list(data.image_shape),
+                        "split": data.split, "num_train": len(split.train), "num_val": len(split.val),
+                        # what re-reads the training split (encode_latent_space.py --split train)
+                        "data_dir": str(Path(settings.data_dir).resolve()) if settings.data_dir else None,
+                        "image_size": settings.image_size, "resize": settings.resize,
+                        "background": settings.background, "skip_unreadable": settings.skip_unreadable,
+                        "skipped": len(data.skipped)},  # how the images were read, and how many were left out
+            "seed": settings.seed}
+
+
+def make_checkpoint(config: ModelConfig, meta: dict, settings: Settings, history: dict, best_state: dict,
+                    stopped_early: bool, model, opt, train: dict) -> dict:
+    """Every key of a checkpoint after an epoch (history's last), on top of meta (the run, the dataset,
+    the seed); the per-epoch hooks add what they keep for --resume, the report its "test_metrics"."""
+    epoch = history["epoch"][-1]
+    return {
+        "kind": "checkpoint", "format_version": files.FORMAT_VERSION,
+        "config": config.to_dict(), "state_dict": best_state, **meta,
+        "train": {**recorded(settings), **train}, "history": history, "best_epoch": best_epoch_of(history),
+        "finished": stopped_early or epoch + 1 >= settings.num_epochs, "stopped_early": stopped_early,
+        "resume": {"epoch": epoch, "state_dict": {k: to_cpu(v) for k, v in model.state_dict().items()},
+                   "optimizer": optimizer_to_cpu(opt.state_dict())},
+        "versions": library_versions(),
+    }
 
 
 # ---------------------------------------------------------------- resume
@@ -77,16 +96,26 @@ def check_resumable(path: Path, settings: Settings, config: ModelConfig, dataset
         check_resume(artifacts.load_checkpoint(path), path, settings, config, dataset)
 
 
-def load_resume(path: Path, settings: Settings, config: ModelConfig, meta: dict, model, opt) -> dict | None:
-    """The checkpoint to resume from (None when there is none yet), loaded into model and opt."""
-    if not path.is_file():
-        return None
-    ckpt = artifacts.load_checkpoint(path)
-    check_resume(ckpt, path, settings, config, meta["dataset"]["name"])
-    try:
-        model.load_state_dict(ckpt["resume"]["state_dict"])
-        opt.load_state_dict(ckpt["resume"]["optimizer"])
-    except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as e:
-        raise UserError(f"--resume: the optimizer state in {path} does not fit the model "
-                        f"({type(e).__name__}); drop --resume to start over")
+def load_resume(path: Path, settings: Settings, config: ModelConfig, meta: dict, model, opt,
+                world: World = World()) -> dict | None:
+    """The checkpoint to resume from (None when there is none yet), loaded into model and opt;
+    every process must find the same one."""
+    def load():
+        if not path.is_file():
+            return None
+        ckpt = artifacts.load_checkpoint(path)
+        check_resume(ckpt, path, settings, config, meta["dataset"]["name"])
+        try:
+            model.load_state_dict(ckpt["resume"]["state_dict"])
+            opt.load_state_dict(ckpt["resume"]["optimizer"])
+        except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as e:
+            raise UserError(f"--resume: the optimizer state in {path} does not fit the model "
+                            f"({type(e).__name__}); drop --resume to start over")
+        return ckpt
+    ckpt = run_agreed(load, world)
+    start = ckpt["resume"]["epoch"] + 1 if ckpt is not None else 0
+    if not same_everywhere(start, world):  # one checkpoint file, on a file system every process shares
+        raise UserError(f"--resume: the processes found different checkpoints at {path} (this one: "
+                        f"{'none' if ckpt is None else f'epoch {start}'}); put --output_dir on a file system "
+                        f"every machine shares")
     return ckpt

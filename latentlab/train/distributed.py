@@ -5,12 +5,12 @@ of 1). Every collective here is a no-op for one process, so the training code ca
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import DistributedSampler
 
 from latentlab.cli import UserError
 
@@ -108,20 +108,13 @@ def local_batch_size(batch_size: int, world: World) -> int:
 
 
 def epoch_shard(n: int, seed: int, epoch: int, world: World) -> torch.Tensor:
-    """This process's share of a seeded permutation of range(n): disjoint across ranks, padded by
-    wrapping round so every rank takes the same number of steps, and every item is covered.
-
-    Ranks take every W-th item (rank r: perm[r::W]), so with the global batch B split evenly
-    (b = B / W per rank), step i of the W ranks together sees perm[i*B:(i+1)*B], exactly the
-    batch of step i in one process: a DDP run follows the single-process run, up to summation
-    order and the at most W-1 wrapped items of the last step."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    perm = torch.randperm(n, generator=g)
-    if world.size > 1:
-        total = math.ceil(n / world.size) * world.size
-        perm = perm.repeat(math.ceil(total / n))[:total]  # wrap round (more than once when n < W)
-        perm = perm[world.rank::world.size]
-    return perm
+    """This process's share of a seeded permutation of range(n), as DistributedSampler deals it:
+    rank r takes perm[r::W], padded by wrapping round so every rank takes the same number of steps.
+    With the global batch B split evenly, step i of the W ranks together sees perm[i*B:(i+1)*B],
+    the batch of step i in one process, up to the at most W-1 wrapped items of the last step."""
+    sampler = DistributedSampler(range(n), num_replicas=world.size, rank=world.rank, seed=seed * 1_000_003)
+    sampler.set_epoch(epoch)
+    return torch.tensor(list(sampler), dtype=torch.long)
 
 
 def from_main(value, world: World):

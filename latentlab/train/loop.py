@@ -1,15 +1,13 @@
 """The training loop: data resident as uint8 tensors, batches as index slices of a seeded
 permutation, model selection on a validation split, early stopping, exact resume, bf16 autocast
-(see use_bf16), and DistributedDataParallel when launched with torchrun (latentlab.train.distributed).
+(see use_bf16), and DistributedDataParallel under torchrun (latentlab.train.distributed).
 
-Determinism: every epoch draws its permutation from a generator seeded by (seed, epoch) and
-reseeds torch's global RNG (denoising noise, VAE sampling) by (seed, epoch, rank). So an epoch
-depends only on the weights and optimizer state at its start, which the checkpoint holds: a run
-resumed after a crash ends exactly where an uninterrupted one ends.
-
-A memory-mapped dataset (an image folder over --memory_budget) keeps the same permutation: each
-batch is read in ascending index order and put back in the permutation's order (datasets.take),
-so the batches, and the weights, do not depend on where the data lives.
+Determinism: every epoch draws its permutation by (seed, epoch) and reseeds torch's global RNG
+(denoising noise, VAE sampling) by (seed, epoch, rank), so an epoch depends only on the weights and
+optimizer state at its start, which the checkpoint holds: a resumed run ends where an uninterrupted
+one ends. A memory-mapped dataset (an image folder over --memory_budget) reads each batch in
+ascending index order and puts it back in the permutation's order (datasets.take), so the batches
+do not depend on where the data lives.
 """
 from __future__ import annotations
 
@@ -21,15 +19,13 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
-from latentlab.store import files
-from latentlab.train.checkpoint import (HISTORY_KEYS, best_epoch_of, library_versions, load_resume, optimizer_to_cpu,
-                                     to_cpu)
+from latentlab.train.checkpoint import HISTORY_KEYS, best_epoch_of, load_resume, make_checkpoint, to_cpu
+from latentlab.train.hooks import load_states, save_after_hooks
 from latentlab.cli import UserError, memory_for, progress
 from latentlab.data.datasets import take, to_float
-from latentlab.train.distributed import (World, all_ranks_ok, all_reduce_sum, epoch_shard, local_batch_size, run_agreed,
-                                   same_everywhere)
+from latentlab.train.distributed import World, all_ranks_ok, all_reduce_sum, epoch_shard, local_batch_size, run_agreed
 from latentlab.store.runs import STAGING
-from latentlab.settings import PRECISIONS, Settings, recorded
+from latentlab.settings import PRECISIONS, Settings
 from latentlab.train.umap_loss import UmapLoss
 from model.autoencoder import FAMILIES, ModelConfig, build_model
 
@@ -193,17 +189,14 @@ def divergence_fix(lr: float, config: ModelConfig) -> str:
 
 
 def train_model(config: ModelConfig, split: TrainingSplit, settings: Settings, path: Path, meta: dict,
-                world: World = World(), on_epoch=None, quiet: bool = False, recorder=None,
-                umap: UmapLoss | None = None) -> dict:
+                world: World = World(), hooks=(), quiet: bool = False, umap: UmapLoss | None = None) -> dict:
     """Train one model on split.images[split.train], select it on split.images[split.val],
     checkpoint every epoch to path (rank 0), and return the final checkpoint dict.
 
     meta: what the checkpoint carries besides the training state (dataset name, class names, ...).
-    on_epoch(epoch, model, ckpt): called on rank 0 after each checkpoint (snapshots, logs).
-    recorder: a latentlab.train.animation.TrainingRecord, told of each epoch's model on rank 0; its
-    record goes into the checkpoint as "record", and a resumed run continues it.
-    umap: the UMAP loss of split (latentlab.train.umap_loss), added to the training objective; the
-    validation loss, which selects the model, stays the reconstruction objective alone.
+    hooks: rank 0's per-epoch side effects (latentlab.train.hooks), run before each checkpoint is
+    written. umap: the UMAP loss of split (latentlab.train.umap_loss), added to the training
+    objective; the validation loss, which selects the model, stays the reconstruction objective alone.
     """
     quiet = quiet or not world.main
     torch.manual_seed(settings.seed)  # the same initial weights for the same seed and config
@@ -211,29 +204,21 @@ def train_model(config: ModelConfig, split: TrainingSplit, settings: Settings, p
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
     amp = use_bf16(settings.precision, world.device, config.image_shape)
     local_batch_size(settings.batch_size, world)
-    history, best_state, start = {k: [] for k in HISTORY_KEYS}, None, 0
-
-    ckpt = run_agreed(lambda: load_resume(path, settings, config, meta, model, opt), world) if settings.resume else None
+    ckpt = load_resume(path, settings, config, meta, model, opt, world) if settings.resume else None
+    load_states(hooks, ckpt)
+    history, best_state = {k: [] for k in HISTORY_KEYS}, None
     if ckpt is not None:
-        history = {k: list(v) for k, v in ckpt["history"].items()}
-        best_state, start = ckpt["state_dict"], ckpt["resume"]["epoch"] + 1
-    if recorder is not None:
-        recorder.resume(ckpt.get("record") if ckpt is not None else None, start)
-    if not same_everywhere(start, world):  # one checkpoint file, on a file system every process shares
-        raise UserError(f"--resume: the processes found different checkpoints at {path} (this one: "
-                        f"{'none' if ckpt is None else f'epoch {start}'}); put --output_dir on a file system "
-                        f"every machine shares")
-    if ckpt is not None and (ckpt.get("stopped_early") or start >= settings.num_epochs):
-        if not quiet:
-            print(f"{path.name}: already finished ({start} epochs), skipping")
-        return ckpt
-
+        if ckpt.get("stopped_early") or ckpt["resume"]["epoch"] + 1 >= settings.num_epochs:
+            if not quiet:
+                print(f"{path.name}: already finished ({ckpt['resume']['epoch'] + 1} epochs), skipping")
+            return ckpt
+        history, best_state = {k: list(v) for k, v in ckpt["history"].items()}, ckpt["state_dict"]
     net = model
     if world.size > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[world.device.index] if world.device.type == "cuda" else None)
     name = f"latent {config.latent_size:>4}"
-    for epoch in range(start, settings.num_epochs):
+    for epoch in range(len(history["epoch"]), settings.num_epochs):
         t0 = time.perf_counter()
         loss_sum, seen, step, steps = _train_epoch(net, opt, split, settings, epoch, amp, world, quiet, umap)
         loss_sum, seen = all_reduce_sum([float(loss_sum), float(seen)], world)
@@ -253,23 +238,10 @@ def train_model(config: ModelConfig, split: TrainingSplit, settings: Settings, p
                        f"val {val_loss:.5f} | val MSE {val_mse:.5f} | {seen / seconds:,.0f} img/s"
                        f"{' *' if best_epoch == epoch else ''}")
         stopped_early = bool(settings.patience and epoch - best_epoch >= settings.patience)
-        record = recorder.add(model, epoch, val_loss) if recorder is not None and world.main else None
-        ckpt = {
-            "kind": "checkpoint", "format_version": files.FORMAT_VERSION,
-            "config": config.to_dict(), "state_dict": best_state, **meta,
-            "train": {**recorded(settings), "processes": world.size, "autocast": "bf16" if amp else "fp32"},
-            "history": history, "best_epoch": best_epoch,
-            "finished": stopped_early or epoch + 1 >= settings.num_epochs, "stopped_early": stopped_early,
-            "resume": {"epoch": epoch, "state_dict": {k: to_cpu(v) for k, v in model.state_dict().items()},
-                       "optimizer": optimizer_to_cpu(opt.state_dict())},
-            "versions": library_versions(), **({"record": record} if record is not None else {}),
-        }
-
-        def write():
-            files.save_torch(ckpt, path)
-            if on_epoch:
-                on_epoch(epoch, model, ckpt)
-        run_agreed(write, world, main_only=True)  # a full disk on rank 0 stops every rank
+        ckpt = make_checkpoint(config, meta, settings, history, best_state, stopped_early, model, opt,
+                               {"processes": world.size, "autocast": "bf16" if amp else "fp32"})
+        # a full disk on rank 0 stops every rank
+        run_agreed(lambda: save_after_hooks(hooks, epoch, model, ckpt, path), world, main_only=True)
         if stopped_early:
             if not quiet:
                 tqdm.write(f"{name} | early stop: no better validation loss for {settings.patience} epochs; "

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from latentlab.cli import UserError
 from latentlab.data.datasets import to_float
+from latentlab.train.hooks import Hook
 
 SPRITE_LIMIT = 8192  # TensorBoard's projector refuses sprites wider or taller than this many pixels
 PROJECTOR_SAMPLES = 1000  # test images train.py sends to the projector (as encode_latent_space.py by default)
@@ -42,36 +43,42 @@ def open_writer(folder: Path):
         raise UserError(f"cannot write to {folder}: {e.strerror or e}; choose a writable --output_dir")
 
 
-def log_epoch(writer, epoch: int, ckpt: dict) -> None:
-    """An epoch's scalars, from its checkpoint, and the reconstructions in its record (when recorded)."""
-    h = ckpt["history"]
-    step = epoch + 1
-    writer.add_scalar("loss/train", h["train_loss"][-1], step)
-    writer.add_scalar("loss/validation", h["val_loss"][-1], step)
-    writer.add_scalar("mse/validation", h["val_mse"][-1], step)
-    writer.add_scalar("images_per_s", h["images_per_s"][-1], step)
-    # the learning rate of the epoch's last step, as the scheduler left it in the optimizer
-    writer.add_scalar("learning_rate", ckpt["resume"]["optimizer"]["param_groups"][0]["lr"], step)
-    record = ckpt.get("record")
-    if record is not None and len(record["epoch"]) and int(record["epoch"][-1]) == epoch:
-        from torchvision.utils import make_grid  # here: importing torchvision is slow, and --tensorboard rare
-        grid = torch.cat([to_float(record["originals"]), to_float(record["reconstructions"][-1])])
-        writer.add_image("reconstructions (top: validation images, bottom: reconstructed)",
-                         make_grid(grid, nrow=len(record["originals"]), pad_value=1.0), step)
-    writer.flush()
+class EpochLog(Hook):
+    """A model's training in TensorBoard: its graph after the first epoch, then each epoch's scalars
+    (from its checkpoint) and the reconstructions of its record (when recorded)."""
 
+    def __init__(self, writer, example_u8: torch.Tensor, device):
+        self.writer, self.example, self.device = writer, example_u8, device
 
-def log_graph(writer, model, example_u8: torch.Tensor, device) -> None:
-    """The model graph, traced on one example batch; skipped with a note where tracing fails."""
-    import warnings
-    model.eval()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer's warnings about the VAE's sampling branch
-            writer.add_graph(model, to_float(example_u8.to(device)))
-    except Exception as e:  # a model the tracer cannot follow still trains and logs its scalars
-        from tqdm import tqdm
-        tqdm.write(f"note: TensorBoard graph not written ({type(e).__name__})")
+    def after_epoch(self, epoch, model, ckpt):
+        if epoch == 0:
+            self.log_graph(model)
+        h, step, writer = ckpt["history"], epoch + 1, self.writer
+        writer.add_scalar("loss/train", h["train_loss"][-1], step)
+        writer.add_scalar("loss/validation", h["val_loss"][-1], step)
+        writer.add_scalar("mse/validation", h["val_mse"][-1], step)
+        writer.add_scalar("images_per_s", h["images_per_s"][-1], step)
+        # the learning rate of the epoch's last step, as the scheduler left it in the optimizer
+        writer.add_scalar("learning_rate", ckpt["resume"]["optimizer"]["param_groups"][0]["lr"], step)
+        record = ckpt.get("record")
+        if record is not None and len(record["epoch"]) and int(record["epoch"][-1]) == epoch:
+            from torchvision.utils import make_grid  # here: importing torchvision is slow, and --tensorboard rare
+            grid = torch.cat([to_float(record["originals"]), to_float(record["reconstructions"][-1])])
+            writer.add_image("reconstructions (top: validation images, bottom: reconstructed)",
+                             make_grid(grid, nrow=len(record["originals"]), pad_value=1.0), step)
+        writer.flush()
+
+    def log_graph(self, model) -> None:
+        """The model graph, traced on the example batch; skipped with a note where tracing fails."""
+        import warnings
+        model.eval()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer's warnings about the VAE's sampling branch
+                self.writer.add_graph(model, to_float(self.example.to(self.device)))
+        except Exception as e:  # a model the tracer cannot follow still trains and logs its scalars
+            from tqdm import tqdm
+            tqdm.write(f"note: TensorBoard graph not written ({type(e).__name__})")
 
 
 def log_hparams(writer, hparams: dict, metrics: dict) -> None:
