@@ -99,4 +99,4 @@ def test_the_sweep_records_the_bottleneck_each_size_builds(tmp_path):
     assert [job.settings["bottleneck"] for job in jobs] == ["linear", "sphere"]
     args = sweep_latent_size.parse_args(["--models", "conv", "--bottleneck", "linear", "--output_dir", str(tmp_path)])
     job, = make_jobs(args, ["digits"], [0], ["conv"], [64], quiet=True)
-    assert job.settings["bottleneck"] == "linear" and job.train["bottleneck"] == "linear"
+    assert job.settings["bottleneck"] == "linear" and job.train.bottleneck == "linear"

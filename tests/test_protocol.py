@@ -233,7 +233,7 @@ def test_widths_are_recorded_used_by_later_steps_and_checked_by_resume(tmp_path)
 
 
 def test_the_sweep_passes_the_widths_on(tmp_path):
-    import argparse
+    import dataclasses
 
     import sweep_latent_size
     from latentlab.sweep.jobs import make_jobs
@@ -244,7 +244,7 @@ def test_the_sweep_passes_the_widths_on(tmp_path):
                       ["digits"], [0], ["conv"], [2], quiet=True)
     # the defaults as resolved, so that a sweep made with other defaults is not resumed as the same one
     assert conv.settings["dense"] == [512, 128, 32] and conv.settings["channels"] == [32, 64, 128, 256]
-    passed = Settings.from_args(argparse.Namespace(**json.loads(json.dumps(job.train))))  # as a job process reads it
+    passed = type(job)(**json.loads(json.dumps(dataclasses.asdict(job)))).train  # as a job process reads job.json
     assert passed.model_config(2, (1, 8, 8)).hidden == (32, 16)
 
 

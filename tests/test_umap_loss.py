@@ -181,7 +181,7 @@ def test_the_loss_goes_to_the_models_up_to_umap_max_size_and_the_sweep_records_e
                                          "--output_dir", str(tmp_path / "sweep")])
     jobs = {job.latent_size: job for job in make_jobs(args, ["digits"], [0], ["conv"], [2, 8], quiet=True)}
     assert jobs[2].settings["umap_weight"] == 0.1 and jobs[8].settings["umap_weight"] == 0.0
-    assert jobs[8].train["umap_weight"] == 0.1 and jobs[8].train["umap_max_size"] == 2  # train.py applies the rule
+    assert jobs[8].train.umap_weight == 0.1 and jobs[8].train.umap_max_size == 2  # train.py applies the rule
 
 
 @pytest.mark.slow

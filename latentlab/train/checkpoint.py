@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 
 from latentlab.store import artifacts, files
-from latentlab.store.artifacts import HISTORY_KEYS
 from latentlab.cli import UserError
 from latentlab.train.distributed import World, run_agreed, same_everywhere
 from latentlab.settings import RESUME_MUST_MATCH, Settings, applies, recorded, recorded_value
