@@ -19,8 +19,9 @@ the baselines are fit once, not for every model. Writes to --output_dir: classif
 (the scores, and the class the classifier most accurate on the N-d latents predicts for each test
 latent, for the explorer) and confusion_matrix_latent_size_{N}.png (that classifier, every model).
 """
-from latentlab.cli import fold_count, make_parser, run, show_progress, text_table
+from latentlab.cli import make_parser, run, show_progress, text_table
 from latentlab.store.inputs import add_input_flags
+from latentlab.analysis.flags import add_folds
 from latentlab.analysis.probes import PROBES
 
 PROTOCOLS = ("cv", "heldout")
@@ -35,7 +36,7 @@ def parse_args(argv=None):
     g.add_argument("--protocol", choices=PROTOCOLS, default="cv",
                    help="cv: stratified k-fold inside the encoded test images; heldout: fit on the encoded training "
                         "split, score the test images once")
-    g.add_argument("--folds", type=fold_count, default=5, help="cv: folds of the stratified cross-validation")
+    add_folds(g, "cv: folds of the stratified cross-validation")
     g.add_argument("--probes", nargs="+", default=list(PROBES), choices=PROBES, help="classifiers to run")
     g.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=BASELINES,
                    help="the baselines scored beside the latents: PCA of the same size, raw pixels (wider than "
@@ -220,12 +221,12 @@ def tabulate(latents, names, plan, scored, shown) -> tuple[dict, list, dict]:
 
 def probe_notes() -> str:
     """What the JSON's notes say of the probes under either protocol, from their constants."""
-    from latentlab.analysis.mlp_probe import PROBE_EPOCHS, PROBE_MIN_STEPS
-    from latentlab.analysis.probes import MAX_PROBE_FEATURES
+    from latentlab.analysis.mlp_probe import MLP_HIDDEN, PROBE_EPOCHS, PROBE_MIN_STEPS
+    from latentlab.analysis.probes import LINEAR_C, MAX_PROBE_FEATURES
     return (f". Features wider than {MAX_PROBE_FEATURES} are first reduced to their principal components "
             f"(scikit-learn PCA fit on each training fold, at most {MAX_PROBE_FEATURES}; probed_dims)"
-            f". The autoencoders and PCA were fit on the training split. linear = logistic regression (L2, C=1, "
-            f"L-BFGS up to 100 iterations), mlp = one hidden layer of 256 ReLU units (Adam, {PROBE_EPOCHS} epochs "
+            f". The autoencoders and PCA were fit on the training split. linear = logistic regression (L2, C={LINEAR_C:g}, "
+            f"L-BFGS up to 100 iterations), mlp = one hidden layer of {MLP_HIDDEN} ReLU units (Adam, {PROBE_EPOCHS} epochs "
             f"over the training fold and at least {PROBE_MIN_STEPS} steps), both on standardised features; k-NN on "
             f"the features as they are")
 

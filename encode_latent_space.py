@@ -14,8 +14,9 @@ latent_space_size_{k}.npy (test) or latent_space_size_{k}_train.npy (train), flo
 and a .json beside it (split, labels, indices into the split, class names, dataset, model, size, family);
 with --tensorboard, also the latents in TensorBoard's projector (tensorboard --logdir output/tensorboard).
 """
-from latentlab.cli import batch_images, count_or_all, make_parser, progress, run
+from latentlab.cli import count_or_all, make_parser, progress, run
 from latentlab.store.inputs import add_input_flags
+from latentlab.analysis.flags import add_batch_size
 
 
 def parse_args(argv=None):
@@ -27,7 +28,7 @@ def parse_args(argv=None):
     g.add_argument("--num_samples", type=count_or_all, default=None,
                    help="images to encode, a seeded sample ('all': the whole split; more than there are: all) "
                         "(default: 1000 of the test split, all of the training split)")
-    g.add_argument("--batch_size", type=batch_images, default=512, help="images per batch")
+    add_batch_size(g)
     g.add_argument("--tensorboard", action="store_true",
                    help="also put the latents in TensorBoard's projector, in <output_dir>/tensorboard/<run>/encoded/")
     return p.parse_args(argv)

@@ -13,21 +13,21 @@ the nearest cell of a --grid_size x --grid_size grid. Above --max_points latents
 is drawn, and the page says so.
 Writes to --output_dir: explorer_latent_size_{N}.html.
 """
-from latentlab.cli import batch_images, grid_side, make_parser, positive_int, progress, run
+from latentlab.cli import grid_side, make_parser, positive_int, progress, run
 from latentlab.store.inputs import add_input_flags
-from latentlab.analysis.projection import METHODS
+from latentlab.analysis.flags import add_batch_size, add_vis_type
 
 
 def parse_args(argv=None):
     p = make_parser(__doc__.split("\n")[0])
     add_input_flags(p, "latent_space", "model_path", "test_data")
     g = p.add_argument_group("step")
-    g.add_argument("--vis_type", default="umap", choices=METHODS, help="how the N-d latents are projected to 2-D")
+    add_vis_type(g)
     g.add_argument("--max_points", type=positive_int, default=20_000,
                    help="draw at most this many latents (a seeded sample above it)")
     g.add_argument("--grid_size", type=grid_side, default=40,
                    help="decodings per side of the grid shown under the cursor")
-    g.add_argument("--batch_size", type=batch_images, default=512, help="images per batch when decoding")
+    add_batch_size(g, "images per batch when decoding")
     return p.parse_args(argv)
 
 

@@ -18,9 +18,10 @@ and sweep_metrics_<dataset>.png.
 """
 from dataclasses import fields
 
-from latentlab.cli import (UserError, count_or_all, fold_count, make_parser, minutes, nonneg_int, processes, run,
+from latentlab.cli import (UserError, count_or_all, make_parser, minutes, nonneg_int, processes, run,
                            seed_int, width)
 from latentlab.settings import Settings, add_training_flags
+from latentlab.analysis.flags import add_folds
 from model.autoencoder import FAMILIES
 
 
@@ -36,7 +37,7 @@ def parse_args(argv=None):
     g.add_argument("--models", nargs="+", default=["conv", "vae"], choices=FAMILIES, help="network families")
     g.add_argument("--num_samples", type=count_or_all, default="all",
                    help="test images encoded for the probes and k-means, a seeded sample ('all': the whole test set)")
-    g.add_argument("--folds", type=fold_count, default=5, help="folds of the probes' stratified cross-validation")
+    add_folds(g, "folds of the probes' stratified cross-validation")
     g = p.add_argument_group("launcher")
     g.add_argument("--launcher", choices=("local", "submitit"), default="local",
                    help="local: on this machine; submitit: one job each through submitit (SLURM where sbatch exists)")

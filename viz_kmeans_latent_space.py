@@ -14,7 +14,7 @@ centroids, and a heatmap of clusters against classes) and kmeans_{space}_space_l
 """
 from latentlab.cli import at_least_two, make_parser, run, text_table, width
 from latentlab.store.inputs import add_input_flags
-from latentlab.analysis.projection import METHODS
+from latentlab.analysis.flags import add_vis_type
 
 
 def parse_args(argv=None):
@@ -27,8 +27,7 @@ def parse_args(argv=None):
                    help="cluster the latents themselves, or their UMAP reduction")
     g.add_argument("--umap_dims", type=width, default=2,
                    help="--space umap: dimensions of the UMAP reduction (N2D uses 10 for 10 classes)")
-    g.add_argument("--vis_type", default="umap", choices=METHODS,
-                   help="how a space of more than 2 dimensions is drawn in 2-D for the figure")
+    add_vis_type(g, "how a space of more than 2 dimensions is drawn in 2-D for the figure")
     return p.parse_args(argv)
 
 
@@ -42,7 +41,7 @@ def main(args) -> dict:
     from latentlab.cli import UserError, memory_for, seed_everything, worded
     from latentlab.store.inputs import find_latents, say
     from latentlab.store.runs import claim
-    from latentlab.analysis.scores import kmeans_scores
+    from latentlab.analysis.scores import SILHOUETTE_MAX_SAMPLES, kmeans_scores
     from latentlab.analysis.projection import METHOD_NAMES, axis_labels, clustering_space, view_2d
 
     seed_everything(args.seed)
@@ -91,9 +90,9 @@ def main(args) -> dict:
     metrics = {"step": "kmeans", "run": run, "dataset": main_l.dataset, "space": args.space, "num_clusters": k,
                "classes": len(main_l.class_names), "models": results, "caveats": found,
                "clusters": {"by_latent_size": assigned},
-               "notes": "NMI, ARI: sklearn normalized_mutual_info_score / adjusted_rand_score of clusters vs classes; "
-                        "purity: share of samples in their cluster's majority class; silhouette: in the space "
-                        "clustered (Euclidean, at most 5000 samples)"}
+               "notes": f"NMI, ARI: sklearn normalized_mutual_info_score / adjusted_rand_score of clusters vs classes; "
+                        f"purity: share of samples in their cluster's majority class; silhouette: in the space "
+                        f"clustered (Euclidean, at most {SILHOUETTE_MAX_SAMPLES} samples)"}
     path = files.save_json(metrics, out / f"kmeans_{args.space}_space_latent_size_{main_l.latent_size}.json")
     print(text_table([f"k-means, {k} clusters", "NMI", "ARI", "purity", "silhouette"], [
         [r["model"], f"{r['nmi']:.3f}", f"{r['ari']:.3f}", f"{r['purity']:.3f}",

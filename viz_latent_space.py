@@ -9,17 +9,17 @@ the 10-nearest-neighbour accuracy in 2-D (stratified 5-fold cross-validation, se
 are cached in --output_dir/cache/ by the content of the latents and the parameters.
 Writes to --output_dir: projection_{vis_type}_latent_size_{N}.png and .json.
 """
-from latentlab.cli import fold_count, make_parser, run
+from latentlab.cli import make_parser, run
 from latentlab.store.inputs import add_input_flags
-from latentlab.analysis.projection import METHODS
+from latentlab.analysis.flags import add_folds, add_vis_type
 
 
 def parse_args(argv=None):
     p = make_parser(__doc__.split("\n")[0])
     add_input_flags(p, "latent_space")
     g = p.add_argument_group("step")
-    g.add_argument("--vis_type", default="umap", choices=METHODS, help="how the N-d latents are projected to 2-D")
-    g.add_argument("--folds", type=fold_count, default=5, help="folds of the cross-validated 10-NN accuracy")
+    add_vis_type(g)
+    add_folds(g, "folds of the cross-validated 10-NN accuracy")
     return p.parse_args(argv)
 
 
@@ -61,6 +61,7 @@ def main(args) -> dict:
     from latentlab.store.inputs import find_latents
     from latentlab.store.runs import claim
     from latentlab.analysis.probes import KNN_K
+    from latentlab.analysis.scores import TRUST_K
 
     seed_everything(args.seed)
     out = Path(args.output_dir)
@@ -81,7 +82,7 @@ def main(args) -> dict:
                                      f"the test latents scored ({KNN_K}-NN accuracy, trustworthiness) hold")
     metrics = {"step": "latent_space", "run": run, "dataset": main_l.dataset, "vis_type": args.vis_type, "figure": str(figure),
                "models": results, "caveats": found,
-               "notes": f"trustworthiness: sklearn.manifold.trustworthiness (5 neighbours) of the 2-D projection; "
+               "notes": f"trustworthiness: sklearn.manifold.trustworthiness ({TRUST_K} neighbours) of the 2-D projection; "
                         f"knn{KNN_K}_accuracy: {KNN_K}-NN on the coordinates as they are, stratified {args.folds}-fold "
                         f"cross-validation (shuffle seeded with {args.seed}), pooled out-of-fold accuracy"}
     path = files.save_json(metrics, out / f"{name}.json")

@@ -8,8 +8,9 @@ Writes to --output_dir: reconstruction_latent_size_{N}.png (originals, then each
 of its size, each with its test MSE, the class name over each column) and
 reconstruction_latent_size_{N}.json (MSE, PSNR, SSIM).
 """
-from latentlab.cli import batch_images, figure_images, make_parser, progress, run, text_table
+from latentlab.cli import figure_images, make_parser, progress, run, text_table
 from latentlab.store.inputs import add_input_flags
+from latentlab.analysis.flags import add_batch_size
 
 
 def parse_args(argv=None):
@@ -17,7 +18,7 @@ def parse_args(argv=None):
     add_input_flags(p, "model_path", "test_data", "pca_baseline")
     g = p.add_argument_group("step")
     g.add_argument("--num_images", type=figure_images, default=8, help="test images in the figure (a seeded sample)")
-    g.add_argument("--batch_size", type=batch_images, default=512, help="images per batch for the metrics")
+    add_batch_size(g, "images per batch for the metrics")
     return p.parse_args(argv)
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from latentlab.cli import Parser, batch_images, run  # noqa: E402
+from latentlab.cli import Parser, run  # noqa: E402
+from latentlab.analysis.flags import add_batch_size  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -28,7 +29,7 @@ def parse_args(argv=None):
     p.add_argument("--model_path", required=True, help="a checkpoint written by train.py")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data_dir", default=None)
-    p.add_argument("--batch_size", type=batch_images, default=512)
+    add_batch_size(p)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     args = p.parse_args(argv)
     if not Path(args.model_path).is_file():

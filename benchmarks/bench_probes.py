@@ -58,13 +58,14 @@ def load_features(args):
 
 
 def main(argv=None):
-    from latentlab.cli import Parser, fold_count
+    from latentlab.analysis.flags import add_folds
+    from latentlab.cli import Parser
     p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--latent_space", help="a latent_space_size_{N}.npy written by encode_latent_space.py")
     p.add_argument("--raw_pixels", action="store_true", help="the raw pixels of the same test images instead of the latents")
     p.add_argument("--digits", action="store_true", help="scikit-learn's 8x8 digits instead of a latents file")
     p.add_argument("--probes", nargs="+", default=["linear", "knn", "mlp"], choices=["linear", "knn", "mlp"])
-    p.add_argument("--folds", type=fold_count, default=5)
+    add_folds(p)
     args = p.parse_args(argv)
     import math
 

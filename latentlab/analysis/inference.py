@@ -6,10 +6,11 @@ import numpy as np
 import torch
 
 from latentlab.data.datasets import to_float
+from latentlab.analysis.flags import BATCH_SIZE
 
 
 @torch.no_grad()
-def reconstruct_batches(model, x_u8: torch.Tensor, device, batch: int = 512):
+def reconstruct_batches(model, x_u8: torch.Tensor, device, batch: int = BATCH_SIZE):
     """Yield (originals, reconstructions) float batches in [0, 1], on the CPU, in order."""
     model.eval()
     for part in x_u8.split(batch):
@@ -17,7 +18,7 @@ def reconstruct_batches(model, x_u8: torch.Tensor, device, batch: int = 512):
         yield x.cpu(), model.reconstruct(x).float().cpu()
 
 
-def model_mse(model, x_u8: torch.Tensor, device, batch: int = 512) -> float:
+def model_mse(model, x_u8: torch.Tensor, device, batch: int = BATCH_SIZE) -> float:
     """The model's reconstruction MSE over every pixel value of x_u8."""
     total, count = 0.0, 0
     for x, rec in reconstruct_batches(model, x_u8, device, batch):
@@ -39,7 +40,7 @@ def sample_test_items(total: int, num_samples, seed: int, what: str = "test") ->
 
 
 @torch.no_grad()
-def encode_images(model, x_u8: torch.Tensor, device, batch: int = 512, progress=None) -> np.ndarray:
+def encode_images(model, x_u8: torch.Tensor, device, batch: int = BATCH_SIZE, progress=None) -> np.ndarray:
     """(N, C, H, W) uint8 -> float32 latents (N, latent_size), one batch at a time (a VAE gives its
     posterior mean). progress: an optional callable n -> None, told how many images each batch held."""
     model.eval()

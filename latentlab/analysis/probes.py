@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from latentlab.analysis import mlp_probe
+from latentlab.analysis.flags import FOLDS
 from latentlab.store import files
 from latentlab.analysis.mlp_probe import mlp_predict, standardise
 
@@ -29,6 +30,7 @@ HELDOUT_KNN_KS = (5, 10)  # 5: the k-NN of Sainburg et al. 2021 (Parametric UMAP
 # wider features (the raw pixels of larger images) are reduced by PCA on the training rows first,
 # as a probe's cost grows with the width
 MAX_PROBE_FEATURES = 1024
+LINEAR_C = 1.0  # scikit-learn's default L2 strength
 PROBE_VERSION = 6  # bump when a probe's training changes: cached predictions of older probes are not reused
 
 
@@ -39,7 +41,7 @@ def _linear(fits: list, num_classes: int, k: int, seed: int) -> list[torch.Tenso
     out = []
     for x, y, q in fits:
         x, q = standardise(x, q)
-        out.append(torch.as_tensor(LogisticRegression(C=1.0).fit(x.cpu().numpy(), y.cpu().numpy()).predict(q.cpu().numpy())))
+        out.append(torch.as_tensor(LogisticRegression(C=LINEAR_C).fit(x.cpu().numpy(), y.cpu().numpy()).predict(q.cpu().numpy())))
     return out
 
 
@@ -103,7 +105,7 @@ def best_probe(scores: dict) -> str:
     return max(scored, key=lambda p: scored[p]["accuracy"])
 
 
-def probe_scores(features: np.ndarray, labels: np.ndarray, probes=PROBES, folds: int = 5, seed: int = 0,
+def probe_scores(features: np.ndarray, labels: np.ndarray, probes=PROBES, folds: int = FOLDS, seed: int = 0,
                  knn_k: int = KNN_K, progress=None, device="cpu", cache_dir=None, workers: int | None = None) -> dict:
     """The cross-validated scores of one feature set: probe_scores_of_sets on its cv_splits."""
     return probe_scores_of_sets({0: (features, labels, cv_splits(labels, folds, seed))}, probes, seed, (knn_k,),

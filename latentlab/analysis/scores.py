@@ -15,6 +15,7 @@ import torch
 
 
 SILHOUETTE_MAX_SAMPLES = 5000  # silhouette and trustworthiness are O(n^2): score a seeded subsample above this
+TRUST_K = 5  # neighbours of the 2-D picture's trustworthiness
 
 
 def psnr(mse: float) -> float:
@@ -105,7 +106,7 @@ def kmeans_scores(features: np.ndarray, labels: np.ndarray, num_clusters: int, s
     return scores, clusters, km.cluster_centers_
 
 
-def trustworthiness(high: np.ndarray, low: np.ndarray, n_neighbors: int = 5, seed: int = 0) -> float:
+def trustworthiness(high: np.ndarray, low: np.ndarray, n_neighbors: int = TRUST_K, seed: int = 0) -> float:
     """sklearn.manifold.trustworthiness of a projection (Venna & Kaski), on a seeded subsample of
     SILHOUETTE_MAX_SAMPLES points: 1 when the k nearest neighbours of every point in the projection
     are among its k nearest in the full space. k is clipped below n / 2, as scikit-learn needs."""

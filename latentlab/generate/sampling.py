@@ -14,11 +14,12 @@ import numpy as np
 import torch
 
 from latentlab.store import files
+from latentlab.analysis.flags import BATCH_SIZE
 
 
 # ---------------------------------------------------------------- decoding in batches
 @torch.no_grad()
-def decode_latents(model, z: torch.Tensor, device, batch: int = 512) -> torch.Tensor:
+def decode_latents(model, z: torch.Tensor, device, batch: int = BATCH_SIZE) -> torch.Tensor:
     """float latents (n, latent_size) -> images (n, C, H, W) in [0, 1], float32 on the CPU."""
     model.eval()
     return torch.cat([model.decode(part.float().to(device)).float().cpu() for part in z.split(batch)])

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from latentlab import plots
 from latentlab.cli import UserError
 from latentlab.data.datasets import to_float
+from latentlab.train import seeds
 from latentlab.train.hooks import Hook
 
 RECORD_IMAGES = 2000  # validation images whose latents are recorded each epoch (fewer when the split is smaller)
@@ -38,7 +39,7 @@ OUTPUTS = ("latent_evolution_latent_size_*.gif", "latent_evolution_latent_size_*
 def record_sample(val_idx: torch.Tensor, seed: int) -> torch.Tensor:
     """The validation items recorded each epoch: a seeded sample of at most RECORD_IMAGES, in split order."""
     n = min(RECORD_IMAGES, len(val_idx))
-    pick = torch.randperm(len(val_idx), generator=torch.Generator().manual_seed(seed + 104729))[:n]
+    pick = torch.randperm(len(val_idx), generator=torch.Generator().manual_seed(seeds.record(seed)))[:n]
     return val_idx[pick.sort().values]
 
 

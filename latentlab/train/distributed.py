@@ -13,6 +13,7 @@ import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
 from latentlab.cli import UserError
+from latentlab.train import seeds
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def epoch_shard(n: int, seed: int, epoch: int, world: World) -> torch.Tensor:
     rank r takes perm[r::W], padded by wrapping round so every rank takes the same number of steps.
     With the global batch B split evenly, step i of the W ranks together sees perm[i*B:(i+1)*B],
     the batch of step i in one process, up to the at most W-1 wrapped items of the last step."""
-    sampler = DistributedSampler(range(n), num_replicas=world.size, rank=world.rank, seed=seed * 1_000_003)
+    sampler = DistributedSampler(range(n), num_replicas=world.size, rank=world.rank, seed=seeds.shuffle(seed))
     sampler.set_epoch(epoch)
     return torch.tensor(list(sampler), dtype=torch.long)
 

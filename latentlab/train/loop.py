@@ -27,6 +27,7 @@ from latentlab.data.datasets import take, to_float
 from latentlab.train.distributed import World, all_ranks_ok, all_reduce_sum, epoch_shard, local_batch_size, run_agreed
 from latentlab.store.runs import STAGING
 from latentlab.settings import PRECISIONS, Settings
+from latentlab.train import seeds
 from latentlab.train.umap_loss import UmapLoss
 from model.autoencoder import FAMILIES, ModelConfig, build_model
 
@@ -67,7 +68,7 @@ class TrainingSplit(NamedTuple):
 
 def split_train_val(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded split of the training items into (train indices, validation indices)."""
-    g = torch.Generator().manual_seed(seed + 7919)
+    g = torch.Generator().manual_seed(seeds.validation(seed))
     perm = torch.randperm(n, generator=g)
     n_val = max(1, int(round(n * val_fraction))) if val_fraction > 0 else 0
     return perm[n_val:].sort().values, perm[:n_val].sort().values
@@ -110,7 +111,7 @@ def _train_epoch(net, opt, split: TrainingSplit, settings: Settings, epoch: int,
     model = getattr(net, "module", net)  # under DistributedDataParallel, the model it wraps
     device, config = world.device, model.config
     local_batch = local_batch_size(settings.batch_size, world)
-    torch.manual_seed(settings.seed * 1_000_003 + epoch * 1009 + world.rank)  # noise and VAE sampling
+    torch.manual_seed(seeds.epoch(settings.seed, epoch, world.rank))
     shard = split.train[epoch_shard(len(split.train), settings.seed, epoch, world)].to(split.images.device)
     steps = math.ceil(len(shard) / local_batch)
     ends = umap.epoch_ends(steps, settings.seed, epoch, world.rank).to(split.images.device) if umap else None

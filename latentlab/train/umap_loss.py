@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from latentlab.store import files
+from latentlab.train import seeds
 
 NEIGHBOURS = 15  # umap-learn's default n_neighbors
 NEGATIVES = 5  # negative pairs per edge, umap-learn's default negative_sample_rate
@@ -102,7 +103,7 @@ class UmapLoss:
     def epoch_ends(self, steps: int, seed: int, epoch: int, rank: int) -> torch.Tensor:
         """(steps, 2 * edges) image indices, heads then tails, of the edges each step of this epoch
         draws, seeded by (seed, epoch, rank) so that a resumed run draws the same ones."""
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 1009 + rank + 104_729)
+        g = torch.Generator().manual_seed(seeds.umap_edges(seed, epoch, rank))
         u = torch.rand(steps * self.edges, generator=g, dtype=torch.float64) * self.cumulative[-1]
         drawn = torch.searchsorted(self.cumulative, u, right=True).clamp_max_(len(self.cumulative) - 1)
         drawn = drawn.view(steps, self.edges)
