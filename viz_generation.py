@@ -72,7 +72,7 @@ def main(args) -> dict:
     """Draw the figures of --mode (and score, with --mode score or all); returns {figure name: path written}."""
     import torch
 
-    from latentlab import plots
+    from latentlab import image_grids
     from latentlab.generate import sampling as gen
     from latentlab.store import files
     from latentlab.cli import UserError, memory_for, pick_device, seed_everything, worded
@@ -140,7 +140,7 @@ def main(args) -> dict:
             z = gen.draw(sampler, packed, k, args.num_samples, args.seed, FAMILIES[m.family].prior)
             source = gen.sampler_source(sampler, packed, 0 if train_x is None else len(train_x))
             _, ncols = gen.grid_shape(args.num_samples)
-            fig = plots.image_grid(decode(m.latent_size, z, "--num_samples"),
+            fig = image_grids.image_grid(decode(m.latent_size, z, "--num_samples"),
                                    title(m, f"{args.num_samples} new images decoded from latents {source}"), ncols)
             save(fig, f"samples_latent_size_{m.latent_size}")
 
@@ -159,7 +159,7 @@ def main(args) -> dict:
         what = (f"Interpolation in latent space from test image {a} (class {cls(a)}) to test image {b} (class {cls(b)})\n"
                 f"{big.name}, latent size{'s' if len(models) > 1 else ''} {sizes}, {dataset}; "
                 f"originals at both ends")
-        save(plots.image_rows(rows, what, col_titles=cols), f"interpolation_latent_size_{big.latent_size}")
+        save(image_grids.image_rows(rows, what, col_titles=cols), f"interpolation_latent_size_{big.latent_size}")
 
     if "traverse" in modes:
         a = args.index[0] if args.index else gen.pick_pair(labels, None, args.seed)[0]
@@ -168,7 +168,7 @@ def main(args) -> dict:
             if m.latent_size == 2:
                 grid, xs, ys = gen.manifold_grid(z_test, args.grid_size)
                 outside = gen.share_outside(z_test, xs, ys)
-                fig = plots.latent_manifold(
+                fig = image_grids.latent_manifold(
                     decode(m.latent_size, grid, "--grid_size"), xs.numpy(), ys.numpy(), z_test.numpy(),
                     labels.numpy(), class_names,
                     title(m, f"The 2-d latent space: decodings over the 1st-99th percentile box of the test latents "
@@ -187,7 +187,7 @@ def main(args) -> dict:
                 cols = ["original", *[f"{o:+.3g} std" if abs(o) > 1e-9 else "0 std\n(reconstruction)" for o in offsets.tolist()]]
                 what = (f"Latent traversal around test image {a} (class {cls(a)}): one dimension at a time, "
                         f"the {len(dims)} highest-variance dimensions of the test latents")
-                save(plots.image_rows(rows, title(m, what), col_titles=cols), f"traversal_latent_size_{m.latent_size}")
+                save(image_grids.image_rows(rows, title(m, what), col_titles=cols), f"traversal_latent_size_{m.latent_size}")
     if "score" in modes:
         score(args, out, run_id, data, models, nets, train_x, train_y, z_train, pca, samplers, device)  # prints its JSON's path
     return written

@@ -27,7 +27,7 @@ def main(args) -> dict:
 
     import torch
 
-    from latentlab import caveats, plots
+    from latentlab import caveats, image_grids
     from latentlab.store import files
     from latentlab.cli import UserError, memory_for, pick_device, seed_everything
     from latentlab.store.inputs import find_models, find_pca_baseline
@@ -76,7 +76,7 @@ def main(args) -> dict:
         rows.append((f"PCA, {r['pca']['components']} components\ntest MSE {r['pca']['mse']:.4f}",
                      next(pca_reconstruct_batches(shown, pca["mean"], pca["components"], r["pca"]["components"]))[1]))
     title = f"test images and their reconstructions: {main_model.label}\n(MSE over all {len(images)} test images)"
-    fig = plots.image_rows(rows, title, col_titles=[names[int(c)] for c in labels[pick]])
+    fig = image_grids.image_rows(rows, title, col_titles=[names[int(c)] for c in labels[pick]])
     figure = files.save_figure(fig, out / f"reconstruction_latent_size_{main_model.latent_size}.png")
     found = caveats.of_models({m.latent_size: caveats.training_caveats(
         m.ckpt.get("test_metrics", {}).get("optimiser_steps"), results[str(m.latent_size)]["mse_vs_pca"]) for m in models})

@@ -6,7 +6,7 @@ import pytest
 import torch
 from skimage.color import rgb2lab
 
-from latentlab import palettes, plots
+from latentlab import image_grids, palettes, plots
 
 
 def heatmap_texts(fig):
@@ -120,7 +120,7 @@ def test_the_outcome_colours_are_neither_a_class_nor_a_cluster():
 def test_image_rows_leave_a_gap_between_rows_and_columns(hw, n):
     """12 columns of two rows: the interpolation figure, whose rows used to touch."""
     imgs = torch.rand(n, 1, *hw)
-    fig = plots.image_rows([("2-d", imgs), ("16-d", imgs), ("PCA", imgs[:3])], "a title\nof two lines",
+    fig = image_grids.image_rows([("2-d", imgs), ("16-d", imgs), ("PCA", imgs[:3])], "a title\nof two lines",
                            col_titles=["image 3\nclass 1", *(f"t={t:.2f}" for t in range(n - 1))])
     fig.canvas.draw()
     w, h = fig.get_size_inches()

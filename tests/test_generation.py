@@ -7,7 +7,7 @@ from PIL import Image
 
 import viz_generation
 from conftest import run_script
-from latentlab import plots
+from latentlab import image_grids, plots
 from latentlab.generate import sampling as gen
 from latentlab.store import artifacts, files
 from latentlab.cli import UserError
@@ -140,7 +140,7 @@ def test_interpolation_line_and_the_choice_of_images():
 
 def test_image_grid_places_image_i_at_row_i_div_ncols_with_no_outer_border():
     imgs = torch.arange(5, dtype=torch.float32).view(5, 1, 1, 1).expand(5, 1, 2, 3) / 10
-    tiles = plots.mosaic(imgs, ncols=2, pad=1, pad_value=1.0)[..., 0]  # grey images come back as RGB
+    tiles = image_grids.mosaic(imgs, ncols=2, pad=1, pad_value=1.0)[..., 0]  # grey images come back as RGB
     assert tiles.shape == (3 * 3 - 1, 2 * 4 - 1)
     assert (tiles[0:2, 0:3] == 0.0).all() and (tiles[0:2, 4:7] == pytest.approx(0.1))
     assert (tiles[6:8, 0:3] == pytest.approx(0.4)) and (tiles[6:8, 4:7] == 1.0).all()  # empty slot: padding

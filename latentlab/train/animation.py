@@ -22,7 +22,7 @@ from matplotlib import animation
 from scipy.linalg import orthogonal_procrustes
 from tqdm import tqdm
 
-from latentlab import plots
+from latentlab import image_grids, plots
 from latentlab.cli import UserError
 from latentlab.data.datasets import to_float
 from latentlab.train import seeds
@@ -188,14 +188,14 @@ def reconstruction_animation(record: dict, what: str, num_epochs: int):
     """Originals above their reconstructions: (figure, draw_frame(i) for epoch i of the record)."""
     originals = to_float(record["originals"])
     recs = record["reconstructions"]
-    fig = plots.image_rows([("original", originals), ("reconstructed", to_float(recs[0]))], f"{what}\n")
+    fig = image_grids.image_rows([("original", originals), ("reconstructed", to_float(recs[0]))], f"{what}\n")
     n = len(originals)
     images = [fig.axes[n + c].images[0] for c in range(n)]
     title = fig._suptitle  # matplotlib keeps the suptitle's Text there (no public getter)
 
     def frame(i):
         for c, im in enumerate(images):
-            im.set_data(plots.image_for_display(to_float(recs[i][c])))
+            im.set_data(image_grids.image_for_display(to_float(recs[i][c])))
         title.set_text(f"{what}\nvalidation images after epoch {int(record['epoch'][i]) + 1}/{num_epochs}, "
                        f"validation loss {float(record['val_loss'][i]):.5f}")
     return fig, frame

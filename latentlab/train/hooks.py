@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from latentlab import plots
+from latentlab import image_grids
 from latentlab.data.datasets import to_float
 from latentlab.store import files
 from latentlab.store.artifacts import HISTORY_KEYS
@@ -79,7 +79,7 @@ class Snapshots(Hook):
             model.eval()
             x = to_float(self.images.to(self.device))
             rec = model.reconstruct(x).float().cpu()
-        fig = plots.image_rows([("original", x.cpu()), (f"{k}-d", rec)],
+        fig = image_grids.image_rows([("original", x.cpu()), (f"{k}-d", rec)],
                                f"{describe(self.family, k)}: validation images after epoch {epoch + 1}")
         files.save_figure(fig, self.out / f"reconstructions_latent_size_{k}_epoch_{epoch + 1:03d}.png")
 
