@@ -14,7 +14,8 @@ latent_space_size_{k}.npy (test) or latent_space_size_{k}_train.npy (train), flo
 and a .json beside it (split, labels, indices into the split, class names, dataset, model, size, family);
 with --tensorboard, also the latents in TensorBoard's projector (tensorboard --logdir output/tensorboard).
 """
-from latentlab.cli import count_or_all, make_parser, progress, run
+from latentlab.cli import make_parser, progress, run
+from latentlab.ranges import count_or_all
 from latentlab.store.inputs import add_input_flags
 from latentlab.analysis.flags import add_batch_size
 

@@ -13,7 +13,8 @@ the nearest cell of a --grid_size x --grid_size grid. Above --max_points latents
 is drawn, and the page says so.
 Writes to --output_dir: explorer_latent_size_{N}.html.
 """
-from latentlab.cli import grid_side, make_parser, positive_int, progress, run
+from latentlab.cli import make_parser, progress, run
+from latentlab.ranges import grid_side, positive_int
 from latentlab.store.inputs import add_input_flags
 from latentlab.analysis.flags import add_batch_size, add_vis_type
 

@@ -18,8 +18,8 @@ and sweep_metrics_<dataset>.png.
 """
 from dataclasses import fields
 
-from latentlab.cli import (UserError, count_or_all, make_parser, minutes, nonneg_int, processes, run,
-                           seed_int, width)
+from latentlab.cli import UserError, make_parser, run
+from latentlab.ranges import count_or_all, minutes, nonneg_int, processes, seed_int, width
 from latentlab.settings import Settings, add_training_flags
 from latentlab.analysis.flags import add_folds
 from model.autoencoder import FAMILIES

@@ -19,8 +19,9 @@ generation_manifold_latent_size_2.png, generation_traversal_latent_size_{N}.png,
 import math
 from pathlib import Path
 
-from latentlab.cli import (figure_images, make_parser, mixture_components, nonneg_int, row_length, run, scored_images,
-                           std_multiple, width)
+from latentlab.cli import make_parser, run
+from latentlab.ranges import (figure_images, mixture_components, nonneg_int, row_length, scored_images,
+                              std_multiple, width)
 from latentlab.generate.sampling import GMM_COMPONENTS, NUM_SCORED, SAMPLERS
 from latentlab.store.inputs import add_input_flags
 from model.autoencoder import FAMILIES

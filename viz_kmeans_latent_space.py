@@ -12,7 +12,8 @@ kmeans_{space}_space_latent_size_{k}.png per model (the clusters in a 2-D view w
 centroids, and a heatmap of clusters against classes) and kmeans_{space}_space_latent_size_{N}.json
 (the scores, and each latent's cluster in the order of its latents file, which the explorer shows).
 """
-from latentlab.cli import at_least_two, make_parser, run, text_table, width
+from latentlab.cli import make_parser, run, text_table
+from latentlab.ranges import at_least_two, width
 from latentlab.store.inputs import add_input_flags
 from latentlab.analysis.flags import add_vis_type
 

@@ -8,7 +8,8 @@ Writes to --output_dir: reconstruction_latent_size_{N}.png (originals, then each
 of its size, each with its test MSE, the class name over each column) and
 reconstruction_latent_size_{N}.json (MSE, PSNR, SSIM).
 """
-from latentlab.cli import figure_images, make_parser, progress, run, text_table
+from latentlab.cli import make_parser, progress, run, text_table
+from latentlab.ranges import figure_images
 from latentlab.store.inputs import add_input_flags
 from latentlab.analysis.flags import add_batch_size
 

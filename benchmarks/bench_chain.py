@@ -32,7 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from latentlab.cli import Parser, repeat_count, run, seconds  # noqa: E402
+from latentlab.cli import Parser, run  # noqa: E402
+from latentlab.ranges import repeat_count, seconds  # noqa: E402
 
 STEPS = [
     ("encode", ["encode_latent_space.py", "--num_samples", "all"]),

@@ -30,7 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from latentlab.cli import Parser, UserError, nonneg_int, positive_int, run  # noqa: E402
+from latentlab.cli import Parser, UserError, run  # noqa: E402
+from latentlab.ranges import nonneg_int, positive_int  # noqa: E402
 
 PATHS = ("imagefolder", "first_load", "cached_load")
 

@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from latentlab.cli import Parser, UserError, repeat_count, run  # noqa: E402
+from latentlab.cli import Parser, UserError, run  # noqa: E402
+from latentlab.ranges import repeat_count  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -34,7 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from latentlab.cli import Parser, positive_int, repeat_count, run, width  # noqa: E402
+from latentlab.cli import Parser, run  # noqa: E402
+from latentlab.ranges import positive_int, repeat_count, width  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -46,8 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from latentlab.cli import (Parser, batch_images, nonneg_int, pick_device, positive_int, repeat_count, run,  # noqa: E402
-                           width, workers)
+from latentlab.cli import Parser, pick_device, run
+from latentlab.ranges import batch_images, nonneg_int, positive_int, repeat_count, width, workers
 from latentlab.data.datasets import load_dataset  # noqa: E402
 from latentlab.train.distributed import World  # noqa: E402
 from latentlab.data.datasets import to_float  # noqa: E402

@@ -29,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from latentlab.cli import Parser, width  # noqa: E402
+from latentlab.cli import Parser  # noqa: E402
+from latentlab.ranges import width  # noqa: E402
 from model.autoencoder import FAMILIES  # noqa: E402
 
 # (metric, latent size): (comparison, goal) from the issues, for Fashion-MNIST with the defaults

@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, dataclass, field, fields
 
-from latentlab.cli import (MAX_IMAGE_SIZE, UserError, adam_lr, batch_images, epoch_count, epoch_count_or_off, fraction,
-                           gigabytes, image_side, loss_weight, make_parser, noise_level, width, width_or_none)
+from latentlab.cli import UserError, make_parser
+from latentlab.ranges import (MAX_IMAGE_SIZE, adam_lr, batch_images, epoch_count, epoch_count_or_off, fraction,
+                              gigabytes, image_side, loss_weight, noise_level, width, width_or_none)
 from latentlab.data.sources import DATASETS
 from latentlab.data.image_file import RESIZE_MODES, colour
 from model.autoencoder import BOTTLENECKS, FAMILIES, WIDTHS, ModelConfig, build_model

@@ -1,7 +1,7 @@
 """The flags that steps 2-7 and the sweep share, each declared once: images per batch, the folds of
 the cross-validation, and how N-d latents are drawn in 2-D. The library's defaults are the same
 constants."""
-from latentlab.cli import batch_images, fold_count
+from latentlab.ranges import batch_images, fold_count
 from latentlab.analysis.projection import METHODS
 
 BATCH_SIZE = 512  # images per batch when a step encodes or decodes (no gradients: larger than training's)
