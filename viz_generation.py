@@ -69,15 +69,117 @@ def check_indices(index, n: int) -> None:
             raise UserError(f"--index {i} is out of range: the test data has {n} images (0..{n - 1})")
 
 
+class Figures:
+    """Step 7's figures of the models (find_models' order, the 2-d first), each saved as it is drawn."""
+
+    def __init__(self, args, out, data, models, nets, latents, device):
+        from latentlab.generate.sampling import class_name
+        self.args, self.out, self.models, self.nets, self.latents, self.device = args, out, models, nets, latents, device
+        self.images, self.labels, self.dataset = data["images"], data["labels"], data.get("dataset", "?")
+        names = list(data.get("class_names") or [])
+        self.class_names = [class_name(names, k) for k in range(max(len(names), int(self.labels.max()) + 1))]
+        self.written = {}
+
+    def save(self, fig, name):
+        from latentlab.store import files
+        self.written[name] = path = files.save_figure(fig, self.out / f"generation_{name}.png")
+        print(f"wrote {path}")
+
+    def room_for(self, k, n, flags):
+        from latentlab.cli import memory_for
+        shape = self.nets[k].config.image_shape
+        return memory_for(f"{n} decoded images of {'x'.join(map(str, shape))}", flags,
+                          2 * n * math.prod(shape) * 4)  # float32 images, and their concatenation
+
+    def decode(self, k, z, flags):
+        from latentlab.generate.sampling import decode_latents
+        with self.room_for(k, len(z), flags):
+            return decode_latents(self.nets[k], z, self.device)
+
+    def cls(self, i):
+        return self.class_names[self.labels[i]]
+
+    def samples(self, sampler, z_train, num_train):
+        from latentlab import image_grids
+        from latentlab.cli import worded
+        from latentlab.generate import sampling as gen
+        args = self.args
+        for m in self.models:
+            k = m.latent_size
+            with self.room_for(k, args.num_samples, "--num_samples"):  # refused before a sampler is fitted and cached
+                pass
+            with worded("lower --gmm_components"):
+                packed = None if sampler == "prior" else gen.fitted_sampler(z_train[k], sampler, args.gmm_components,
+                                                                            args.seed, self.out / "cache")
+            z = gen.draw(sampler, packed, k, args.num_samples, args.seed, FAMILIES[m.family].prior)
+            what = f"{args.num_samples} new images decoded from latents {gen.sampler_source(sampler, packed, num_train)}"
+            fig = image_grids.image_grid(self.decode(k, z, "--num_samples"), f"{what}\n{m.label}",
+                                         gen.grid_shape(args.num_samples)[1])
+            self.save(fig, f"samples_latent_size_{k}")
+
+    def interpolation(self):
+        import torch
+
+        from latentlab import image_grids
+        from latentlab.cli import worded
+        from latentlab.data.datasets import to_float
+        from latentlab.generate import sampling as gen
+        with worded("pass the test data of a larger training"):
+            a, b = gen.pick_pair(self.labels, self.args.index, self.args.seed)
+        ends, steps, cls = to_float(self.images[[a, b]]), self.args.steps, self.cls
+        rows = [(f"{m.latent_size}-d", torch.cat([ends[:1], self.decode(m.latent_size, gen.interpolate_latents(
+            self.latents[m.latent_size][a], self.latents[m.latent_size][b], steps), "--steps"), ends[1:]]))
+            for m in self.models]
+        cols = [f"image {a}\nclass {cls(a)}", *(f"t={t:.2f}" for t in torch.linspace(0, 1, steps).tolist()),
+                f"image {b}\nclass {cls(b)}"]
+        big, sizes = self.models[-1], " and ".join(str(m.latent_size) for m in self.models)
+        what = (f"Interpolation in latent space from test image {a} (class {cls(a)}) to test image {b} (class {cls(b)})\n"
+                f"{big.name}, latent size{'s' if len(self.models) > 1 else ''} {sizes}, {self.dataset}; "
+                f"originals at both ends")
+        self.save(image_grids.image_rows(rows, what, col_titles=cols), f"interpolation_latent_size_{big.latent_size}")
+
+    def traversals(self):
+        from latentlab.generate import sampling as gen
+        a = self.args.index[0] if self.args.index else gen.pick_pair(self.labels, None, self.args.seed)[0]
+        for m in self.models:
+            (self.manifold if m.latent_size == 2 else self.traversal)(m, a)
+
+    def manifold(self, m, a):
+        from latentlab import image_grids
+        from latentlab.generate import sampling as gen
+        z_test = self.latents[m.latent_size]
+        grid, xs, ys = gen.manifold_grid(z_test, self.args.grid_size)
+        what = (f"The 2-d latent space: decodings over the 1st-99th percentile box of the test latents "
+                f"({gen.share_outside(z_test, xs, ys):.0%} of the test points lie outside it)")
+        fig = image_grids.latent_manifold(self.decode(m.latent_size, grid, "--grid_size"), xs.numpy(), ys.numpy(),
+                                          z_test.numpy(), self.labels.numpy(), self.class_names, f"{what}\n{m.label}")
+        self.save(fig, f"manifold_latent_size_{m.latent_size}")
+
+    def traversal(self, m, a):
+        import torch
+
+        from latentlab import image_grids
+        from latentlab.data.datasets import to_float
+        from latentlab.generate import sampling as gen
+        args, z_test = self.args, self.latents[m.latent_size]
+        dims = gen.top_variance_dims(z_test, args.num_dims)
+        std = z_test.double().std(dim=0, unbiased=False)
+        offsets = gen.traversal_offsets(args.max_std, args.traverse_steps)
+        grid = gen.traversal_latents(z_test[a], dims, std, offsets)  # (dims, offsets, N)
+        decoded = self.decode(m.latent_size, grid.flatten(0, 1), "--num_dims or --traverse_steps").unflatten(0, grid.shape[:2])
+        original = to_float(self.images[a:a + 1])
+        rows = [(f"dim {d}\n(std {std[d]:.2f})", torch.cat([original, decoded[i]])) for i, d in enumerate(dims.tolist())]
+        cols = ["original", *[f"{o:+.3g} std" if abs(o) > 1e-9 else "0 std\n(reconstruction)" for o in offsets.tolist()]]
+        what = (f"Latent traversal around test image {a} (class {self.cls(a)}): one dimension at a time, "
+                f"the {len(dims)} highest-variance dimensions of the test latents")
+        self.save(image_grids.image_rows(rows, f"{what}\n{m.label}", col_titles=cols), f"traversal_latent_size_{m.latent_size}")
+
+
 def main(args) -> dict:
     """Draw the figures of --mode (and score, with --mode score or all); returns {figure name: path written}."""
     import torch
 
-    from latentlab import image_grids
-    from latentlab.generate import sampling as gen
-    from latentlab.store import files
-    from latentlab.cli import UserError, memory_for, pick_device, seed_everything, worded
-    from latentlab.data.datasets import to_float
+    from latentlab.cli import UserError, pick_device, seed_everything
     from latentlab.analysis.inference import encode_images
     from latentlab.store.inputs import find_models, find_pca_baseline, load_training_split
     from latentlab.store.runs import claim
@@ -90,10 +192,7 @@ def main(args) -> dict:
     out = Path(args.output_dir)
     data, data_path, models = find_models(args.model_path, args.test_data, out, args.quiet)
     nets = {m.latent_size: model_from_checkpoint(m.ckpt, device) for m in models}
-    images, labels = data["images"], data["labels"]
-    names = list(data.get("class_names") or [])
-    class_names = [gen.class_name(names, k) for k in range(max(len(names), int(labels.max()) + 1))]
-    check_indices(args.index, len(images))
+    check_indices(args.index, len(data["images"]))
     samplers = list(dict.fromkeys(args.sampler))
     plain = [m for m in models if FAMILIES[m.family].prior is None]
     if "prior" in samplers and plain:
@@ -104,94 +203,18 @@ def main(args) -> dict:
     fitted = "score" in modes or ("sample" in modes and samplers[0] != "prior")
     train_x, train_y = load_training_split(models[-1]) if fitted else (None, None)
     run_id = claim(out, (data_path, data), *models, by="viz_generation.py")
-    dataset = data.get("dataset", "?")
-    latents = {k: torch.from_numpy(encode_images(net, images, device)) for k, net in nets.items()}
+    latents = {k: torch.from_numpy(encode_images(net, data["images"], device)) for k, net in nets.items()}
     z_train = {k: encode_images(net, train_x, device) for k, net in nets.items()} if fitted else {}
-    written = {}
-
-    def save(fig, name):
-        path = files.save_figure(fig, out / f"generation_{name}.png")
-        written[name] = path
-        print(f"wrote {path}")
-
-    def room_for(k, n, flags):
-        shape = nets[k].config.image_shape
-        return memory_for(f"{n} decoded images of {'x'.join(map(str, shape))}", flags,
-                          2 * n * math.prod(shape) * 4)  # float32 images, and their concatenation
-
-    def decode(k, z, flags):
-        with room_for(k, len(z), flags):
-            return gen.decode_latents(nets[k], z, device)
-
-    def title(m, what):
-        return f"{what}\n{m.label}"
-
-    def cls(i):
-        return class_names[labels[i]]
-
+    figures = Figures(args, out, data, models, nets, latents, device)
     if "sample" in modes:
-        sampler = samplers[0]
-        for m in models:
-            k = m.latent_size
-            with room_for(k, args.num_samples, "--num_samples"):  # refused before a sampler is fitted and cached
-                pass
-            with worded("lower --gmm_components"):
-                packed = None if sampler == "prior" else gen.fitted_sampler(z_train[k], sampler, args.gmm_components,
-                                                                            args.seed, out / "cache")
-            z = gen.draw(sampler, packed, k, args.num_samples, args.seed, FAMILIES[m.family].prior)
-            source = gen.sampler_source(sampler, packed, 0 if train_x is None else len(train_x))
-            _, ncols = gen.grid_shape(args.num_samples)
-            fig = image_grids.image_grid(decode(m.latent_size, z, "--num_samples"),
-                                   title(m, f"{args.num_samples} new images decoded from latents {source}"), ncols)
-            save(fig, f"samples_latent_size_{m.latent_size}")
-
+        figures.samples(samplers[0], z_train, 0 if train_x is None else len(train_x))
     if "interpolate" in modes:
-        with worded("pass the test data of a larger training"):
-            a, b = gen.pick_pair(labels, args.index, args.seed)
-        ends = to_float(images[[a, b]])
-        rows = []
-        for m in models:
-            z = gen.interpolate_latents(latents[m.latent_size][a], latents[m.latent_size][b], args.steps)
-            rows.append((f"{m.latent_size}-d", torch.cat([ends[:1], decode(m.latent_size, z, "--steps"), ends[1:]])))
-        ts = [f"t={t:.2f}" for t in torch.linspace(0, 1, args.steps).tolist()]
-        cols = [f"image {a}\nclass {cls(a)}", *ts, f"image {b}\nclass {cls(b)}"]
-        big = models[-1]
-        sizes = " and ".join(str(m.latent_size) for m in models)
-        what = (f"Interpolation in latent space from test image {a} (class {cls(a)}) to test image {b} (class {cls(b)})\n"
-                f"{big.name}, latent size{'s' if len(models) > 1 else ''} {sizes}, {dataset}; "
-                f"originals at both ends")
-        save(image_grids.image_rows(rows, what, col_titles=cols), f"interpolation_latent_size_{big.latent_size}")
-
+        figures.interpolation()
     if "traverse" in modes:
-        a = args.index[0] if args.index else gen.pick_pair(labels, None, args.seed)[0]
-        for m in models:
-            z_test = latents[m.latent_size]
-            if m.latent_size == 2:
-                grid, xs, ys = gen.manifold_grid(z_test, args.grid_size)
-                outside = gen.share_outside(z_test, xs, ys)
-                fig = image_grids.latent_manifold(
-                    decode(m.latent_size, grid, "--grid_size"), xs.numpy(), ys.numpy(), z_test.numpy(),
-                    labels.numpy(), class_names,
-                    title(m, f"The 2-d latent space: decodings over the 1st-99th percentile box of the test latents "
-                             f"({outside:.0%} of the test points lie outside it)"))
-                save(fig, f"manifold_latent_size_{m.latent_size}")
-            else:
-                dims = gen.top_variance_dims(z_test, args.num_dims)
-                std = z_test.double().std(dim=0, unbiased=False)
-                offsets = gen.traversal_offsets(args.max_std, args.traverse_steps)
-                grid = gen.traversal_latents(z_test[a], dims, std, offsets)  # (dims, offsets, N)
-                decoded = decode(m.latent_size, grid.flatten(0, 1), "--num_dims or --traverse_steps")
-                decoded = decoded.unflatten(0, grid.shape[:2])  # (dims, offsets, C, H, W)
-                original = to_float(images[a:a + 1])
-                rows = [(f"dim {d}\n(std {std[d]:.2f})", torch.cat([original, decoded[i]]))
-                        for i, d in enumerate(dims.tolist())]
-                cols = ["original", *[f"{o:+.3g} std" if abs(o) > 1e-9 else "0 std\n(reconstruction)" for o in offsets.tolist()]]
-                what = (f"Latent traversal around test image {a} (class {cls(a)}): one dimension at a time, "
-                        f"the {len(dims)} highest-variance dimensions of the test latents")
-                save(image_grids.image_rows(rows, title(m, what), col_titles=cols), f"traversal_latent_size_{m.latent_size}")
+        figures.traversals()
     if "score" in modes:
         score(args, out, run_id, data, models, nets, train_x, train_y, z_train, pca, samplers, device)  # prints its JSON's path
-    return written
+    return figures.written
 
 
 def score(args, out, run_id, data, models, nets, train_x, train_y, z_train, pca, samplers, device):
