@@ -32,18 +32,44 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def cluster_and_draw(lat, args, k: int, out, cache) -> tuple[dict, list]:
+    """k-means on one latent space (or its UMAP), scored against the classes and drawn: (its JSON row,
+    each latent's cluster)."""
+    from latentlab import plots
+    from latentlab.store import files
+    from latentlab.analysis.scores import kmeans_scores
+    from latentlab.analysis.projection import METHOD_NAMES, axis_labels, clustering_space, view_2d
+
+    feats, info = clustering_space(lat.z, args.space, args.umap_dims, args.seed, cache, args.quiet)
+    space = f"the {lat.latent_size}-d latent space" if info is None else f"its {args.umap_dims}-d UMAP"
+    detail = None if info is None else {"params": info["params"], "cache": info["path"], "cached": info["cached"]}
+    scores, clusters, _ = kmeans_scores(feats, lat.labels, k, args.seed)
+    if feats.shape[1] <= 2:  # the clustered space is the view: centroids are exact
+        xy, view, drawn = view_2d(feats, "pca")[0], space, None
+        xlabel, ylabel = ("UMAP 1", "UMAP 2") if args.space == "umap" else axis_labels(None)
+    else:
+        xy, vinfo = view_2d(lat.z, args.vis_type, args.seed, cache, args.quiet)
+        view, (xlabel, ylabel) = f"a {METHOD_NAMES[args.vis_type]} view of the latents", axis_labels(vinfo)
+        drawn = {"method": args.vis_type, "cache": vinfo["path"], "cached": vinfo["cached"]}
+    title = (f"k-means on {lat.label}, clustered in {space}\n"
+             f"against the classes: NMI {scores['nmi']:.3f}, ARI {scores['ari']:.3f}, purity {scores['purity']:.3f}")
+    fig = plots.kmeans_figure(xy, clusters, lat.labels, lat.class_names, title, xlabel, ylabel, view)
+    figure = files.save_figure(fig, out / f"kmeans_{args.space}_space_latent_size_{lat.latent_size}.png")
+    return {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z), "latents_sha256": lat.meta.get("npy_sha256"),
+            "clustered_in": space, **scores, "umap": detail, "view": drawn, "figure": str(figure)}, clusters
+
+
 def main(args) -> dict:
     from pathlib import Path
 
     import numpy as np
 
-    from latentlab import caveats, plots
+    from latentlab import caveats
     from latentlab.store import files
     from latentlab.cli import UserError, memory_for, seed_everything, worded
     from latentlab.store.inputs import find_latents, say
     from latentlab.store.runs import claim
-    from latentlab.analysis.scores import SILHOUETTE_MAX_SAMPLES, kmeans_scores
-    from latentlab.analysis.projection import METHOD_NAMES, axis_labels, clustering_space, view_2d
+    from latentlab.analysis.scores import SILHOUETTE_MAX_SAMPLES
 
     seed_everything(args.seed)
     out, cache = Path(args.output_dir), Path(args.output_dir) / "cache"
@@ -61,31 +87,11 @@ def main(args) -> dict:
         raise UserError(f"--umap_dims {args.umap_dims} needs at least {args.umap_dims + 2} latents, there are {n}; "
                         f"lower --umap_dims or encode more samples")
     run = claim(out, *latents, by="viz_kmeans_latent_space.py")
-    results, figures, assigned = {}, [], {}
+    results, assigned = {}, {}
     with worded("encode more with encode_latent_space.py --num_samples"), \
             memory_for(f"k-means on {n} latents", "the latents' --num_samples (encode_latent_space.py)"):
         for lat in latents:
-            feats, info = clustering_space(lat.z, args.space, args.umap_dims, args.seed, cache, args.quiet)
-            space = f"the {lat.latent_size}-d latent space" if info is None else f"its {args.umap_dims}-d UMAP"
-            detail = None if info is None else {"params": info["params"], "cache": info["path"], "cached": info["cached"]}
-            scores, clusters, _ = kmeans_scores(feats, lat.labels, k, args.seed)
-            assigned[str(lat.latent_size)] = clusters
-            if feats.shape[1] <= 2:  # the clustered space is the view: centroids are exact
-                xy, view, drawn = view_2d(feats, "pca")[0], space, None
-                xlabel, ylabel = ("UMAP 1", "UMAP 2") if args.space == "umap" else axis_labels(None)
-            else:
-                xy, vinfo = view_2d(lat.z, args.vis_type, args.seed, cache, args.quiet)
-                view, (xlabel, ylabel) = f"a {METHOD_NAMES[args.vis_type]} view of the latents", axis_labels(vinfo)
-                drawn = {"method": args.vis_type, "cache": vinfo["path"], "cached": vinfo["cached"]}
-            title = (f"k-means on {lat.label}, clustered in {space}\n"
-                     f"against the classes: NMI {scores['nmi']:.3f}, ARI {scores['ari']:.3f}, purity {scores['purity']:.3f}")
-            fig = plots.kmeans_figure(xy, clusters, lat.labels, lat.class_names, title, xlabel, ylabel, view)
-            figure = files.save_figure(fig, out / f"kmeans_{args.space}_space_latent_size_{lat.latent_size}.png")
-            figures.append(str(figure))
-            results[str(lat.latent_size)] = {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z),
-                                             "latents_sha256": lat.meta.get("npy_sha256"),
-                                             "clustered_in": space, **scores, "umap": detail, "view": drawn,
-                                             "figure": str(figure)}
+            results[str(lat.latent_size)], assigned[str(lat.latent_size)] = cluster_and_draw(lat, args, k, out, cache)
     found = caveats.of_latents(latents) + caveats.per_class_caveat(np.unique(main_l.labels, return_counts=True)[1],
                                      "the test latents scored (NMI, ARI, purity) hold")
     metrics = {"step": "kmeans", "run": run, "dataset": main_l.dataset, "space": args.space, "num_clusters": k,
@@ -99,7 +105,7 @@ def main(args) -> dict:
         [r["model"], f"{r['nmi']:.3f}", f"{r['ari']:.3f}", f"{r['purity']:.3f}",
          "-" if r["silhouette"] is None else f"{r['silhouette']:.3f}"] for r in results.values()]))
     caveats.print_caveats(found)
-    print(f"wrote {', '.join(figures)} and {path}")
+    print(f"wrote {', '.join(r['figure'] for r in results.values())} and {path}")
     return metrics
 
 
