@@ -23,68 +23,79 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(args) -> dict:
-    from pathlib import Path
-
-    import torch
-
-    from latentlab import caveats, image_grids
-    from latentlab.store import files
-    from latentlab.cli import UserError, memory_for, pick_device, seed_everything
-    from latentlab.store.inputs import find_models, find_pca_baseline
-    from latentlab.store.runs import claim
-    from model.autoencoder import model_from_checkpoint
+def scores_of(m, images, pca, args, device) -> dict:
+    """One model's MSE, PSNR and SSIM on every test image, one batch at a time, beside PCA's at its size."""
+    from latentlab.cli import memory_for
     from latentlab.analysis.inference import reconstruct_batches
     from latentlab.analysis.pca import pca_reconstruct_batches
     from latentlab.analysis.scores import reconstruction_scores
+    from model.autoencoder import model_from_checkpoint
+
+    k = m.latent_size
+    batch_scores = progress(reconstruct_batches(model_from_checkpoint(m.ckpt, device), images, device, args.batch_size),
+                            total=-(-len(images) // args.batch_size), desc=f"{k}-d model", quiet=args.quiet)
+    with memory_for(f"batches of {args.batch_size} images", "--batch_size", device=device):
+        ae = reconstruction_scores(batch_scores)
+        pk = min(k, pca["components"].shape[0])
+        base = reconstruction_scores(pca_reconstruct_batches(images, pca["mean"], pca["components"], pk, args.batch_size))
+    return {"model": m.label, "model_path": str(m.path), "family": m.family, "autoencoder": ae,
+            "pca": {**base, "components": pk}, "mse_vs_pca": ae["mse"] / base["mse"] if base["mse"] > 0 else None}
+
+
+def draw(models, results, data, pca, args, device, path):
+    """The same seeded sample of test images in every row: the originals, then each model's
+    reconstructions and PCA's of the same size, each row's test MSE beside it."""
+    import torch
+
+    from latentlab import image_grids
+    from latentlab.store import files
+    from latentlab.analysis.inference import reconstruct_batches
+    from latentlab.analysis.pca import pca_reconstruct_batches
+    from model.autoencoder import model_from_checkpoint
+
+    images, labels, names = data["images"], data["labels"], data["class_names"]
+    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(args.seed))[:args.num_images].sort().values
+    shown = images[pick]
+    rows = [("original", next(pca_reconstruct_batches(shown, pca["mean"], pca["components"], 1))[0])]
+    for m in models:
+        r = results[str(m.latent_size)]
+        rows.append((f"{m.latent_size}-d {m.family}\ntest MSE {r['autoencoder']['mse']:.4f}",
+                     next(reconstruct_batches(model_from_checkpoint(m.ckpt, device), shown, device))[1]))
+        rows.append((f"PCA, {r['pca']['components']} components\ntest MSE {r['pca']['mse']:.4f}",
+                     next(pca_reconstruct_batches(shown, pca["mean"], pca["components"], r["pca"]["components"]))[1]))
+    title = f"test images and their reconstructions: {models[-1].label}\n(MSE over all {len(images)} test images)"
+    return files.save_figure(image_grids.image_rows(rows, title, col_titles=[names[int(c)] for c in labels[pick]]), path)
+
+
+def main(args) -> dict:
+    from pathlib import Path
+
+    from latentlab import caveats
+    from latentlab.store import files
+    from latentlab.cli import UserError, pick_device, seed_everything
+    from latentlab.store.inputs import find_models, find_pca_baseline
+    from latentlab.store.runs import claim
+    from latentlab.analysis.scores import SSIM_WINDOW
 
     device = pick_device(args.device)
     seed_everything(args.seed)
     data, data_path, models = find_models(args.model_path, args.test_data, args.output_dir, args.quiet)
-    sizes = [m.latent_size for m in models]
-    pca = find_pca_baseline(args.pca_baseline, data, data_path, sizes)
-    images, labels, names = data["images"], data["labels"], data["class_names"]
+    pca = find_pca_baseline(args.pca_baseline, data, data_path, [m.latent_size for m in models])
+    images = data["images"]
     if args.num_images > len(images):
         raise UserError(f"--num_images {args.num_images} but the test data holds {len(images)} images; ask for fewer")
     main_model = models[-1]
     out = Path(args.output_dir)
     run = claim(out, (data_path, data), *models, by="viz_reconstruction.py")
 
-    # the metrics: every test image, one batch at a time
-    batches = -(-len(images) // args.batch_size)
-    results = {}
-    for m in models:
-        k = m.latent_size
-        model = model_from_checkpoint(m.ckpt, device)
-        batch_scores = progress(reconstruct_batches(model, images, device, args.batch_size), total=batches,
-                                desc=f"{k}-d model", quiet=args.quiet)
-        with memory_for(f"batches of {args.batch_size} images", "--batch_size", device=device):
-            ae = reconstruction_scores(batch_scores)
-            pk = min(k, pca["components"].shape[0])
-            base = reconstruction_scores(pca_reconstruct_batches(images, pca["mean"], pca["components"], pk,
-                                                                 args.batch_size))
-        results[str(k)] = {"model": m.label, "model_path": str(m.path), "family": m.family, "autoencoder": ae,
-                           "pca": {**base, "components": pk}, "mse_vs_pca": ae["mse"] / base["mse"] if base["mse"] > 0 else None}
-    # the figure: the same seeded sample of test images in every row, each row's test MSE beside it
-    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(args.seed))[:args.num_images].sort().values
-    shown = images[pick]
-    rows = [("original", next(pca_reconstruct_batches(shown, pca["mean"], pca["components"], 1))[0])]
-    for m in models:  # each model's row, then PCA's of the same size
-        r = results[str(m.latent_size)]
-        model = model_from_checkpoint(m.ckpt, device)
-        rows.append((f"{m.latent_size}-d {m.family}\ntest MSE {r['autoencoder']['mse']:.4f}",
-                     next(reconstruct_batches(model, shown, device))[1]))
-        rows.append((f"PCA, {r['pca']['components']} components\ntest MSE {r['pca']['mse']:.4f}",
-                     next(pca_reconstruct_batches(shown, pca["mean"], pca["components"], r["pca"]["components"]))[1]))
-    title = f"test images and their reconstructions: {main_model.label}\n(MSE over all {len(images)} test images)"
-    fig = image_grids.image_rows(rows, title, col_titles=[names[int(c)] for c in labels[pick]])
-    figure = files.save_figure(fig, out / f"reconstruction_latent_size_{main_model.latent_size}.png")
+    results = {str(m.latent_size): scores_of(m, images, pca, args, device) for m in models}
+    figure = draw(models, results, data, pca, args, device, out / f"reconstruction_latent_size_{main_model.latent_size}.png")
     found = caveats.of_models({m.latent_size: caveats.training_caveats(
         m.ckpt.get("test_metrics", {}).get("optimiser_steps"), results[str(m.latent_size)]["mse_vs_pca"]) for m in models})
     metrics = {"step": "reconstruction", "run": run, "dataset": data["dataset"], "test_data": str(data_path),
                "test_images": len(images), "figure": str(figure), "models": results, "caveats": found,
-               "notes": "MSE over every pixel value in [0, 1]; PSNR = 10 log10(1 / MSE); SSIM = mean per-image SSIM "
-                        "(7x7 window, as skimage); PCA fit on the training split, not clipped"}
+               "notes": f"MSE over every pixel value in [0, 1]; PSNR = 10 log10(1 / MSE); SSIM = mean per-image SSIM "
+                        f"({SSIM_WINDOW}x{SSIM_WINDOW} window, as skimage); PCA fit on the training split, not clipped"}
     path = files.save_json(metrics, out / f"reconstruction_latent_size_{main_model.latent_size}.json")
     print_table(results, len(images))
     caveats.print_caveats(found)

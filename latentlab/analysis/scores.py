@@ -15,6 +15,7 @@ import torch
 
 
 SILHOUETTE_MAX_SAMPLES = 5000  # silhouette and trustworthiness are O(n^2): score a seeded subsample above this
+SSIM_WINDOW = 7  # skimage's default
 TRUST_K = 5  # neighbours of the 2-D picture's trustworthiness
 
 
@@ -25,7 +26,7 @@ def psnr(mse: float) -> float:
     return 10.0 * math.log10(1.0 / mse) if mse > 0 else float("inf")
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor, win_size: int = 7) -> np.ndarray:
+def ssim(x: torch.Tensor, y: torch.Tensor, win_size: int = SSIM_WINDOW) -> np.ndarray:
     """SSIM of each image pair (Wang et al. 2004): (B, C, H, W) x2 in [0, 1] -> (B,) float64, as
     skimage.metrics.structural_similarity computes it with its defaults (7x7 uniform window,
     sample covariance, the mean over the window positions inside the image and over channels).
