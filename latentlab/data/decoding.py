@@ -181,8 +181,7 @@ def build_cache(files: list[Path], size: int, final: Path, quiet: bool = True, c
                 reading: Reading = Reading(), memory_budget: int = 0) -> np.ndarray | None:
     """Decode files into final (.npy of uint8 (N, C, size, size); C: 1 if every image holds grey
     values alone, else 3) through a temp file that only a complete build renames, and that each
-    worker writes the chunks it decodes into; older caches of the same folder, size and resize mode
-    are removed after it. Returns the images in memory when they fit memory_budget bytes (forked
+    worker writes the chunks it decodes into (_publish). Returns the images in memory when they fit memory_budget bytes (forked
     workers write them into shared memory too; others' are read back as each chunk arrives), else None."""
     global _building
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -191,11 +190,7 @@ def build_cache(files: list[Path], size: int, final: Path, quiet: bool = True, c
     channels = channels or (1 if _grey_modes(files[:CHUNK], reading) else 3)  # a later image may restart it
     shape = (len(files), channels, size, size)
     image_bytes = channels * size * size
-    images, shared = None, False
-    if len(files) * image_bytes <= memory_budget:
-        shared = _start_method() == "fork"
-        images = np.frombuffer(mmap.mmap(-1, len(files) * image_bytes), np.uint8).reshape(shape) if shared \
-            else np.empty(shape, dtype=np.uint8)
+    images, shared = _in_memory(shape, memory_budget)
     chunks, all_grey = iter(()), True
     try:
         _building = images if shared else None
@@ -218,12 +213,7 @@ def build_cache(files: list[Path], size: int, final: Path, quiet: bool = True, c
             if channels == 3 and all_grey:
                 raise _OtherChannels(1)
             os.fsync(f.fileno())
-        os.replace(tmp, final)
-        dir_fd = os.open(final.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _publish(tmp, final)
     except BaseException as e:
         chunks.close()  # the workers stop before the temp file goes
         tmp.unlink(missing_ok=True)
@@ -236,7 +226,28 @@ def build_cache(files: list[Path], size: int, final: Path, quiet: bool = True, c
         raise
     finally:
         _building = None
+    return images
+
+
+def _in_memory(shape: tuple, memory_budget: int) -> tuple[np.ndarray | None, bool]:
+    """(the array the images are also kept in, or None past memory_budget bytes; whether it is
+    shared memory the forked workers write into)."""
+    if np.prod(shape) > memory_budget:
+        return None, False
+    if _start_method() == "fork":
+        return np.frombuffer(mmap.mmap(-1, int(np.prod(shape))), np.uint8).reshape(shape), True
+    return np.empty(shape, dtype=np.uint8), False
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Rename the complete temp file to final, durably (the folder's entry too), and remove the
+    older caches of the same folder, size and resize mode."""
+    os.replace(tmp, final)
+    dir_fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
     for old in final.parent.glob(f"{final.name.rsplit('-', 1)[0]}-*.npy"):
         if old != final:
             old.unlink(missing_ok=True)
-    return images
