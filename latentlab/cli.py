@@ -167,7 +167,7 @@ def run(main, args) -> None:
             if output_dir is not None and os.environ.get("RANK", "0") == "0":
                 stack.callback(_writer_lock(output_dir, getattr(args, "wait_for_lock", False)).release)
                 stack.push(lambda kind, *_: kind is not None and _remove_empty(made))  # before the lock's release
-                from latentlab.store.runs import finish_replacement
+                from latentlab.store.replacing import finish_replacement
                 finish_replacement(output_dir)  # a swap of runs that a kill stopped midway, before anything reads
             main(args)
     except UserError as e:

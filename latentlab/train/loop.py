@@ -25,7 +25,7 @@ from latentlab.train.hooks import load_states, save_after_hooks
 from latentlab.cli import UserError, memory_for, progress
 from latentlab.data.datasets import take, to_float
 from latentlab.train.distributed import World, all_ranks_ok, all_reduce_sum, epoch_shard, local_batch_size, run_agreed
-from latentlab.store.runs import STAGING
+from latentlab.store.replacing import STAGING
 from latentlab.settings import PRECISIONS, Settings
 from latentlab.train import seeds
 from latentlab.train.umap_loss import UmapLoss

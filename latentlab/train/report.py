@@ -13,14 +13,14 @@ from latentlab import caveats, plots
 from latentlab.analysis.inference import encode_images, model_mse, sample_test_items
 from latentlab.analysis.scores import psnr
 from latentlab.settings import Settings
-from latentlab.store import files, runs
+from latentlab.store import files, replacing
 from latentlab.train import animation, tensorboard_log
 from model.autoencoder import describe, model_from_checkpoint
 
 
 class Trained(NamedTuple):
     """What the training leaves for the report: per latent size, the final checkpoint and its hooks."""
-    plan: runs.TrainingPlan
+    plan: replacing.TrainingPlan
     data: object  # latentlab.data.datasets' loaded dataset
     baseline: dict
     device: torch.device

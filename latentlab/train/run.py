@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latentlab.store import files, runs
+from latentlab.store import files, replacing, runs
 from latentlab.train import animation, tensorboard_log
 from latentlab.cli import UserError, pick_device, seed_everything
 from latentlab.data.datasets import load_dataset
@@ -66,7 +66,7 @@ def run_training(settings: Settings, output_dir, device: str = "auto", quiet: bo
     out, plan, rows = Path(output_dir), None, {}
     sizes = sorted({2, settings.latent_size}) if companion else [settings.latent_size]  # the 2-d model beside
     try:
-        plan = from_main(run_agreed(lambda: runs.plan_training(out, sizes, settings.overwrite, settings.resume),
+        plan = from_main(run_agreed(lambda: replacing.plan_training(out, sizes, settings.overwrite, settings.resume),
                                     world, main_only=True), world)
         trained = train_all(settings, plan, world, quiet or not world.main, sizes, on_epoch)
         close_distributed(world)  # the last checkpoint's write was agreed on: all processes are here
@@ -89,7 +89,7 @@ def run_training(settings: Settings, output_dir, device: str = "auto", quiet: bo
     return rows
 
 
-def prepare(settings: Settings, plan: runs.TrainingPlan, world: World, quiet: bool, sizes: list[int]):
+def prepare(settings: Settings, plan: replacing.TrainingPlan, world: World, quiet: bool, sizes: list[int]):
     """Load, check and write the run's files: every check of the user's input (the resume states in
     write_run's agreed step) runs before the first write (test_data.pth, pca_baseline.pth, run.json),
     so a refused training writes nothing. Returns (data, split, configs, umap, baseline)."""
@@ -113,7 +113,7 @@ def prepare(settings: Settings, plan: runs.TrainingPlan, world: World, quiet: bo
         raise UserError(f"--val_fraction {settings.val_fraction:g} holds out all {len(split.val)} training images of "
                         f"{data.name} for validation and leaves none to train on; lower --val_fraction or add images")
     if settings.resume:
-        runs.check_resumed_dataset(plan, data.name)
+        replacing.check_resumed_dataset(plan, data.name)
     configs = {k: settings.model_config(k, data.image_shape) for k in sizes}  # bad widths stop before any write
     baseline = run_agreed(lambda: write_run(data, split.train, configs, settings, plan), world, main_only=True)
     if not quiet:
@@ -128,7 +128,7 @@ def prepare(settings: Settings, plan: runs.TrainingPlan, world: World, quiet: bo
     return data, split, configs, umap, baseline
 
 
-def train_all(settings: Settings, plan: runs.TrainingPlan, world: World, quiet: bool, sizes: list[int],
+def train_all(settings: Settings, plan: replacing.TrainingPlan, world: World, quiet: bool, sizes: list[int],
               on_epoch=None) -> Trained:
     """Every process trains each model; rank 0 alone runs the per-epoch hooks."""
     data, split, configs, umap, baseline = prepare(settings, plan, world, quiet, sizes)
@@ -164,7 +164,7 @@ def epoch_hooks(settings: Settings, out: Path, k: int, split: TrainingSplit, lab
     return hooks
 
 
-def write_run(data, train_idx, configs: dict, settings: Settings, plan: runs.TrainingPlan) -> dict:
+def write_run(data, train_idx, configs: dict, settings: Settings, plan: replacing.TrainingPlan) -> dict:
     """test_data.pth (the held-out test split, for the later steps), the PCA baseline and run.json,
     once a --resume is known to continue both models. A resumed run keeps those it wrote (the same
     split and fit), so a resume refused later changes none."""
