@@ -157,11 +157,11 @@ def test_a_failing_job_is_listed_with_its_error_and_the_others_still_run(tmp_pat
 
 def test_submitit_missing_is_one_line_on_how_to_install(monkeypatch, tmp_path):
     import sweep_latent_size
-    from latentlab.sweep import launch
+    from latentlab.sweep import cluster
     monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit now raises ImportError
     args = sweep_latent_size.parse_args(["--launcher", "submitit", "--output_dir", str(tmp_path)])
     with pytest.raises(UserError, match=r"^--launcher submitit needs submitit: pip install submitit"):
-        launch.submitit_executor(args, tmp_path)
+        cluster.submitit_executor(args, tmp_path)
 
 
 def test_the_table_shows_mean_and_sd_with_the_count_of_seeds():

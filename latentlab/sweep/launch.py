@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -25,17 +24,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from latentlab.store import files
-from latentlab.cli import Interrupted, UserError, show_progress
+from latentlab.cli import Interrupted, show_progress
+from latentlab.sweep.cluster import SUBMITTED, ClusterJob, found_on_cluster, submitit_executor
 from latentlab.sweep.jobs import Job, job_state, record_error, run_job
 
 STATES = ("done", "running", "failed", "left")
 POLL_SECONDS = 1.0
 STOP_SECONDS = 10.0  # how long stopped jobs get to exit on SIGTERM before SIGKILL
-SUBMITTED = "submitted.json"  # in a job's folder: the cluster's job id, to find it again
 ROOT = Path(__file__).resolve().parents[2]  # the repository: where a job's process imports latentlab from
-SLURM_ACTIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING")
-
-
 class Progress:
     """Each job's state, the bar over jobs and the done / running / failed / left counts."""
 
@@ -115,22 +111,6 @@ class ChildProcess:
         return f"its process was killed by signal {-code}" if code < 0 else f"its process exited with status {code}"
 
 
-class ClusterJob:
-    """A job submitted through submitit (or found again by its id)."""
-
-    def __init__(self, job):
-        self.job = job
-
-    def done(self) -> bool:
-        return self.job.done()
-
-    def failure(self) -> str:
-        try:
-            return f"submitit job {self.job.job_id} ({self.job.state}): {str(self.job.exception()).strip().splitlines()[-1]}"
-        except Exception as e:
-            return f"submitit job {self.job.job_id} ({self.job.state}): {type(e).__name__}: {e}"
-
-
 class HeldElsewhere:
     """A job that another process runs: over when its folder's lock is free."""
 
@@ -144,41 +124,8 @@ class HeldElsewhere:
         return "the process that ran it stopped without writing its metrics"
 
 
-# ---------------------------------------------------------------- launchers
 def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def submitit_executor(args, folder: Path):
-    try:
-        import submitit
-    except ImportError:
-        raise UserError("--launcher submitit needs submitit: pip install submitit (or use --launcher local)") from None
-    executor = submitit.AutoExecutor(folder=folder)
-    params = {"timeout_min": args.timeout_min, "gpus_per_node": args.gpus_per_job, "tasks_per_node": 1,
-              "name": "latentlab-sweep"}
-    if args.cpus_per_job:
-        params["cpus_per_task"] = args.cpus_per_job
-    if args.slurm_partition:
-        params["slurm_partition"] = args.slurm_partition
-    executor.update_parameters(**params)
-    return executor
-
-
-def found_on_cluster(job: Job):
-    """The SLURM job a previous sweep submitted for this job, while SLURM still queues or runs it."""
-    path = Path(job.folder) / SUBMITTED
-    if not path.exists():
-        return None
-    try:
-        import submitit
-        sub = json.loads(path.read_text())
-        if sub.get("cluster") != "slurm":
-            return None  # local submitit jobs hold their folder's lock while they run
-        found = submitit.SlurmJob(folder=sub["folder"], job_id=sub["job_id"])
-        return found if found.state in SLURM_ACTIVE else None
-    except Exception:  # no submitit, no sacct, an unreadable record: treat it as not running
-        return None
 
 
 @contextlib.contextmanager
