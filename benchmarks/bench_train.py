@@ -52,7 +52,8 @@ from latentlab.data.datasets import load_dataset  # noqa: E402
 from latentlab.train.distributed import World  # noqa: E402
 from latentlab.data.datasets import to_float  # noqa: E402
 from latentlab.settings import PRECISIONS, Settings  # noqa: E402
-from latentlab.train.loop import TrainingSplit, place_data, train_model, use_bf16  # noqa: E402
+from latentlab.train.loop import TrainingSplit, place_data, train_model  # noqa: E402
+from latentlab.train.precision import use_bf16  # noqa: E402
 from latentlab.train.umap_loss import UmapLoss, fuzzy_graph  # noqa: E402
 from model.autoencoder import FAMILIES, build_model  # noqa: E402
 

@@ -113,18 +113,18 @@ def test_resume_ends_identical_to_an_uninterrupted_run(tmp_path, monkeypatch):
 
 
 def test_precision_auto_picks_bf16_on_cuda_and_native_bf16_cpus_for_large_images(monkeypatch):
-    from latentlab.train import loop
+    from latentlab.train import precision
     cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
-    assert loop.use_bf16("auto", cuda, (1, 8, 8))
-    assert loop.use_bf16("bf16", cpu, (1, 8, 8)) and not loop.use_bf16("fp32", cuda, (3, 32, 32))
-    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
-    assert loop.use_bf16("auto", cpu, (1, 28, 28)) and loop.use_bf16("auto", cpu, (3, 16, 16))
-    assert not loop.use_bf16("auto", cpu, (1, 8, 8)) and not loop.use_bf16("auto", cpu, (3, 15, 16))
-    assert not loop.use_bf16("auto", mps, (1, 28, 28))
-    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
-    assert not loop.use_bf16("auto", cpu, (1, 28, 28))
+    assert precision.use_bf16("auto", cuda, (1, 8, 8))
+    assert precision.use_bf16("bf16", cpu, (1, 8, 8)) and not precision.use_bf16("fp32", cuda, (3, 32, 32))
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert precision.use_bf16("auto", cpu, (1, 28, 28)) and precision.use_bf16("auto", cpu, (3, 16, 16))
+    assert not precision.use_bf16("auto", cpu, (1, 8, 8)) and not precision.use_bf16("auto", cpu, (3, 15, 16))
+    assert not precision.use_bf16("auto", mps, (1, 28, 28))
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert not precision.use_bf16("auto", cpu, (1, 28, 28))
     with pytest.raises(ValueError, match="unknown precision 'fp16'"):
-        loop.use_bf16("fp16", cpu, (1, 28, 28))
+        precision.use_bf16("fp16", cpu, (1, 28, 28))
 
 
 @pytest.mark.slow
