@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from latentlab.cli import UserError, memory_available, memory_for
-from latentlab.data.decoding import Unreadable
+from latentlab.data.image_file import Unreadable
 from latentlab.data.image_file import Reading, shown
 from latentlab.data.image_folder import (default_memory_budget, folder_images, known_unreadable, list_folder, readable,
                                          record_unreadable)

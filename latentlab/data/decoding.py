@@ -16,13 +16,11 @@ from typing import NamedTuple
 import numpy as np
 
 from latentlab.cli import UserError
-from latentlab.data.image_file import GRAY_MODES, Reading, _open_errors, _reason, _small_jpegs, decode_image, grey, shown
+from latentlab.data.image_file import (GRAY_MODES, Reading, Unreadable, _open_errors, _reason, _small_jpegs, decode_image,
+                                       grey, shown)
 
 
 CHUNK = 64  # images per task of the process pool
-
-SHOWN_BAD_FILES = 3  # unreadable files named in the one error line
-
 
 class Into(NamedTuple):
     """Where decoded chunks go instead of back to the caller: image i at byte offset + i * C*S*S of
@@ -94,24 +92,6 @@ def _chunked_map(fn, items: list, *args, quiet: bool = True, what: str = ""):
                 yield r
         finally:  # a stopped build waits for the chunks being decoded, not for the rest
             pool.shutdown(cancel_futures=True)
-
-
-def unreadable_files(bad: list) -> str:
-    """[(path, why)] as an error line or a summary names them: every one up to SHOWN_BAD_FILES, then a count."""
-    names = "; ".join(f"{shown(p)} ({why})" for p, why in bad[:SHOWN_BAD_FILES])
-    return names + (f" and {len(bad) - SHOWN_BAD_FILES} more" if len(bad) > SHOWN_BAD_FILES else "")
-
-
-class Unreadable(UserError):
-    """Files that cannot be decoded, every one of them: bad holds (path, why), sorted."""
-
-    def __init__(self, bad: list, skippable: bool = False):
-        self.bad = bad = sorted(bad)
-        rest = ", or pass --skip_unreadable to train on the rest" if skippable else ""
-        if len(bad) == 1:
-            super().__init__(f"cannot read image {shown(bad[0][0])}: {bad[0][1]}; remove or replace the file{rest}")
-        else:
-            super().__init__(f"cannot read {len(bad)} images: {unreadable_files(bad)}; remove or replace them{rest}")
 
 
 def decoded_chunks(paths: list, size: int, quiet: bool = True, reading: Reading = Reading(),

@@ -2,13 +2,15 @@
 1/4 or 1/8 scale through Pillow's draft mode, small JPEGs in a batch through torchvision), turned
 upright by its EXIF orientation, scaled to 8 bits by its own range when it has more (16-bit, 32-bit
 int and float images), composited on a background colour where it is transparent, then made S x S
-(RESIZE_MODES: centre-cropped, letterboxed or squashed); nothing is kept at full size."""
+(RESIZE_MODES: centre-cropped, letterboxed or squashed); nothing is kept at full size. A file that cannot be decoded is named in one line (Unreadable)."""
 from __future__ import annotations
 
 import os
 from typing import NamedTuple
 
 import numpy as np
+
+from latentlab.cli import UserError
 
 
 # modes that hold one grey value per pixel: a folder of only these becomes 1-channel images
@@ -161,3 +163,24 @@ def _reason(e: Exception) -> str:
 def _open_errors():
     from PIL import Image, UnidentifiedImageError
     return (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+SHOWN_BAD_FILES = 3  # unreadable files named in the one error line
+
+
+def unreadable_files(bad: list) -> str:
+    """[(path, why)] as an error line or a summary names them: every one up to SHOWN_BAD_FILES, then a count."""
+    names = "; ".join(f"{shown(p)} ({why})" for p, why in bad[:SHOWN_BAD_FILES])
+    return names + (f" and {len(bad) - SHOWN_BAD_FILES} more" if len(bad) > SHOWN_BAD_FILES else "")
+
+
+class Unreadable(UserError):
+    """Files that cannot be decoded, every one of them: bad holds (path, why), sorted."""
+
+    def __init__(self, bad: list, skippable: bool = False):
+        self.bad = bad = sorted(bad)
+        rest = ", or pass --skip_unreadable to train on the rest" if skippable else ""
+        if len(bad) == 1:
+            super().__init__(f"cannot read image {shown(bad[0][0])}: {bad[0][1]}; remove or replace the file{rest}")
+        else:
+            super().__init__(f"cannot read {len(bad)} images: {unreadable_files(bad)}; remove or replace them{rest}")

@@ -11,7 +11,7 @@ from latentlab.store import files, replacing, runs
 from latentlab.train import animation, tensorboard_log
 from latentlab.cli import UserError, pick_device, seed_everything
 from latentlab.data.datasets import load_dataset
-from latentlab.data.decoding import unreadable_files
+from latentlab.data.image_file import unreadable_files
 from latentlab.analysis.pca import fit_pca, pca_mse
 from latentlab.analysis.scores import psnr
 from latentlab.train.distributed import (World, close_distributed, from_main, init_distributed, load_in_turn,
