@@ -23,8 +23,7 @@ def training_curves(histories: dict[str, dict], title: str):
         ax.plot(epochs, h["train_loss"], "-", color=color, label=f"{label}: train")
         ax.plot(epochs, h["val_loss"], "--", color=color, label=f"{label}: validation")
         if h.get("best_epoch") is not None:
-            b = h["best_epoch"]
-            v = h["val_loss"][h["epoch"].index(b)]
+            b, v = h["best_epoch"], h["val_loss"][h["epoch"].index(h["best_epoch"])]
             ax.plot([b + 1], [v], "o", color=color, markeredgecolor="black",
                     label=f"{label}: selected (lowest validation), epoch {b + 1}")
             best.append(f"{label} {v:.4g} (epoch {b + 1})")
@@ -39,7 +38,6 @@ def training_curves(histories: dict[str, dict], title: str):
     return fig
 
 
-# ---------------------------------------------------------------- latent spaces, clusters, confusion
 def _point_size(n: int) -> float:
     """Marker area (pt^2) for n points: 100 points stay distinct dots, 10,000 stay visible."""
     return float(np.clip(300 / np.sqrt(max(n, 1)), 4, 30))
