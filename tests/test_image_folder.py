@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, run_script
+from conftest import ROOT
 from latentlab.data import decoding, image_file, image_folder
 from latentlab.data.datasets import load_dataset
 from latentlab.settings import Settings
@@ -189,25 +189,6 @@ def test_small_images_keep_the_documented_networks(shape):
         latent = 2 if largest == 4 else min(int(min(largest, 256)), 256)
         config = Settings(latent_size=latent).model_config(latent, shape)
         assert config.channels == channels and config.dense == dense
-
-
-@pytest.mark.slow
-def test_the_data_benchmark_runs_on_a_tiny_folder_and_refuses_a_bad_size(tmp_path):
-    out = run_script("benchmarks/bench_data.py", "--work_dir", tmp_path, "--photos", 6, "--photo_size", "80x60",
-                     "--small", 20, "--small_size", "16x16", "--image_size", 8, "--loader_workers", 0, "--repeats", 2).stdout
-    assert "photos: 6 JPEGs of 80x60 -> 8x8" in out and "small: 20 JPEGs of 16x16 -> 8x8" in out
-    assert out.count("load_dataset, from the cache") == 2 and out.count("ImageFolder's speed") == 2
-    bad = run_script("benchmarks/bench_data.py", "--photo_size", "3000", check=False)
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "is not WIDTHxHEIGHT" in bad.stderr
-
-
-@pytest.mark.slow
-def test_the_data_benchmark_measures_a_training_from_the_map_and_from_memory(tmp_path):
-    out = run_script("benchmarks/bench_data.py", "--work_dir", tmp_path, "--photos", 0, "--small", 0,
-                     "--small_size", "16x16", "--image_size", 8, "--train_sizes", 30).stdout
-    rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["30"]]
-    mb = [[float(r[k].replace(",", "")) for k in (4, 5)] for r in rows]  # peak RSS and peak anon, MB
-    assert [r[2] for r in rows] == ["mapped", "memory"] and all(rss > anon > 0 for rss, anon in mb)
 
 
 def test_colour_images_after_many_grey_ones_make_a_colour_cache(tmp_path):

@@ -1,6 +1,8 @@
 """The analysis library on small synthetic data: SSIM as scikit-image computes it, reconstruction
 scores, classifier probes that never see the samples they score, the fold-stacked MLP probe,
-k-means scores, and the projection cache."""
+k-means scores, and the projection cache (and UMAP's persistent numba cache)."""
+import importlib
+import textwrap
 import time
 
 import numpy as np
@@ -361,3 +363,39 @@ def test_umap_runs_a_short_layout_from_5000_samples_and_draws_as_well():
     long = projection.compute_projection(x.astype(np.float32), "umap", {**params, "n_epochs": 500})
     assert trustworthiness(x, short) == pytest.approx(trustworthiness(x, long), abs=0.01)
     assert _knn_accuracy(short, y) == pytest.approx(_knn_accuracy(long, y), abs=0.02)
+
+
+def test_numba_cache_dir_follows_xdg_cache_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert projection.numba_cache_dir() == tmp_path / "latentlab" / "numba"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert projection.numba_cache_dir() == tmp_path / "home" / ".cache" / "latentlab" / "numba"
+
+
+def test_cache_all_numba_functions_writes_machine_code(monkeypatch, tmp_path):
+    """A jitted function its author did not cache lands in the cache folder once turned on; one
+    that already compiled, and other packages, are left alone."""
+    numba = pytest.importorskip("numba")
+    pkg = tmp_path / "src" / "jitpkg_for_test"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(textwrap.dedent("""
+        import numba
+
+        @numba.njit
+        def add(a, b):
+            return a + b
+
+        @numba.njit
+        def mul(a, b):
+            return a * b
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path / "src"))
+    cache = tmp_path / "numba"
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(cache))
+    mod = importlib.import_module("jitpkg_for_test")
+    assert mod.mul(2, 3) == 6  # compiled before caching is turned on: stays as it is
+    projection._cache_all_numba_functions(("jitpkg_for_test",))
+    assert mod.add(2, 3) == 5
+    written = sorted(p.name for p in cache.rglob("*.nbi"))
+    assert written and all(name.startswith("__init__.add") for name in written), written

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_benchmark
 from latentlab.store import artifacts, files
 from latentlab.cli import UserError
 from latentlab.settings import Settings
@@ -246,53 +245,3 @@ def test_the_sweep_passes_the_widths_on(tmp_path):
     assert conv.settings["dense"] == [512, 128, 32] and conv.settings["channels"] == [32, 64, 128, 256]
     passed = type(job)(**json.loads(json.dumps(dataclasses.asdict(job)))).train  # as a job process reads job.json
     assert passed.model_config(2, (1, 8, 8)).hidden == (32, 16)
-
-
-def test_training_budget_reads_every_epoch_and_draws_each_size(trained, tmp_path, capsys):
-    budget = load_benchmark("training_budget")
-    figure = tmp_path / "budget.png"
-    curves = budget.main(budget.parse_args([str(trained / "model_latent_size_2.pth"),
-                                            str(trained / "model_latent_size_8.pth"), "--figure", str(figure)]))
-    assert [c["latent_size"] for c in curves] == [2, 8] and figure.stat().st_size > 0
-    for c in curves:
-        ckpt = torch.load(trained / f"model_latent_size_{c['latent_size']}.pth", weights_only=True)
-        assert c["val_mse"] == ckpt["history"]["val_mse"] and len(c["minutes"]) == 6
-        assert c["minutes"] == sorted(c["minutes"]) and c["test_mse"] == ckpt["test_metrics"]["test_mse"]
-    assert curves[0]["network"] == "conv 32, dense 512 128 32, 6 epochs"  # digits: one stage
-    sphere = {"family": "conv", "channels": [64, 128], "image_shape": [1, 28, 28], "bottleneck": "sphere"}
-    assert budget.network(sphere, {"num_epochs": 20}) == "conv 64 128, on a sphere, 20 epochs"
-    assert budget.network({**sphere, "bottleneck": "linear", "umap_weight": 0.1}, {"num_epochs": 20}) == \
-        "conv 64 128, UMAP loss 0.1, 20 epochs"
-    assert "to the paper's MSE" in capsys.readouterr().out
-
-
-@pytest.mark.slow
-def test_neighbours_over_training_scores_each_epochs_model_held_out_and_draws_the_runs(tmp_path, capsys):
-    """Each epoch's row is the held-out k-NN of that epoch's weights (the last epoch's, rebuilt from the
-    checkpoint's resume state, agree), its validation MSE and minutes are the history's; --plot draws."""
-    from sklearn.neighbors import KNeighborsClassifier
-    from latentlab.data.datasets import load_dataset
-    from latentlab.analysis.inference import encode_images
-    bench = load_benchmark("neighbours_over_training")
-    out = tmp_path / "run"
-    result = bench.main(bench.parse_args(["--output_dir", str(out), "--train_args", "--latent_size", "2",
-                                          "--dataset", "digits", "--num_epochs", "2", "--snapshot_every", "0"]))
-    ckpt = torch.load(out / "model_latent_size_2.pth", weights_only=True)
-    assert [r["epoch"] for r in result["epochs"]] == [1, 2]
-    assert [r["val_mse"] for r in result["epochs"]] == ckpt["history"]["val_mse"]
-    assert result["epochs"][-1]["minutes"] == pytest.approx(sum(ckpt["history"]["seconds"]) / 60)
-    data = load_dataset("digits")
-    last = model_from_checkpoint(ckpt, weights="last")
-    knn = KNeighborsClassifier(5).fit(encode_images(last, data.train_x, "cpu"), data.train_y.numpy())
-    assert result["epochs"][-1]["knn5"] == knn.score(encode_images(last, data.test_x, "cpu"), data.test_y.numpy())
-    assert json.loads((out / "neighbours_over_training.json").read_text())["model"] == \
-        "conv autoencoder, latent size 2, digits"
-    assert "epoch   2 |" in capsys.readouterr().out
-
-    figure = tmp_path / "curve.png"
-    bench.main(bench.parse_args(["--plot", str(out / "neighbours_over_training.json"), "--figure", str(figure)]))
-    assert figure.stat().st_size > 0
-    with pytest.raises(SystemExit):
-        bench.parse_args(["--plot", str(out / "neighbours_over_training.json")])  # no --figure
-    with pytest.raises(UserError, match="give files this benchmark wrote"):
-        bench.main(bench.parse_args(["--plot", str(out / "model_latent_size_2.pth"), "--figure", str(figure)]))

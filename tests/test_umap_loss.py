@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import load_benchmark, run_main, run_script
+from conftest import run_main, run_script
 from latentlab.analysis import projection
 from latentlab.store import files
 from latentlab.data.datasets import load_dataset
@@ -207,13 +207,3 @@ def test_records_older_than_the_umap_loss_read_as_trained_without_it(tmp_path):
                      "metrics": {k: 0.5 for k in METRICS}}, path)
     assert load_finished(path, settings) is not None
     assert "umap_edges" in recorded(defaults)
-
-
-def test_the_training_benchmark_times_the_loss_on_the_network_train_py_builds(capsys):
-    bench_train = load_benchmark("bench_train")
-    args = bench_train.parse_args(["--dataset", "digits", "--latent_size", "2", "--steps", "2", "--warmup", "1",
-                                   "--repeats", "1", "--num_workers", "0", "--umap_edges", "16", "64"])
-    row = bench_train.main(args)["models"]["conv"]
-    assert set(row["umap_time_multiple"]) == {16, 64} and all(m > 0 for m in row["umap_time_multiple"].values())
-    assert row["images_per_s"]["UMAP loss, 64 edges"] > 0
-    assert "UMAP loss, 64 edges:" in capsys.readouterr().out
