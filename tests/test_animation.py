@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import run_main
 from latentlab.train import animation
 
 COMMON = ["--dataset", "digits", "--model", "mlp", "--batch_size", "64", "--lr_schedule", "constant", "--quiet",
@@ -13,9 +14,8 @@ EPOCHS = 2
 
 
 def _train(out, *extra):
-    import train
-    return train.main(train.parse_args(["--latent_size", "4", "--num_epochs", str(EPOCHS), *COMMON,
-                                        "--output_dir", str(out), *extra]))  # a later --num_epochs wins
+    return run_main("train", "--latent_size", "4", "--num_epochs", str(EPOCHS), *COMMON, "--output_dir", str(out),
+                    *extra)  # a later --num_epochs wins
 
 
 def _frames(path):
@@ -79,9 +79,8 @@ def test_resume_continues_the_record(animated, tmp_path):
 
 @pytest.mark.slow  # trains
 def test_snapshot_every_0_records_and_animates_nothing(tmp_path):
-    import train
-    train.main(train.parse_args(["--latent_size", "2", "--num_epochs", "1", *COMMON, "--output_dir", str(tmp_path),
-                                 "--snapshot_every", "0"]))
+    run_main("train", "--latent_size", "2", "--num_epochs", "1", *COMMON, "--output_dir", str(tmp_path),
+             "--snapshot_every", "0")
     assert not list(tmp_path.glob("*.gif")) and not list(tmp_path.glob("*.mp4"))
     assert not list(tmp_path.glob("reconstructions_*"))
     assert "record" not in torch.load(tmp_path / "model_latent_size_2.pth", weights_only=True)

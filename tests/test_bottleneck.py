@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from conftest import run_script
+from conftest import run_main, run_script
 from latentlab.store import artifacts
 from latentlab.cli import UserError
 from latentlab.settings import Settings, recorded_value
@@ -73,11 +73,10 @@ def test_train_py_refuses_a_sphere_for_the_vae_in_one_line(tmp_path):
 
 
 def test_the_bottleneck_is_recorded_used_by_later_steps_and_checked_by_resume(tmp_path):
-    import train
     from latentlab.train.checkpoint import check_resume
     out = tmp_path / "out"
-    train.main(train.parse_args(["--latent_size", "4", "--dataset", "digits", "--num_epochs", "1", "--bottleneck",
-                                 "sphere", "--snapshot_every", "0", "--quiet", "--output_dir", str(out)]))
+    run_main("train", "--latent_size", "4", "--dataset", "digits", "--num_epochs", "1", "--bottleneck", "sphere",
+             "--snapshot_every", "0", "--quiet", "--output_dir", str(out))
     ckpt = artifacts.load_checkpoint(out / "model_latent_size_4.pth")
     assert ckpt["config"]["bottleneck"] == "sphere"
     assert artifacts.load_checkpoint(out / "model_latent_size_2.pth")["config"]["bottleneck"] == "linear"

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 import viz_generation
-from conftest import run_script
+from conftest import run_main, run_script
 from latentlab import image_grids, plots
 from latentlab.generate import sampling as gen
 from latentlab.store import artifacts, files
@@ -235,7 +235,7 @@ def test_bad_options_give_one_line_and_exit_2(trained, tmp_path, bad, message):
 
 def test_an_interpolation_needs_two_steps(tmp_path):
     with pytest.raises(UserError, match="--steps 1 is too few"):
-        viz_generation.main(viz_generation.parse_args(["--steps", "1", "--output_dir", str(tmp_path)]))
+        run_main("viz_generation", "--steps", "1", "--output_dir", str(tmp_path))
 
 
 def test_test_data_of_another_model_is_refused(trained, tmp_path):
@@ -248,7 +248,7 @@ def test_test_data_of_another_model_is_refused(trained, tmp_path):
     with pytest.raises(UserError, match=r"shape \(1, 6, 6\).*expects \(1, 8, 8\)"):
         viz_generation.main(args)
     with pytest.raises(UserError, match="does not exist.*run train.py first"):
-        viz_generation.main(viz_generation.parse_args(["--output_dir", str(tmp_path / "empty")]))
+        run_main("viz_generation", "--output_dir", str(tmp_path / "empty"))
 
 
 # ---------------------------------------------------------------- the scores and their classifier

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import run_main
 from latentlab.store import artifacts, files
 from latentlab.cli import UserError
 from latentlab.settings import Settings
@@ -15,18 +16,15 @@ from model.autoencoder import FAMILIES, ModelConfig, build_model, model_from_che
 
 
 def _encode(out, *extra):
-    import encode_latent_space
-    return encode_latent_space.main(encode_latent_space.parse_args(["--output_dir", str(out), "--quiet", *extra]))
+    return run_main("encode_latent_space", "--output_dir", str(out), "--quiet", *extra)
 
 
 def _classify(out, *extra):
-    import classify_latent_space
-    return classify_latent_space.main(classify_latent_space.parse_args(["--output_dir", str(out), "--quiet", *extra]))
+    return run_main("classify_latent_space", "--output_dir", str(out), "--quiet", *extra)
 
 
 def _train(out, *extra):
-    import train
-    return train.main(train.parse_args(["--output_dir", str(out), "--quiet", "--snapshot_every", "0", *extra]))
+    return run_main("train", "--output_dir", str(out), "--quiet", "--snapshot_every", "0", *extra)
 
 
 # ---------------------------------------------------------------- step 3: --split train

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, run_script
+from conftest import ROOT, run_main, run_script
 from latentlab.store import artifacts, files
 from latentlab.cli import UserError
 from latentlab.store.locking import LOCK_NAME
@@ -104,10 +104,6 @@ def test_local_and_submitit_give_equal_tables_of_mean_and_sd_over_seeds(local_sw
 @pytest.mark.slow
 def test_numbers_are_those_of_the_training_and_the_steps(local_sweep, tmp_path):
     """The sweep's numbers for one job and its PCA equal what train.py and steps 2, 3, 5 and 6 report."""
-    import classify_latent_space
-    import encode_latent_space
-    import viz_kmeans_latent_space
-    import viz_reconstruction
     out = local_sweep[0]
     ours = files.load_json(metrics_path(run_dir(out, "digits", 0, "mlp", 4)), "sweep_metrics", "")["metrics"]
     pca = files.load_json(metrics_path(run_dir(out, "digits", 0, "pca", 4)), "sweep_metrics", "")["metrics"]
@@ -115,10 +111,10 @@ def test_numbers_are_those_of_the_training_and_the_steps(local_sweep, tmp_path):
     steps = tmp_path / "steps"
     shutil.copytree(run_dir(out, "digits", 0, "mlp", 4), steps, ignore=shutil.ignore_patterns(LOCK_NAME))
     common = ["--output_dir", str(steps), "--quiet"]
-    rec = viz_reconstruction.main(viz_reconstruction.parse_args(common))["models"]["4"]
-    encode_latent_space.main(encode_latent_space.parse_args(common + ["--num_samples", "all"]))
-    cls = classify_latent_space.main(classify_latent_space.parse_args(common + ["--probes", "linear", "knn"]))["models"]["4"]
-    km = viz_kmeans_latent_space.main(viz_kmeans_latent_space.parse_args(common + ["--vis_type", "pca"]))["models"]["4"]
+    rec = run_main("viz_reconstruction", *common)["models"]["4"]
+    run_main("encode_latent_space", *common + ["--num_samples", "all"])
+    cls = run_main("classify_latent_space", *common + ["--probes", "linear", "knn"])["models"]["4"]
+    km = run_main("viz_kmeans_latent_space", *common + ["--vis_type", "pca"])["models"]["4"]
     assert (ours["test_mse"], ours["test_ssim"]) == pytest.approx((rec["autoencoder"]["mse"], rec["autoencoder"]["ssim"]))
     assert (pca["test_mse"], pca["test_ssim"]) == pytest.approx((rec["pca"]["mse"], rec["pca"]["ssim"]))
     assert (ours["linear_probe"], ours["knn"]) == (cls["latent"]["linear"]["accuracy"], cls["latent"]["knn"]["accuracy"])

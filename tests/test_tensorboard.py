@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import run_main
 from latentlab.train import tensorboard_log
 from latentlab.cli import UserError
 
@@ -43,13 +44,10 @@ def _until(deadline: float, fetch, done):
 
 @pytest.mark.slow
 def test_a_real_tensorboard_serves_the_runs_scalars_and_projector(tmp_path):
-    import encode_latent_space
-    import train
     out = tmp_path / "out"
-    train.main(train.parse_args(["--latent_size", "4", "--dataset", "digits", "--model", "mlp", "--num_epochs", "2",
-                                 "--batch_size", "64", "--quiet", "--output_dir", str(out), "--tensorboard"]))
-    encode_latent_space.main(encode_latent_space.parse_args(["--output_dir", str(out), "--num_samples", "100",
-                                                             "--quiet", "--tensorboard"]))
+    run_main("train", "--latent_size", "4", "--dataset", "digits", "--model", "mlp", "--num_epochs", "2",
+             "--batch_size", "64", "--quiet", "--output_dir", str(out), "--tensorboard")
+    run_main("encode_latent_space", "--output_dir", str(out), "--num_samples", "100", "--quiet", "--tensorboard")
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(out / "tensorboard"),
                                "--host", "127.0.0.1", "--port", str(port), "--load_fast", "false",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, run_script
+from conftest import ROOT, run_main, run_script
 from latentlab.store import files
 from latentlab.cli import UserError
 from latentlab.data.datasets import load_dataset
@@ -79,12 +79,11 @@ class Interrupt(Exception):
 @pytest.mark.slow
 def test_resume_ends_identical_to_an_uninterrupted_run(tmp_path, monkeypatch):
     """A run interrupted after its second epoch, then resumed, ends bit-identical to one that was not."""
-    import train
     from latentlab.train import loop
     from latentlab.train.hooks import Hook
     common = ["--latent_size", "4", "--dataset", "digits", "--batch_size", "64", "--quiet", "--seed", "3",
               "--model", "vae", "--noise_std", "0.1", "--num_epochs", "4"]  # VAE sampling and input noise draw random numbers
-    train.main(train.parse_args(common + ["--output_dir", str(tmp_path / "a")]))
+    run_main("train", *common + ["--output_dir", str(tmp_path / "a")])
 
     real = loop.train_model
 
@@ -97,7 +96,7 @@ def test_resume_ends_identical_to_an_uninterrupted_run(tmp_path, monkeypatch):
         return real(*args, hooks=[*hooks, StopInThird()], **kw)
     monkeypatch.setattr("latentlab.train.run.train_model", interrupted)
     with pytest.raises(Interrupt):
-        train.main(train.parse_args(common + ["--output_dir", str(tmp_path / "b")]))
+        run_main("train", *common + ["--output_dir", str(tmp_path / "b")])
     assert torch.load(tmp_path / "b" / "model_latent_size_2.pth", weights_only=True)["resume"]["epoch"] == 1
     monkeypatch.setattr("latentlab.train.run.train_model", real)
     run_script("train.py", *common, "--output_dir", tmp_path / "b", "--resume")
