@@ -112,9 +112,9 @@ def test_numbers_are_those_of_the_training_and_the_steps(local_sweep, tmp_path):
     shutil.copytree(run_dir(out, "digits", 0, "mlp", 4), steps, ignore=shutil.ignore_patterns(LOCK_NAME))
     common = ["--output_dir", str(steps), "--quiet"]
     rec = run_main("viz_reconstruction", *common)["models"]["4"]
-    run_main("encode_latent_space", *common + ["--num_samples", "all"])
-    cls = run_main("classify_latent_space", *common + ["--probes", "linear", "knn"])["models"]["4"]
-    km = run_main("viz_kmeans_latent_space", *common + ["--vis_type", "pca"])["models"]["4"]
+    run_main("encode_latent_space", *common, "--num_samples", "all")
+    cls = run_main("classify_latent_space", *common, "--probes", "linear", "knn")["models"]["4"]
+    km = run_main("viz_kmeans_latent_space", *common, "--vis_type", "pca")["models"]["4"]
     assert (ours["test_mse"], ours["test_ssim"]) == pytest.approx((rec["autoencoder"]["mse"], rec["autoencoder"]["ssim"]))
     assert (pca["test_mse"], pca["test_ssim"]) == pytest.approx((rec["pca"]["mse"], rec["pca"]["ssim"]))
     assert (ours["linear_probe"], ours["knn"]) == (cls["latent"]["linear"]["accuracy"], cls["latent"]["knn"]["accuracy"])

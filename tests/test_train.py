@@ -83,7 +83,7 @@ def test_resume_ends_identical_to_an_uninterrupted_run(tmp_path, monkeypatch):
     from latentlab.train.hooks import Hook
     common = ["--latent_size", "4", "--dataset", "digits", "--batch_size", "64", "--quiet", "--seed", "3",
               "--model", "vae", "--noise_std", "0.1", "--num_epochs", "4"]  # VAE sampling and input noise draw random numbers
-    run_main("train", *common + ["--output_dir", str(tmp_path / "a")])
+    run_main("train", *common, "--output_dir", str(tmp_path / "a"))
 
     real = loop.train_model
 
@@ -96,7 +96,7 @@ def test_resume_ends_identical_to_an_uninterrupted_run(tmp_path, monkeypatch):
         return real(*args, hooks=[*hooks, StopInThird()], **kw)
     monkeypatch.setattr("latentlab.train.run.train_model", interrupted)
     with pytest.raises(Interrupt):
-        run_main("train", *common + ["--output_dir", str(tmp_path / "b")])
+        run_main("train", *common, "--output_dir", str(tmp_path / "b"))
     assert torch.load(tmp_path / "b" / "model_latent_size_2.pth", weights_only=True)["resume"]["epoch"] == 1
     monkeypatch.setattr("latentlab.train.run.train_model", real)
     run_script("train.py", *common, "--output_dir", tmp_path / "b", "--resume")
