@@ -527,7 +527,7 @@ def _figure():
 
 
 _LATENT_META = {"labels": [0, 1, 2, 3], "indices": [0, 1, 2, 3], "latent_size": 2, "dataset": "digits",
-                "class_names": list("0123456789")}
+                "class_names": list("0123456789"), "family": "conv", "split": "test"}
 FULL_DISK_WRITES = {  # (what is written, the file whose old version must stay)
     "torch.save": (lambda d: files.save_torch({"w": torch.ones(20_000)}, d / "a.pth"), "a.pth"),
     "np.save": (lambda d: files.save_npy(np.ones(20_000), d / "a.npy"), "a.npy"),
@@ -577,7 +577,7 @@ def test_C_a_pair_whose_second_rename_fails_is_put_back_whole(tmp_path, monkeypa
     assert (artifacts.load_latents(path).z == 0).all()
 
 
-def test_C_a_torn_pair_is_refused_and_an_older_pair_without_the_hash_still_loads(tmp_path):
+def test_C_a_torn_pair_is_refused_and_so_is_a_pair_without_the_hash(tmp_path):
     """A crash between the two renames (or a hand copy) leaves a JSON beside another array of the
     same shape: its SHA-256 says they do not belong together."""
     old, new = tmp_path / "old", tmp_path / "new"
@@ -588,9 +588,30 @@ def test_C_a_torn_pair_is_refused_and_an_older_pair_without_the_hash_still_loads
                                          r"together .*; re-run encode_latent_space.py"):
         artifacts.load_latents(old / "latent_space_size_2.npy")
     meta = json.loads((new / "latent_space_size_2.json").read_text())
-    del meta["npy_sha256"]  # as written before the hash
+    del meta["npy_sha256"]
     (new / "latent_space_size_2.json").write_text(json.dumps(meta))
-    assert (artifacts.load_latents(new / "latent_space_size_2.npy").z == 1).all()
+    with pytest.raises(UserError, match="do not belong together"):
+        artifacts.load_latents(new / "latent_space_size_2.npy")
+
+
+def test_C_files_of_format_1_are_refused_in_one_line_by_the_step_that_reads_them_and_left_as_they_are(tmp_path, capsys):
+    """A checkpoint (read by train.py --resume) and a latents sidecar (read by step 4) that an
+    earlier version wrote: one line names the file and the step that writes it again."""
+    ckpt = tmp_path / "model_latent_size_2.pth"
+    files.save_torch({"kind": "checkpoint", "format_version": 1, "config": {"latent_size": 2}}, ckpt)
+    latents = tmp_path / "latent_space_size_2.npy"
+    artifacts.save_latents(latents, np.zeros((4, 2)), _LATENT_META)
+    meta = json.loads(latents.with_suffix(".json").read_text())
+    latents.with_suffix(".json").write_text(json.dumps({**meta, "format_version": 1}))
+    before = _artifacts_in(tmp_path)
+    line = run_refused("train", ["--latent_size", "2", "--dataset", "digits", "--model", "mlp", "--resume", "--quiet",
+                                 "--output_dir", tmp_path], capsys)
+    assert line == (f"error: {ckpt} was written by an earlier version of latentlab (format 1); "
+                    f"re-run train.py with --overwrite")
+    line = run_refused("viz_kmeans_latent_space", ["--latent_space", latents, "--output_dir", tmp_path, "--quiet"], capsys)
+    assert line == (f"error: {latents.with_suffix('.json')} was written by an earlier version of latentlab (format 1); "
+                    f"re-run encode_latent_space.py")
+    assert _artifacts_in(tmp_path) == before
 
 
 def test_C_a_latent_value_changed_on_disk_is_refused(tmp_path):

@@ -188,8 +188,6 @@ def test_default_widths_by_code_size():
             assert Settings(latent_size=2, model=family, dense=none).model_config(2, shape).dense == ()
         assert Settings(latent_size=64, model=family, dense=(256,)).model_config(64, shape).dense == (256,)
     assert Settings(latent_size=2, model="mlp").model_config(2, shape).dense == ()
-    # checkpoints from before the funnel record one int
-    assert ModelConfig.from_dict({"dense": 512}).dense == (512,) and ModelConfig.from_dict({"dense": 0}).dense == ()
     model = build_model(Settings(latent_size=2).model_config(2, (3, 32, 32)))
     assert [m.out_channels for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d)] == [32, 64, 128]
     model = build_model(Settings(latent_size=64).model_config(64, (3, 32, 32)))

@@ -64,7 +64,7 @@ def read_marker(folder) -> dict | None:
     if not path.exists():
         return None
     hint = "it is not latentlab's run marker: move it away, or choose another --output_dir"
-    marker = files.load_json(path, KIND, hint)
+    marker = files.load_json(path, KIND, hint, redo="re-run train.py with --overwrite, or choose another --output_dir")
     if not (isinstance(marker.get("run"), str) and re.fullmatch(r"[0-9a-f]{1,64}", marker["run"])
             and isinstance(marker.get("dataset"), str) and isinstance(marker.get("latent_sizes"), list)
             and all(isinstance(k, int) and not isinstance(k, bool) for k in marker["latent_sizes"])):
