@@ -137,6 +137,7 @@ CHECKPOINT_DEFECTS = {
                                                                       r"latentlab \(format 1\); re-run train.py"),
     "a config without a field": (lambda c: c["config"].pop("bottleneck"), "its model config must hold plain values of"),
     "a training record without a setting": (lambda c: c["train"].pop("precision"), "the training settings must be"),
+    "no run id": (lambda c: c.pop("run"), "is malformed: no run id"),
     "a dataset of another image shape": (lambda c: c["dataset"].update(image_shape=[3, 8, 8]),
                                          r"dataset's image shape \[3, 8, 8\] differs"),
 }
@@ -195,7 +196,7 @@ def test_mismatches_between_files_name_both_sides(trained, tmp_path):
     z_path = tmp_path / "latent_space_size_2.npy"
     artifacts.save_latents(z_path, np.zeros((4, 2)), {"labels": [0, 1, 2, 3], "indices": [0, 1, 2, 3], "dataset": "digits",
                                                       "latent_size": 2, "class_names": list("0123456789"),
-                                                      "family": "conv", "split": "test"})
+                                                      "family": "conv", "split": "test", "run": "a1"})
     latents = artifacts.load_latents(z_path)
     with pytest.raises(UserError, match=r"latent_space_size_2.npy was encoded from dataset 'digits' but T.pth holds 'mnist'"):
         artifacts.check_latents_match(latents, data, "T.pth")
@@ -209,8 +210,9 @@ def test_mismatches_between_files_name_both_sides(trained, tmp_path):
     ({"labels": [0, 1, 2]}, "has 3 integer labels for 4 latents"),
     ({"labels": [0, 1, 2, 12]}, "has labels outside its 10 classes"),
     ({"indices": [0, 1]}, "does not say which test items were encoded"),
-    ({"class_names": None}, "has no class names, dataset, family or split"),
-    ({"split": None}, "has no class names, dataset, family or split"),
+    ({"class_names": None}, "has no class names, dataset, family, split or run id"),
+    ({"split": None}, "has no class names, dataset, family, split or run id"),
+    ({"run": "../a1"}, "has no class names, dataset, family, split or run id"),
     ({"format_version": 1}, r"was written by an earlier version of latentlab \(format 1\); re-run encode_latent_space.py"),
     ({"npy_sha256": None}, "do not belong together"),
     ({"shape": [5, 2]}, "do not belong together"),
@@ -220,7 +222,7 @@ def test_latents_that_contradict_their_meta_are_refused(tmp_path, meta, message)
     np.save(path, np.zeros((4, 2), dtype=np.float32))
     whole = {"kind": "latents", "format_version": FORMAT_VERSION, "labels": [0, 1, 2, 3], "indices": [0, 1, 2, 3],
              "latent_size": 2, "dataset": "digits", "class_names": list("0123456789"), "family": "conv", "split": "test",
-             "shape": [4, 2], "npy_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+             "run": "a1", "shape": [4, 2], "npy_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     path.with_suffix(".json").write_text(json.dumps({**whole, **meta}))
     with pytest.raises(UserError, match=message):
         artifacts.load_latents(path)
@@ -233,7 +235,8 @@ def samples(trained, tmp_path_factory):
     work = tmp_path_factory.mktemp("fuzz")
     artifacts.save_latents(work / "real.npy", np.random.default_rng(0).normal(size=(30, 8)),
                            {"labels": [i % 10 for i in range(30)], "indices": list(range(30)), "latent_size": 8,
-                            "dataset": "digits", "class_names": list("0123456789"), "family": "conv", "split": "test"})
+                            "dataset": "digits", "class_names": list("0123456789"), "family": "conv", "split": "test",
+                            "run": "a1"})
     real = {"checkpoint": (trained / "model_latent_size_8.pth").read_bytes(),
             "test_data": (trained / "test_data.pth").read_bytes(),
             "pca_baseline": (trained / "pca_baseline.pth").read_bytes(),

@@ -50,6 +50,11 @@ def _is_names(v) -> bool:
     return isinstance(v, list) and all(isinstance(n, str) for n in v)
 
 
+def _is_run(v) -> bool:
+    """A run id (latentlab.store.runs) as it names a folder's run, never a path."""
+    return isinstance(v, str) and re.fullmatch(r"[0-9a-f]{1,64}", v) is not None
+
+
 def _parameter_shapes(config, path) -> tuple[dict, list]:
     """Build the model of a checkpoint's config on the meta device (no memory, no compute) and
     return ({state_dict name: shape}, [(parameter name, shape)] in model.parameters() order, the
@@ -166,6 +171,7 @@ def load_checkpoint(path) -> dict:
     shape = ds["image_shape"]
     _require(isinstance(shape, (list, tuple)) and list(shape) == list(ckpt["config"]["image_shape"]), path,
              f"its dataset's image shape {shape} differs from its config's {ckpt['config']['image_shape']}")
+    _require(_is_run(ckpt.get("run")), path, "no run id")
     history = _check_history(ckpt, path)
     train = ckpt.get("train")
     _require(isinstance(train, dict) and set(RECORDED) <= set(train) and all(map(_is_plain, train.values())), path,
@@ -227,7 +233,7 @@ def load_test_data(path) -> dict:
     names = data.get("class_names")
     _require(_is_names(names) and len(names) > 0, path, "class names must be a list of strings")
     _require(bool(((y >= 0) & (y < len(names))).all()), path, f"labels must lie in 0..{len(names) - 1}")
-    _require(isinstance(data.get("dataset"), str), path, "no dataset name")
+    _require(isinstance(data.get("dataset"), str) and _is_run(data.get("run")), path, "no dataset name or run id")
     sizes, models = data.get("latent_sizes"), data.get("models")
     _require(isinstance(sizes, list) and sizes and all(_is_int(k) and k > 0 for k in sizes)
              and isinstance(models, list) and len(models) == len(sizes), path,
@@ -255,7 +261,8 @@ def load_pca_baseline(path) -> dict:
     """The PCA baseline, checked: float mean (D,) and components (k, D), D = C*H*W of its image shape."""
     pca = load_torch(path, "pca_baseline", hint="run train.py first, or pass --pca_baseline")
     shape = pca.get("image_shape")
-    _require(_is_shape(shape) and isinstance(pca.get("dataset"), str), path, "no dataset name or image shape")
+    _require(_is_shape(shape) and isinstance(pca.get("dataset"), str) and _is_run(pca.get("run")), path,
+             "no dataset name, image shape or run id")
     d = math.prod(shape)
     mean, comps = pca.get("mean"), pca.get("components")
     _require(isinstance(mean, torch.Tensor) and mean.is_floating_point() and mean.shape == (d,), path,
@@ -391,8 +398,8 @@ def load_latents(path) -> Latents:
                         f"pass the file of the model you mean, or {again}")
     names, labels, indices = meta.get("class_names"), meta.get("labels"), meta.get("indices")
     if not _is_names(names) or not isinstance(meta.get("dataset"), str) or meta.get("family") not in FAMILIES \
-            or meta.get("split") not in files.SPLITS:
-        raise UserError(f"{meta_path} has no class names, dataset, family or split; {again}")
+            or meta.get("split") not in files.SPLITS or not _is_run(meta.get("run")):
+        raise UserError(f"{meta_path} has no class names, dataset, family, split or run id; {again}")
     if not isinstance(labels, list) or len(labels) != len(z) or not all(_is_int(v) for v in labels):
         raise UserError(f"{meta_path} has {len(labels) if isinstance(labels, list) else 'no'} integer labels "
                         f"for {len(z)} latents; {again}")
