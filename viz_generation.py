@@ -103,7 +103,7 @@ def main(args) -> dict:
     fitted = "score" in modes or ("sample" in modes and samplers[0] != "prior")
     train_x, train_y = load_training_split(models[-1]) if fitted else (None, None)
     run_id = claim(out, (data_path, data), *models, by="viz_generation.py")
-    dataset = data.get("dataset", "?")
+    dataset = data["dataset"]
     latents = {k: torch.from_numpy(encode_images(net, images, device)) for k, net in nets.items()}
     z_train = {k: encode_images(net, train_x, device) for k, net in nets.items()} if fitted else {}
     written = {}

@@ -83,7 +83,7 @@ def main(args) -> dict:
             figure = files.save_figure(fig, out / f"kmeans_{args.space}_space_latent_size_{lat.latent_size}.png")
             figures.append(str(figure))
             results[str(lat.latent_size)] = {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z),
-                                             "latents_sha256": lat.meta.get("npy_sha256"),
+                                             "latents_sha256": lat.meta["npy_sha256"],
                                              "clustered_in": space, **scores, "umap": detail, "view": drawn,
                                              "figure": str(figure)}
     found = caveats.of_latents(latents) + caveats.per_class_caveat(np.unique(main_l.labels, return_counts=True)[1],

@@ -270,7 +270,7 @@ def load_pca_baseline(path) -> dict:
     _require(isinstance(comps, torch.Tensor) and comps.is_floating_point() and comps.dim() == 2
              and comps.shape[1] == d and comps.shape[0] >= 1, path, f"components must be a float (k, {d}) matrix")
     _require(bool(torch.isfinite(mean).all() and torch.isfinite(comps).all()), path, "it holds non-finite values")
-    _require(isinstance(pca.get("scores", {}), dict), path, "scores must be a dict")
+    _require(isinstance(pca.get("scores"), dict), path, "scores must be a dict")
     return pca
 
 

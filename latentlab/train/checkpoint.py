@@ -82,9 +82,9 @@ def check_resume(ckpt: dict, path: Path, settings: Settings, config: ModelConfig
             which = " (--umap_max_size sets the sizes it applies to)" if key == "umap_weight" else ""
             raise UserError(f"--resume: {path} was trained with {key}={was[key]}, not {value}{which}; "
                             f"use the same flags or drop --resume")
-    if was != config.to_dict() or ckpt["dataset"].get("name") != dataset:
-        raise UserError(f"--resume: {path} holds another model or dataset ({ckpt['config']['family']}, "
-                        f"{ckpt['dataset'].get('name')}); use the same flags or drop --resume")
+    if was != config.to_dict() or ckpt["dataset"]["name"] != dataset:
+        raise UserError(f"--resume: {path} holds another model or dataset ({was['family']}, "
+                        f"{ckpt['dataset']['name']}); use the same flags or drop --resume")
     if "resume" not in ckpt:
         raise UserError(f"--resume: {path} has no resume state; drop --resume to start over")
 
