@@ -258,8 +258,9 @@ def cannot_read(path, e: OSError) -> UserError:
     return UserError(f"cannot read {path}: {e.strerror or e}; make it readable (chmod a+r) or pass a copy you can read")
 
 
-def load_torch(path, kind: str, hint: str = "") -> dict:
-    """Load a .pth written by this project with weights_only=True and check its kind and version.
+def load_torch(path, kind: str, hint: str = "", redo: str = "re-run train.py with --overwrite") -> dict:
+    """Load a .pth written by this project with weights_only=True and check its kind and version
+    (redo: the step that writes it again, for one of another version).
 
     weights_only: the unpickler builds tensors and plain values only, so a file that asks to
     import anything else (a pickled function call, a class of any module) is refused and runs
@@ -292,7 +293,7 @@ def load_torch(path, kind: str, hint: str = "") -> dict:
         raise UserError(f"{path} is not a latentlab artifact (expected a {kind} written by train.py)")
     if obj["kind"] != kind:
         raise UserError(f"{path} is a {obj['kind']}, not a {kind}{'; ' + hint if hint else ''}")
-    return check_version(obj, path, hint if kind == "feature_classifier" else "re-run train.py with --overwrite")
+    return check_version(obj, path, redo)
 
 
 def load_json(path, kind: str, hint: str, redo: str | None = None) -> dict:
