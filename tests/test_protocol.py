@@ -111,15 +111,17 @@ def test_training_latents_are_refused_where_test_latents_belong(trained_copy):
         _classify(trained_copy, "--latent_space", str(trained_copy / "latent_space_size_8_train.npy"))
 
 
-def test_a_checkpoint_too_old_to_name_its_data_folder_is_refused(trained_copy):
-    for k in (2, 8):
-        path = trained_copy / f"model_latent_size_{k}.pth"
-        ckpt = torch.load(path, weights_only=True)
-        del ckpt["dataset"]["data_dir"]
-        files.save_torch(ckpt, path)
-    with pytest.raises(UserError, match="is too old to name its dataset's folder and image size"):
-        _encode(trained_copy, "--split", "train")
-    _encode(trained_copy)  # the test split needs nothing from the dataset
+def test_a_checkpoint_without_its_data_folder_or_of_format_1_is_refused(trained_copy):
+    path = trained_copy / "model_latent_size_8.pth"
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["dataset"]["data_dir"]
+    files.save_torch(ckpt, path)
+    with pytest.raises(UserError, match="is malformed: its dataset description must hold .*data_dir"):
+        _encode(trained_copy)
+    files.save_torch({**ckpt, "format_version": 1}, path)
+    with pytest.raises(UserError, match=r"model_latent_size_8.pth was written by an earlier version of latentlab "
+                                        r"\(format 1\); re-run train.py with --overwrite"):
+        _encode(trained_copy)
 
 
 def _write_idx(path, array):
@@ -257,7 +259,7 @@ def test_training_budget_reads_every_epoch_and_draws_each_size(trained, tmp_path
         assert c["val_mse"] == ckpt["history"]["val_mse"] and len(c["minutes"]) == 6
         assert c["minutes"] == sorted(c["minutes"]) and c["test_mse"] == ckpt["test_metrics"]["test_mse"]
     assert curves[0]["network"] == "conv 32, dense 512 128 32, 6 epochs"  # digits: one stage
-    sphere = {"family": "conv", "channels": [64, 128], "image_shape": [1, 28, 28], "bottleneck": "sphere"}
+    sphere = ModelConfig(channels=(64, 128), latent_size=64, image_shape=(1, 28, 28), bottleneck="sphere").to_dict()
     assert budget.network(sphere, {"num_epochs": 20}) == "conv 64 128, on a sphere, 20 epochs"
     assert budget.network({**sphere, "bottleneck": "linear", "umap_weight": 0.1}, {"num_epochs": 20}) == \
         "conv 64 128, UMAP loss 0.1, 20 epochs"
