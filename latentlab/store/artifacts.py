@@ -62,7 +62,7 @@ def _parameter_shapes(config, path) -> tuple[dict, list]:
     fields = ModelConfig().to_dict()
     _require(isinstance(config, dict) and set(config) == set(fields) and all(map(_is_plain, config.values())), path,
              f"its model config must hold plain values of {', '.join(fields)}")
-    _require(config.get("family") in FAMILIES, path, f"model family {config.get('family')!r} is not one of {', '.join(FAMILIES)}")
+    _require(str(config.get("family")) in FAMILIES, path, f"model family {config.get('family')!r} is not one of {', '.join(FAMILIES)}")
     _require(_is_int(config.get("latent_size")) and config["latent_size"] >= 1, path, "latent_size must be a positive integer")
     _require(_is_shape(config.get("image_shape")), path, "image_shape must be three positive integers (C, H, W)")
     for key in ("beta", "noise_std"):
@@ -397,7 +397,7 @@ def load_latents(path) -> Latents:
         raise UserError(f"{path} is named for size {named.group(1)} but holds latents of size {z.shape[1]}; "
                         f"pass the file of the model you mean, or {again}")
     names, labels, indices = meta.get("class_names"), meta.get("labels"), meta.get("indices")
-    if not _is_names(names) or not isinstance(meta.get("dataset"), str) or meta.get("family") not in FAMILIES \
+    if not _is_names(names) or not isinstance(meta.get("dataset"), str) or str(meta.get("family")) not in FAMILIES \
             or meta.get("split") not in files.SPLITS or not _is_run(meta.get("run")):
         raise UserError(f"{meta_path} has no class names, dataset, family, split or run id; {again}")
     if not isinstance(labels, list) or len(labels) != len(z) or not all(_is_int(v) for v in labels):

@@ -95,7 +95,7 @@ def folder_run(folder) -> dict | None:
 
 
 # ---------------------------------------------------------------- the steps: inputs of one run, into its folder
-def _source(item) -> tuple[Path, str | None, str | None, list]:
+def _source(item) -> tuple[Path, str, str, list]:
     """(path, run id, dataset, latent sizes) of a step's input: a CheckpointFile, Latents, or (path, dict)."""
     if isinstance(item, tuple):
         path, obj = item
