@@ -48,27 +48,27 @@ def training_latents(lat):
     """The training-split latents beside test latents `lat`, checked to come from the same model."""
     from latentlab.store import artifacts, files
     from latentlab.cli import UserError
+    from latentlab.settings import FOLDER_READING
     path = files.latents_path(lat.path.parent, lat.latent_size, "train")
     if not path.is_file():
         raise UserError(f"--protocol heldout needs the training split's latents {path}; make them with "
                         f"`python encode_latent_space.py --split train --output_dir {lat.path.parent}`, "
                         f"or use --protocol cv to score within the test latents alone")
     train = artifacts.load_latents(path)
-    if (train.split != "train" or "split_size" not in train.meta
-            or train.meta.get("model_path") != lat.meta.get("model_path")):
+    source = {"data_dir", "image_size", "image_shape", "split_size", *FOLDER_READING}  # what re-reads its images
+    if train.split != "train" or not source <= set(train.meta) or train.meta.get("model_path") != lat.meta.get("model_path"):
         raise UserError(f"{path} was not encoded from the training split by the model of {lat.path} "
                         f"({lat.meta.get('model_path')}); re-run encode_latent_space.py --split train")
     return train
 
 
-def training_images(trains, data):
+def training_images(trains):
     """The training images the training latents `trains` encoded, re-read from their dataset, and
     checked against the labels stored with each."""
     from latentlab.cli import UserError
     from latentlab.store.inputs import read_training_split, reading_of
     m = trains[-1].meta
-    images, labels = read_training_split(m["dataset"], m.get("data_dir"), m.get("image_size"),
-                                         m.get("image_shape", data["images"].shape[1:]), m["split_size"],
+    images, labels = read_training_split(m["dataset"], m["data_dir"], m["image_size"], m["image_shape"], m["split_size"],
                                          trains[-1].path, reading_of(m))
     for t in trains:
         if len(t.indices) and (t.indices.max() >= len(labels) or not (labels.numpy()[t.indices] == t.labels).all()):
@@ -117,7 +117,7 @@ def heldout_plan(args, latents, data, names, pca) -> dict:
     import numpy as np
     from latentlab.analysis.probes import HELDOUT_KNN_KS, heldout_set
     trains = [training_latents(lat) for lat in latents]
-    images = training_images(trains, data) if len(names) > 1 else None
+    images = training_images(trains) if len(names) > 1 else None
     sets = {}
     for lat, train in zip(latents, trains):
         fit_on = feature_sets(train, images, names, pca)

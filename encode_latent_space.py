@@ -59,7 +59,7 @@ def main(args) -> dict:
     else:  # both models trained on the same split of the same files
         images, labels = load_training_split(models[-1])
         ds = models[-1].ckpt["dataset"]
-        source = {"data_dir": ds["data_dir"], "image_size": ds["image_size"], **reading_of(ds), "dataset_split": ds.get("split"),
+        source = {"data_dir": ds["data_dir"], "image_size": ds["image_size"], **reading_of(ds), "dataset_split": ds["split"],
                   "image_shape": list(images.shape[1:]), "split_size": len(images)}
     total = len(images)
     indices, selection = sample_test_items(total, num_samples, args.seed, args.split)

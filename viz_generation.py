@@ -75,7 +75,7 @@ class Figures:
     def __init__(self, args, out, data, models, nets, latents, device):
         from latentlab.generate.sampling import class_name
         self.args, self.out, self.models, self.nets, self.latents, self.device = args, out, models, nets, latents, device
-        self.images, self.labels, self.dataset = data["images"], data["labels"], data.get("dataset", "?")
+        self.images, self.labels, self.dataset = data["images"], data["labels"], data["dataset"]
         names = list(data.get("class_names") or [])
         self.class_names = [class_name(names, k) for k in range(max(len(names), int(self.labels.max()) + 1))]
         self.written = {}

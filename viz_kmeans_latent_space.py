@@ -55,7 +55,7 @@ def cluster_and_draw(lat, args, k: int, out, cache) -> tuple[dict, list]:
              f"against the classes: NMI {scores['nmi']:.3f}, ARI {scores['ari']:.3f}, purity {scores['purity']:.3f}")
     fig = plots.kmeans_figure(xy, clusters, lat.labels, lat.class_names, title, xlabel, ylabel, view)
     figure = files.save_figure(fig, out / f"kmeans_{args.space}_space_latent_size_{lat.latent_size}.png")
-    return {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z), "latents_sha256": lat.meta.get("npy_sha256"),
+    return {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z), "latents_sha256": lat.meta["npy_sha256"],
             "clustered_in": space, **scores, "umap": detail, "view": drawn, "figure": str(figure)}, clusters
 
 

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from latentlab.cli import Parser, UserError, run  # noqa: E402
-from model.autoencoder import FAMILIES, dense_widths  # noqa: E402
+from model.autoencoder import FAMILIES  # noqa: E402
 from model.parts import conv_stages  # noqa: E402
 from quality import PAPER  # noqa: E402
 
@@ -33,12 +33,12 @@ def parse_args(argv=None):
 
 
 def network(config: dict, train: dict) -> str:
-    extras = (", on a sphere" if config.get("bottleneck") == "sphere" else "") + (
-        f", UMAP loss {config['umap_weight']:g}" if config.get("umap_weight") else "")
+    extras = (", on a sphere" if config["bottleneck"] == "sphere" else "") + (
+        f", UMAP loss {config['umap_weight']:g}" if config["umap_weight"] else "")
     if "hidden" in FAMILIES[config["family"]].flags:
         return f"mlp {' '.join(map(str, config['hidden'])) or 'linear'}{extras}, {train['num_epochs']} epochs"
     used = config["channels"][:max(1, conv_stages(*config["image_shape"][1:], len(config["channels"])))]
-    dense = dense_widths(config.get("dense", ()))
+    dense = config["dense"]
     return (f"{config['family']} {' '.join(map(str, used))}"
             f"{', dense ' + ' '.join(map(str, dense)) if dense else ''}{extras}, {train['num_epochs']} epochs")
 

@@ -22,7 +22,7 @@ def optimiser_steps(epochs_run: int, num_train: int, batch_size: int) -> int:
 
 def training_caveats(steps: int | None, mse_vs_pca: float | None) -> list[str]:
     """A model trained too few steps to have learnt much, or that reconstructs no better than PCA
-    (steps None: not recorded, as in checkpoints that predate the count)."""
+    (steps None: not recorded, as in a checkpoint whose training has not finished)."""
     out = []
     if steps is not None and steps < MIN_OPTIMISER_STEPS:
         out.append(f"trained {steps} optimiser step{'' if steps == 1 else 's'}, fewer than {MIN_OPTIMISER_STEPS}: it has learnt little; "

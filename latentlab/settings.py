@@ -45,19 +45,19 @@ def takers(flag: str) -> str:
 
 def setting(default=MISSING, *, help: str, group: str, type=None, choices=None, shown: str | None = None,
             per_run: bool = False, makes_results: bool = True, resume_must_match: bool = False,
-            recorded: bool = False, older=None, shared: bool = False, nargs=None):
+            recorded: bool = False, shared: bool = False, nargs=None):
     """A Settings field.
 
     group: its argparse group. shown: the default as the docs show it, where the value (None) says
     nothing. per_run: the sweep sets it for each of its runs. makes_results: another value gives
     other numbers. resume_must_match: --resume refuses a checkpoint trained with another value.
-    recorded: kept in the checkpoint's "train" record. older: the value of records that predate
-    the setting. shared: its flag is one that every step has (latentlab.cli.make_parser).
+    recorded: kept in the checkpoint's "train" record. shared: its flag is one that every step
+    has (latentlab.cli.make_parser).
     nargs: the flag takes a list (argparse's nargs); the value is a tuple.
     """
     return field(default=default, metadata=dict(
         help=help, group=group, type=type, choices=choices, shown=shown, per_run=per_run,
-        makes_results=makes_results, resume_must_match=resume_must_match, recorded=recorded, older=older,
+        makes_results=makes_results, resume_must_match=resume_must_match, recorded=recorded,
         shared=shared, nargs=nargs))
 
 
@@ -90,7 +90,7 @@ class Settings:
                                                                    "more of the last width above)")
     dense: tuple | None = setting(None, help=f"{takers('dense')}: widths of dense layers between the conv features and "
                                              "the bottleneck, mirrored in the decoder (`--dense` alone or 0: none)",
-                                  group="model", type=width_or_none, nargs="*", older=0,
+                                  group="model", type=width_or_none, nargs="*",
                                   shown=_by_code_size(2))
     hidden: tuple | None = setting(None, help=f"{takers('hidden')}: widths of the hidden layers, encoder side (mirrored); "
                                               "`--hidden` alone: none, a linear autoencoder", group="model",
@@ -100,18 +100,18 @@ class Settings:
                                                 "to length sqrt(latent size), so that only its direction carries the "
                                                 "image (a 2-unit code stays linear: on a sphere it would be a circle)",
                                      group="model", choices=BOTTLENECKS,
-                                     older="linear", shown=_by_code_size(3) + " (conv); linear (mlp, vae)")
+                                     shown=_by_code_size(3) + " (conv); linear (mlp, vae)")
     umap_weight: float = setting(0.0, help="weight of a UMAP loss on the codes beside the reconstruction, as in "
                                            "Parametric UMAP's UMAP-regularised autoencoder (0.1 measured at 2-d; "
                                            "5.5 to 8x that model's training time); 0: off, at most 1e6", group="model",
-                                 type=loss_weight, older=0.0)
+                                 type=loss_weight)
     # the sweep records each run's resulting weight (resolved_network), so this setting is not compared itself
     umap_max_size: int = setting(2, help="UMAP loss: on the models whose code has at most this many units (2: the "
                                          "2-d model alone; at 64-d the loss hurts)", group="model",
                                  type=width, makes_results=False)
     umap_edges: int = setting(1024, help="UMAP loss: edges of the training images' UMAP graph drawn per "
                                          "step, both ends encoded beside the batch", group="model",
-                              type=batch_images, resume_must_match=True, recorded=True, older=1024)
+                              type=batch_images, resume_must_match=True, recorded=True)
     dataset: str = setting("gtsrb", help=f"one of: {', '.join(DATASETS)}", group="data", per_run=True)
     data_dir: str | None = setting(None, help="folder holding the dataset's files", group="data",
                                    shown="data/<name>/", makes_results=False)
@@ -120,14 +120,14 @@ class Settings:
     resize: str = setting("crop", help="folders: how an image becomes square: crop, its centre square (round things "
                                        "stay round); pad, the whole image on the --background; squash, stretched "
                                        "(the benchmark sets are resized as published)", group="data",
-                          choices=RESIZE_MODES, resume_must_match=True, recorded=True, older="squash")
+                          choices=RESIZE_MODES, resume_must_match=True, recorded=True)
     background: str = setting("#ffffff", help="folders: the colour under transparent pixels and around a padded "
                                               "image (a name Pillow knows, as white, or #rrggbb)", group="data",
                               type=background_colour,
-                              resume_must_match=True, recorded=True, older="#ffffff")
+                              resume_must_match=True, recorded=True)
     skip_unreadable: bool = setting(False, help="folders: train on the readable images, leaving out (and counting) "
                                                 "the files that cannot be decoded", group="data",
-                                    resume_must_match=True, recorded=True, older=False)
+                                    resume_must_match=True, recorded=True)
     memory_budget: float | None = setting(None, help="GB of memory a decoded image folder may take; a larger one "
                                                      "trains and encodes from its memory-mapped cache on disk",
                                           group="data", type=gigabytes, shown="half of the machine's RAM",
@@ -147,7 +147,7 @@ class Settings:
     precision: str = setting("auto", help="autocast of the forward pass; auto: bf16 on CUDA GPUs, and on CPUs with "
                                           "native bf16 (AVX512-BF16 or AMX) for images of 16x16 pixels or more, "
                                           "fp32 elsewhere", group="training", choices=PRECISIONS,
-                             resume_must_match=True, recorded=True, older="auto")
+                             resume_must_match=True, recorded=True)
     resume: bool = setting(False, help="continue an interrupted (or killed) run from its last completed epoch",
                            group="training", per_run=True, makes_results=False)
     overwrite: bool = setting(False, help="replace the run that --output_dir holds (named in its run.json; train.py "
@@ -259,7 +259,6 @@ def names(**metadata) -> tuple[str, ...]:
 RESUME_MUST_MATCH = names(resume_must_match=True)  # the model's config and dataset are compared whole
 RESULT_SETTINGS = names(makes_results=True, per_run=False)  # the sweep's folder names hold the per-run ones
 RECORDED = names(recorded=True)
-OLDER = {f.name: f.metadata["older"] for f in fields(Settings) if f.metadata["older"] is not None}
 
 
 def recorded(settings: Settings) -> dict:
@@ -272,14 +271,8 @@ FOLDER_READING = ("resize", "background", "skip_unreadable")  # how a folder's f
 
 def applies(name: str, dataset: str) -> bool:
     """Whether a setting can change a run on this dataset: the folder reading settings leave the
-    other datasets as they are, so a record older than them need not match them there."""
+    other datasets as they are, so a run on one of those need not match them."""
     return name not in FOLDER_READING or dataset.lower().startswith("folder:")
-
-
-def recorded_value(record: dict, name: str):
-    """A setting's value in a record (a checkpoint's "train", a sweep pair's "settings"); for a
-    record older than the setting, the value runs had before it existed (None: unknown)."""
-    return record.get(name, OLDER.get(name))
 
 
 def add_training_flags(parser, per_run: bool = True) -> None:

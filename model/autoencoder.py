@@ -12,7 +12,7 @@ is scaled to length sqrt(latent_size), and the decoder sees directions only.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
@@ -45,12 +45,6 @@ def describe(family: str, latent_size: int | None = None, dataset: str | None = 
 BOTTLENECKS = ("linear", "sphere")
 WIDTHS = ("channels", "dense", "hidden")  # the config's width fields; each family takes some of them
 
-def dense_widths(value) -> tuple:
-    """A config's dense widths as a tuple; checkpoints before the funnel record one int (0: none)."""
-    if isinstance(value, (int, float)):
-        return (int(value),) if value else ()
-    return tuple(int(u) for u in value)
-
 
 @dataclass
 class ModelConfig:
@@ -74,7 +68,7 @@ class ModelConfig:
         self.image_shape = tuple(int(s) for s in self.image_shape)
         self.channels = tuple(int(c) for c in self.channels)
         self.hidden = tuple(int(h) for h in self.hidden)
-        self.dense = dense_widths(self.dense)
+        self.dense = tuple(int(u) for u in self.dense)
         if self.family not in FAMILIES:
             raise ValueError(f"unknown model family {self.family!r}; choose one of {', '.join(FAMILIES)}")
         if self.bottleneck not in BOTTLENECKS:
@@ -96,8 +90,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**d)
 
 
 class Autoencoder(nn.Module):

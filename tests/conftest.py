@@ -49,6 +49,17 @@ def edit_torch(src, dst, change):
     return dst
 
 
+def run_meta(name: str, class_names: list, split):
+    """What a checkpoint says of its run and dataset (latentlab.train.checkpoint.run_meta), for
+    images a test made (split: a TrainingSplit)."""
+    from types import SimpleNamespace
+    from latentlab.settings import Settings
+    from latentlab.train import checkpoint
+    data = SimpleNamespace(name=name, class_names=class_names, image_shape=tuple(split.images.shape[1:]),
+                           split="made by the test", skipped=[])
+    return checkpoint.run_meta("0" * 12, data, split, Settings(latent_size=2))
+
+
 def load_benchmark(name: str):
     """benchmarks/<name>.py as a module, for tests that call its main() in-process."""
     import importlib.util

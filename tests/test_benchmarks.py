@@ -9,7 +9,7 @@ import torch
 
 from conftest import ROOT, load_benchmark, run_script
 from latentlab.cli import UserError
-from model.autoencoder import model_from_checkpoint
+from model.autoencoder import ModelConfig, model_from_checkpoint
 
 
 @pytest.mark.slow
@@ -42,7 +42,7 @@ def test_training_budget_reads_every_epoch_and_draws_each_size(trained, tmp_path
         assert c["val_mse"] == ckpt["history"]["val_mse"] and len(c["minutes"]) == 6
         assert c["minutes"] == sorted(c["minutes"]) and c["test_mse"] == ckpt["test_metrics"]["test_mse"]
     assert curves[0]["network"] == "conv 32, dense 512 128 32, 6 epochs"  # digits: one stage
-    sphere = {"family": "conv", "channels": [64, 128], "image_shape": [1, 28, 28], "bottleneck": "sphere"}
+    sphere = ModelConfig(channels=(64, 128), latent_size=64, image_shape=(1, 28, 28), bottleneck="sphere").to_dict()
     assert budget.network(sphere, {"num_epochs": 20}) == "conv 64 128, on a sphere, 20 epochs"
     assert budget.network({**sphere, "bottleneck": "linear", "umap_weight": 0.1}, {"num_epochs": 20}) == \
         "conv 64 128, UMAP loss 0.1, 20 epochs"

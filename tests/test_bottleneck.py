@@ -9,7 +9,7 @@ import torch
 from conftest import run_main, run_script
 from latentlab.store import artifacts
 from latentlab.cli import UserError
-from latentlab.settings import Settings, recorded_value
+from latentlab.settings import Settings
 from model.autoencoder import ModelConfig, build_model, describe, model_from_checkpoint
 
 
@@ -40,11 +40,9 @@ def test_the_default_bottleneck_by_code_size_and_family():
     assert bottleneck(64, bottleneck="linear") == "linear" and bottleneck(8, bottleneck="sphere") == "sphere"
     assert bottleneck(8, model="mlp", bottleneck="sphere") == "sphere"
     assert bottleneck(2, bottleneck="sphere") == "linear"  # the 2-d companion: a circle is no map
-    # titles say it; checkpoints from before the flag read as linear
+    # titles say it
     assert describe("conv", 64, "fashion-mnist", bottleneck="sphere") == \
         "conv autoencoder on a sphere, latent size 64, fashion-mnist"
-    assert ModelConfig.from_dict({"family": "conv", "latent_size": 64}).bottleneck == "linear"
-    assert recorded_value({}, "bottleneck") == "linear"
 
 
 def test_a_bottleneck_the_model_cannot_take_is_refused(capsys):

@@ -10,7 +10,7 @@ import torch
 import torch.multiprocessing as mp
 from hypothesis import given, settings, strategies as st
 
-from conftest import ROOT, run_script
+from conftest import ROOT, run_meta, run_script
 from latentlab.store import artifacts
 from latentlab.cli import UserError
 from latentlab.train.distributed import (World, close_distributed, epoch_shard, init_distributed, local_batch_size,
@@ -84,7 +84,7 @@ def _tiny_data():
 def _train_all(out, world):
     split = TrainingSplit(_tiny_data(), torch.arange(0, 112), torch.arange(112, 128))
     s = Settings(latent_size=3, num_epochs=2, batch_size=16, lr=2e-3, seed=5)
-    meta = {"dataset": {"name": "blobs", "class_names": ["blob"], "image_shape": [1, 8, 8]}}
+    meta = run_meta("blobs", ["blob"], split)
     graph = fuzzy_graph(split.images[split.train])
     for family, noise, umap_weight in FAMILIES:
         umap = UmapLoss(graph, split.train, umap_weight, 32) if umap_weight else None

@@ -365,10 +365,3 @@ def test_scores_are_the_same_at_a_seed_and_the_second_run_reuses_the_classifier(
     assert first["classifier"]["test_accuracy"] > 0.9
 
 
-def test_a_sweep_job_scored_before_generation_scores_is_scored_again(tmp_path):
-    from latentlab.sweep import jobs
-    record = {"kind": "sweep_metrics", "format_version": files.FORMAT_VERSION, "settings": {"dataset": "digits", "seed": 0},
-              "metrics": {m: 0.5 for m in jobs.METRICS if m not in jobs.GENERATION}}
-    assert jobs.load_finished(files.save_json(record, tmp_path / "metrics.json"), {}) is None  # not done: run again
-    record["metrics"].update({m: 0.5 for m in jobs.GENERATION})
-    assert jobs.load_finished(files.save_json(record, tmp_path / "metrics.json"), {})["metrics"]["gen_fd"] == 0.5

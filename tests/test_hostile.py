@@ -342,8 +342,8 @@ def test_b_a_swap_stopped_midway_is_finished_by_the_next_writer(run_a, two_runs)
 
 @pytest.mark.parametrize("marker,message", [
     ("{not json", "run.json is not valid JSON"),
-    ('{"kind": "latents", "format_version": 1}', "run.json is not a run file"),
-    ('{"kind": "run", "format_version": 1, "run": "../../x", "dataset": "d", "latent_sizes": [2]}', "run.json is malformed"),
+    ('{"kind": "latents", "format_version": 2}', "run.json is not a run file"),
+    ('{"kind": "run", "format_version": 2, "run": "../../x", "dataset": "d", "latent_sizes": [2]}', "run.json is malformed"),
 ])
 def test_b_a_run_json_that_is_not_a_run_marker_is_refused_in_one_line(run_a, two_runs, capsys, marker, message):
     (run_a / "run.json").write_text(marker)
@@ -387,36 +387,6 @@ def test_b_two_steps_from_two_runs_into_one_new_folder(tmp_path, two_runs, capsy
     line = b_refused("train", ["--latent_size", "4", *TINY, "--resume", "--output_dir", out], capsys)
     assert "not a training to continue" in line
     assert b_unchanged(out) == before
-
-
-def test_b_artifacts_older_than_run_ids_are_read_but_a_new_run_never_writes_over_them(run_a, two_runs, capsys):
-    """Files without a run id (written before run ids) are accepted; a run with an id does not claim their folder."""
-    import json
-
-    import torch
-
-    from conftest import run_main
-    (run_a / "run.json").unlink()
-    for p in run_a.glob("*.pth"):
-        obj = torch.load(p, weights_only=True)
-        obj.pop("run")
-        torch.save(obj, p)
-    for p in run_a.glob("latent_space_size_*.json"):
-        meta = json.loads(p.read_text())
-        meta.pop("run")
-        p.write_text(json.dumps(meta))
-    m = run_main("viz_kmeans_latent_space", "--output_dir", run_a, "--quiet")
-    assert m["run"] is None and not (run_a / "run.json").exists()
-    before = b_unchanged(run_a)
-    line = b_refused("viz_kmeans_latent_space", ["--output_dir", run_a, "--latent_space",
-                                                 two_runs["b"] / "latent_space_size_4.npy", "--quiet"], capsys)
-    assert "holds the results of a training written before runs had ids (digits, latent sizes 2 and 4)" in line
-    line = b_refused("viz_kmeans_latent_space", ["--output_dir", two_runs["b"], "--latent_space",
-                                                 run_a / "latent_space_size_4.npy", "--quiet"], capsys)
-    assert f"{two_runs['b']} holds the results of run {run_id(two_runs['b'])}" in line and "carry no run id" in line
-    assert "holds a training written before runs had ids" in b_refused("train", ["--latent_size", "4", *TINY, "--output_dir", run_a], capsys)
-    assert b_unchanged(run_a) == before
-
 
 
 def test_b_a_stopped_first_training_says_how_to_retry_in_its_folder(tmp_path, capsys):
@@ -527,7 +497,7 @@ def _figure():
 
 
 _LATENT_META = {"labels": [0, 1, 2, 3], "indices": [0, 1, 2, 3], "latent_size": 2, "dataset": "digits",
-                "class_names": list("0123456789")}
+                "class_names": list("0123456789"), "family": "conv", "split": "test", "run": "a1"}
 FULL_DISK_WRITES = {  # (what is written, the file whose old version must stay)
     "torch.save": (lambda d: files.save_torch({"w": torch.ones(20_000)}, d / "a.pth"), "a.pth"),
     "np.save": (lambda d: files.save_npy(np.ones(20_000), d / "a.npy"), "a.npy"),
@@ -577,7 +547,7 @@ def test_C_a_pair_whose_second_rename_fails_is_put_back_whole(tmp_path, monkeypa
     assert (artifacts.load_latents(path).z == 0).all()
 
 
-def test_C_a_torn_pair_is_refused_and_an_older_pair_without_the_hash_still_loads(tmp_path):
+def test_C_a_torn_pair_is_refused_and_so_is_a_pair_without_the_hash(tmp_path):
     """A crash between the two renames (or a hand copy) leaves a JSON beside another array of the
     same shape: its SHA-256 says they do not belong together."""
     old, new = tmp_path / "old", tmp_path / "new"
@@ -588,9 +558,30 @@ def test_C_a_torn_pair_is_refused_and_an_older_pair_without_the_hash_still_loads
                                          r"together .*; re-run encode_latent_space.py"):
         artifacts.load_latents(old / "latent_space_size_2.npy")
     meta = json.loads((new / "latent_space_size_2.json").read_text())
-    del meta["npy_sha256"]  # as written before the hash
+    del meta["npy_sha256"]
     (new / "latent_space_size_2.json").write_text(json.dumps(meta))
-    assert (artifacts.load_latents(new / "latent_space_size_2.npy").z == 1).all()
+    with pytest.raises(UserError, match="do not belong together"):
+        artifacts.load_latents(new / "latent_space_size_2.npy")
+
+
+def test_C_files_of_format_1_are_refused_in_one_line_by_the_step_that_reads_them_and_left_as_they_are(tmp_path, capsys):
+    """A checkpoint (read by train.py --resume) and a latents sidecar (read by step 4) that an
+    earlier version wrote: one line names the file and the step that writes it again."""
+    ckpt = tmp_path / "model_latent_size_2.pth"
+    files.save_torch({"kind": "checkpoint", "format_version": 1, "config": {"latent_size": 2}}, ckpt)
+    latents = tmp_path / "latent_space_size_2.npy"
+    artifacts.save_latents(latents, np.zeros((4, 2)), _LATENT_META)
+    meta = json.loads(latents.with_suffix(".json").read_text())
+    latents.with_suffix(".json").write_text(json.dumps({**meta, "format_version": 1}))
+    before = _artifacts_in(tmp_path)
+    line = run_refused("train", ["--latent_size", "2", "--dataset", "digits", "--model", "mlp", "--resume", "--quiet",
+                                 "--output_dir", tmp_path], capsys)
+    assert line == (f"error: {ckpt} was written by an earlier version of latentlab (format 1); "
+                    f"re-run train.py with --overwrite")
+    line = run_refused("viz_kmeans_latent_space", ["--latent_space", latents, "--output_dir", tmp_path, "--quiet"], capsys)
+    assert line == (f"error: {latents.with_suffix('.json')} was written by an earlier version of latentlab (format 1); "
+                    f"re-run encode_latent_space.py")
+    assert _artifacts_in(tmp_path) == before
 
 
 def test_C_a_latent_value_changed_on_disk_is_refused(tmp_path):

@@ -389,14 +389,15 @@ def test_skip_unreadable_trains_on_the_rest_and_counts_them(tmp_path, capsys):
     assert len(fresh.train_x) + len(fresh.test_x) == 20
 
 
-def test_a_sweep_job_done_before_the_reading_flags_counts_on_digits_and_is_redone_on_a_folder(tmp_path):
+def test_a_sweep_job_done_with_other_reading_flags_counts_on_digits_and_is_refused_on_a_folder(tmp_path):
     from latentlab.store import files
     from latentlab.sweep import jobs
     from latentlab.cli import UserError
     now = {"resize": "crop", "background": "#ffffff", "skip_unreadable": False}
     for dataset in ("digits", "folder:photos"):
         path = files.save_json({"kind": jobs.KIND, "format_version": files.FORMAT_VERSION,
-                                "settings": {"dataset": dataset}, "metrics": dict.fromkeys(jobs.METRICS, 0.5)},
+                                "settings": {"dataset": dataset, **now, "resize": "squash"},
+                                "metrics": dict.fromkeys(jobs.METRICS, 0.5)},
                                tmp_path / dataset.replace(":", "_") / "metrics.json")
         if dataset == "digits":
             assert jobs.load_finished(path, now)["metrics"]["knn"] == 0.5

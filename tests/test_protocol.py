@@ -108,15 +108,17 @@ def test_training_latents_are_refused_where_test_latents_belong(trained_copy):
         _classify(trained_copy, "--latent_space", str(trained_copy / "latent_space_size_8_train.npy"))
 
 
-def test_a_checkpoint_too_old_to_name_its_data_folder_is_refused(trained_copy):
-    for k in (2, 8):
-        path = trained_copy / f"model_latent_size_{k}.pth"
-        ckpt = torch.load(path, weights_only=True)
-        del ckpt["dataset"]["data_dir"]
-        files.save_torch(ckpt, path)
-    with pytest.raises(UserError, match="is too old to name its dataset's folder and image size"):
-        _encode(trained_copy, "--split", "train")
-    _encode(trained_copy)  # the test split needs nothing from the dataset
+def test_a_checkpoint_without_its_data_folder_or_of_format_1_is_refused(trained_copy):
+    path = trained_copy / "model_latent_size_8.pth"
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["dataset"]["data_dir"]
+    files.save_torch(ckpt, path)
+    with pytest.raises(UserError, match="is malformed: its dataset description must hold .*data_dir"):
+        _encode(trained_copy)
+    files.save_torch({**ckpt, "format_version": 1}, path)
+    with pytest.raises(UserError, match=r"model_latent_size_8.pth was written by an earlier version of latentlab "
+                                        r"\(format 1\); re-run train.py with --overwrite"):
+        _encode(trained_copy)
 
 
 def _write_idx(path, array):
@@ -185,8 +187,6 @@ def test_default_widths_by_code_size():
             assert Settings(latent_size=2, model=family, dense=none).model_config(2, shape).dense == ()
         assert Settings(latent_size=64, model=family, dense=(256,)).model_config(64, shape).dense == (256,)
     assert Settings(latent_size=2, model="mlp").model_config(2, shape).dense == ()
-    # checkpoints from before the funnel record one int
-    assert ModelConfig.from_dict({"dense": 512}).dense == (512,) and ModelConfig.from_dict({"dense": 0}).dense == ()
     model = build_model(Settings(latent_size=2).model_config(2, (3, 32, 32)))
     assert [m.out_channels for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d)] == [32, 64, 128]
     model = build_model(Settings(latent_size=64).model_config(64, (3, 32, 32)))

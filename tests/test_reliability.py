@@ -1,6 +1,7 @@
 """Hostile files, crashes and bad input lose nothing: safe and validated loads, atomic writes with
 resume after a kill, training guards, option checks, and one line with exit status 2 for users."""
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -15,8 +16,9 @@ import torch
 from hypothesis import HealthCheck, assume, example, given, settings, strategies as st
 
 import train
-from conftest import ROOT, edit_torch, run_script
+from conftest import ROOT, edit_torch, run_meta, run_script
 from latentlab.store import artifacts
+from latentlab.store.files import FORMAT_VERSION
 from latentlab.cli import UserError, run
 from latentlab.data.datasets import load_dataset
 from latentlab.settings import Settings
@@ -65,10 +67,10 @@ def hostile(tmp_path):
     marker = tmp_path / "marker"
     payload = MakesMarker(marker)
     files = {"zip": tmp_path / "zip.pth", "raw": tmp_path / "raw.pth", "npy": tmp_path / "latents.npy"}
-    torch.save({"kind": "checkpoint", "format_version": 1, "state_dict": {}, "x": payload}, files["zip"])
+    torch.save({"kind": "checkpoint", "format_version": FORMAT_VERSION, "state_dict": {}, "x": payload}, files["zip"])
     torch.save({"kind": "checkpoint", "x": payload}, files["raw"], _use_new_zipfile_serialization=False)
     np.save(files["npy"], np.array([payload, 1], dtype=object), allow_pickle=True)
-    (tmp_path / "latents.json").write_text(json.dumps({"kind": "latents", "format_version": 1, "labels": [0, 1]}))
+    (tmp_path / "latents.json").write_text(json.dumps({"kind": "latents", "format_version": FORMAT_VERSION, "labels": [0, 1]}))
     # the control: an unsafe load of each does run the payload
     torch.load(files["zip"], weights_only=False)
     assert marker.exists()
@@ -131,7 +133,11 @@ CHECKPOINT_DEFECTS = {
                                      "its model config does not build"),
     "resume weights of another model": (lambda c: c["resume"]["state_dict"].pop("to_latent.bias"),
                                         "the resume weights do not fit its config"),
-    "another format version": (lambda c: c.update(format_version=99), "format version 99, this version reads 1"),
+    "an earlier format version": (lambda c: c.update(format_version=1), r"bad.pth was written by an earlier version of "
+                                                                      r"latentlab \(format 1\); re-run train.py"),
+    "a config without a field": (lambda c: c["config"].pop("bottleneck"), "its model config must hold plain values of"),
+    "a training record without a setting": (lambda c: c["train"].pop("precision"), "the training settings must be"),
+    "no run id": (lambda c: c.pop("run"), "is malformed: no run id"),
     "a dataset of another image shape": (lambda c: c["dataset"].update(image_shape=[3, 8, 8]),
                                          r"dataset's image shape \[3, 8, 8\] differs"),
 }
@@ -189,7 +195,8 @@ def test_mismatches_between_files_name_both_sides(trained, tmp_path):
         artifacts.check_pca_matches(pca, data, "P.pth", "T.pth", [2, 8])
     z_path = tmp_path / "latent_space_size_2.npy"
     artifacts.save_latents(z_path, np.zeros((4, 2)), {"labels": [0, 1, 2, 3], "indices": [0, 1, 2, 3], "dataset": "digits",
-                                                      "latent_size": 2, "class_names": list("0123456789")})
+                                                      "latent_size": 2, "class_names": list("0123456789"),
+                                                      "family": "conv", "split": "test", "run": "a1"})
     latents = artifacts.load_latents(z_path)
     with pytest.raises(UserError, match=r"latent_space_size_2.npy was encoded from dataset 'digits' but T.pth holds 'mnist'"):
         artifacts.check_latents_match(latents, data, "T.pth")
@@ -203,15 +210,19 @@ def test_mismatches_between_files_name_both_sides(trained, tmp_path):
     ({"labels": [0, 1, 2]}, "has 3 integer labels for 4 latents"),
     ({"labels": [0, 1, 2, 12]}, "has labels outside its 10 classes"),
     ({"indices": [0, 1]}, "does not say which test items were encoded"),
-    ({"class_names": None}, "has no class names or dataset"),
-    ({"format_version": 7}, "format version 7"),
+    ({"class_names": None}, "has no class names, dataset, family, split or run id"),
+    ({"split": None}, "has no class names, dataset, family, split or run id"),
+    ({"run": "../a1"}, "has no class names, dataset, family, split or run id"),
+    ({"format_version": 1}, r"was written by an earlier version of latentlab \(format 1\); re-run encode_latent_space.py"),
+    ({"npy_sha256": None}, "do not belong together"),
     ({"shape": [5, 2]}, "do not belong together"),
 ])
 def test_latents_that_contradict_their_meta_are_refused(tmp_path, meta, message):
     path = tmp_path / "latent_space_size_2.npy"
     np.save(path, np.zeros((4, 2), dtype=np.float32))
-    whole = {"kind": "latents", "format_version": 1, "labels": [0, 1, 2, 3], "indices": [0, 1, 2, 3],
-             "latent_size": 2, "dataset": "digits", "class_names": list("0123456789")}
+    whole = {"kind": "latents", "format_version": FORMAT_VERSION, "labels": [0, 1, 2, 3], "indices": [0, 1, 2, 3],
+             "latent_size": 2, "dataset": "digits", "class_names": list("0123456789"), "family": "conv", "split": "test",
+             "run": "a1", "shape": [4, 2], "npy_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     path.with_suffix(".json").write_text(json.dumps({**whole, **meta}))
     with pytest.raises(UserError, match=message):
         artifacts.load_latents(path)
@@ -224,7 +235,8 @@ def samples(trained, tmp_path_factory):
     work = tmp_path_factory.mktemp("fuzz")
     artifacts.save_latents(work / "real.npy", np.random.default_rng(0).normal(size=(30, 8)),
                            {"labels": [i % 10 for i in range(30)], "indices": list(range(30)), "latent_size": 8,
-                            "dataset": "digits", "class_names": list("0123456789")})
+                            "dataset": "digits", "class_names": list("0123456789"), "family": "conv", "split": "test",
+                            "run": "a1"})
     real = {"checkpoint": (trained / "model_latent_size_8.pth").read_bytes(),
             "test_data": (trained / "test_data.pth").read_bytes(),
             "pca_baseline": (trained / "pca_baseline.pth").read_bytes(),
@@ -356,11 +368,11 @@ def test_a_non_finite_loss_stops_within_the_epoch_and_keeps_the_last_good_checkp
     x = torch.randint(0, 256, (160, 1, 8, 8), dtype=torch.uint8)
     path = tmp_path / "m.pth"
     cfg = ModelConfig(family="mlp", latent_size=2, image_shape=(1, 8, 8))
-    meta = {"dataset": {"name": "noise", "class_names": ["a"], "image_shape": [1, 8, 8]}}
+    split = TrainingSplit(x, torch.arange(128), torch.arange(128, 160))
     with pytest.raises(UserError, match=r"latent-2 mlp model diverged: the loss became nan in epoch 2 \(by step 20 of 32\); "
                                         r"the last good checkpoint \(.*m.pth, epoch 1\) is kept; lower --lr"):
-        train_model(cfg, TrainingSplit(x, torch.arange(128), torch.arange(128, 160)),
-                    Settings(latent_size=2, num_epochs=4, batch_size=4), path, meta, quiet=True)
+        train_model(cfg, split, Settings(latent_size=2, num_epochs=4, batch_size=4), path,
+                    run_meta("noise", ["a"], split), quiet=True)
     assert calls["train"] == 32 + 20  # stopped at the first check after the NaN, not at the epoch's end
     kept = artifacts.load_checkpoint(path)
     assert kept["resume"]["epoch"] == 0 and all(torch.isfinite(v).all() for v in kept["resume"]["state_dict"].values())

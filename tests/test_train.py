@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, run_main, run_script
+from conftest import ROOT, run_main, run_meta, run_script
 from latentlab.store import files
 from latentlab.cli import UserError
 from latentlab.data.datasets import load_dataset
@@ -226,23 +226,6 @@ def test_resume_refuses_a_checkpoint_of_another_setting(tmp_path, name):
         check_resume(ckpt, tmp_path, was, config, "mnist")
 
 
-def test_a_checkpoint_older_than_the_precision_setting_resumes_as_auto(tmp_path):
-    from latentlab.train.checkpoint import check_resume
-    from model.autoencoder import ModelConfig
-    settings, config = Settings(latent_size=4), ModelConfig(latent_size=4, image_shape=(1, 8, 8))
-    ckpt = _checkpoint_of(settings, config)
-    del ckpt["train"]["precision"]
-    check_resume(ckpt, tmp_path, settings, config, "digits")
-    for name in FOLDER_READING:  # a folder was squashed on white, and stopped at an unreadable file, before them
-        del ckpt["train"][name]
-    check_resume(ckpt, tmp_path, settings, config, "digits")
-    with pytest.raises(UserError, match="resize=squash, not crop"):
-        check_resume(_checkpoint_of(settings, config, "folder:photos") | {"train": ckpt["train"]}, tmp_path, settings,
-                     config, "folder:photos")
-    with pytest.raises(UserError, match="precision=auto, not bf16"):
-        check_resume(ckpt, tmp_path, dataclasses.replace(settings, precision="bf16"), config, "digits")
-
-
 @pytest.mark.slow
 def test_same_seed_same_numbers(tmp_path):
     args = ["--latent_size", 3, "--dataset", "digits", "--num_epochs", 2, "--quiet", "--model", "mlp"]
@@ -361,7 +344,7 @@ def test_a_hook_keeps_its_state_in_the_checkpoint_and_a_resume_hands_it_back(tmp
     x = torch.randint(0, 256, (80, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     split, path = TrainingSplit(x, torch.arange(64), torch.arange(64, 80)), tmp_path / "m.pth"
     cfg = ModelConfig(family="mlp", latent_size=2, image_shape=(1, 8, 8))
-    meta = {"dataset": {"name": "noise", "class_names": ["a"], "image_shape": [1, 8, 8]}}
+    meta = run_meta("noise", ["a"], split)
     first, again = Epochs(), Epochs()
     train_model(cfg, split, Settings(latent_size=2, num_epochs=2, batch_size=16), path, meta, hooks=[first], quiet=True)
     assert first.seen == [0, 1] and torch.load(path, weights_only=True)["epochs_seen"] == [0, 1]

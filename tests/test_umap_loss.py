@@ -8,6 +8,7 @@ import torch
 
 from conftest import run_main, run_script
 from latentlab.analysis import projection
+from latentlab.cli import UserError
 from latentlab.store import files
 from latentlab.data.datasets import load_dataset
 from latentlab.train.umap_loss import NEGATIVES, NEIGHBOURS, FuzzyGraph, UmapLoss, fuzzy_graph, umap_cross_entropy
@@ -193,17 +194,16 @@ def test_a_run_trains_the_2d_model_with_the_loss_and_the_chosen_size_without(tmp
     assert list((tmp_path / "cache").glob("umap_graph_*.npy"))
 
 
-def test_records_older_than_the_umap_loss_read_as_trained_without_it(tmp_path):
-    """A sweep's metrics and a checkpoint written before the flags existed still match the defaults."""
-    from latentlab.settings import Settings, recorded, recorded_value
+def test_a_sweep_record_without_a_setting_is_malformed_and_the_checkpoint_records_the_loss(tmp_path):
+    """A current sweep's metrics name every setting of the job, the UMAP loss's too."""
+    from latentlab.settings import Settings, recorded
     from latentlab.sweep.jobs import KIND, METRICS, SETTINGS, load_finished
     defaults = Settings(latent_size=2)
-    assert recorded_value({}, "umap_weight") == defaults.umap_weight == 0.0
-    assert recorded_value({}, "umap_edges") == defaults.umap_edges
-    settings = {k: getattr(defaults, k) for k in SETTINGS if hasattr(defaults, k)}
-    older = {k: v for k, v in settings.items() if not k.startswith("umap_")}
+    settings = {"dataset": "digits", **{k: getattr(defaults, k) for k in SETTINGS if hasattr(defaults, k)}}
     path = tmp_path / "metrics.json"
-    files.save_json({"kind": KIND, "format_version": files.FORMAT_VERSION, "settings": older,
-                     "metrics": {k: 0.5 for k in METRICS}}, path)
-    assert load_finished(path, settings) is not None
+    record = {"kind": KIND, "format_version": files.FORMAT_VERSION, "settings": settings, "metrics": {k: 0.5 for k in METRICS}}
+    assert load_finished(files.save_json(record, path), settings) is not None
+    record["settings"] = {k: v for k, v in settings.items() if not k.startswith("umap_")}
+    with pytest.raises(UserError, match="is malformed: it lacks its settings or metrics"):
+        load_finished(files.save_json(record, path), settings)
     assert "umap_edges" in recorded(defaults)

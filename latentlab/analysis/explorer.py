@@ -205,7 +205,7 @@ def step5_clusters(out, latents) -> tuple[dict, list[str]]:
     for lat in latents:
         r = meta.get("models", {}).get(str(lat.latent_size))
         if (not isinstance(r, dict) or r.get("samples") != len(lat.z) or _other_file(r.get("latents"), lat.path)
-                or r.get("latents_sha256") != lat.meta.get("npy_sha256")):  # encoded again since step 5 ran
+                or r.get("latents_sha256") != lat.meta["npy_sha256"]):  # encoded again since step 5 ran
             notes.append(f"{found[0]} is not of {lat.path}: no k-means shown for it")
             continue
         try:

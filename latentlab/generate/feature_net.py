@@ -105,7 +105,7 @@ def load(path: Path, key: str, channels: int, num_classes: int) -> tuple[Feature
     """The classifier at path, checked: of this kind and format, trained on the split of key, with
     weights that fit its network. Anything else is refused and left where it is."""
     keep = "it is left as it is: move it away to train the classifier again"
-    obj = files.load_torch(path, KIND, hint=keep)
+    obj = files.load_torch(path, KIND, hint=keep, redo=keep)
     if obj.get("key") != key:
         raise UserError(f"{path} holds the classifier of another training split ({obj.get('dataset', '?')!r}, key "
                         f"{str(obj.get('key'))[:20]!r}; this one is {key}): it was copied or renamed; {keep}")

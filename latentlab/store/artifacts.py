@@ -18,6 +18,7 @@ import torch
 from latentlab.cli import UserError
 from latentlab.store import files
 from latentlab.store.files import FORMAT_VERSION, load_json, load_torch
+from latentlab.settings import FOLDER_READING, RECORDED
 from model.autoencoder import FAMILIES, ModelConfig, build_model, describe
 
 
@@ -49,17 +50,23 @@ def _is_names(v) -> bool:
     return isinstance(v, list) and all(isinstance(n, str) for n in v)
 
 
+def _is_run(v) -> bool:
+    """A run id (latentlab.store.runs) as it names a folder's run, never a path."""
+    return isinstance(v, str) and re.fullmatch(r"[0-9a-f]{1,64}", v) is not None
+
+
 def _parameter_shapes(config, path) -> tuple[dict, list]:
     """Build the model of a checkpoint's config on the meta device (no memory, no compute) and
     return ({state_dict name: shape}, [(parameter name, shape)] in model.parameters() order, the
     optimizer's): the config must build, and the weights must fit it."""
-    _require(isinstance(config, dict) and all(map(_is_plain, config.values())), path,
-             "no model config of plain values")
-    _require(config.get("family") in FAMILIES, path, f"model family {config.get('family')!r} is not one of {', '.join(FAMILIES)}")
+    fields = ModelConfig().to_dict()
+    _require(isinstance(config, dict) and set(config) == set(fields) and all(map(_is_plain, config.values())), path,
+             f"its model config must hold plain values of {', '.join(fields)}")
+    _require(str(config.get("family")) in FAMILIES, path, f"model family {config.get('family')!r} is not one of {', '.join(FAMILIES)}")
     _require(_is_int(config.get("latent_size")) and config["latent_size"] >= 1, path, "latent_size must be a positive integer")
     _require(_is_shape(config.get("image_shape")), path, "image_shape must be three positive integers (C, H, W)")
     for key in ("beta", "noise_std"):
-        v = config.get(key, 0.0)
+        v = config[key]
         _require(_is_number(v) and v >= 0, path, f"{key} must be a number >= 0")
     try:
         with torch.device("meta"):
@@ -157,15 +164,18 @@ def load_checkpoint(path) -> dict:
     shapes, params = _parameter_shapes(ckpt.get("config"), path)
     _check_weights(ckpt.get("state_dict"), shapes, path, "the weights")
     ds = ckpt.get("dataset")
-    _require(isinstance(ds, dict) and isinstance(ds.get("name"), str) and _is_names(ds.get("class_names")), path,
-             "no dataset description (name, class names)")
-    shape = ds.get("image_shape", ckpt["config"]["image_shape"])
+    described = {"name", "class_names", "image_shape", "split", "num_train", "num_val", "data_dir", "image_size",
+                 *FOLDER_READING}  # what re-reads its training split
+    _require(isinstance(ds, dict) and described <= set(ds) and isinstance(ds["name"], str) and _is_names(ds["class_names"]),
+             path, f"its dataset description must hold {', '.join(sorted(described))}")
+    shape = ds["image_shape"]
     _require(isinstance(shape, (list, tuple)) and list(shape) == list(ckpt["config"]["image_shape"]), path,
              f"its dataset's image shape {shape} differs from its config's {ckpt['config']['image_shape']}")
+    _require(_is_run(ckpt.get("run")), path, "no run id")
     history = _check_history(ckpt, path)
-    train = ckpt.get("train", {})
-    _require(isinstance(train, dict) and all(map(_is_plain, train.values())), path,
-             "the training settings must be a dict of plain values")
+    train = ckpt.get("train")
+    _require(isinstance(train, dict) and set(RECORDED) <= set(train) and all(map(_is_plain, train.values())), path,
+             f"the training settings must be a dict of plain values of {', '.join(RECORDED)}")
     if "resume" in ckpt:
         r = ckpt["resume"]
         _require(isinstance(r, dict) and _is_int(r.get("epoch")) and r["epoch"] >= 0, path,
@@ -202,8 +212,8 @@ class CheckpointFile:
     def name(self) -> str:
         """The model without its size: 'VAE (beta 1)', 'denoising conv autoencoder (noise std 0.2)'."""
         config = self.ckpt["config"]
-        return describe(self.family, noise_std=config.get("noise_std", 0.0), beta=config.get("beta"),
-                        umap_weight=config.get("umap_weight", 0.0), bottleneck=config.get("bottleneck", "linear"))
+        return describe(self.family, noise_std=config["noise_std"], beta=config["beta"],
+                        umap_weight=config["umap_weight"], bottleneck=config["bottleneck"])
 
     @property
     def label(self) -> str:
@@ -223,7 +233,7 @@ def load_test_data(path) -> dict:
     names = data.get("class_names")
     _require(_is_names(names) and len(names) > 0, path, "class names must be a list of strings")
     _require(bool(((y >= 0) & (y < len(names))).all()), path, f"labels must lie in 0..{len(names) - 1}")
-    _require(isinstance(data.get("dataset"), str), path, "no dataset name")
+    _require(isinstance(data.get("dataset"), str) and _is_run(data.get("run")), path, "no dataset name or run id")
     sizes, models = data.get("latent_sizes"), data.get("models")
     _require(isinstance(sizes, list) and sizes and all(_is_int(k) and k > 0 for k in sizes)
              and isinstance(models, list) and len(models) == len(sizes), path,
@@ -251,7 +261,8 @@ def load_pca_baseline(path) -> dict:
     """The PCA baseline, checked: float mean (D,) and components (k, D), D = C*H*W of its image shape."""
     pca = load_torch(path, "pca_baseline", hint="run train.py first, or pass --pca_baseline")
     shape = pca.get("image_shape")
-    _require(_is_shape(shape) and isinstance(pca.get("dataset"), str), path, "no dataset name or image shape")
+    _require(_is_shape(shape) and isinstance(pca.get("dataset"), str) and _is_run(pca.get("run")), path,
+             "no dataset name, image shape or run id")
     d = math.prod(shape)
     mean, comps = pca.get("mean"), pca.get("components")
     _require(isinstance(mean, torch.Tensor) and mean.is_floating_point() and mean.shape == (d,), path,
@@ -259,7 +270,7 @@ def load_pca_baseline(path) -> dict:
     _require(isinstance(comps, torch.Tensor) and comps.is_floating_point() and comps.dim() == 2
              and comps.shape[1] == d and comps.shape[0] >= 1, path, f"components must be a float (k, {d}) matrix")
     _require(bool(torch.isfinite(mean).all() and torch.isfinite(comps).all()), path, "it holds non-finite values")
-    _require(isinstance(pca.get("scores", {}), dict), path, "scores must be a dict")
+    _require(isinstance(pca.get("scores"), dict), path, "scores must be a dict")
     return pca
 
 
@@ -294,7 +305,7 @@ class Latents:
 
     @property
     def split(self) -> str:
-        return self.meta.get("split", "test")  # latents older than --split encoded the test split
+        return self.meta["split"]
 
     @property
     def class_names(self) -> list:
@@ -306,7 +317,7 @@ class Latents:
 
     @property
     def family(self) -> str:
-        return self.meta.get("family", "?")
+        return self.meta["family"]
 
     @property
     def label(self) -> str:
@@ -372,11 +383,10 @@ def load_latents(path) -> Latents:
     if not meta_path.exists():
         raise UserError(f"{meta_path} is missing: the latents need their labels; {again}")
     meta = load_json(meta_path, "latents", again)
-    recorded = meta.get("npy_sha256")  # latents written before the hash have none
-    if recorded is not None and recorded != _sha256(path):
+    if meta.get("npy_sha256") != _sha256(path):
         raise UserError(f"{path} and {meta_path} do not belong together (the array is not the one the JSON "
                         f"describes); {again}")
-    if meta.get("shape", list(z.shape)) != list(z.shape):
+    if meta.get("shape") != list(z.shape):
         raise UserError(f"{path} holds an array of shape {list(z.shape)} but {meta_path} describes {meta.get('shape')}: "
                         f"the two files do not belong together; {again}")
     if meta.get("latent_size") != z.shape[1]:
@@ -387,8 +397,9 @@ def load_latents(path) -> Latents:
         raise UserError(f"{path} is named for size {named.group(1)} but holds latents of size {z.shape[1]}; "
                         f"pass the file of the model you mean, or {again}")
     names, labels, indices = meta.get("class_names"), meta.get("labels"), meta.get("indices")
-    if not _is_names(names) or not isinstance(meta.get("dataset"), str):
-        raise UserError(f"{meta_path} has no class names or dataset; {again}")
+    if not _is_names(names) or not isinstance(meta.get("dataset"), str) or str(meta.get("family")) not in FAMILIES \
+            or meta.get("split") not in files.SPLITS or not _is_run(meta.get("run")):
+        raise UserError(f"{meta_path} has no class names, dataset, family, split or run id; {again}")
     if not isinstance(labels, list) or len(labels) != len(z) or not all(_is_int(v) for v in labels):
         raise UserError(f"{meta_path} has {len(labels) if isinstance(labels, list) else 'no'} integer labels "
                         f"for {len(z)} latents; {again}")

@@ -29,7 +29,7 @@ import torch
 
 from latentlab.cli import UserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # bump when a file's fields change: a reader refuses files of any other version
 KINDS = ("checkpoint", "test_data", "pca_baseline", "feature_classifier")
 
 
@@ -258,8 +258,9 @@ def cannot_read(path, e: OSError) -> UserError:
     return UserError(f"cannot read {path}: {e.strerror or e}; make it readable (chmod a+r) or pass a copy you can read")
 
 
-def load_torch(path, kind: str, hint: str = "") -> dict:
-    """Load a .pth written by this project with weights_only=True and check its kind and version.
+def load_torch(path, kind: str, hint: str = "", redo: str = "re-run train.py with --overwrite") -> dict:
+    """Load a .pth written by this project with weights_only=True and check its kind and version
+    (redo: the step that writes it again, for one of another version).
 
     weights_only: the unpickler builds tensors and plain values only, so a file that asks to
     import anything else (a pickled function call, a class of any module) is refused and runs
@@ -292,16 +293,13 @@ def load_torch(path, kind: str, hint: str = "") -> dict:
         raise UserError(f"{path} is not a latentlab artifact (expected a {kind} written by train.py)")
     if obj["kind"] != kind:
         raise UserError(f"{path} is a {obj['kind']}, not a {kind}{'; ' + hint if hint else ''}")
-    version = obj.get("format_version")
-    if type(version) is not int or version != FORMAT_VERSION:  # a tensor here would not compare to one bool
-        raise UserError(f"{path} has format version {' '.join(str(version).split())[:40]}, this version reads "
-                        f"{FORMAT_VERSION}; retrain with this version's train.py")
-    return obj
+    return check_version(obj, path, redo)
 
 
-def load_json(path, kind: str, hint: str) -> dict:
+def load_json(path, kind: str, hint: str, redo: str | None = None) -> dict:
     """A JSON object this project wrote, of this kind (its "kind" field) and format version; any
-    other file, or one that does not parse, is refused with one line ending in hint."""
+    other file, or one that does not parse, is refused with one line ending in hint (in redo, the
+    step that writes it again, for one of another version)."""
     path = Path(path)
     try:
         obj = json.loads(path.read_text())
@@ -313,6 +311,15 @@ def load_json(path, kind: str, hint: str) -> dict:
         raise UserError(f"{path} is not valid JSON ({type(e).__name__}); {hint}")
     if not isinstance(obj, dict) or obj.get("kind") != kind:
         raise UserError(f"{path} is not a {kind} file; {hint}")
-    if obj.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path} has format version {obj.get('format_version')}, this version reads {FORMAT_VERSION}; {hint}")
+    return check_version(obj, path, redo or hint)
+
+
+def check_version(obj: dict, path, redo: str) -> dict:
+    """obj, when it is of this version's format; else a UserError naming the file and redo (the
+    step that writes it again): this version reads no file of another."""
+    version = obj.get("format_version")
+    if type(version) is not int or version != FORMAT_VERSION:  # a tensor here would not compare to one bool
+        when = "an earlier" if type(version) is int and version < FORMAT_VERSION else "another"
+        raise UserError(f"{path} was written by {when} version of latentlab (format "
+                        f"{' '.join(str(version).split())[:40]}); {redo}")
     return obj

@@ -17,6 +17,7 @@ from pathlib import Path
 from latentlab.store import artifacts, files, runs
 from latentlab.store.artifacts import CheckpointFile, Latents
 from latentlab.cli import UserError
+from latentlab.settings import FOLDER_READING
 
 
 def chosen_size(sizes) -> int:
@@ -67,27 +68,21 @@ def load_training_split(model: CheckpointFile) -> tuple:
     """The training split (uint8 images (N, C, H, W), int64 labels) of the dataset the checkpoint
     names, re-read from its files (never copied into output/): dataset, data folder, image size."""
     ds = model.ckpt["dataset"]
-    if "data_dir" not in ds or "image_size" not in ds:
-        raise UserError(f"{model.path} is too old to name its dataset's folder and image size, so its training split "
-                        f"cannot be re-read; retrain it with this version's train.py")
     return read_training_split(ds["name"], ds["data_dir"], ds["image_size"], model.ckpt["config"]["image_shape"],
-                               ds.get("num_train", 0) + ds.get("num_val", 0), model.path, reading_of(ds))
+                               ds["num_train"] + ds["num_val"], model.path, reading_of(ds))
 
 
 def reading_of(described: dict) -> dict:
     """How a training read its images (a checkpoint's dataset description, or the latents of its
-    training split that carry it), as load_dataset's arguments; a record older than these
-    settings read folders as they were then (squashed, on white)."""
-    return {"resize": described.get("resize", "squash"), "background": described.get("background", "#ffffff"),
-            "skip_unreadable": described.get("skip_unreadable", False)}
+    training split that carry it), as load_dataset's arguments."""
+    return {k: described[k] for k in FOLDER_READING}
 
 
-def read_training_split(name: str, data_dir, image_size, image_shape, count: int, source,
-                        reading: dict | None = None) -> tuple:
+def read_training_split(name: str, data_dir, image_size, image_shape, count: int, source, reading: dict) -> tuple:
     """load_dataset's training split, read as `reading` says (reading_of), checked to be the one
     `source` names: count images of image_shape."""
     from latentlab.data.datasets import load_dataset
-    data = load_dataset(name, data_dir=data_dir, image_size=image_size, **(reading or reading_of({})))
+    data = load_dataset(name, data_dir=data_dir, image_size=image_size, **reading)
     if tuple(data.image_shape) != tuple(image_shape) or len(data.train_x) != count:
         raise UserError(f"the {name} training split read now ({len(data.train_x)} images of shape "
                         f"{tuple(data.image_shape)}) is not the one of {source} ({count} of shape "

@@ -1,7 +1,6 @@
 """One folder, one run. A training makes a run id; every artifact it writes, and every artifact a
 later step makes from them, carries the id (`run`), and run.json in the folder names the run whose
-results the folder holds. Artifacts written before run ids have none: which run made them cannot
-be told, so they are accepted.
+results the folder holds.
 
 - train.py refuses a folder that holds another run unless --resume (continue it) or --overwrite
   (replace it once the new run has succeeded): replacing.py.
@@ -34,11 +33,11 @@ def sizes_text(sizes) -> str:
 
 
 def describe(held: dict) -> str:
-    """'run 3fa2c1d0e9b7 (digits, latent sizes 2 and 16)', or what is known of a run without an id."""
+    """'run 3fa2c1d0e9b7 (digits, latent sizes 2 and 16)', or what is known of a run whose id cannot be read."""
     known = [held["dataset"]] if held.get("dataset") else []
     known += [sizes_text(held["latent_sizes"])] if held.get("latent_sizes") else []
     what = f" ({', '.join(known)})" if known else ""
-    return f"run {held['run']}{what}" if held.get("run") else f"a training written before runs had ids{what}"
+    return f"run {held['run']}{what}" if held.get("run") else f"a training of unknown run{what}"
 
 
 # ---------------------------------------------------------------- the marker
@@ -48,7 +47,7 @@ def read_marker(folder) -> dict | None:
     if not path.exists():
         return None
     hint = "it is not latentlab's run marker: move it away, or choose another --output_dir"
-    marker = files.load_json(path, KIND, hint)
+    marker = files.load_json(path, KIND, hint, redo="re-run train.py with --overwrite, or choose another --output_dir")
     if not (isinstance(marker.get("run"), str) and re.fullmatch(r"[0-9a-f]{1,64}", marker["run"])
             and isinstance(marker.get("dataset"), str) and isinstance(marker.get("latent_sizes"), list)
             and all(isinstance(k, int) and not isinstance(k, bool) for k in marker["latent_sizes"])):
@@ -64,7 +63,7 @@ def write_marker(folder, run: str, dataset: str, latent_sizes, written_by: str, 
 
 def folder_run(folder) -> dict | None:
     """The run a folder holds: its run.json; without one, its test_data.pth (run None when it
-    predates run ids); None when it holds neither (empty, or made by hand)."""
+    cannot be read); None when it holds neither (empty, or made by hand)."""
     marker = read_marker(folder)
     if marker is not None:
         return marker
@@ -80,41 +79,32 @@ def folder_run(folder) -> dict | None:
 
 
 # ---------------------------------------------------------------- the steps: inputs of one run, into its folder
-def _source(item) -> tuple[Path, str | None, str | None, list]:
+def _source(item) -> tuple[Path, str, str, list]:
     """(path, run id, dataset, latent sizes) of a step's input: a CheckpointFile, Latents, or (path, dict)."""
     if isinstance(item, tuple):
         path, obj = item
-        return Path(path), obj.get("run"), obj.get("dataset"), list(obj.get("latent_sizes") or [])
-    meta = getattr(item, "ckpt", None) or getattr(item, "meta", {})
-    return Path(item.path), meta.get("run"), item.dataset, [item.latent_size]
+        return Path(path), obj["run"], obj["dataset"], list(obj.get("latent_sizes", []))
+    meta = getattr(item, "ckpt", None) or item.meta
+    return Path(item.path), meta["run"], item.dataset, [item.latent_size]
 
 
-def inputs_run(*items) -> tuple[str | None, list]:
-    """The run id of a step's inputs (None when none of them has one) and their (path, ...) rows;
-    inputs of two runs are refused."""
+def inputs_run(*items) -> tuple[str, list]:
+    """The run id of a step's inputs and their (path, ...) rows; inputs of two runs are refused."""
     rows = [_source(i) for i in items]
-    known = [r for r in rows if r[1] is not None]
-    for other in known[1:]:
-        if other[1] != known[0][1]:
-            raise UserError(f"{known[0][0]} is of run {known[0][1]} but {other[0]} of run {other[1]}: they come from "
+    for other in rows[1:]:
+        if other[1] != rows[0][1]:
+            raise UserError(f"{rows[0][0]} is of run {rows[0][1]} but {other[0]} of run {other[1]}: they come from "
                             f"two trainings; pass files of one training")
-    return (known[0][1] if known else None), rows
+    return rows[0][1], rows
 
 
-def claim(output_dir, *inputs, by: str) -> str | None:
+def claim(output_dir, *inputs, by: str) -> str:
     """Before a step's first write into output_dir: its inputs must be of one run, and the folder
     must hold that run's results, or none yet (it is then claimed for that run). Returns the run id."""
     out = Path(output_dir)
     run, rows = inputs_run(*inputs)
     held = folder_run(out)
-    source = rows[0][0].parent
-    if run is None:  # inputs older than run ids: of this folder's run when they lie in it; else it cannot be told
-        if held is not None and held.get("run") and source.resolve() != out.resolve():
-            raise UserError(f"{out} holds the results of {describe(held)}; these inputs in {source} carry no run "
-                            f"id (written before run ids), so they may be of another run: write into {source}, "
-                            f"or choose an empty --output_dir")
-        return None
-    dataset = next((r[2] for r in rows if r[2]), "?")
+    source, dataset = rows[0][0].parent, rows[0][2]
     if held is None:
         sizes = sorted({k for r in rows for k in r[3]})
         write_marker(out, run, dataset, sizes, by, inputs_from=str(source))

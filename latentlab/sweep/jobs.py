@@ -24,7 +24,7 @@ from latentlab.cli import UserError
 from latentlab.store.locking import FolderBusy, FolderLock
 from latentlab.analysis.probes import KNN_K
 from latentlab.data.sources import DATASETS
-from latentlab.settings import RESULT_SETTINGS, Settings, applies, recorded_value, resolved_network
+from latentlab.settings import RESULT_SETTINGS, Settings, applies, resolved_network
 from model.autoencoder import describe
 
 # metric -> (what it is, for table headers and panel titles; does higher mean better)
@@ -32,7 +32,6 @@ METRICS = {"test_mse": ("test MSE", False), "test_psnr": ("test PSNR (dB)", True
            "linear_probe": ("linear-probe accuracy", True), "knn": (f"{KNN_K}-NN accuracy", True),
            "kmeans_nmi": ("k-means NMI", True), "gen_fd": ("FD of samples (best sampler)", False),
            "gen_precision": ("precision of samples", True), "gen_recall": ("recall of samples", True)}
-GENERATION = ("gen_fd", "gen_precision", "gen_recall")
 # the flags that make a job's numbers what they are (dataset and seed are in its folder's name);
 # a finished job is reused only when they agree
 SETTINGS = (*RESULT_SETTINGS, "num_samples", "folds")
@@ -130,15 +129,14 @@ def load_finished(path: Path, settings: dict) -> dict | None:
         return None
     redo = f"delete {path.parent} to redo it"
     m = files.load_json(path, KIND, redo)
-    if isinstance(m.get("metrics"), dict) and not all(k in m["metrics"] for k in GENERATION):
-        return None  # scored before generation was: scored again (its training, finished, is kept)
     # a metric that is not a finite number (the PSNR of a perfect reconstruction) is null
     if not isinstance(m.get("settings"), dict) or not isinstance(m.get("metrics"), dict) or not all(
-            k in m["metrics"] and isinstance(m["metrics"][k], (int, float, type(None))) for k in METRICS):
+            k in m["metrics"] and isinstance(m["metrics"][k], (int, float, type(None))) for k in METRICS) \
+            or not set(settings) <= set(m["settings"]):
         raise UserError(f"{path} is malformed: it lacks its settings or metrics; {redo}")
     for k, v in settings.items():
-        was = recorded_value(m["settings"], k)
-        if was != v and applies(k, str(m["settings"].get("dataset", ""))):
+        was = m["settings"][k]
+        if was != v and applies(k, str(m["settings"]["dataset"])):
             raise UserError(f"{path} was swept with --{k} {was}, not {v}; use the same flags, "
                             f"another --output_dir, or {redo}")
     return m

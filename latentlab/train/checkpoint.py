@@ -12,7 +12,7 @@ import torch
 from latentlab.store import artifacts, files
 from latentlab.cli import UserError
 from latentlab.train.distributed import World, run_agreed, same_everywhere
-from latentlab.settings import RESUME_MUST_MATCH, Settings, applies, recorded, recorded_value
+from latentlab.settings import RESUME_MUST_MATCH, Settings, applies, recorded
 from model.autoencoder import ModelConfig
 
 
@@ -72,19 +72,19 @@ def make_checkpoint(config: ModelConfig, meta: dict, settings: Settings, history
 def check_resume(ckpt: dict, path: Path, settings: Settings, config: ModelConfig, dataset: str) -> None:
     """Refuse (UserError) a checkpoint that another model, dataset or training setting made."""
     for key in RESUME_MUST_MATCH:
-        was = recorded_value(ckpt.get("train", {}), key)
+        was = ckpt["train"][key]
         if was != getattr(settings, key) and applies(key, dataset):
             raise UserError(f"--resume: {path} was trained with {key}={was}, not {getattr(settings, key)}; "
                             f"use the same flags or drop --resume")
-    was = ModelConfig.from_dict(ckpt["config"]).to_dict()  # a config older than a field has its default
+    was = ckpt["config"]
     for key, value in config.to_dict().items():
-        if was.get(key) != value and key in ("channels", "hidden", "dense", "bottleneck", "umap_weight"):
+        if was[key] != value and key in ("channels", "hidden", "dense", "bottleneck", "umap_weight"):
             which = " (--umap_max_size sets the sizes it applies to)" if key == "umap_weight" else ""
-            raise UserError(f"--resume: {path} was trained with {key}={was.get(key)}, not {value}{which}; "
+            raise UserError(f"--resume: {path} was trained with {key}={was[key]}, not {value}{which}; "
                             f"use the same flags or drop --resume")
-    if was != config.to_dict() or ckpt["dataset"].get("name") != dataset:
-        raise UserError(f"--resume: {path} holds another model or dataset ({ckpt['config']['family']}, "
-                        f"{ckpt['dataset'].get('name')}); use the same flags or drop --resume")
+    if was != config.to_dict() or ckpt["dataset"]["name"] != dataset:
+        raise UserError(f"--resume: {path} holds another model or dataset ({was['family']}, "
+                        f"{ckpt['dataset']['name']}); use the same flags or drop --resume")
     if "resume" not in ckpt:
         raise UserError(f"--resume: {path} has no resume state; drop --resume to start over")
 
