@@ -46,7 +46,7 @@ def parse_args(argv=None):
 
 def training_latents(lat):
     """The training-split latents beside test latents `lat`, checked to come from the same model."""
-    from latentlab.store import artifacts, files
+    from latentlab.store import files, latent_files
     from latentlab.cli import UserError
     from latentlab.settings import FOLDER_READING
     path = files.latents_path(lat.path.parent, lat.latent_size, "train")
@@ -54,7 +54,7 @@ def training_latents(lat):
         raise UserError(f"--protocol heldout needs the training split's latents {path}; make them with "
                         f"`python encode_latent_space.py --split train --output_dir {lat.path.parent}`, "
                         f"or use --protocol cv to score within the test latents alone")
-    train = artifacts.load_latents(path)
+    train = latent_files.load_latents(path)
     source = {"data_dir", "image_size", "image_shape", "split_size", *FOLDER_READING}  # what re-reads its images
     if train.split != "train" or not source <= set(train.meta) or train.meta.get("model_path") != lat.meta.get("model_path"):
         raise UserError(f"{path} was not encoded from the training split by the model of {lat.path} "
@@ -146,7 +146,7 @@ def main(args) -> dict:
     from latentlab.analysis.probes import best_probe, probe_scores_of_sets
     from latentlab.cli import memory_for, pick_device, seed_everything, worded
     from latentlab.store import files
-    from latentlab.store.artifacts import check_latents_match
+    from latentlab.store.latent_files import check_latents_match
     from latentlab.store.inputs import find_latents, find_pca_baseline, find_test_data
     from latentlab.store.runs import claim
 

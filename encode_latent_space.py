@@ -40,7 +40,7 @@ def main(args) -> dict:
 
     import numpy as np
 
-    from latentlab.store import artifacts, files
+    from latentlab.store import files, latent_files
     from latentlab.train import tensorboard_log
     from latentlab.cli import UserError, memory_for, pick_device, seed_everything
     from latentlab.analysis.inference import encode_images, sample_test_items
@@ -82,7 +82,7 @@ def main(args) -> dict:
                 "latent_size": m.latent_size, "family": m.family, **source, "selection": selection, "seed": args.seed,
                 "latent": FAMILIES[m.family].latent,
                 "model_caveats": m.ckpt.get("test_metrics", {}).get("caveats", [])}
-        path, _ = artifacts.save_latents(files.latents_path(out, m.latent_size, args.split), z, meta)
+        path, _ = latent_files.save_latents(files.latents_path(out, m.latent_size, args.split), z, meta)
         written[str(m.latent_size)] = {"path": str(path), "shape": list(z.shape), "model": m.label}
         print(f"{m.label}: {z.shape[0]} x {z.shape[1]} latents -> {path}")
         if args.tensorboard:

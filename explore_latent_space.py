@@ -39,7 +39,7 @@ def load_inputs(args, out, device) -> tuple:
 
     from latentlab.analysis.inference import encode_images
     from latentlab.cli import UserError
-    from latentlab.store.artifacts import check_latents_match
+    from latentlab.store.latent_files import check_latents_match
     from latentlab.store.inputs import find_latents, find_models
     from latentlab.store.runs import claim
     from model.autoencoder import model_from_checkpoint

@@ -45,7 +45,7 @@ def main(args) -> dict:
     import numpy as np
     import torch
 
-    from latentlab.store import artifacts
+    from latentlab.store import checkpoints
     from latentlab.cli import pick_device
     from latentlab.data.datasets import load_dataset
     from latentlab.analysis.inference import encode_images
@@ -56,7 +56,7 @@ def main(args) -> dict:
     data = load_dataset(args.dataset, data_dir=args.data_dir)
     images = torch.cat([data.train_x, data.test_x])
     labels = torch.cat([data.train_y, data.test_y]).numpy()
-    model = model_from_checkpoint(artifacts.load_checkpoint(args.model_path), device)
+    model = model_from_checkpoint(checkpoints.load_checkpoint(args.model_path), device)
     before = peak_rss_mb()
     print(f"{data.name}: {len(images)} images {tuple(images.shape[1:])} ({images.numel() / 2**20:.0f} MiB as uint8), "
           f"latent size {model.config.latent_size}, device {device}, {torch.get_num_threads()} threads; "

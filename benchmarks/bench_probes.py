@@ -39,7 +39,7 @@ def load_features(args):
     """(features (n, d) float32, labels (n,), what they are in words)."""
     import numpy as np
 
-    from latentlab.store import artifacts, files
+    from latentlab.store import artifacts, files, latent_files
     from latentlab.cli import UserError
     from latentlab.data.datasets import to_float
     if args.digits:
@@ -48,7 +48,7 @@ def load_features(args):
         return x.astype(np.float32), y, "the 1797 8x8 digits' pixels"
     if not args.latent_space:
         raise UserError("give --latent_space (a latent_space_size_{N}.npy written by encode_latent_space.py) or --digits")
-    latents = artifacts.load_latents(args.latent_space)
+    latents = latent_files.load_latents(args.latent_space)
     z, labels = latents.z, latents.labels
     if not args.raw_pixels:
         return z, labels, f"{z.shape[1]}-d latents of {len(z)} test images"

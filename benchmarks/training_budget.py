@@ -87,12 +87,12 @@ def figure(curves: list[dict]):
 
 
 def main(args) -> list[dict]:
-    from latentlab.store import artifacts, files
+    from latentlab.store import checkpoints, files
     curves = []
     for path in args.checkpoints:
         if not Path(path).is_file():
             raise UserError(f"{path} does not exist; give the model_latent_size_N.pth files train.py wrote")
-        ckpt = artifacts.load_checkpoint(path)
+        ckpt = checkpoints.load_checkpoint(path)
         if not ckpt.get("history", {}).get("seconds"):
             raise UserError(f"{path} holds no per-epoch history; give a checkpoint train.py wrote")
         curves.append(curve(ckpt))

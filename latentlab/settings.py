@@ -102,8 +102,8 @@ class Settings:
                                      group="model", choices=BOTTLENECKS,
                                      shown=_by_code_size(3) + " (conv); linear (mlp, vae)")
     umap_weight: float = setting(0.0, help="weight of a UMAP loss on the codes beside the reconstruction, as in "
-                                           "Parametric UMAP's UMAP-regularised autoencoder (0.1 measured at 2-d; "
-                                           "5.5 to 8x that model's training time); 0: off, at most 1e6", group="model",
+                                           "Parametric UMAP's UMAP-regularised autoencoder (0.1 at 2-d; its cost: "
+                                           "docs/performance.md); 0: off, at most 1e6", group="model",
                                  type=loss_weight)
     # the sweep records each run's resulting weight (resolved_network), so this setting is not compared itself
     umap_max_size: int = setting(2, help="UMAP loss: on the models whose code has at most this many units (2: the "

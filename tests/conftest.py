@@ -1,5 +1,7 @@
 """Shared fixtures: one tiny training on the embedded digits, run as a user runs it, reused by
-the tests of the later steps (they only read its output folder, copied per test when they write)."""
+the tests of the later steps (they only read its output folder, copied per test when they write);
+and the helpers that run a step as a user does and check a refusal: exit 2, one line, nothing lost."""
+import hashlib
 import os
 import shutil
 import subprocess
@@ -84,3 +86,51 @@ def trained_copy(trained, tmp_path):
     dst = tmp_path / "out"
     shutil.copytree(trained, dst)
     return dst
+
+
+def one_error_line(stderr: str) -> str:
+    """The single `error: ...` line a user sees; anything more (a traceback, a second line) fails."""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def checksums(folder) -> dict:
+    """{relative path: sha256} of every file under folder: what 'nothing lost' compares."""
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def refused(proc) -> str:
+    """A finished script that must have stopped with exit 2 and one line; returns that line."""
+    assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    return one_error_line(proc.stderr)
+
+
+# (absurd sizes refused before allocating, divergence and size fixes named right, the sweep)
+def parse_refused(module: str, argv, capsys) -> str:
+    """A script's parse_args refusing argv: exit 2 and one line naming the flag; returns that line."""
+    import importlib
+    with pytest.raises(SystemExit) as e:
+        importlib.import_module(module).parse_args([str(a) for a in argv])
+    assert e.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and ": error: argument " in lines[0], lines
+    return lines[0]
+
+
+def run_refused(module: str, argv, capsys) -> str:
+    """A script's main through cli.run, in this process, as the script runs it: exit 2, one line."""
+    import importlib
+    from latentlab.cli import run
+    mod = importlib.import_module(module)
+    with pytest.raises(SystemExit) as e:
+        run(mod.main, mod.parse_args([str(a) for a in argv]))
+    assert e.value.code == 2
+    return one_error_line(capsys.readouterr().err)
+
+
+def written(folder) -> dict:
+    """What a run left in folder, but the writer lock's file that every step takes."""
+    return {k: v for k, v in checksums(folder).items() if k != ".latentlab.lock"} if Path(folder).exists() else {}

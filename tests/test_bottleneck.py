@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import run_main, run_script
-from latentlab.store import artifacts
+from latentlab.store import checkpoints
 from latentlab.cli import UserError
 from latentlab.settings import Settings
 from model.autoencoder import ModelConfig, build_model, describe, model_from_checkpoint
@@ -75,9 +75,9 @@ def test_the_bottleneck_is_recorded_used_by_later_steps_and_checked_by_resume(tm
     out = tmp_path / "out"
     run_main("train", "--latent_size", "4", "--dataset", "digits", "--num_epochs", "1", "--bottleneck", "sphere",
              "--snapshot_every", "0", "--quiet", "--output_dir", str(out))
-    ckpt = artifacts.load_checkpoint(out / "model_latent_size_4.pth")
+    ckpt = checkpoints.load_checkpoint(out / "model_latent_size_4.pth")
     assert ckpt["config"]["bottleneck"] == "sphere"
-    assert artifacts.load_checkpoint(out / "model_latent_size_2.pth")["config"]["bottleneck"] == "linear"
+    assert checkpoints.load_checkpoint(out / "model_latent_size_2.pth")["config"]["bottleneck"] == "linear"
     model = model_from_checkpoint(ckpt)  # rebuilt from the checkpoint alone
     z = model.encode(torch.rand(3, 1, 8, 8))
     assert torch.allclose(z.norm(dim=1), torch.full((3,), math.sqrt(4)), atol=1e-5)

@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from hypothesis import given, settings, strategies as st
 
 from conftest import ROOT, run_meta, run_script
-from latentlab.store import artifacts
+from latentlab.store import artifacts, checkpoints
 from latentlab.cli import UserError
 from latentlab.train.distributed import (World, close_distributed, epoch_shard, init_distributed, local_batch_size,
                                    run_agreed, same_everywhere)
@@ -141,8 +141,8 @@ def test_every_family_trains_the_same_in_two_processes(tmp_path):
     assert "another process failed" in (tmp_path / "ddp" / "error_0.txt").read_text()
     for family, noise, umap_weight in FAMILIES:
         for k in (2, 3):
-            ddp = artifacts.load_checkpoint(tmp_path / "ddp" / _name(family, umap_weight, k))  # the single-process format
-            one = artifacts.load_checkpoint(tmp_path / "one" / _name(family, umap_weight, k))
+            ddp = checkpoints.load_checkpoint(tmp_path / "ddp" / _name(family, umap_weight, k))  # the single-process format
+            one = checkpoints.load_checkpoint(tmp_path / "one" / _name(family, umap_weight, k))
             assert ddp["state_dict"].keys() == one["state_dict"].keys()  # no "module." prefixes
             assert ddp["train"]["processes"] == 2 and one["train"]["processes"] == 1
             model_from_checkpoint(ddp)
@@ -177,7 +177,7 @@ def test_torchrun_trains_resumes_and_matches_one_process(tmp_path):
     common += ["--output_dir", out]
     first = torchrun(*common, "--num_epochs", 3, "--quiet")
     assert first.returncode == 0, first.stderr[-3000:]
-    assert artifacts.load_checkpoint(out / "model_latent_size_8.pth")["resume"]["epoch"] == 2
+    assert checkpoints.load_checkpoint(out / "model_latent_size_8.pth")["resume"]["epoch"] == 2
     second = torchrun(*common, "--num_epochs", 6, "--resume")
     assert second.returncode == 0, second.stderr[-3000:]
     # rank 0 alone reports: one summary, one line per epoch
@@ -187,8 +187,8 @@ def test_torchrun_trains_resumes_and_matches_one_process(tmp_path):
     test = artifacts.load_test_data(out / "test_data.pth")
     artifacts.load_pca_baseline(out / "pca_baseline.pth")
     for k in (2, 8):
-        ddp = artifacts.load_checkpoint(out / f"model_latent_size_{k}.pth")
-        one = artifacts.load_checkpoint(single / f"model_latent_size_{k}.pth")
+        ddp = checkpoints.load_checkpoint(out / f"model_latent_size_{k}.pth")
+        one = checkpoints.load_checkpoint(single / f"model_latent_size_{k}.pth")
         artifacts.check_test_data_matches(test, ddp, "test", f"model_latent_size_{k}.pth")
         model = model_from_checkpoint(ddp)
         assert model.encode(test["images"][:4].float() / 255).shape == (4, k)

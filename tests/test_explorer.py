@@ -17,7 +17,7 @@ import encode_latent_space
 import explore_latent_space
 import viz_kmeans_latent_space
 from latentlab.analysis import explorer
-from latentlab.store import artifacts
+from latentlab.store import latent_files
 from latentlab.cli import run
 from latentlab.analysis.projection import view_2d
 from model.autoencoder import model_from_checkpoint
@@ -205,8 +205,8 @@ def test_bad_input_one_line(explored, tmp_path, capsys):
     src, _ = explored
     out = tmp_path / "out"
     shutil.copytree(src, out)
-    latents = artifacts.load_latents(out / "latent_space_size_8.npy")
-    artifacts.save_latents(out / "latent_space_size_8.npy", latents.z + 1.0, latents.meta)  # not what this model encodes
+    latents = latent_files.load_latents(out / "latent_space_size_8.npy")
+    latent_files.save_latents(out / "latent_space_size_8.npy", latents.z + 1.0, latents.meta)  # not what this model encodes
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".latentlab.lock"}
     err = refused(explore_latent_space, ["--output_dir", str(out), "--vis_type", "pca"], capsys)
     assert "was not encoded by" in err and "encode_latent_space.py" in err

@@ -9,7 +9,7 @@ import viz_generation
 from conftest import run_main, run_script
 from latentlab import image_grids, plots
 from latentlab.generate import sampling as gen
-from latentlab.store import artifacts, files
+from latentlab.store import artifacts, checkpoints, files
 from latentlab.cli import UserError
 from latentlab.data.datasets import to_float
 from latentlab.analysis.inference import encode_images
@@ -160,7 +160,7 @@ def test_class_colors_are_distinct_for_every_dataset_size():
 def test_interpolation_ends_decode_to_the_reconstructions(trained):
     data = artifacts.load_test_data(trained / "test_data.pth")
     for k in (2, 8):
-        model = model_from_checkpoint(artifacts.load_checkpoint(trained / f"model_latent_size_{k}.pth"))
+        model = model_from_checkpoint(checkpoints.load_checkpoint(trained / f"model_latent_size_{k}.pth"))
         z = torch.from_numpy(encode_images(model, data["images"], "cpu", batch=50))  # batches of 50: the last one is short
         x = to_float(data["images"][[10, 200]])
         with torch.no_grad():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_main
-from latentlab.store import artifacts, files
+from conftest import run_main, run_refused, written
+from latentlab.store import checkpoints, files, latent_files
 from latentlab.cli import UserError
 from latentlab.settings import Settings
 from model.autoencoder import FAMILIES, ModelConfig, build_model, model_from_checkpoint
@@ -35,14 +35,14 @@ def test_train_and_test_encodings_lie_side_by_side_and_say_what_they_are(trained
     _encode(out, "--num_samples", "all")
     train_x = load_dataset("digits").train_x
     for k in (2, 8):
-        test, train = (artifacts.load_latents(out / f"latent_space_size_{k}{s}.npy") for s in ("", "_train"))
+        test, train = (latent_files.load_latents(out / f"latent_space_size_{k}{s}.npy") for s in ("", "_train"))
         test_z, test_meta, train_z, train_meta = test.z, test.meta, train.z, train.meta
         assert test_meta["split"] == "test" and train_meta["split"] == "train"
         assert test_z.shape == (359, k) and train_z.shape == (1438, k)  # the training split, validation included
         assert train_meta["dataset"] == "digits" and train_meta["indices"] == list(range(1438))
         assert train_meta["labels"] == load_dataset("digits").train_y.tolist()
         # the latents are the model's encoding of the dataset's training images
-        model = model_from_checkpoint(artifacts.load_checkpoint(out / f"model_latent_size_{k}.pth"))
+        model = model_from_checkpoint(checkpoints.load_checkpoint(out / f"model_latent_size_{k}.pth"))
         with torch.no_grad():
             np.testing.assert_allclose(train_z[:50], model.encode(train_x[:50].float() / 255).numpy(), atol=1e-5)
     assert not any("train" in p.name for p in out.glob("*.pth"))  # the training images are not copied into output/
@@ -67,14 +67,14 @@ def test_heldout_probes_fit_on_the_training_latents_and_score_the_test_latents(t
     flat = lambda x: x.reshape(len(x), -1).float().numpy() / 255
     expected = KNeighborsClassifier(5).fit(flat(data.train_x), data.train_y).score(flat(data.test_x), data.test_y)
     assert row["raw_pixels"]["knn5"]["accuracy"] == pytest.approx(expected, abs=1e-9)
-    train, test = (artifacts.load_latents(out / f"latent_space_size_8{s}.npy") for s in ("_train", ""))
+    train, test = (latent_files.load_latents(out / f"latent_space_size_8{s}.npy") for s in ("_train", ""))
     expected = KNeighborsClassifier(10).fit(train.z, train.labels).score(test.z, test.labels)
     assert row["latent"]["knn10"]["accuracy"] == pytest.approx(expected, abs=1e-9)
     # the shown probe's held-out prediction of each test latent, in the JSON: what the explorer colours by
     from latentlab.analysis.explorer import step6_predictions
     shown = saved["predictions"]
     assert shown["probe"] == saved["figure_probe"] and shown["protocol"] == "heldout"
-    tests = [artifacts.load_latents(out / f"latent_space_size_{k}.npy") for k in (2, 8)]
+    tests = [latent_files.load_latents(out / f"latent_space_size_{k}.npy") for k in (2, 8)]
     preds, notes = step6_predictions(out, tests)
     assert notes == [] and set(preds) == {2, 8}
     for lat in tests:
@@ -216,7 +216,7 @@ def test_widths_are_recorded_used_by_later_steps_and_checked_by_resume(tmp_path)
     from latentlab.train.checkpoint import check_resume
     out = tmp_path / "out"
     _train(out, "--latent_size", "4", "--dataset", "digits", "--num_epochs", "1", "--channels", "8", "--dense", "16", "8")
-    ckpt = artifacts.load_checkpoint(out / "model_latent_size_4.pth")
+    ckpt = checkpoints.load_checkpoint(out / "model_latent_size_4.pth")
     assert ckpt["config"]["channels"] == [8] and ckpt["config"]["dense"] == [16, 8]
     assert ckpt["state_dict"]["encoder.dense.0.weight"].shape == (16, 8 * 4 * 4)
     assert ckpt["state_dict"]["encoder.dense.2.weight"].shape == (8, 16)
@@ -243,3 +243,16 @@ def test_the_sweep_passes_the_widths_on(tmp_path):
     assert conv.settings["dense"] == [512, 128, 32] and conv.settings["channels"] == [32, 64, 128, 256]
     passed = type(job)(**json.loads(json.dumps(dataclasses.asdict(job)))).train  # as a job process reads job.json
     assert passed.model_config(2, (1, 8, 8)).hidden == (32, 16)
+
+
+def test_heldout_on_training_latents_of_one_class_is_one_line_and_writes_nothing(trained_copy, capsys):
+    """The held-out protocol's training rows are checked as cross-validation's folds are: one class
+    among the training latents is a user error naming the flag that gives more, not a traceback."""
+    for split, count in (("test", "all"), ("train", 1)):
+        run_main("encode_latent_space", "--output_dir", trained_copy, "--split", split, "--num_samples", count, "--quiet")
+    before = written(trained_copy)
+    line = run_refused("classify_latent_space", ["--output_dir", trained_copy, "--protocol", "heldout", "--quiet",
+                                                 "--device", "cpu"], capsys)
+    assert line == ("error: the training rows hold a single class; a classifier needs at least two; encode more "
+                    "training images with encode_latent_space.py --split train --num_samples"), line
+    assert written(trained_copy) == before

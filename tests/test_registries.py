@@ -13,7 +13,7 @@ from conftest import run_main
 from latentlab.cli import UserError
 from latentlab.data import sources
 from latentlab.settings import Settings
-from latentlab.store import artifacts
+from latentlab.store import checkpoints
 from model import autoencoder
 
 
@@ -64,7 +64,7 @@ def test_a_toy_family_and_a_toy_dataset_train_and_encode_from_one_entry_each(toy
     out = tmp_path / "out"
     run_main("train", "--latent_size", 3, "--model", "pool", "--dataset", "toy", "--num_epochs", 1,
              "--batch_size", 16, "--snapshot_every", 0, "--output_dir", out, "--quiet")
-    ckpt = artifacts.load_checkpoint(out / "model_latent_size_3.pth")
+    ckpt = checkpoints.load_checkpoint(out / "model_latent_size_3.pth")
     assert ckpt["config"]["family"] == "pool" and ckpt["dataset"]["class_names"] == ["dark", "light"]
     assert set(ckpt["state_dict"]) == {"decoder.net.0.weight", "decoder.net.0.bias", "to_latent.weight", "to_latent.bias"}
     run_main("encode_latent_space", "--output_dir", out, "--quiet")

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, assume, example, given, settings, strategies
 
 import train
 from conftest import ROOT, edit_torch, run_meta, run_script
-from latentlab.store import artifacts
+from latentlab.store import artifacts, checkpoints, latent_files
 from latentlab.store.files import FORMAT_VERSION
 from latentlab.cli import UserError, run
 from latentlab.data.datasets import load_dataset
@@ -81,7 +81,7 @@ def hostile(tmp_path):
     return files, marker
 
 
-@pytest.mark.parametrize("loader", [artifacts.load_checkpoint, artifacts.load_test_data, artifacts.load_pca_baseline])
+@pytest.mark.parametrize("loader", [checkpoints.load_checkpoint, artifacts.load_test_data, artifacts.load_pca_baseline])
 @pytest.mark.parametrize("fmt", ["zip", "raw"])
 def test_pickled_code_in_a_pth_is_refused_and_never_runs(hostile, loader, fmt):
     files, marker = hostile
@@ -93,7 +93,7 @@ def test_pickled_code_in_a_pth_is_refused_and_never_runs(hostile, loader, fmt):
 def test_pickled_objects_in_latents_are_refused_and_never_run(hostile):
     files, marker = hostile
     with pytest.raises(UserError, match="was refused: it holds pickled Python objects"):
-        artifacts.load_latents(files["npy"])
+        latent_files.load_latents(files["npy"])
     assert not marker.exists()
 
 
@@ -148,18 +148,18 @@ def test_a_malformed_checkpoint_is_refused_with_what_is_wrong(trained, tmp_path,
     change, message = CHECKPOINT_DEFECTS[defect]
     path = edit_torch(trained / "model_latent_size_8.pth", tmp_path / "bad.pth", change)
     with pytest.raises(UserError, match=message):
-        artifacts.load_checkpoint(path)
+        checkpoints.load_checkpoint(path)
 
 
 def test_each_loader_wants_its_own_kind(trained):
     with pytest.raises(UserError, match="is a test_data, not a checkpoint"):
-        artifacts.load_checkpoint(trained / "test_data.pth")
+        checkpoints.load_checkpoint(trained / "test_data.pth")
     with pytest.raises(UserError, match="is a checkpoint, not a pca_baseline"):
         artifacts.load_pca_baseline(trained / "model_latent_size_2.pth")
     with pytest.raises(UserError, match="does not exist; run train.py first"):
         artifacts.load_test_data(trained / "nothing.pth")
     with pytest.raises(UserError, match="is not a file"):
-        artifacts.load_checkpoint(trained)
+        checkpoints.load_checkpoint(trained)
 
 
 @pytest.mark.parametrize("change,message", [
@@ -179,7 +179,7 @@ def test_malformed_pca_baseline_is_refused(trained, tmp_path):
 
 
 def test_mismatches_between_files_name_both_sides(trained, tmp_path):
-    ckpt = artifacts.load_checkpoint(trained / "model_latent_size_8.pth")
+    ckpt = checkpoints.load_checkpoint(trained / "model_latent_size_8.pth")
     data = artifacts.load_test_data(trained / "test_data.pth")
     artifacts.check_test_data_matches(data, ckpt, "t", "model_latent_size_8.pth")  # the files of one training agree
     with pytest.raises(UserError, match="belongs to model_latent_size_2.pth, model_latent_size_8.pth, not to other/M.pth"):
@@ -194,15 +194,15 @@ def test_mismatches_between_files_name_both_sides(trained, tmp_path):
     with pytest.raises(UserError, match=r"PCA baseline P.pth is for digits images of shape \(1, 8, 8\) but T.pth holds mnist"):
         artifacts.check_pca_matches(pca, data, "P.pth", "T.pth", [2, 8])
     z_path = tmp_path / "latent_space_size_2.npy"
-    artifacts.save_latents(z_path, np.zeros((4, 2)), {"labels": [0, 1, 2, 3], "indices": [0, 1, 2, 3], "dataset": "digits",
+    latent_files.save_latents(z_path, np.zeros((4, 2)), {"labels": [0, 1, 2, 3], "indices": [0, 1, 2, 3], "dataset": "digits",
                                                       "latent_size": 2, "class_names": list("0123456789"),
                                                       "family": "conv", "split": "test", "run": "a1"})
-    latents = artifacts.load_latents(z_path)
+    latents = latent_files.load_latents(z_path)
     with pytest.raises(UserError, match=r"latent_space_size_2.npy was encoded from dataset 'digits' but T.pth holds 'mnist'"):
-        artifacts.check_latents_match(latents, data, "T.pth")
+        latent_files.check_latents_match(latents, data, "T.pth")
     data["dataset"] = "digits"
     with pytest.raises(UserError, match=r"labels stored with .* differ from those of the same items in T.pth"):
-        artifacts.check_latents_match(latents, data, "T.pth")
+        latent_files.check_latents_match(latents, data, "T.pth")
 
 
 @pytest.mark.parametrize("meta,message", [
@@ -225,7 +225,7 @@ def test_latents_that_contradict_their_meta_are_refused(tmp_path, meta, message)
              "run": "a1", "shape": [4, 2], "npy_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     path.with_suffix(".json").write_text(json.dumps({**whole, **meta}))
     with pytest.raises(UserError, match=message):
-        artifacts.load_latents(path)
+        latent_files.load_latents(path)
 
 
 # ---------------------------------------------------------------- any bytes: only UserError
@@ -233,7 +233,7 @@ def test_latents_that_contradict_their_meta_are_refused(tmp_path, meta, message)
 def samples(trained, tmp_path_factory):
     """The bytes of every real artifact, and a folder for the fuzzed copies."""
     work = tmp_path_factory.mktemp("fuzz")
-    artifacts.save_latents(work / "real.npy", np.random.default_rng(0).normal(size=(30, 8)),
+    latent_files.save_latents(work / "real.npy", np.random.default_rng(0).normal(size=(30, 8)),
                            {"labels": [i % 10 for i in range(30)], "indices": list(range(30)), "latent_size": 8,
                             "dataset": "digits", "class_names": list("0123456789"), "family": "conv", "split": "test",
                             "run": "a1"})
@@ -244,8 +244,8 @@ def samples(trained, tmp_path_factory):
     return real, work
 
 
-LOADERS = {"checkpoint": artifacts.load_checkpoint, "test_data": artifacts.load_test_data,
-           "pca_baseline": artifacts.load_pca_baseline, "latents": artifacts.load_latents}
+LOADERS = {"checkpoint": checkpoints.load_checkpoint, "test_data": artifacts.load_test_data,
+           "pca_baseline": artifacts.load_pca_baseline, "latents": latent_files.load_latents}
 
 
 def _load_bytes(work, kind, data, meta=None):
@@ -315,15 +315,15 @@ def test_a_killed_training_resumes_to_the_weights_of_an_uninterrupted_one(traine
     proc.wait()
     proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL, "train.py ended before it could be killed"
-    killed_at = artifacts.load_checkpoint(first)  # never torn: the old file or the new one
+    killed_at = checkpoints.load_checkpoint(first)  # never torn: the old file or the new one
     assert killed_at["resume"]["epoch"] < 5 and not (out / "model_latent_size_8.pth").exists()
     # what a kill in the middle of a write leaves: a temp file of ours (removed) and of someone else (kept)
     (out / ".model_latent_size_8.pth.x1y2z3_4.tmp").write_bytes(b"half a checkpoint")
     (out / ".notes.txt.abcdefgh.tmp").write_bytes(b"not ours")
     run_script("train.py", *flags, "--resume")
     for k in (2, 8):
-        a = artifacts.load_checkpoint(out / f"model_latent_size_{k}.pth")
-        b = artifacts.load_checkpoint(trained / f"model_latent_size_{k}.pth")
+        a = checkpoints.load_checkpoint(out / f"model_latent_size_{k}.pth")
+        b = checkpoints.load_checkpoint(trained / f"model_latent_size_{k}.pth")
         for weights in ("state_dict", "resume"):
             sa = a[weights] if weights == "state_dict" else a["resume"]["state_dict"]
             sb = b[weights] if weights == "state_dict" else b["resume"]["state_dict"]
@@ -374,7 +374,7 @@ def test_a_non_finite_loss_stops_within_the_epoch_and_keeps_the_last_good_checkp
         train_model(cfg, split, Settings(latent_size=2, num_epochs=4, batch_size=4), path,
                     run_meta("noise", ["a"], split), quiet=True)
     assert calls["train"] == 32 + 20  # stopped at the first check after the NaN, not at the epoch's end
-    kept = artifacts.load_checkpoint(path)
+    kept = checkpoints.load_checkpoint(path)
     assert kept["resume"]["epoch"] == 0 and all(torch.isfinite(v).all() for v in kept["resume"]["state_dict"].values())
 
 

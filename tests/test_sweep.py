@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import ROOT, run_main, run_script
-from latentlab.store import artifacts, files
+from latentlab.store import checkpoints, files
 from latentlab.cli import UserError
 from latentlab.store.locking import LOCK_NAME
 from latentlab.sweep.jobs import METRICS, metrics_path, run_dir
@@ -46,7 +46,7 @@ def local_sweep(tmp_path_factory):
         pid = json.loads((folder / LOCK_NAME).read_text())["pid"]
         assert pid != head.pid
         os.kill(pid, signal.SIGKILL)
-        at_kill = artifacts.load_checkpoint(ckpt_path)
+        at_kill = checkpoints.load_checkpoint(ckpt_path)
         first = subprocess.CompletedProcess(cmd, head.wait(timeout=600), *head.communicate())
     finally:
         head.kill()
@@ -71,7 +71,7 @@ def test_a_job_killed_mid_run_is_listed_then_resumed_and_finished_by_the_next_ca
     assert "8 jobs" in second.stdout and "7 done, 0 running, 1 failed, 0 left" in second.stdout
     assert "run again: digits, VAE, latent size 4, seed 1, which failed: its process was killed" in second.stdout
     assert "8 done, 0 running, 0 failed, 0 left" in second.stdout
-    resumed = artifacts.load_checkpoint(run_dir(out, "digits", 1, "vae", 4) / "model_latent_size_4.pth")
+    resumed = checkpoints.load_checkpoint(run_dir(out, "digits", 1, "vae", 4) / "model_latent_size_4.pth")
     assert resumed["history"]["epoch"] == [0, 1]
     assert resumed["history"]["seconds"][0] == at_kill["history"]["seconds"][0]  # epoch 1 kept, not retrained
     assert not (run_dir(out, "digits", 1, "vae", 4) / "error.json").exists()

@@ -192,7 +192,7 @@ def test_too_small_an_image_size_is_refused_in_one_line(capsys):
 
 
 def _checkpoint_of(settings, config, dataset="digits"):
-    from latentlab.store.artifacts import HISTORY_KEYS
+    from latentlab.store.checkpoints import HISTORY_KEYS
     return {"config": config.to_dict(), "dataset": {"name": dataset}, "train": recorded(settings),
             "history": {k: [] for k in HISTORY_KEYS}, "resume": {}}
 

@@ -1,6 +1,6 @@
 """Files of output/: where each artifact lives, atomic writes (of one file, or of a group replaced
 together), safe loads of this project's .pth and JSON files (kind and format version checked), and
-content-keyed cache entries. What each kind must hold is checked in artifacts.py.
+content-keyed cache entries. What each kind must hold: artifacts.py, checkpoints.py, latent_files.py.
 
   model_latent_size_{N}.pth   kind "checkpoint": weights + config + dataset + history + resume state
   test_data.pth               kind "test_data": held-out images, labels, class names, split, models
@@ -63,7 +63,7 @@ def atomic_write(path, write) -> Path:
 def replace_together(writers: dict) -> list[Path]:
     """{path: write(file_object)}: write every file, then replace them together, so a failure
     leaves all the old files or all the new ones (a machine crash between two renames excepted,
-    which the readers of a group detect: see artifacts.save_latents).
+    which the readers of a group detect: see latent_files.save_latents).
 
     Each writer runs into memory first (the artifact's size in RAM once more), so a failure of the
     disk (full, read-only, quota) happens in a plain write and becomes one line naming the file,

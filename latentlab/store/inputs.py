@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latentlab.store import artifacts, files, runs
-from latentlab.store.artifacts import CheckpointFile, Latents
+from latentlab.store import artifacts, checkpoints, files, latent_files, runs
+from latentlab.store.checkpoints import CheckpointFile
+from latentlab.store.latent_files import Latents
 from latentlab.cli import UserError
 from latentlab.settings import FOLDER_READING
 
@@ -58,7 +59,7 @@ def find_test_data(test_data, output_dir) -> tuple[dict, Path]:
 def load_model(path, data: dict, data_path) -> CheckpointFile:
     """A checkpoint that belongs with the test data: named in it, same dataset, same image shape."""
     path = Path(path)
-    ckpt = artifacts.load_checkpoint(path)
+    ckpt = checkpoints.load_checkpoint(path)
     artifacts.check_test_data_matches(data, ckpt, data_path, path)
     runs.inputs_run((data_path, data), (path, ckpt))
     return CheckpointFile(path, ckpt)
@@ -128,12 +129,12 @@ def find_latents(latent_space, output_dir, data: dict | None = None, quiet: bool
                                 f"unknown; run train.py and encode_latent_space.py first, or pass --latent_space")
             data, _ = find_test_data(None, output_dir)
         path = files.latents_path(output_dir, chosen_size(data["latent_sizes"]))
-    main = artifacts.load_latents(path)
+    main = latent_files.load_latents(path)
     found = [main]
     if main.latent_size != 2:
         two = files.latents_path(path.parent, 2, main.split)
         if two.is_file():
-            companion = artifacts.load_latents(two)
+            companion = latent_files.load_latents(two)
             if companion.dataset != main.dataset:
                 raise UserError(f"{two} is from dataset {companion.dataset!r} but {path} from {main.dataset!r}; "
                                 f"re-run encode_latent_space.py so both come from the same training")

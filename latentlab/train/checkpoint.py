@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from latentlab.store import artifacts, files
+from latentlab.store import checkpoints, files
 from latentlab.cli import UserError
 from latentlab.train.distributed import World, run_agreed, same_everywhere
 from latentlab.settings import RESUME_MUST_MATCH, Settings, applies, recorded
@@ -92,7 +92,7 @@ def check_resume(ckpt: dict, path: Path, settings: Settings, config: ModelConfig
 def check_resumable(path: Path, settings: Settings, config: ModelConfig, dataset: str) -> None:
     """What --resume will continue, checked in full before a run writes anything; no file yet is fine."""
     if path.is_file():
-        check_resume(artifacts.load_checkpoint(path), path, settings, config, dataset)
+        check_resume(checkpoints.load_checkpoint(path), path, settings, config, dataset)
 
 
 def load_resume(path: Path, settings: Settings, config: ModelConfig, meta: dict, model, opt,
@@ -102,7 +102,7 @@ def load_resume(path: Path, settings: Settings, config: ModelConfig, meta: dict,
     def load():
         if not path.is_file():
             return None
-        ckpt = artifacts.load_checkpoint(path)
+        ckpt = checkpoints.load_checkpoint(path)
         check_resume(ckpt, path, settings, config, meta["dataset"]["name"])
         try:
             model.load_state_dict(ckpt["resume"]["state_dict"])

@@ -15,7 +15,7 @@ import torch
 from latentlab import image_grids
 from latentlab.data.datasets import to_float
 from latentlab.store import files
-from latentlab.store.artifacts import HISTORY_KEYS
+from latentlab.store.checkpoints import HISTORY_KEYS
 from model.autoencoder import describe
 
 

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
-from latentlab.store.artifacts import HISTORY_KEYS
+from latentlab.store.checkpoints import HISTORY_KEYS
 from latentlab.train.checkpoint import best_epoch_of, load_resume, make_checkpoint, to_cpu
 from latentlab.train.hooks import load_states, save_after_hooks
 from latentlab.cli import UserError, memory_for, progress
