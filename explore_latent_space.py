@@ -72,7 +72,7 @@ def main(args) -> dict:
     import torch
 
     from latentlab.analysis import explorer
-    from latentlab.store import files
+    from latentlab.store import atomic, files
     from latentlab.cli import memory_for, pick_device, seed_everything, worded
     from latentlab.generate.sampling import decode_latents, manifold_grid
     from latentlab.store.inputs import say
@@ -80,7 +80,7 @@ def main(args) -> dict:
 
     seed_everything(args.seed)
     device = pick_device(args.device)
-    out = files.ensure_writable(Path(args.output_dir))
+    out = atomic.ensure_writable(Path(args.output_dir))
     data, nets, latents = load_inputs(args, out, device)
     two, big = latents
     with worded("encode more with encode_latent_space.py --num_samples"), \

@@ -20,7 +20,8 @@ from dataclasses import fields
 
 from latentlab.cli import UserError, make_parser, run
 from latentlab.ranges import count_or_all, minutes, nonneg_int, processes, seed_int, width
-from latentlab.settings import Settings, add_training_flags
+from latentlab.settings import Settings
+from latentlab.training_flags import add_training_flags
 from latentlab.analysis.flags import add_folds
 from model.autoencoder import FAMILIES
 
@@ -60,7 +61,7 @@ def parse_args(argv=None):
 def main(args) -> dict:
     import time
 
-    from latentlab.store import files
+    from latentlab.store import atomic
     from latentlab.store.inputs import say
     from latentlab.sweep.launch import Progress, run_jobs
     from latentlab.sweep.jobs import PCA, check_jobs, family_name, job_state, load_finished, make_jobs, metrics_path
@@ -73,7 +74,7 @@ def main(args) -> dict:
         raise UserError(f"--data_dir names one dataset's folder, and {len(datasets)} datasets are swept; "
                         f"leave it out and place each dataset's files in data/<name>/")
     check_jobs(args, datasets, families)  # before any folder is made
-    out = files.ensure_writable(args.output_dir)
+    out = atomic.ensure_writable(args.output_dir)
     in_process = args.launcher == "local" and (args.max_parallel or 1) == 1
     jobs = make_jobs(args, datasets, seeds, families, sizes, quiet=args.quiet or not in_process)
     states = {job: job_state(job) for job in jobs}  # every finished job is checked against these flags first

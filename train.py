@@ -16,7 +16,7 @@ latent_evolution_latent_size_{2,N}.gif and reconstructions_latent_size_{2,N}.gif
 epoch; not with --snapshot_every 0); with --tensorboard, TensorBoard logs in tensorboard/.
 """
 from latentlab.cli import make_parser, run
-from latentlab.settings import add_training_flags
+from latentlab.training_flags import add_training_flags
 
 
 def parse_args(argv=None):

@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, dataclass, field, fields
 
-from latentlab.cli import UserError, make_parser
+from latentlab.cli import UserError
 from latentlab.ranges import (MAX_IMAGE_SIZE, adam_lr, batch_images, epoch_count, epoch_count_or_off, fraction,
                               gigabytes, image_side, loss_weight, noise_level, width, width_or_none)
 from latentlab.data.sources import DATASETS
 from latentlab.data.image_file import RESIZE_MODES, colour
-from model.autoencoder import BOTTLENECKS, FAMILIES, WIDTHS, ModelConfig, build_model
-from model.parts import DEFAULT_NETWORK, conv_stages
+from model.autoencoder import BOTTLENECKS, FAMILIES, WIDTHS, ModelConfig, build_model, takers
+from model.parts import by_code_size, conv_stages
 
 PRECISIONS = ("auto", "fp32", "bf16")
 # the smallest square the conv encoder halves once (model.parts.conv_stages: even, > 4 pixels)
@@ -38,11 +38,6 @@ def background_colour(text: str) -> str:
                                          f"gray, ...) or #rrggbb") from None
 
 
-def takers(flag: str) -> str:
-    """The model families that take a flag, as help texts name them: 'conv, vae'."""
-    return ", ".join(name for name, family in FAMILIES.items() if flag in family.flags)
-
-
 def setting(default=MISSING, *, help: str, group: str, type=None, choices=None, shown: str | None = None,
             per_run: bool = False, makes_results: bool = True, resume_must_match: bool = False,
             recorded: bool = False, shared: bool = False, nargs=None):
@@ -61,19 +56,6 @@ def setting(default=MISSING, *, help: str, group: str, type=None, choices=None, 
         shared=shared, nargs=nargs))
 
 
-def _by_code_size(column: int, stages: int | None = None) -> str:
-    """A column of model.parts.DEFAULT_NETWORK as the docs show a default: '512 up to latent
-    size 32, none above' (rows with the same value shown once)."""
-    shown = []
-    for largest, *row in DEFAULT_NETWORK:
-        value = row[column - 1]
-        widths = value if isinstance(value, str) else " ".join(map(str, value[:stages])) or "none"
-        if shown and shown[-1][1] == widths:
-            shown.pop()
-        shown.append((largest, widths))
-    return ", ".join(f"{w} up to latent size {n}" if n != float("inf") else f"{w} above" for n, w in shown)
-
-
 @dataclass
 class Settings:
     latent_size: int = setting(help="size of the second bottleneck (the first is 2)", group="model",
@@ -86,12 +68,12 @@ class Settings:
                           type=loss_weight)
     channels: tuple | None = setting(None, help=f"{takers('channels')}: channels of each stride-2 stage, at most as many stages "
                                                 "as the image halves (28x28: 2, 32x32: 3, 64x64: 4, 128x128: 5)", group="model",
-                                     type=width, nargs="+", shown=_by_code_size(1, 2) + " (28x28; a third stage at 32x32, a fourth at 64x64, "
+                                     type=width, nargs="+", shown=by_code_size(1, 2) + " (28x28; a third stage at 32x32, a fourth at 64x64, "
                                                                    "more of the last width above)")
     dense: tuple | None = setting(None, help=f"{takers('dense')}: widths of dense layers between the conv features and "
                                              "the bottleneck, mirrored in the decoder (`--dense` alone or 0: none)",
                                   group="model", type=width_or_none, nargs="*",
-                                  shown=_by_code_size(2))
+                                  shown=by_code_size(2))
     hidden: tuple | None = setting(None, help=f"{takers('hidden')}: widths of the hidden layers, encoder side (mirrored); "
                                               "`--hidden` alone: none, a linear autoencoder", group="model",
                                    type=width, nargs="*", shown="512 256")
@@ -100,7 +82,7 @@ class Settings:
                                                 "to length sqrt(latent size), so that only its direction carries the "
                                                 "image (a 2-unit code stays linear: on a sphere it would be a circle)",
                                      group="model", choices=BOTTLENECKS,
-                                     shown=_by_code_size(3) + " (conv); linear (mlp, vae)")
+                                     shown=by_code_size(3) + " (conv); linear (mlp, vae)")
     umap_weight: float = setting(0.0, help="weight of a UMAP loss on the codes beside the reconstruction, as in "
                                            "Parametric UMAP's UMAP-regularised autoencoder (0.1 at 2-d; its cost: "
                                            "docs/performance.md); 0: off, at most 1e6", group="model",
@@ -242,15 +224,6 @@ def umap_weight_at(weight: float, max_size: int, latent_size: int) -> float:
     return weight if latent_size <= max_size else 0.0
 
 
-def resolved_network(values: dict, family: str, latent_size: int, umap_max_size: int) -> dict:
-    """values (settings by name) with the network (widths, bottleneck) a run of this family and latent
-    size builds where the flags leave them unset, and the UMAP loss's weight on it: what a sweep records,
-    so that a later default is not taken for the one its runs had."""
-    widths = FAMILIES[family].defaults(latent_size)
-    return {**values, **{k: v if isinstance(v, str) else list(v) for k, v in widths.items() if values.get(k) is None},
-            "umap_weight": umap_weight_at(values["umap_weight"], umap_max_size, latent_size)}
-
-
 def names(**metadata) -> tuple[str, ...]:
     """The settings whose metadata has these values, in declaration order."""
     return tuple(f.name for f in fields(Settings) if all(f.metadata[k] == v for k, v in metadata.items()))
@@ -273,49 +246,3 @@ def applies(name: str, dataset: str) -> bool:
     """Whether a setting can change a run on this dataset: the folder reading settings leave the
     other datasets as they are, so a run on one of those need not match them."""
     return name not in FOLDER_READING or dataset.lower().startswith("folder:")
-
-
-def add_training_flags(parser, per_run: bool = True) -> None:
-    """train.py's flags, one per setting. per_run=False leaves out --latent_size, --model,
-    --dataset and --resume, which sweep_latent_size.py sets for each of its runs."""
-    groups = {}
-    for f in fields(Settings):
-        m = f.metadata
-        if m["shared"] or (m["per_run"] and not per_run):
-            continue
-        if m["group"] not in groups:
-            groups[m["group"]] = parser.add_argument_group(m["group"])
-        help_text = m["help"]
-        if f.default is None or f.default is MISSING:  # argparse would add "(default: None)"; "%(default).0s" stops it
-            help_text += (f" (default: {m['shown']})" if f.default is None else "") + "%(default).0s"
-        if isinstance(f.default, bool):
-            groups[m["group"]].add_argument(f"--{f.name}", action="store_true", help=help_text)
-        elif m["nargs"]:
-            groups[m["group"]].add_argument(f"--{f.name}", type=m["type"], nargs=m["nargs"], default=f.default,
-                                            metavar="N", help=help_text)
-        elif f.default is MISSING:
-            groups[m["group"]].add_argument(f"--{f.name}", type=m["type"], required=True, help=help_text)
-        else:
-            groups[m["group"]].add_argument(f"--{f.name}", type=m["type"], choices=m["choices"], default=f.default,
-                                            help=help_text)
-
-
-def _shown(value) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, str):
-        return f"`{value}`"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def flag_table() -> str:
-    """train.py's flags as the README's markdown table: one row per setting, then the shared flags."""
-    lines = ["| flag | default | what |", "| --- | --- | --- |"]
-    for f in fields(Settings):
-        if not f.metadata["shared"]:
-            shown = f.metadata["shown"] if f.default is None or f.default is MISSING else _shown(f.default)
-            lines.append(f"| `--{f.name}` | {shown} | {f.metadata['help']} |")
-    common = vars(make_parser("").parse_args([]))
-    lines.append(f"| {', '.join(f'`--{k}`' for k in common)} | {', '.join(_shown(v) for v in common.values())} "
-                 f"| shared by every step (see `python train.py --help`) |")
-    return "\n".join(lines) + "\n"

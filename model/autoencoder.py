@@ -220,3 +220,8 @@ def model_from_checkpoint(ckpt: dict, device="cpu", weights: str = "best") -> Au
     if model.config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model.to(device).eval()
+
+
+def takers(flag: str) -> str:
+    """The model families that take a flag, as help texts name them: 'conv, vae'."""
+    return ", ".join(name for name, family in FAMILIES.items() if flag in family.flags)

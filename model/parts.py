@@ -131,3 +131,16 @@ class MLPDecoder(nn.Module):
 def conv_parts(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
     encoder = ConvEncoder(cfg)
     return encoder, ConvDecoder(cfg, encoder.feature_shape)
+
+
+def by_code_size(column: int, stages: int | None = None) -> str:
+    """A column of model.parts.DEFAULT_NETWORK as the docs show a default: '512 up to latent
+    size 32, none above' (rows with the same value shown once)."""
+    shown = []
+    for largest, *row in DEFAULT_NETWORK:
+        value = row[column - 1]
+        widths = value if isinstance(value, str) else " ".join(map(str, value[:stages])) or "none"
+        if shown and shown[-1][1] == widths:
+            shown.pop()
+        shown.append((largest, widths))
+    return ", ".join(f"{w} up to latent size {n}" if n != float("inf") else f"{w} above" for n, w in shown)

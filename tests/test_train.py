@@ -14,7 +14,8 @@ from latentlab.store import files
 from latentlab.cli import UserError
 from latentlab.data.datasets import load_dataset
 from latentlab.data.sources import read_idx
-from latentlab.settings import FOLDER_READING, MIN_IMAGE_SIZE, RESUME_MUST_MATCH, Settings, flag_table, recorded
+from latentlab.settings import FOLDER_READING, MIN_IMAGE_SIZE, RESUME_MUST_MATCH, Settings, recorded
+from latentlab.training_flags import flag_table
 from model.autoencoder import model_from_checkpoint
 
 

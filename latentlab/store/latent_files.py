@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from latentlab.cli import UserError
-from latentlab.store import files
+from latentlab.store import atomic, files
 from latentlab.store.artifacts import is_int, is_names, is_run
 from latentlab.store.files import FORMAT_VERSION, load_json
 from model.autoencoder import FAMILIES, describe
@@ -64,7 +64,7 @@ def save_latents(path, latents: np.ndarray, meta: dict) -> tuple[Path, Path]:
     meta = {"kind": "latents", "format_version": FORMAT_VERSION, "shape": list(latents.shape), **meta,
             "npy_sha256": hashlib.sha256(npy).hexdigest()}
     meta_path = path.with_suffix(".json")
-    files.replace_together({path: lambda f: f.write(npy), meta_path: lambda f: f.write(files.json_text(meta).encode())})
+    atomic.replace_together({path: lambda f: f.write(npy), meta_path: lambda f: f.write(files.json_text(meta).encode())})
     return path, meta_path
 
 

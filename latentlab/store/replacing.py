@@ -9,7 +9,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from latentlab.store import files
+from latentlab.store import atomic, files
 from latentlab.cli import UserError
 from latentlab.store.locking import LOCK_NAME
 from latentlab.store.runs import MARKER, TRAINED_BY, describe, folder_run, new_run_id, sizes_text
@@ -153,7 +153,7 @@ def swap_in(out) -> None:
     out = Path(out)
     replacing, replaced, staging = out / REPLACING, out / REPLACED, out / STAGING
     if not replaced.exists():
-        files.remove_stale_temp_files(out, RUN_FILES)  # half-written files of the earlier run's killed writers
+        atomic.remove_stale_temp_files(out, RUN_FILES)  # half-written files of the earlier run's killed writers
         replacing.mkdir(exist_ok=True)
         for p in replaceable(out):
             p.rename(replacing / p.name)

@@ -24,8 +24,8 @@ from latentlab.cli import UserError
 from latentlab.store.locking import FolderBusy, FolderLock
 from latentlab.analysis.probes import KNN_K
 from latentlab.data.sources import DATASETS
-from latentlab.settings import RESULT_SETTINGS, Settings, applies, resolved_network
-from model.autoencoder import describe
+from latentlab.settings import RESULT_SETTINGS, Settings, applies, umap_weight_at
+from model.autoencoder import FAMILIES, describe
 
 # metric -> (what it is, for table headers and panel titles; does higher mean better)
 METRICS = {"test_mse": ("test MSE", False), "test_psnr": ("test PSNR (dB)", True), "test_ssim": ("test SSIM", True),
@@ -192,3 +192,12 @@ def _train_and_score(job: Job) -> None:
         files.save_json(evaluate_model(job.folder, job.settings, device), metrics_path(job.folder))
     if job.pca_folder is not None and load_finished(metrics_path(job.pca_folder), job.settings) is None:
         files.save_json(evaluate_pca(job.folder, job.latent_size, job.settings, device), metrics_path(job.pca_folder))
+
+
+def resolved_network(values: dict, family: str, latent_size: int, umap_max_size: int) -> dict:
+    """values (settings by name) with the network (widths, bottleneck) a run of this family and latent
+    size builds where the flags leave them unset, and the UMAP loss's weight on it: what a sweep records,
+    so that a later default is not taken for the one its runs had."""
+    widths = FAMILIES[family].defaults(latent_size)
+    return {**values, **{k: v if isinstance(v, str) else list(v) for k, v in widths.items() if values.get(k) is None},
+            "umap_weight": umap_weight_at(values["umap_weight"], umap_max_size, latent_size)}

@@ -119,7 +119,7 @@ def save_gif(fig, draw_frame, frames: int, path: Path) -> Path:
                     draw_frame(i)
                     writer.grab_frame()
             os.replace(Path(tmp) / path.name, path)
-    except OSError as e:  # worded as latentlab.store.files.atomic_write words it
+    except OSError as e:  # worded as latentlab.store.atomic.atomic_write words it
         raise UserError(f"cannot write {path}: {e.strerror or e} (disk full or not writable?); "
                         f"free space or choose another --output_dir")
     return path

@@ -14,7 +14,7 @@ import torch
 
 from latentlab import image_grids
 from latentlab.data.datasets import to_float
-from latentlab.store import files
+from latentlab.store import atomic, files
 from latentlab.store.checkpoints import HISTORY_KEYS
 from model.autoencoder import describe
 
@@ -60,7 +60,7 @@ class CsvLog(Hook):
         w.writerow(HISTORY_KEYS)
         for row in zip(*(ckpt["history"][k] for k in HISTORY_KEYS)):
             w.writerow([row[0] + 1, *row[1:]])
-        files.atomic_write(self.path, lambda f: f.write(buf.getvalue().encode()))
+        atomic.atomic_write(self.path, lambda f: f.write(buf.getvalue().encode()))
 
 
 class Snapshots(Hook):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from latentlab.store import files, replacing, runs
+from latentlab.store import atomic, files, replacing, runs
 from latentlab.train import animation, tensorboard_log
 from latentlab.cli import UserError, pick_device, seed_everything
 from latentlab.data.datasets import load_dataset
@@ -98,9 +98,9 @@ def prepare(settings: Settings, plan: replacing.TrainingPlan, world: World, quie
     local_batch_size(settings.batch_size, world)
     if settings.tensorboard:
         tensorboard_log.require_tensorboard()
-    files.ensure_writable(out)
+    atomic.ensure_writable(out)
     if world.main:
-        files.remove_stale_temp_files(out, OUTPUTS)
+        atomic.remove_stale_temp_files(out, OUTPUTS)
     data = load_in_turn(lambda: load_dataset(settings.dataset, data_dir=settings.data_dir, image_size=settings.image_size,
                                              memory_budget=settings.memory_budget, quiet=quiet, resize=settings.resize,
                                              background=settings.background,
