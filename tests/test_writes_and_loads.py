@@ -231,7 +231,7 @@ def test_a_colleague_reads_what_was_written_and_is_told_plainly_what_they_cannot
         finally:
             os.umask(was)
         (shared / "private.json").chmod(0o600)
-        code = ("import sys; from latentlab.store import artifacts, files\n"
+        code = ("import sys; from latentlab.store import files, latent_files\n"
                 "print(latent_files.load_latents(sys.argv[1]).z.shape)\n"
                 "try: files.load_json(sys.argv[2], 'k', '')\n"
                 "except Exception as e: print(e)")
