@@ -13,6 +13,7 @@ from latentlab import caveats
 from latentlab.analysis import mlp_probe, probes
 
 
+@pytest.mark.slow  # trains, then runs steps 2 to 6
 def test_a_model_trained_one_step_gets_its_caveat(tmp_path, capsys):
     # the digits' ~1,300 training images in one batch: one optimiser step an epoch
     run_main("train", "--latent_size", 4, "--dataset", "digits", "--num_epochs", 1, "--batch_size", 2048,
