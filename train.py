@@ -15,6 +15,9 @@ train_log_latent_size_{N}.csv, training_curves.png, reconstruction snapshots, tr
 latent_evolution_latent_size_{2,N}.gif and reconstructions_latent_size_{2,N}.gif (one frame per
 epoch; not with --snapshot_every 0); with --tensorboard, TensorBoard logs in tensorboard/.
 """
+import os
+import sys
+
 from latentlab.cli import make_parser, run
 from latentlab.training_flags import add_training_flags
 
@@ -33,3 +36,7 @@ def main(args):
 
 if __name__ == "__main__":
     run(main, parse_args())
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun, once every file is written and closed:
+        sys.stdout.flush()  # gloo's threads can abort a finished process at interpreter exit (pytorch/pytorch#190489)
+        sys.stderr.flush()
+        os._exit(0)
