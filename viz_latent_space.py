@@ -4,9 +4,11 @@
     python viz_latent_space.py                  # after encode_latent_space.py: the latents in output/
     python viz_latent_space.py --vis_type tsne
 
-Points are coloured by class. Also scores each 2-D picture: the projection's trustworthiness, and
-the 10-nearest-neighbour accuracy in 2-D (stratified 5-fold cross-validation, seeded). Projections
-are cached in --output_dir/cache/ by the content of the latents and the parameters.
+Points are coloured by class. Also scores each 2-D picture: the projection's trustworthiness and
+continuity at 5, 10 and 20 neighbours, its global score (the Pearson correlation of the pairwise
+distances among 1,000 seeded points, latents against picture), and the 10-nearest-neighbour
+accuracy in 2-D (stratified 5-fold cross-validation, seeded). Projections are cached in
+--output_dir/cache/ by the content of the latents and the parameters.
 Writes to --output_dir: projection_{vis_type}_latent_size_{N}.png and .json.
 """
 from latentlab.cli import make_parser, run
@@ -28,7 +30,7 @@ def view_and_score(lat, args, cache):
     for a projection, trustworthiness and k-NN in the latents themselves."""
     from latentlab.analysis.probes import KNN_K, probe_scores
     from latentlab.analysis.projection import METHOD_NAMES, axis_labels, view_2d
-    from latentlab.analysis.scores import trustworthiness
+    from latentlab.analysis.scores import projection_structure
 
     xy, info = view_2d(lat.z, args.vis_type, args.seed, cache, args.quiet)
     knn = probe_scores(xy, lat.labels, ("knn",), args.folds, args.seed, KNN_K, cache_dir=cache)["knn"]
@@ -37,14 +39,15 @@ def view_and_score(lat, args, cache):
            "drawn": "as is" if info is None else f"{method} projection",
            f"knn{KNN_K}_accuracy_2d": knn["accuracy"], "knn_k": knn["k"]}
     if info is not None:
-        row["trustworthiness"] = trustworthiness(lat.z, xy, seed=args.seed)
+        row.update(projection_structure(lat.z, xy, seed=args.seed))
         full = probe_scores(lat.z, lat.labels, ("knn",), args.folds, args.seed, KNN_K, cache_dir=cache)["knn"]
         row[f"knn{KNN_K}_accuracy_full"] = full["accuracy"]
         row["projection"] = {"params": info["params"], "cache": info["path"], "cached": info["cached"]}
     xlabel, ylabel = axis_labels(info)
     how = "as it is" if info is None else f"{method} of the {lat.latent_size}-d latents"
     scores = f"{KNN_K}-NN accuracy {knn['accuracy']:.3f}" if info is None else (
-        f"trustworthiness {row['trustworthiness']:.3f}; {KNN_K}-NN accuracy {knn['accuracy']:.3f} in 2-D, "
+        f"trustworthiness {row['trustworthiness']:.3f}, continuity {row['continuity']:.3f}, global score "
+        f"{row['global_score']:.3f};\n{KNN_K}-NN accuracy {knn['accuracy']:.3f} in 2-D, "
         f"{row[f'knn{KNN_K}_accuracy_full']:.3f} in {lat.latent_size}-d")
     return row, {"xy": xy, "labels": lat.labels, "title": f"{lat.label}\n{how}\n{scores}", "xlabel": xlabel,
                  "ylabel": ylabel}
@@ -61,7 +64,7 @@ def main(args) -> dict:
     from latentlab.store.inputs import find_latents
     from latentlab.store.runs import claim
     from latentlab.analysis.probes import KNN_K
-    from latentlab.analysis.scores import TRUST_K
+    from latentlab.analysis.scores import GLOBAL_POINTS, SILHOUETTE_MAX_SAMPLES, STRUCTURE_KS, TRUST_K
 
     seed_everything(args.seed)
     out = Path(args.output_dir)
@@ -82,13 +85,19 @@ def main(args) -> dict:
                                      f"the test latents scored ({KNN_K}-NN accuracy, trustworthiness) hold")
     metrics = {"step": "latent_space", "run": run, "dataset": main_l.dataset, "vis_type": args.vis_type, "figure": str(figure),
                "models": results, "caveats": found,
-               "notes": f"trustworthiness: sklearn.manifold.trustworthiness ({TRUST_K} neighbours) of the 2-D projection; "
+               "notes": f"trustworthiness: sklearn.manifold.trustworthiness ({TRUST_K} neighbours) of the 2-D projection, "
+                        f"continuity the same with the spaces' roles swapped (Venna & Kaski 2006), both also at "
+                        f"{', '.join(map(str, STRUCTURE_KS))} neighbours (trustworthiness_k, continuity_k), on a seeded "
+                        f"sample of at most {SILHOUETTE_MAX_SAMPLES}; global_score: Pearson r of the pairwise distances among "
+                        f"{GLOBAL_POINTS} seeded latents and their projections (Sainburg et al. 2021); "
                         f"knn{KNN_K}_accuracy: {KNN_K}-NN on the coordinates as they are, stratified {args.folds}-fold "
                         f"cross-validation (shuffle seeded with {args.seed}), pooled out-of-fold accuracy"}
     path = files.save_json(metrics, out / f"{name}.json")
     for k, r in results.items():
         extra = "" if "trustworthiness" not in r else (
-            f", trustworthiness {r['trustworthiness']:.3f}, {KNN_K}-NN accuracy in {k}-d {r[f'knn{KNN_K}_accuracy_full']:.3f}")
+            f", trustworthiness / continuity at k = {', '.join(r['continuity_k'])}: "
+            + ", ".join(f"{r['trustworthiness_k'][j]:.3f}/{c:.3f}" for j, c in r["continuity_k"].items())
+            + f", global score {r['global_score']:.3f}, {KNN_K}-NN accuracy in {k}-d {r[f'knn{KNN_K}_accuracy_full']:.3f}")
         print(f"{r['model']} ({r['drawn']}): {KNN_K}-NN accuracy in 2-D {r[f'knn{KNN_K}_accuracy_2d']:.3f}{extra}")
     caveats.print_caveats(found)
     print(f"wrote {figure} and {path}")

@@ -1,5 +1,5 @@
 """Scores of reconstructions (MSE, PSNR, SSIM), of k-means clusters against the classes, and of
-projections (trustworthiness).
+projections (trustworthiness, continuity, the global score).
 
 All errors are in [0, 1] pixel units: MSE is the mean over every pixel value of the set, and
 PSNR = 10 log10(1 / MSE) of that set-wide MSE (peak value 1). SSIM is the mean over images of
@@ -17,6 +17,8 @@ import torch
 SILHOUETTE_MAX_SAMPLES = 5000  # silhouette and trustworthiness are O(n^2): score a seeded subsample above this
 SSIM_WINDOW = 7  # skimage's default
 TRUST_K = 5  # neighbours of the 2-D picture's trustworthiness
+STRUCTURE_KS = (5, 10, 20)  # neighbourhoods over which step 4 reports trustworthiness and continuity
+GLOBAL_POINTS = 1000  # the global score compares the distances among a seeded sample of this many points
 
 
 def psnr(mse: float) -> float:
@@ -120,6 +122,37 @@ def trustworthiness(high: np.ndarray, low: np.ndarray, n_neighbors: int = TRUST_
     if k < 1:
         raise ValueError(f"trustworthiness needs at least 3 samples, there are {n}")
     return float(sklearn_trustworthiness(np.asarray(high).reshape(n, -1), np.asarray(low).reshape(n, -1), n_neighbors=k))
+
+
+def continuity(high: np.ndarray, low: np.ndarray, n_neighbors: int = TRUST_K, seed: int = 0) -> float:
+    """Continuity of a projection (Venna & Kaski 2006): trustworthiness with the roles of the spaces
+    swapped, 1 when the k nearest neighbours of every point in the full space stay among its k
+    nearest in the projection (no neighbourhood torn apart); the same seeded subsample."""
+    return trustworthiness(low, high, n_neighbors, seed)
+
+
+def global_score(high: np.ndarray, low: np.ndarray, seed: int = 0, points: int = GLOBAL_POINTS) -> float:
+    """The Pearson correlation of the pairwise distances in the full space and in the projection,
+    over every pair of a seeded sample of `points` points (Sainburg et al. 2021's global structure
+    score): 1 when the picture keeps far things far in proportion."""
+    from scipy.spatial.distance import pdist
+    from scipy.stats import pearsonr
+    n = len(high)
+    keep = np.sort(np.random.default_rng(seed).choice(n, points, replace=False)) if n > points else np.arange(n)
+    if len(keep) < 3:
+        raise ValueError(f"the global score needs at least 3 samples, there are {n}")
+    return float(pearsonr(pdist(np.asarray(high, dtype=np.float64)[keep].reshape(len(keep), -1)),
+                          pdist(np.asarray(low, dtype=np.float64)[keep].reshape(len(keep), -1)))[0])
+
+
+def projection_structure(high: np.ndarray, low: np.ndarray, seed: int = 0) -> dict:
+    """How a 2-D picture low (n, 2) keeps the structure of high (n, d): trustworthiness and
+    continuity at each of STRUCTURE_KS neighbours ({"5": ..}; the TRUST_K ones also on their own, as
+    "trustworthiness" and "continuity"), and the global score."""
+    trust = {str(k): trustworthiness(high, low, k, seed) for k in STRUCTURE_KS}
+    cont = {str(k): continuity(high, low, k, seed) for k in STRUCTURE_KS}
+    return {"trustworthiness": trust[str(TRUST_K)], "continuity": cont[str(TRUST_K)], "trustworthiness_k": trust,
+            "continuity_k": cont, "global_score": global_score(high, low, seed)}
 
 
 def kmeans_nmi(z: np.ndarray, labels: np.ndarray, num_clusters: int, space: str = "latent", umap_dims: int = 2,
