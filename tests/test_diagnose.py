@@ -2,10 +2,14 @@
 CKA of a space with itself, a rotated and scaled copy and independent noise; TwoNN of a linear
 subspace; a unit zeroed by hand; continuity of an exact copy; a label-efficiency curve on a separable
 set; step 2's MSE at noise 0; and its refusals (one line, exit 2, nothing lost)."""
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from conftest import parse_refused, refused, run_refused, run_script, written
 from latentlab.analysis import diagnosis, label_efficiency as le
 from latentlab.analysis.scores import continuity, global_score, projection_structure, trustworthiness
 
@@ -114,3 +118,44 @@ def test_noise_zero_gives_the_models_own_mse_and_codes():
     first = [n for _, n in noisy_batches(images, 0.3, 5, 32)]
     again = [n for _, n in noisy_batches(images, 0.3, 5, 32)]
     assert all(torch.equal(a, b) for a, b in zip(first, again))  # seeded: every coder meets the same noise
+
+
+def test_negative_noise_levels_are_refused_in_one_line(capsys):
+    assert "--noise_levels" in parse_refused("diagnose_latent_space", ["--noise_levels", "-1"], capsys)
+
+
+# ---------------------------------------------------------------- the step, on the trained digits
+def test_the_step_after_steps_1_to_3_and_noise_zero_reproduces_step_2(trained_copy):
+    out = trained_copy
+    run_script("encode_latent_space.py", "--output_dir", out, "--num_samples", "all", "--quiet")
+    run_script("viz_reconstruction.py", "--output_dir", out, "--quiet")
+    proc = run_script("diagnose_latent_space.py", "--output_dir", out, "--noise_levels", 0, 0.2)
+    assert "active units" in proc.stdout and "linear CKA" in proc.stdout
+    d = json.loads((out / "diagnosis_latent_size_8.json").read_text())
+    step2 = json.loads((out / "reconstruction_latent_size_8.json").read_text())["models"]
+    for size, name in (("2", "2-d conv"), ("8", "8-d conv")):
+        assert d["robustness"][name]["mse"][0] == pytest.approx(step2[size]["autoencoder"]["mse"], rel=1e-5)
+        k = step2[size]["pca"]["components"]
+        assert d["robustness"][f"PCA, {k}"]["mse"][0] == pytest.approx(step2[size]["pca"]["mse"], rel=1e-5)
+    assert d["units"]["8-d conv"]["units"] == 8 and len(d["units"]["8-d conv"]["variance"]) == 8
+    assert d["agreement"]["8-d conv vs raw pixels"]["cka"] <= 1 + 1e-9
+    assert set(d["label_efficiency"]["raw pixels"]) == {"linear", "knn"}
+    assert all(Path(path).is_file() for path in d["figures"].values())
+
+
+def test_latents_of_another_run_are_refused(trained_copy, capsys):
+    run_script("encode_latent_space.py", "--output_dir", trained_copy, "--quiet")
+    meta_path = trained_copy / "latent_space_size_2.json"
+    meta = json.loads(meta_path.read_text())
+    meta["run"] = "f" * 12
+    meta_path.write_text(json.dumps(meta))
+    before = written(trained_copy)
+    line = run_refused("diagnose_latent_space", ["--output_dir", trained_copy], capsys)
+    assert "two trainings" in line and written(trained_copy) == before
+
+
+def test_fewer_images_than_classes_for_a_draw_is_refused(trained_copy):
+    run_script("encode_latent_space.py", "--output_dir", trained_copy, "--num_samples", 5, "--quiet")
+    before = written(trained_copy)
+    line = refused(run_script("diagnose_latent_space.py", "--output_dir", trained_copy, check=False))
+    assert "per class" in line and "--num_samples" in line and written(trained_copy) == before

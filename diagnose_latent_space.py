@@ -1,0 +1,227 @@
+"""Step 8: what the bottleneck learned: units in use, intrinsic dimension, agreement between spaces,
+label efficiency and robustness to noise, for both models beside PCA of each size and the pixels.
+
+    python diagnose_latent_space.py --latent_space output/latent_space_size_256.npy
+    python diagnose_latent_space.py                        # after train.py and encode_latent_space.py
+    python diagnose_latent_space.py --noise_levels 0 0.2   # robustness at two noise levels
+
+On the test images the latents encode (encode_latent_space.py --num_samples all: every one). Units in
+use: each unit's variance over the images and the active units (Burda et al. 2016), a VAE's KL per
+unit. Intrinsic dimension (TwoNN, MLE; scikit-dimension) of each space on a seeded sample of at most
+5,000 images, and the principal components that hold 90 % and 95 % of its variance. Agreement: linear
+CKA (Kornblith et al. 2019) and 10-NN overlap of the 2-d and N-d latents, of each with PCA of its size
+and with the pixels. Label efficiency: logistic regression and 5-NN fit on 1, 10, 100 and all labels
+per class (5 seeded draws, stratified folds of the test images), scored on held-out test images.
+Robustness: Gaussian noise of each --noise_levels std on the input, the MSE against the clean image
+and the 5-NN accuracy of the noisy codes. Writes to --output_dir: diagnosis_latent_size_{N}.json,
+diagnosis_units_latent_size_{N}.png, diagnosis_labels_latent_size_{N}.png and
+diagnosis_noise_latent_size_{N}.png.
+"""
+from latentlab.cli import make_parser, run, text_table
+from latentlab.ranges import noise_level, positive_int
+from latentlab.store.inputs import add_input_flags
+from latentlab.analysis.flags import add_batch_size
+from latentlab.analysis.label_efficiency import LABELS_PER_CLASS
+from latentlab.analysis.robustness import NOISE_LEVELS
+
+PIXELS = "raw pixels"
+
+
+def parse_args(argv=None):
+    p = make_parser(__doc__.split("\n")[0])
+    add_input_flags(p, "latent_space", "model_path", "test_data", "pca_baseline")
+    g = p.add_argument_group("step")
+    g.add_argument("--labels_per_class", type=positive_int, nargs="+", default=list(LABELS_PER_CLASS),
+                   help="label efficiency: labelled images per class of each draw (all of them is always scored)")
+    g.add_argument("--noise_levels", type=noise_level, nargs="+", default=list(NOISE_LEVELS),
+                   help="robustness: std of the Gaussian noise on the input images (pixels in [0, 1]); 0: clean")
+    add_batch_size(g, "images per batch through the models")
+    return p.parse_args(argv)
+
+
+def load_inputs(args):
+    """(test data, its path, latents [2-d, N-d], the model of each, the PCA baseline, run id): one
+    training's, the latents all of the same test images."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from latentlab.cli import UserError
+    from latentlab.store.inputs import find_latents, find_models, find_pca_baseline
+    from latentlab.store.latent_files import check_latents_match
+    from latentlab.store.runs import claim
+
+    data, data_path, models = find_models(args.model_path, args.test_data, args.output_dir, args.quiet)
+    latents = find_latents(args.latent_space, args.output_dir, data, args.quiet)
+    for lat in latents:
+        check_latents_match(lat, data, data_path)
+        if not np.array_equal(lat.indices, latents[-1].indices):
+            raise UserError(f"{lat.path} and {latents[-1].path} encode different test images; re-run "
+                            f"encode_latent_space.py so both encode the same")
+    by_size = {m.latent_size: m for m in models}
+    missing = [lat.path for lat in latents if lat.latent_size not in by_size]
+    if missing:
+        raise UserError(f"{missing[0]} has no model of its size beside {data_path}; pass the --model_path it was "
+                        f"encoded with, or re-run encode_latent_space.py")
+    pca = find_pca_baseline(args.pca_baseline, data, data_path, [lat.latent_size for lat in latents])
+    run_id = claim(Path(args.output_dir), (data_path, data), *models, *latents, by="diagnose_latent_space.py")
+    return data, latents, [by_size[lat.latent_size] for lat in latents], pca, run_id
+
+
+def feature_spaces(latents, images, pca) -> tuple[dict, list]:
+    """({space: (n, d) float32}: each model's latents, PCA of each size, the pixels; [(model space,
+    its PCA space)])."""
+    from latentlab.analysis.pca import pca_encode
+    from latentlab.data.datasets import to_float
+    spaces, pairs = {}, []
+    for lat in latents:
+        k = min(lat.latent_size, pca["components"].shape[0])
+        model, base = f"{lat.latent_size}-d {lat.family}", f"PCA, {k}"
+        spaces[model], spaces[base] = lat.z, pca_encode(images, pca["mean"], pca["components"], k).numpy()
+        pairs.append((model, base))
+    spaces[PIXELS] = to_float(images.reshape(len(images), -1)).numpy()
+    return spaces, pairs
+
+
+def units_of(latents, models, images, args, device) -> dict:
+    """{model space: units_in_use}, a VAE's KL per unit with it."""
+    from latentlab.analysis.diagnosis import kl_per_unit, units_in_use
+    from model.autoencoder import model_from_checkpoint
+    out = {}
+    for lat, m in zip(latents, models):
+        kl = kl_per_unit(model_from_checkpoint(m.ckpt, device), images, device, args.batch_size) \
+            if m.family == "vae" else None
+        out[f"{lat.latent_size}-d {lat.family}"] = units_in_use(lat.z, kl)
+    return out
+
+
+def robustness_of(models, pairs, images, labels, pca, args, device, cache) -> dict:
+    """robustness.robustness of each model and PCA of its size at every --noise_levels."""
+    from functools import partial
+
+    from latentlab.analysis.probes import cv_splits
+    from latentlab.analysis.label_efficiency import DRAWS
+    from latentlab.analysis.robustness import model_under_noise, pca_under_noise, robustness
+    from model.autoencoder import model_from_checkpoint
+    coders = {}
+    for m, (model, base) in zip(models, pairs):
+        coders[model] = partial(model_under_noise, model_from_checkpoint(m.ckpt, device), images, seed=args.seed,
+                                device=device, batch=args.batch_size)
+        k = int(base.split(", ")[1])
+        coders[base] = partial(pca_under_noise, images, pca["mean"], pca["components"][:k], seed=args.seed,
+                               batch=args.batch_size)
+    return robustness(coders, labels, args.noise_levels, cv_splits(labels, DRAWS, args.seed), args.seed, device, cache)
+
+
+def main(args) -> dict:
+    from pathlib import Path
+
+    from latentlab import caveats
+    from latentlab.analysis import diagnosis, label_efficiency as le
+    from latentlab.cli import memory_for, pick_device, seed_everything, worded
+    from latentlab.store import files
+
+    seed_everything(args.seed)
+    device = pick_device(args.device)
+    out = Path(args.output_dir)
+    data, latents, models, pca, run_id = load_inputs(args)
+    main_l = latents[-1]
+    labels, num_classes = main_l.labels, len(main_l.class_names)
+    images = data["images"][main_l.indices]
+    hint = "encode more test images with encode_latent_space.py --num_samples, or lower --labels_per_class"
+    with worded(hint):
+        le.require_draw(labels, num_classes, min(args.labels_per_class), "the test latents")
+        pools = le.cv_pools(labels, args.seed)
+        sizes, left_out = le.drawable(labels, pools, args.labels_per_class, num_classes)
+    with memory_for(f"the diagnosis of {len(images)} test images", "the latents' --num_samples (encode_latent_space.py)"):
+        spaces, pairs = feature_spaces(latents, images, pca)
+        found = {"units": units_of(latents, models, images, args, device),
+                 "structure": diagnosis.structure(spaces, args.seed),
+                 "agreement": diagnosis.agreement(spaces, agreement_pairs(pairs), args.seed),
+                 "label_efficiency": le.label_efficiency(spaces, labels, pools, sizes, args.seed, device, out / "cache"),
+                 "robustness": robustness_of(models, pairs, images, labels, pca, args, device, out / "cache")}
+    notes = caveats.of_latents(latents) + left_out
+    figures = draw(found, pairs, le.per_class_all(labels, pools), args, main_l, out)
+    metrics = {"step": "diagnosis", "run": run_id, "dataset": main_l.dataset, "test_images": len(images),
+               "seed": args.seed, "labels_per_class": sizes, "noise_levels": args.noise_levels,
+               "figures": figures, **found, "caveats": notes, "notes": method_notes(len(images))}
+    path = files.save_json(metrics, out / f"diagnosis_latent_size_{main_l.latent_size}.json")
+    print_tables(found, sizes, args.noise_levels, len(images))
+    caveats.print_caveats(notes)
+    print(f"wrote {', '.join(figures.values())} and {path}")
+    return metrics
+
+
+def agreement_pairs(pairs: list) -> list:
+    """The 2-d and N-d latents; each latent and PCA of its size; each latent and the pixels."""
+    models = [m for m, _ in pairs]
+    return [tuple(models)] * (len(models) > 1) + list(pairs) + [(m, PIXELS) for m in models]
+
+
+def draw(found, pairs, all_at, args, main_l, out) -> dict:
+    """The three figures, saved; {what: path}."""
+    from latentlab import diagnosis_figures as df
+    from latentlab.analysis.diagnosis import ACTIVE_THRESHOLD
+    from latentlab.analysis.label_efficiency import EFFICIENCY_KNN_K
+    from latentlab.analysis.robustness import ROBUST_KNN_K
+    from latentlab.store import files
+    styles, n = df.space_styles(pairs), len(main_l.z)
+    name = f"latent_size_{main_l.latent_size}"
+    units = found["units"]
+    active = ", ".join(f"{k}: {u['active_units']} of {u['units']}" for k, u in units.items())
+    knn = f"knn{ROBUST_KNN_K}_accuracy"
+    eff = found["label_efficiency"]
+    fewest = str(min(args.labels_per_class))
+    best = max(eff, key=lambda s: eff[s]["linear"][fewest]["mean"])
+    probe_names = {"linear": "logistic regression", "knn": f"{EFFICIENCY_KNN_K}-NN"}
+    figs = {
+        "units": df.units_figure(units, ACTIVE_THRESHOLD, f"units in use on {n} {main_l.dataset} test images; active "
+                                                           f"units {active}"),
+        "label_efficiency": df.efficiency_figure(
+            eff, all_at, styles, probe_names, f"label efficiency on {main_l.dataset}: from {fewest} label(s) per class "
+            f"the most accurate logistic regression is {best}'s ({eff[best]['linear'][fewest]['mean']:.3f})"),
+        "robustness": df.robustness_figure(found["robustness"], args.noise_levels, styles, knn,
+                                           f"robustness to input noise on {n} {main_l.dataset} test images"),
+    }
+    short = {"units": "units", "label_efficiency": "labels", "robustness": "noise"}
+    return {k: str(files.save_figure(f, out / f"diagnosis_{short[k]}_{name}.png")) for k, f in figs.items()}
+
+
+def method_notes(n: int) -> str:
+    from latentlab.analysis import diagnosis as d, label_efficiency as le
+    from latentlab.analysis.robustness import ROBUST_KNN_K
+    return (f"active units: variance over the test images of each unit's code (a VAE's posterior mean) above "
+            f"{d.ACTIVE_THRESHOLD:g} (Burda et al. 2016); on a sphere the units share a variance budget of about N, "
+            f"read the same way; VAE: collapsed units have a mean KL below {d.COLLAPSED_KL:g} nats. Intrinsic "
+            f"dimension: scikit-dimension TwoNN and MLE (defaults) on a seeded sample of "
+            f"{min(n, d.ID_MAX_SAMPLES)} of the {n} images (duplicates dropped); components_for_variance: PCA of all "
+            f"{n}. Agreement: linear CKA on all {n}; {d.OVERLAP_K}-NN overlap on the same seeded sample. Label "
+            f"efficiency: logistic regression and {le.EFFICIENCY_KNN_K}-NN fit on n labelled test images per class "
+            f"drawn from the other folds of a stratified {le.DRAWS}-fold split ({le.DRAWS} draws, one per fold), "
+            f"scored on the fold; all: every image of the other folds. Robustness: seeded Gaussian noise on the "
+            f"input, not clipped; MSE against the clean image; {ROBUST_KNN_K}-NN of each fold's noisy codes among "
+            f"the clean codes of the other folds")
+
+
+def print_tables(found: dict, sizes, levels, n: int) -> None:
+    units, structure = found["units"], found["structure"]
+    print(text_table([f"on {n} test images", "active units", "TwoNN", "MLE", "PCs 90%", "PCs 95%"], [
+        [s, f"{units[s]['active_units']}/{units[s]['units']}" + (
+            f" ({units[s]['collapsed_units']} collapsed)" if "collapsed_units" in units[s] else "") if s in units else "",
+         f"{r['twonn']:.1f}", f"{r['mle']:.1f}", *map(str, r["components_for_variance"].values())]
+        for s, r in structure.items()]))
+    print(text_table(["agreement", "linear CKA", "10-NN overlap"],
+                     [[pair, f"{r['cka']:.3f}", f"{r['knn10_overlap']:.3f}"] for pair, r in found["agreement"].items()]))
+    eff = found["label_efficiency"]
+    cols = [*map(str, sizes), "all"]
+    print(text_table(["test accuracy", *(f"{c} per class" for c in cols)], [
+        [f"{s}, {probe}", *(f"{curve[c]['mean']:.3f}±{curve[c]['sd']:.3f}" for c in cols)]
+        for s, probes in eff.items() for probe, curve in probes.items()]))
+    rob = found["robustness"]
+    print(text_table(["noise std", *(f"{v:g}" for v in levels)], [
+        [f"{s}, {metric.split('_')[0]}", *(f"{v:.4f}" if metric == "mse" else f"{v:.3f}" for v in r[metric])]
+        for s, r in rob.items() for metric in r]))
+
+
+if __name__ == "__main__":
+    run(main, parse_args())
