@@ -22,6 +22,7 @@ demo: venv
 	$(PY) viz_latent_space.py --output_dir $(OUT)
 	$(PY) viz_kmeans_latent_space.py --output_dir $(OUT)
 	$(PY) classify_latent_space.py --output_dir $(OUT)
+	$(PY) diagnose_latent_space.py --output_dir $(OUT)
 	$(PY) viz_generation.py --output_dir $(OUT)
 	$(PY) explore_latent_space.py --output_dir $(OUT)
 	@echo "the demo wrote, in $(OUT)/:"
