@@ -144,3 +144,31 @@ def find_latents(latent_space, output_dir, data: dict | None = None, quiet: bool
             say(quiet, f"note: {two} not found; working on the {main.latent_size}-d latents alone")
     return found
 
+
+def training_latents(lat: Latents) -> Latents:
+    """The training-split latents beside test latents `lat` (encode_latent_space.py --split train),
+    checked to come from the same model; a UserError naming the command that makes them."""
+    path = files.latents_path(lat.path.parent, lat.latent_size, "train")
+    if not path.is_file():
+        raise UserError(f"--protocol heldout needs the training split's latents {path}; make them with "
+                        f"`python encode_latent_space.py --split train --output_dir {lat.path.parent}`, "
+                        f"or use --protocol cv to score within the test latents alone")
+    train = latent_files.load_latents(path)
+    source = {"data_dir", "image_size", "image_shape", "split_size", *FOLDER_READING}  # what re-reads its images
+    if train.split != "train" or not source <= set(train.meta) or train.meta.get("model_path") != lat.meta.get("model_path"):
+        raise UserError(f"{path} was not encoded from the training split by the model of {lat.path} "
+                        f"({lat.meta.get('model_path')}); re-run encode_latent_space.py --split train")
+    return train
+
+
+def training_images(trains):
+    """The training images the training latents `trains` encoded, re-read from their dataset, and
+    checked against the labels stored with each."""
+    m = trains[-1].meta
+    images, labels = read_training_split(m["dataset"], m["data_dir"], m["image_size"], m["image_shape"], m["split_size"],
+                                         trains[-1].path, reading_of(m))
+    for t in trains:
+        if len(t.indices) and (t.indices.max() >= len(labels) or not (labels.numpy()[t.indices] == t.labels).all()):
+            raise UserError(f"the labels stored with {t.path} differ from the dataset's training split; "
+                            f"re-run encode_latent_space.py --split train")
+    return images
