@@ -11,7 +11,8 @@ unit. Intrinsic dimension (TwoNN, MLE; scikit-dimension) of each space on a seed
 5,000 images, and the principal components that hold 90 % and 95 % of its variance. Agreement: linear
 CKA (Kornblith et al. 2019) and 10-NN overlap of the 2-d and N-d latents, of each with PCA of its size
 and with the pixels. Label efficiency: logistic regression and 5-NN fit on 1, 10, 100 and all labels
-per class (5 seeded draws, stratified folds of the test images), scored on held-out test images.
+per class, 5 seeded draws from the training split's latents where encode_latent_space.py --split train
+left them (scored on the test latents), else from stratified folds of the test latents.
 Robustness: Gaussian noise of each --noise_levels std on the input, the MSE against the clean image
 and the 5-NN accuracy of the noisy codes. Writes to --output_dir: diagnosis_latent_size_{N}.json,
 diagnosis_units_latent_size_{N}.png, diagnosis_labels_latent_size_{N}.png and
@@ -131,25 +132,58 @@ def main(args) -> dict:
     hint = "encode more test images with encode_latent_space.py --num_samples, or lower --labels_per_class"
     with worded(hint):
         le.require_draw(labels, num_classes, min(args.labels_per_class), "the test latents")
-        pools = le.cv_pools(labels, args.seed)
-        sizes, left_out = le.drawable(labels, pools, args.labels_per_class, num_classes)
     with memory_for(f"the diagnosis of {len(images)} test images", "the latents' --num_samples (encode_latent_space.py)"):
         spaces, pairs = feature_spaces(latents, images, pca)
+        plan = label_plan(latents, pca, args)
+        with worded(plan["hint"]):
+            sizes, left_out = le.drawable(plan["fit_labels"], plan["pools"], args.labels_per_class, num_classes)
         found = {"units": units_of(latents, models, images, args, device),
                  "structure": diagnosis.structure(spaces, args.seed),
                  "agreement": diagnosis.agreement(spaces, agreement_pairs(pairs), args.seed),
-                 "label_efficiency": le.label_efficiency(spaces, labels, pools, sizes, args.seed, device, out / "cache"),
+                 "label_efficiency": le.label_efficiency(spaces, labels, plan["pools"], sizes, args.seed, device,
+                                                         out / "cache", plan["fit"], plan["fit_labels"]),
                  "robustness": robustness_of(models, pairs, images, labels, pca, args, device, out / "cache")}
     notes = caveats.of_latents(latents) + left_out
-    figures = draw(found, pairs, le.per_class_all(labels, pools), args, main_l, out)
+    figures = draw(found, pairs, le.per_class_all(plan["fit_labels"], plan["pools"]), args, main_l, out)
     metrics = {"step": "diagnosis", "run": run_id, "dataset": main_l.dataset, "test_images": len(images),
                "seed": args.seed, "labels_per_class": sizes, "noise_levels": args.noise_levels,
-               "figures": figures, **found, "caveats": notes, "notes": method_notes(len(images))}
+               "label_protocol": plan["protocol"], "figures": figures, **found, "caveats": notes,
+               "notes": method_notes(len(images), plan["how"])}
     path = files.save_json(metrics, out / f"diagnosis_latent_size_{main_l.latent_size}.json")
     print_tables(found, sizes, args.noise_levels, len(images))
     caveats.print_caveats(notes)
     print(f"wrote {', '.join(figures.values())} and {path}")
     return metrics
+
+
+def label_plan(latents, pca, args) -> dict:
+    """How label efficiency draws its labels: held out, from the training split's latents (and
+    its images, re-read, for PCA and the pixels) where encode_latent_space.py --split train left
+    them beside every test latent; else from the stratified folds of the test latents (cv)."""
+    import numpy as np
+
+    from latentlab.analysis import label_efficiency as le
+    from latentlab.cli import UserError
+    from latentlab.store import files
+    from latentlab.store.inputs import training_images, training_latents
+    labels = latents[-1].labels
+    if not all(files.latents_path(lat.path.parent, lat.latent_size, "train").is_file() for lat in latents):
+        return {"protocol": "cv", "pools": le.cv_pools(labels, args.seed), "fit": None, "fit_labels": labels,
+                "hint": "encode more test images with encode_latent_space.py --num_samples, or lower --labels_per_class",
+                "how": f"drawn from the other folds of a stratified {le.DRAWS}-fold split of the test images "
+                       f"({le.DRAWS} draws, one per fold), scored on the fold; all: every image of the other folds"}
+    trains = [training_latents(lat) for lat in latents]
+    for t in trains[:-1]:
+        if not np.array_equal(t.indices, trains[-1].indices):
+            raise UserError(
+                f"{t.path} and {trains[-1].path} encode different training images; re-run encode_latent_space.py "
+                f"--split train so both encode the same")
+    fit, _ = feature_spaces(trains, training_images(trains)[trains[-1].indices], pca)
+    return {"protocol": "heldout", "pools": [(np.arange(len(trains[-1].z)), np.arange(len(labels)))], "fit": fit,
+            "fit_labels": trains[-1].labels,
+            "hint": "encode more training images with encode_latent_space.py --split train, or lower --labels_per_class",
+            "how": f"drawn from the {len(trains[-1].z)} encoded training images ({le.DRAWS} seeded draws), scored on "
+                   f"every test image; all: every encoded training image, fit once"}
 
 
 def agreement_pairs(pairs: list) -> list:
@@ -187,7 +221,7 @@ def draw(found, pairs, all_at, args, main_l, out) -> dict:
     return {k: str(files.save_figure(f, out / f"diagnosis_{short[k]}_{name}.png")) for k, f in figs.items()}
 
 
-def method_notes(n: int) -> str:
+def method_notes(n: int, how: str) -> str:
     from latentlab.analysis import diagnosis as d, label_efficiency as le
     from latentlab.analysis.robustness import ROBUST_KNN_K
     return (f"active units: variance over the test images of each unit's code (a VAE's posterior mean) above "
@@ -196,9 +230,8 @@ def method_notes(n: int) -> str:
             f"dimension: scikit-dimension TwoNN and MLE (defaults) on a seeded sample of "
             f"{min(n, d.ID_MAX_SAMPLES)} of the {n} images (duplicates dropped); components_for_variance: PCA of all "
             f"{n}. Agreement: linear CKA on all {n}; {d.OVERLAP_K}-NN overlap on the same seeded sample. Label "
-            f"efficiency: logistic regression and {le.EFFICIENCY_KNN_K}-NN fit on n labelled test images per class "
-            f"drawn from the other folds of a stratified {le.DRAWS}-fold split ({le.DRAWS} draws, one per fold), "
-            f"scored on the fold; all: every image of the other folds. Robustness: seeded Gaussian noise on the "
+            f"efficiency: logistic regression and {le.EFFICIENCY_KNN_K}-NN (n-NN below {le.EFFICIENCY_KNN_K} "
+            f"per class) fit on n labelled images per class {how}. Robustness: seeded Gaussian noise on the "
             f"input, not clipped; MSE against the clean image; {ROBUST_KNN_K}-NN of each fold's noisy codes among "
             f"the clean codes of the other folds")
 

@@ -141,6 +141,12 @@ def test_the_step_after_steps_1_to_3_and_noise_zero_reproduces_step_2(trained_co
     assert d["agreement"]["8-d conv vs raw pixels"]["cka"] <= 1 + 1e-9
     assert set(d["label_efficiency"]["raw pixels"]) == {"linear", "knn"}
     assert all(Path(path).is_file() for path in d["figures"].values())
+    assert d["label_protocol"] == "cv"
+    run_script("encode_latent_space.py", "--output_dir", out, "--split", "train", "--quiet")
+    run_script("diagnose_latent_space.py", "--output_dir", out, "--noise_levels", 0, "--labels_per_class", 1, 10)
+    held = json.loads((out / "diagnosis_latent_size_8.json").read_text())
+    assert held["label_protocol"] == "heldout" and held["labels_per_class"] == [1, 10]
+    assert held["label_efficiency"]["8-d conv"]["linear"]["all"]["draws"] == 1
 
 
 def test_latents_of_another_run_are_refused(trained_copy, capsys):
