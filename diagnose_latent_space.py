@@ -14,9 +14,9 @@ and with the pixels. Label efficiency: logistic regression and 5-NN fit on 1, 10
 per class, 5 seeded draws from the training split's latents where encode_latent_space.py --split train
 left them (scored on the test latents), else from stratified folds of the test latents.
 Robustness: Gaussian noise of each --noise_levels std on the input, the MSE against the clean image
-and the 5-NN accuracy of the noisy codes. Writes to --output_dir: diagnosis_latent_size_{N}.json,
-diagnosis_units_latent_size_{N}.png, diagnosis_labels_latent_size_{N}.png and
-diagnosis_noise_latent_size_{N}.png.
+and the 5-NN accuracy of the noisy codes. Worst cases: per class, the 4 test images each model
+reconstructs worst. Writes to --output_dir: diagnosis_latent_size_{N}.json and the figures
+diagnosis_{units,labels,noise,worst}_latent_size_{N}.png.
 """
 from latentlab.cli import make_parser, run, text_table
 from latentlab.ranges import noise_level, positive_int
@@ -114,6 +114,29 @@ def robustness_of(models, pairs, images, labels, pca, args, device, cache) -> di
     return robustness(coders, labels, args.noise_levels, cv_splits(labels, DRAWS, args.seed), args.seed, device, cache)
 
 
+def worst_cases(latents, models, images, args, device) -> tuple[dict, list]:
+    """Per class, the test images each model reconstructs worst: ({model: {class: [{"test_index",
+    "mse": {model: ...}}]}}, the figure's rows)."""
+    from latentlab.analysis.diagnosis import per_image_mse, worst_per_class
+    from latentlab.analysis.inference import reconstruct_batches
+    from model.autoencoder import model_from_checkpoint
+    main_l, names = latents[-1], [f"{lat.latent_size}-d {lat.family}" for lat in latents]
+    nets = [model_from_checkpoint(m.ckpt, device) for m in models]
+    errors = [per_image_mse(net, images, device, args.batch_size) for net in nets]
+    found, rows = {}, []
+    for name, err in zip(names, errors):
+        found[name] = {}
+        for c, picked in worst_per_class(err, main_l.labels).items():
+            cls = main_l.class_names[c]
+            found[name][cls] = [{"test_index": int(main_l.indices[i]), "mse": {n: float(e[i]) for n, e in zip(names, errors)}}
+                                for i in picked]
+            recs = [next(reconstruct_batches(net, images[picked], device))[1] for net in nets]
+            originals = next(reconstruct_batches(nets[0], images[picked], device))[0]
+            rows.append((f"{cls}: worst of {name}\nMSE " + ", ".join(f"{err[i]:.3f}" for i in picked),
+                         [(originals[j], [r[j] for r in recs]) for j in range(len(picked))]))
+    return found, rows
+
+
 def main(args) -> dict:
     from pathlib import Path
 
@@ -143,8 +166,9 @@ def main(args) -> dict:
                  "label_efficiency": le.label_efficiency(spaces, labels, plan["pools"], sizes, args.seed, device,
                                                          out / "cache", plan["fit"], plan["fit_labels"]),
                  "robustness": robustness_of(models, pairs, images, labels, pca, args, device, out / "cache")}
+        found["worst_reconstructions"], worst_rows = worst_cases(latents, models, images, args, device)
     notes = caveats.of_latents(latents) + left_out
-    figures = draw(found, pairs, le.per_class_all(plan["fit_labels"], plan["pools"]), args, main_l, out)
+    figures = draw(found, pairs, le.per_class_all(plan["fit_labels"], plan["pools"]), args, main_l, out, worst_rows)
     metrics = {"step": "diagnosis", "run": run_id, "dataset": main_l.dataset, "test_images": len(images),
                "seed": args.seed, "labels_per_class": sizes, "noise_levels": args.noise_levels,
                "label_protocol": plan["protocol"], "figures": figures, **found, "caveats": notes,
@@ -192,8 +216,8 @@ def agreement_pairs(pairs: list) -> list:
     return [tuple(models)] * (len(models) > 1) + list(pairs) + [(m, PIXELS) for m in models]
 
 
-def draw(found, pairs, all_at, args, main_l, out) -> dict:
-    """The three figures, saved; {what: path}."""
+def draw(found, pairs, all_at, args, main_l, out, worst_rows) -> dict:
+    """The four figures, saved; {what: path}."""
     from latentlab import diagnosis_figures as df
     from latentlab.analysis.diagnosis import ACTIVE_THRESHOLD
     from latentlab.analysis.label_efficiency import EFFICIENCY_KNN_K
@@ -217,7 +241,10 @@ def draw(found, pairs, all_at, args, main_l, out) -> dict:
         "robustness": df.robustness_figure(found["robustness"], args.noise_levels, styles, knn,
                                            f"robustness to input noise on {n} {main_l.dataset} test images"),
     }
-    short = {"units": "units", "label_efficiency": "labels", "robustness": "noise"}
+    figs["worst_reconstructions"] = df.worst_figure(
+        worst_rows, list(found["units"]), f"per class, the test images each model reconstructs worst, beside both "
+                                          f"reconstructions (of {n} {main_l.dataset} test images)")
+    short = {"units": "units", "label_efficiency": "labels", "robustness": "noise", "worst_reconstructions": "worst"}
     return {k: str(files.save_figure(f, out / f"diagnosis_{short[k]}_{name}.png")) for k, f in figs.items()}
 
 

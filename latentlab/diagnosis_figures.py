@@ -89,3 +89,15 @@ def robustness_figure(results: dict, levels, styles: dict, knn_key: str, title: 
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def worst_figure(cases: list, names: list, title: str):
+    """cases [(row label, [(original, [reconstruction by each of names]), ...])]: per row, each case's
+    original then its reconstructions, side by side (image tensors (C, H, W))."""
+    import torch
+
+    from latentlab.image_grids import image_rows
+    rows = [(label, torch.stack([img for original, recs in row for img in (original, *recs)])) for label, row in cases]
+    per_case = ["original", *names]
+    width = max(len(row) for _, row in cases)
+    return image_rows(rows, title, col_titles=per_case * width)

@@ -120,6 +120,12 @@ def test_noise_zero_gives_the_models_own_mse_and_codes():
     assert all(torch.equal(a, b) for a, b in zip(first, again))  # seeded: every coder meets the same noise
 
 
+def test_worst_per_class_picks_each_class_s_largest_errors_largest_first():
+    labels = np.array([0, 1, 0, 1, 0, 0, 1])
+    errors = np.array([0.1, 0.5, 0.9, 0.2, 0.3, 0.05, 0.7])
+    assert diagnosis.worst_per_class(errors, labels, 2) == {0: [2, 4], 1: [6, 1]}
+
+
 def test_negative_noise_levels_are_refused_in_one_line(capsys):
     assert "--noise_levels" in parse_refused("diagnose_latent_space", ["--noise_levels", "-1"], capsys)
 
@@ -141,6 +147,8 @@ def test_the_step_after_steps_1_to_3_and_noise_zero_reproduces_step_2(trained_co
     assert d["agreement"]["8-d conv vs raw pixels"]["cka"] <= 1 + 1e-9
     assert set(d["label_efficiency"]["raw pixels"]) == {"linear", "knn"}
     assert all(Path(path).is_file() for path in d["figures"].values())
+    worst = d["worst_reconstructions"]["8-d conv"]
+    assert len(worst) == 10 and all(1 <= len(cases) <= 4 for cases in worst.values())
     assert d["label_protocol"] == "cv"
     run_script("encode_latent_space.py", "--output_dir", out, "--split", "train", "--quiet")
     run_script("diagnose_latent_space.py", "--output_dir", out, "--noise_levels", 0, "--labels_per_class", 1, 10)
