@@ -96,7 +96,7 @@ def units_of(latents, models, images, args, device) -> dict:
     return out
 
 
-def robustness_of(models, pairs, images, labels, pca, args, device, cache) -> dict:
+def robustness_of(models, pairs, images, labels, pca, args, device, cache) -> tuple[dict, dict]:
     """robustness.robustness of each model and PCA of its size at every --noise_levels."""
     from functools import partial
 
@@ -114,15 +114,15 @@ def robustness_of(models, pairs, images, labels, pca, args, device, cache) -> di
     return robustness(coders, labels, args.noise_levels, cv_splits(labels, DRAWS, args.seed), args.seed, device, cache)
 
 
-def worst_cases(latents, models, images, args, device) -> tuple[dict, list]:
-    """Per class, the test images each model reconstructs worst: ({model: {class: [{"test_index",
-    "mse": {model: ...}}]}}, the figure's rows)."""
-    from latentlab.analysis.diagnosis import per_image_mse, worst_per_class
+def worst_cases(latents, models, images, clean_errors: dict, device) -> tuple[dict, list]:
+    """Per class, the test images each model reconstructs worst (clean_errors: {model space: each
+    image's MSE}): ({model: {class: [{"test_index", "mse": {model: ...}}]}}, the figure's rows)."""
+    from latentlab.analysis.diagnosis import worst_per_class
     from latentlab.analysis.inference import reconstruct_batches
     from model.autoencoder import model_from_checkpoint
     main_l, names = latents[-1], [f"{lat.latent_size}-d {lat.family}" for lat in latents]
     nets = [model_from_checkpoint(m.ckpt, device) for m in models]
-    errors = [per_image_mse(net, images, device, args.batch_size) for net in nets]
+    errors = [clean_errors[name] for name in names]
     found, rows = {}, []
     for name, err in zip(names, errors):
         found[name] = {}
@@ -165,8 +165,9 @@ def main(args) -> dict:
                  "agreement": diagnosis.agreement(spaces, agreement_pairs(pairs), args.seed),
                  "label_efficiency": le.label_efficiency(spaces, labels, plan["pools"], sizes, args.seed, device,
                                                          out / "cache", plan["fit"], plan["fit_labels"]),
-                 "robustness": robustness_of(models, pairs, images, labels, pca, args, device, out / "cache")}
-        found["worst_reconstructions"], worst_rows = worst_cases(latents, models, images, args, device)
+                 "robustness": None}
+        found["robustness"], clean_errors = robustness_of(models, pairs, images, labels, pca, args, device, out / "cache")
+        found["worst_reconstructions"], worst_rows = worst_cases(latents, models, images, clean_errors, device)
     notes = caveats.of_latents(latents) + left_out
     figures = draw(found, pairs, le.per_class_all(plan["fit_labels"], plan["pools"]), args, main_l, out, worst_rows)
     metrics = {"step": "diagnosis", "run": run_id, "dataset": main_l.dataset, "test_images": len(images),

@@ -112,8 +112,8 @@ def test_noise_zero_gives_the_models_own_mse_and_codes():
     torch.manual_seed(0)
     model = build_model(ModelConfig(family="mlp", latent_size=3, image_shape=(1, 8, 8), hidden=(16,))).eval()
     images = torch.randint(0, 256, (70, 1, 8, 8), dtype=torch.uint8)
-    mse, codes = model_under_noise(model, images, 0.0, 0, "cpu", 32)
-    assert mse == pytest.approx(model_mse(model, images, "cpu", 32), rel=1e-6)
+    errors, codes = model_under_noise(model, images, 0.0, 0, "cpu", 32)
+    assert errors.shape == (70,) and errors.mean() == pytest.approx(model_mse(model, images, "cpu", 32), rel=1e-6)
     np.testing.assert_allclose(codes, encode_images(model, images, "cpu"), rtol=1e-5, atol=1e-6)
     first = [n for _, n in noisy_batches(images, 0.3, 5, 32)]
     again = [n for _, n in noisy_batches(images, 0.3, 5, 32)]

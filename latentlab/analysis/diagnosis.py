@@ -118,14 +118,6 @@ def structure(spaces: dict, seed: int) -> dict:
 WORST_PER_CLASS = 4
 
 
-@torch.no_grad()
-def per_image_mse(model, x_u8: torch.Tensor, device, batch: int) -> np.ndarray:
-    """Each image's reconstruction MSE (mean over its pixel values): (n,) float64."""
-    from latentlab.analysis.inference import reconstruct_batches
-    return np.concatenate([(rec - x).pow(2).flatten(1).mean(1).double().numpy()
-                           for x, rec in reconstruct_batches(model, x_u8, device, batch)])
-
-
 def worst_per_class(errors: np.ndarray, labels: np.ndarray, count: int = WORST_PER_CLASS) -> dict:
     """{class: the rows of its `count` largest errors, largest first} for every class in labels."""
     return {int(c): [int(i) for i in sorted(np.flatnonzero(labels == c), key=lambda i: -errors[i])[:count]]

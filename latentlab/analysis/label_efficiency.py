@@ -49,20 +49,24 @@ def drawable(labels: np.ndarray, pools: list, sizes, num_classes: int) -> tuple[
 
 def efficiency_sets(features: dict, labels: np.ndarray, pools: list, sizes, seed: int,
                     train_features: dict | None = None, train_labels: np.ndarray | None = None) -> dict:
-    """The engine's sets {(space, n, draw): (features, labels, [split])} for every space of
+    """The engine's sets {(space, n, draw): (features, labels, splits)} for every space of
     features {space: test features (m, d)}; n in sizes and "all". With train_features (the held-out
-    protocol) the pools' training rows index them and train_labels; else they index the test rows."""
+    protocol) the pools' training rows index them and train_labels; else they index the test rows.
+    "all" is one set of every pool: step 6's set (the test folds, or the held-out split) to the
+    byte, so the fits step 6 cached are reused."""
     fit_x = features if train_features is None else train_features
     fit_y = labels if train_labels is None else train_labels
     sets = {}
-    for n in [*sizes, "all"]:
-        draws = len(pools) if n == "all" else DRAWS
-        for d in range(draws):
+    for n in sizes:
+        for d in range(DRAWS):
             tr, te = pools[d % len(pools)]
-            if n != "all":
-                tr = draw_per_class(fit_y, tr, n, np.random.default_rng([seed, n, d]))
+            tr = draw_per_class(fit_y, tr, n, np.random.default_rng([seed, n, d]))
             for space, x in features.items():
                 sets[space, n, d] = heldout_set(fit_x[space][tr], fit_y[tr], x[te], labels[te])
+    for space, x in features.items():
+        sets[space, "all", 0] = ((x, labels, pools) if train_features is None else
+                                 heldout_set(fit_x[space][pools[0][0]], fit_y[pools[0][0]], x[pools[0][1]],
+                                             labels[pools[0][1]]))
     return sets
 
 
@@ -79,10 +83,18 @@ def label_efficiency(features: dict, labels: np.ndarray, pools: list, sizes, see
     out = {}
     for (space, n, _), scores in scored.items():
         for probe, s in scores.items():
-            out.setdefault(space, {}).setdefault(probe, {}).setdefault(str(n), []).append(s["accuracy"])
-    return {space: {probe: {n: {"mean": float(np.mean(a)), "sd": float(np.std(a)), "draws": len(a)}
-                            for n, a in curve.items()} for probe, curve in probes.items()}
+            out.setdefault(space, {}).setdefault(probe, {}).setdefault(str(n), []).append(s)
+    return {space: {probe: {n: spread(a, len(pools)) for n, a in curve.items()} for probe, curve in probes.items()}
             for space, probes in out.items()}
+
+
+def spread(scores: list, pools: int) -> dict:
+    """Mean and sd of the accuracy over the draws; one set of several folds ("all" under cv): its
+    pooled accuracy and the sd across its folds."""
+    if len(scores) == 1 and "fold_accuracy_std" in scores[0]:
+        return {"mean": scores[0]["accuracy"], "sd": scores[0]["fold_accuracy_std"], "draws": pools}
+    a = [s["accuracy"] for s in scores]
+    return {"mean": float(np.mean(a)), "sd": float(np.std(a)), "draws": len(a)}
 
 
 def cv_pools(labels: np.ndarray, seed: int) -> list:

@@ -25,43 +25,42 @@ def noisy_batches(x_u8: torch.Tensor, std: float, seed: int, batch: int):
 
 
 @torch.no_grad()
-def model_under_noise(model, x_u8: torch.Tensor, std: float, seed: int, device, batch: int) -> tuple[float, np.ndarray]:
-    """(MSE of the reconstructions of the noisy images against the clean ones, as step 2 sums it;
-    the codes of the noisy images (n, latent size))."""
+def model_under_noise(model, x_u8: torch.Tensor, std: float, seed: int, device, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """(each image's MSE of the reconstruction of its noisy copy against it (n,), float64; the codes
+    of the noisy images (n, latent size)). Their mean is the set's MSE as step 2 takes it (images of
+    one size)."""
     model.eval()
-    sq, count, codes = 0.0, 0, []
+    errors, codes = [], []
     for x, noisy in noisy_batches(x_u8, std, seed, batch):
         z = model.encode(noisy.to(device))
-        rec = model.decode(z).float().cpu()
-        sq += (rec - x).pow(2).sum().item()
-        count += x.numel()
+        errors.append((model.decode(z).float().cpu() - x).pow(2).flatten(1).double().mean(1).numpy())
         codes.append(z.float().cpu().numpy())
-    return sq / count, np.concatenate(codes)
+    return np.concatenate(errors), np.concatenate(codes)
 
 
 def pca_under_noise(x_u8: torch.Tensor, mean: torch.Tensor, comps: torch.Tensor, std: float, seed: int,
-                    batch: int) -> tuple[float, np.ndarray]:
+                    batch: int) -> tuple[np.ndarray, np.ndarray]:
     """As model_under_noise, for PCA with the components comps (k, D) (not clipped, as step 2)."""
-    sq, count, codes = 0.0, 0, []
+    errors, codes = [], []
     for x, noisy in noisy_batches(x_u8, std, seed, batch):
-        flat = noisy.reshape(len(noisy), -1)
-        code = (flat - mean) @ comps.T
-        sq += (code @ comps + mean - x.reshape(len(x), -1)).pow(2).sum().item()
-        count += x.numel()
+        code = (noisy.reshape(len(noisy), -1) - mean) @ comps.T
+        errors.append((code @ comps + mean - x.reshape(len(x), -1)).double().pow(2).mean(1).numpy())
         codes.append(code.numpy())
-    return sq / count, np.concatenate(codes)
+    return np.concatenate(errors), np.concatenate(codes)
 
 
-def robustness(coders: dict, labels: np.ndarray, levels, splits, seed: int, device="cpu", cache_dir=None) -> dict:
-    """coders {name: function (std) -> (mse, codes)}; splits: the stratified folds of the images.
-    Returns {name: {"mse": [per level], "knn5_accuracy": [per level]}}, levels in the order given."""
-    results, sets = {}, {}
+def robustness(coders: dict, labels: np.ndarray, levels, splits, seed: int, device="cpu",
+               cache_dir=None) -> tuple[dict, dict]:
+    """coders {name: function (std) -> (per-image errors, codes)}; splits: the stratified folds of
+    the images. Returns ({name: {"mse": [per level], "knn5_accuracy": [per level]}}, levels in the
+    order given; {name: each clean image's error}, for the worst cases)."""
+    results, sets, clean_errors = {}, {}, {}
     for name, under_noise in coders.items():
-        clean_mse, clean = under_noise(0.0)
+        clean_errors[name], clean = under_noise(0.0)
         results[name] = {"mse": []}
         for i, std in enumerate(levels):
-            mse, codes = under_noise(std) if std > 0 else (clean_mse, clean)
-            results[name]["mse"].append(mse)
+            errors, codes = under_noise(std) if std > 0 else (clean_errors[name], clean)
+            results[name]["mse"].append(float(errors.mean()))
             n = len(clean)
             # rows 0..n-1: the clean codes to fit on; n..2n-1: the noisy codes to classify
             sets[name, i] = (np.concatenate([clean, codes]), np.concatenate([labels, labels]),
@@ -69,4 +68,4 @@ def robustness(coders: dict, labels: np.ndarray, levels, splits, seed: int, devi
     scored = probe_scores_of_sets(sets, ("knn",), seed, (ROBUST_KNN_K,), None, device, cache_dir)
     for name in coders:
         results[name][f"knn{ROBUST_KNN_K}_accuracy"] = [scored[name, i]["knn"]["accuracy"] for i in range(len(levels))]
-    return results
+    return results, clean_errors
