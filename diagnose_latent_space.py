@@ -100,8 +100,7 @@ def robustness_of(models, pairs, images, labels, pca, args, device, cache) -> tu
     """robustness.robustness of each model and PCA of its size at every --noise_levels."""
     from functools import partial
 
-    from latentlab.analysis.probes import cv_splits
-    from latentlab.analysis.label_efficiency import DRAWS
+    from latentlab.analysis.label_efficiency import cv_pools
     from latentlab.analysis.robustness import model_under_noise, pca_under_noise, robustness
     from model.autoencoder import model_from_checkpoint
     coders = {}
@@ -111,7 +110,7 @@ def robustness_of(models, pairs, images, labels, pca, args, device, cache) -> tu
         k = int(base.split(", ")[1])
         coders[base] = partial(pca_under_noise, images, pca["mean"], pca["components"][:k], seed=args.seed,
                                batch=args.batch_size)
-    return robustness(coders, labels, args.noise_levels, cv_splits(labels, DRAWS, args.seed), args.seed, device, cache)
+    return robustness(coders, labels, args.noise_levels, cv_pools(labels, args.seed), args.seed, device, cache)
 
 
 def worst_cases(latents, models, images, clean_errors: dict, device) -> tuple[dict, list]:
@@ -155,18 +154,19 @@ def main(args) -> dict:
     hint = "encode more test images with encode_latent_space.py --num_samples, or lower --labels_per_class"
     with worded(hint):
         le.require_draw(labels, num_classes, min(args.labels_per_class), "the test latents")
-    with memory_for(f"the diagnosis of {len(images)} test images", "the latents' --num_samples (encode_latent_space.py)"):
+    with memory_for(f"the diagnosis of {len(images)} test images", "the latents' --num_samples (encode_latent_space.py)"), \
+            worded(hint):  # too few images of a class for the folds: one line
         spaces, pairs = feature_spaces(latents, images, pca)
         plan = label_plan(latents, pca, args)
         with worded(plan["hint"]):
             sizes, left_out = le.drawable(plan["fit_labels"], plan["pools"], args.labels_per_class, num_classes)
+        robust, clean_errors = robustness_of(models, pairs, images, labels, pca, args, device, out / "cache")
         found = {"units": units_of(latents, models, images, args, device),
                  "structure": diagnosis.structure(spaces, args.seed),
                  "agreement": diagnosis.agreement(spaces, agreement_pairs(pairs), args.seed),
                  "label_efficiency": le.label_efficiency(spaces, labels, plan["pools"], sizes, args.seed, device,
                                                          out / "cache", plan["fit"], plan["fit_labels"]),
-                 "robustness": None}
-        found["robustness"], clean_errors = robustness_of(models, pairs, images, labels, pca, args, device, out / "cache")
+                 "robustness": robust}
         found["worst_reconstructions"], worst_rows = worst_cases(latents, models, images, clean_errors, device)
     notes = caveats.of_latents(latents) + left_out
     figures = draw(found, pairs, le.per_class_all(plan["fit_labels"], plan["pools"]), args, main_l, out, worst_rows)

@@ -98,9 +98,14 @@ def spread(scores: list, pools: int) -> dict:
 
 
 def cv_pools(labels: np.ndarray, seed: int) -> list:
-    """The pools of the test images alone: their stratified DRAWS folds (probes.cv_splits)."""
+    """The pools of the test images alone: their stratified DRAWS folds (probes.cv_splits). A class
+    of fewer than DRAWS images is not warned of: drawable says, in one line, what it cannot draw."""
+    import warnings
+
     from latentlab.analysis.probes import cv_splits
-    return cv_splits(labels, DRAWS, seed)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        return cv_splits(labels, DRAWS, seed)
 
 
 def per_class_all(labels: np.ndarray, pools: list) -> float:
