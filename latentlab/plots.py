@@ -218,7 +218,7 @@ def confusion_figure(panels: list[tuple[np.ndarray, str]], class_names: list, ti
 def sweep_figure(lines: dict[str, list], metrics: dict[str, tuple[str, bool]], dashed: set, title: str):
     """One panel per metric against the latent size (log2 axis). lines: label -> [(latent size,
     {metric: mean}, {metric: sd})], one line each, the sd as error bars (0: none); labels in
-    `dashed` (the baseline) are drawn dashed. metrics: metric -> (its name, whether higher is better)."""
+    `dashed` (the baseline) are drawn dashed. metrics: metric -> (its name, whether higher is better; None: neither)."""
     names = list(metrics)
     ncols = 3
     nrows = -(-len(names) // ncols)
@@ -239,7 +239,7 @@ def sweep_figure(lines: dict[str, list], metrics: dict[str, tuple[str, bool]], d
         ax.minorticks_off()
         ax.set_xlabel("latent size (log2 scale)")
         ax.set_ylabel(label)
-        ax.set_title(f"{label} ({'higher' if higher else 'lower'} is better)", fontsize=10)
+        ax.set_title(label if higher is None else f"{label} ({'higher' if higher else 'lower'} is better)", fontsize=10)
         ax.grid(alpha=0.3)
     for ax in axes.flat[len(names):]:
         ax.axis("off")

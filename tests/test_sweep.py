@@ -169,3 +169,30 @@ def test_the_table_shows_mean_and_sd_with_the_count_of_seeds():
     assert two[0]["seeds"] == 2 and two[0]["knn_mean"] == pytest.approx(0.6)
     assert two[0]["knn_sd"] == pytest.approx(0.1414, abs=1e-4)
     assert "| 0.600 ± 0.141 |" in to_markdown(two) and " ± " not in to_markdown(one)
+
+
+def test_the_code_columns_average_the_runs_that_have_them_and_old_runs_stay_readable():
+    from latentlab.sweep.jobs import CODE_METRICS
+    from latentlab.sweep.report import aggregate, run_rows, to_markdown
+    record = {"family": "mlp", "latent_size": 8, "settings": {"dataset": "digits", "seed": 0}}
+    old = {**record, "metrics": {m: 0.5 for m in METRICS}}  # finished before the code columns
+    new = {**record, "settings": {"dataset": "digits", "seed": 1},
+           "metrics": {**{m: 0.7 for m in METRICS}, "active_units": 6, "intrinsic_dim": 4.2}}
+    rows = aggregate(run_rows([old, new]))
+    assert rows[0]["active_units_mean"] == 6 and rows[0]["active_units_sd"] is None
+    assert rows[0]["knn_mean"] == pytest.approx(0.6)
+    assert aggregate(run_rows([old]))[0]["intrinsic_dim_mean"] is None
+    table = to_markdown(rows)
+    assert all(CODE_METRICS[m][0] in table.splitlines()[0] for m in CODE_METRICS) and "| 4.2 |" in table
+
+
+def test_a_job_scores_the_active_units_and_intrinsic_dimension_of_its_code():
+    import numpy as np
+    import torch
+    from latentlab.sweep.evaluate import score
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 40)
+    features = np.concatenate([rng.normal(size=(120, 3)) + 4 * np.eye(3)[labels], np.zeros((120, 2))], 1)
+    x = torch.rand(4, 1, 8, 8)
+    metrics = score([(x, x)], features.astype(np.float32), labels, 3, 3, 0)
+    assert metrics["active_units"] == 3 and 1.5 < metrics["intrinsic_dim"] < 4.5

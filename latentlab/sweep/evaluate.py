@@ -7,6 +7,8 @@ What each metric uses (the autoencoders and the PCA were fit on the training spl
                           classify_latent_space.py: each image is predicted by a probe fit on the other folds
   k-means NMI             k-means with one cluster per class on the same encoded images, in the
                           latent space, as viz_kmeans_latent_space.py
+  active units, intrinsic the same encoded images, as diagnose_latent_space.py (TwoNN on at most
+  dimension               5,000 of them)
   FD, precision, recall   10,000 samples of the best sampler (lowest FD of gaussian, gmm and, for a
                           VAE, its prior; fitted on the training latents) against every test image,
                           in the features of the dataset's classifier, as viz_generation.py scores them;
@@ -25,6 +27,7 @@ from latentlab.store import files
 from latentlab.cli import UserError
 from latentlab.store.inputs import find_models, find_pca_baseline, find_test_data, load_training_split
 from latentlab.analysis.inference import encode_images, reconstruct_batches, sample_test_items
+from latentlab.analysis.diagnosis import intrinsic_dimension, sample_rows, units_in_use
 from latentlab.analysis.pca import pca_encode, pca_reconstruct_batches
 from latentlab.analysis.probes import probe_scores
 from latentlab.analysis.scores import kmeans_nmi, reconstruction_scores
@@ -38,7 +41,9 @@ def score(batches, features: np.ndarray, labels: np.ndarray, num_classes: int, f
     probes = probe_scores(features, labels, ("linear", "knn"), folds, seed)
     return {"test_mse": rec["mse"], "test_psnr": rec["psnr"], "test_ssim": rec["ssim"],
             "linear_probe": probes["linear"]["accuracy"], "knn": probes["knn"]["accuracy"],
-            "kmeans_nmi": kmeans_nmi(features, labels, min(num_classes, len(features)), seed=seed)}
+            "kmeans_nmi": kmeans_nmi(features, labels, min(num_classes, len(features)), seed=seed),
+            "active_units": units_in_use(features)["active_units"],
+            "intrinsic_dim": intrinsic_dimension(features[sample_rows(len(features), seed)])["twonn"]}
 
 
 def evaluate_model(folder, settings: dict, device) -> dict:

@@ -10,32 +10,34 @@ from pathlib import Path
 import numpy as np
 
 from latentlab.store import files
-from latentlab.sweep.jobs import METRICS, PCA, dataset_dir, family_name
+from latentlab.sweep.jobs import CODE_METRICS, METRICS, PCA, dataset_dir, family_name
 
-RUN_COLUMNS = ("dataset", "family", "latent_size", "seed", *METRICS, "epochs_run", "train_seconds")
+SHOWN = {**METRICS, **CODE_METRICS}  # the columns and panels, each metric's (name, higher is better)
+RUN_COLUMNS = ("dataset", "family", "latent_size", "seed", *SHOWN, "epochs_run", "train_seconds")
 TABLE_COLUMNS = ("dataset", "family", "latent_size", "seeds",
-                 *(f"{m}_{s}" for m in METRICS for s in ("mean", "sd")), "train_seconds_mean")
-DIGITS = {"test_mse": 4, "test_psnr": 2, "gen_fd": 2}  # decimals shown; 3 for the others
+                 *(f"{m}_{s}" for m in SHOWN for s in ("mean", "sd")), "train_seconds_mean")
+DIGITS = {"test_mse": 4, "test_psnr": 2, "gen_fd": 2, "active_units": 1, "intrinsic_dim": 1}  # decimals; 3 for others
 
 
 def run_rows(records: list[dict]) -> list[dict]:
     return [{"dataset": r["settings"]["dataset"], "family": r["family"], "latent_size": r["latent_size"],
-             "seed": r["settings"]["seed"], **r["metrics"], "epochs_run": r.get("epochs_run"),
+             "seed": r["settings"]["seed"], **dict.fromkeys(CODE_METRICS), **r["metrics"], "epochs_run": r.get("epochs_run"),
              "train_seconds": r.get("train_seconds")} for r in records]
 
 
 def aggregate(runs: list[dict]) -> list[dict]:
     """One row per (dataset, family, latent size): each metric's mean and sample standard deviation
-    over the seeds (sd None for one seed), in the order the runs come."""
+    over the seeds that have it (sd None for one; both None for none), in the order the runs come."""
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         groups.setdefault((r["dataset"], r["family"], r["latent_size"]), []).append(r)
     rows = []
     for (dataset, family, size), rs in groups.items():
         row = {"dataset": dataset, "family": family, "latent_size": size, "seeds": len(rs)}
-        for m in METRICS:
-            v = np.array([r[m] for r in rs], dtype=float)
-            row[f"{m}_mean"], row[f"{m}_sd"] = float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else None
+        for m in SHOWN:
+            v = np.array([r.get(m) for r in rs if m in METRICS or r.get(m) is not None], dtype=float)
+            row[f"{m}_mean"] = float(v.mean()) if len(v) else None
+            row[f"{m}_sd"] = float(v.std(ddof=1)) if len(v) > 1 else None
         secs = [r["train_seconds"] for r in rs if r["train_seconds"] is not None]
         row["train_seconds_mean"] = float(np.mean(secs)) if secs else None
         rows.append(row)
@@ -52,14 +54,13 @@ def to_csv(rows: list[dict], columns) -> str:
 
 def to_markdown(rows: list[dict]) -> str:
     """The aggregated table: mean ± sd over the seeds of each metric."""
-    head = ["dataset", "model", "latent size", "seeds", *(name for name, _ in METRICS.values()), "training s"]
+    head = ["dataset", "model", "latent size", "seeds", *(name for name, _ in SHOWN.values()), "training s"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
         cells = [r["dataset"], family_name(r["family"]), str(r["latent_size"]), str(r["seeds"])]
-        for m in METRICS:
-            d = DIGITS.get(m, 3)
-            sd = r[f"{m}_sd"]
-            cells.append(f"{r[f'{m}_mean']:.{d}f}" + ("" if sd is None else f" ± {sd:.{d}f}"))
+        for m in SHOWN:
+            d, mean, sd = DIGITS.get(m, 3), r[f"{m}_mean"], r[f"{m}_sd"]
+            cells.append("" if mean is None else f"{mean:.{d}f}" + ("" if sd is None else f" ± {sd:.{d}f}"))
         cells.append("" if r["train_seconds_mean"] is None else f"{r['train_seconds_mean']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -78,14 +79,14 @@ def write_outputs(records: list[dict], output_dir, epochs: int) -> dict:
         lines, seeds = {}, set()
         for r in rows:
             if r["dataset"] == dataset:
-                means = {m: r[f"{m}_mean"] for m in METRICS}
-                sds = {m: r[f"{m}_sd"] or 0.0 for m in METRICS}
+                means = {m: np.nan if r[f"{m}_mean"] is None else r[f"{m}_mean"] for m in SHOWN}
+                sds = {m: r[f"{m}_sd"] or 0.0 for m in SHOWN}
                 lines.setdefault(family_name(r["family"]), []).append((r["latent_size"], means, sds))
                 seeds.add(r["seeds"])
         n = "/".join(map(str, sorted(seeds)))
         title = (f"latent-size sweep on {dataset}: {', '.join(l for l in lines if l != family_name(PCA))} and PCA "
                  f"({epochs} epoch{'s' if epochs != 1 else ''} per model; mean ± sd over {n} seed{'s' if n != '1' else ''})")
-        fig = plots.sweep_figure(lines, METRICS, dashed={family_name(PCA)}, title=title)
+        fig = plots.sweep_figure(lines, SHOWN, dashed={family_name(PCA)}, title=title)
         name = dataset_dir(out, dataset).name
         paths[f"figure {dataset}"] = files.save_figure(fig, out / f"sweep_metrics_{name}.png", dpi=100)
     return paths
