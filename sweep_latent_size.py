@@ -97,7 +97,8 @@ def main(args) -> dict:
                 if folder is not None:
                     key = (order["dataset"][job.dataset], order["family"][family], job.latent_size, seeds.index(job.seed))
                     finished.append((key, metrics_path(folder), job.settings))
-    records = [load_finished(path, settings) for _, path, settings in sorted(finished, key=lambda f: f[0])]
+    records = [{**load_finished(path, settings), "folder": str(path.parent)}
+               for _, path, settings in sorted(finished, key=lambda f: f[0])]
     paths = write_outputs(records, out, args.num_epochs) if records else {}
     rows = aggregate(run_rows(records))
     print(to_markdown(rows), end="")

@@ -101,3 +101,23 @@ def worst_figure(cases: list, names: list, title: str):
     per_case = ["original", *names]
     width = max(len(row) for _, row in cases)
     return image_rows(rows, title, col_titles=per_case * width)
+
+
+def cka_figure(matrix, labels: list, title: str):
+    """A heat map of linear CKA between every two codes (k, k) in [0, 1], each cell annotated; the
+    title ends with the closest pair of different codes."""
+    import numpy as np
+    fig, ax = plt.subplots(figsize=(2.5 + 0.55 * len(labels), 1.5 + 0.5 * len(labels)))
+    im = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    for i, row in enumerate(matrix):
+        for j, v in enumerate(row):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
+    ax.set(xlabel="code (family, latent size)", ylabel="code (family, latent size)")
+    fig.colorbar(im, ax=ax, label="linear CKA")
+    off = np.where(np.eye(len(labels), dtype=bool), -np.inf, matrix)
+    i, j = np.unravel_index(np.argmax(off), off.shape)
+    fig.suptitle(f"{title}\nclosest: {labels[i]} and {labels[j]} ({matrix[i, j]:.2f})", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -98,6 +98,7 @@ def test_local_and_submitit_give_equal_tables_of_mean_and_sd_over_seeds(local_sw
     assert len(md) == 2 + len(ROWS) and md[0].startswith("| dataset | model | latent size | seeds | test MSE")
     assert all(" ± " in line for line in md[2:])
     assert (out / "sweep_metrics_digits.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "sweep_cka_digits.png").read_bytes().startswith(b"\x89PNG")
     assert list((submitit_sweep / "submitit").glob("*_result.pkl"))  # the jobs went through submitit
 
 
@@ -196,3 +197,24 @@ def test_a_job_scores_the_active_units_and_intrinsic_dimension_of_its_code():
     x = torch.rand(4, 1, 8, 8)
     metrics = score([(x, x)], features.astype(np.float32), labels, 3, 3, 0)
     assert metrics["active_units"] == 3 and 1.5 < metrics["intrinsic_dim"] < 4.5
+
+
+def test_the_cka_matrix_compares_the_codes_of_one_seed_and_is_1_on_its_diagonal(tmp_path):
+    import numpy as np
+    from latentlab.diagnosis_figures import cka_figure
+    from latentlab.store import files
+    from latentlab.sweep.report import cka_matrix
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(200, 4))
+    records = []
+    for i, (family, size, seed, code) in enumerate([("mlp", 4, 0, z), ("pca", 4, 0, 2 * z), ("mlp", 8, 0, rng.normal(size=(200, 8))),
+                                                      ("mlp", 4, 1, z[:, :2])]):
+        (tmp_path / str(i)).mkdir()
+        np.save(tmp_path / str(i) / "code_sample.npy", code)
+        records.append({"family": family, "latent_size": size, "settings": {"seed": seed}, "folder": str(tmp_path / str(i)),
+                        "code_sample": "code_sample.npy"})
+    records.append({"family": "vae", "latent_size": 2, "settings": {"seed": 0}})  # finished before codes were kept
+    matrix, labels, seed = cka_matrix(records)
+    assert seed == 0 and len(labels) == 3 and labels[1] == "PCA, 4"
+    assert np.allclose(np.diag(matrix), 1) and matrix[0, 1] == pytest.approx(1) and matrix[0, 2] < 0.2
+    assert files.save_figure(cka_figure(matrix, labels, "t"), tmp_path / "cka.png").read_bytes().startswith(b"\x89PNG")

@@ -67,7 +67,7 @@ def evaluate_model(folder, settings: dict, device) -> dict:
     trained = m.ckpt["test_metrics"]
     return record(m.family, m.latent_size, data, settings, metrics, selection, model=m.label, generation=generation,
                   epochs_run=trained["epochs_run"], best_epoch=trained["best_epoch"],
-                  train_seconds=trained["train_seconds"])
+                  train_seconds=trained["train_seconds"], code=z)
 
 
 def evaluate_pca(trained_folder, latent_size: int, settings: dict, device="cpu") -> dict:
@@ -78,15 +78,16 @@ def evaluate_pca(trained_folder, latent_size: int, settings: dict, device="cpu")
     k = min(latent_size, comps.shape[0])  # no more components than pixel values
     images, labels = data["images"], data["labels"]
     idx, selection = sample_test_items(len(images), settings["num_samples"], settings["seed"])
-    metrics = score(pca_reconstruct_batches(images, mean, comps, k), pca_encode(images[idx], mean, comps, k).numpy(),
-                    labels[idx].numpy(), len(data["class_names"]), settings["folds"], settings["seed"])
+    code = pca_encode(images[idx], mean, comps, k).numpy()
+    metrics = score(pca_reconstruct_batches(images, mean, comps, k), code, labels[idx].numpy(), len(data["class_names"]),
+                    settings["folds"], settings["seed"])
     _, _, models = find_models(None, None, trained_folder, quiet=True)
     coefs = lambda x: torch.cat([pca_encode(p, mean, comps, k) for p in x.split(8192)])
     generation = generation_scores(trained_folder, data, models[-1], gen_scores.pca_decoder(mean, comps[:k], images.shape[1:]),
                                    coefs, ("gaussian", "gmm"), settings, device)
     metrics.update(generation.pop("metrics"))
     return record(PCA, latent_size, data, settings, metrics, selection, model=f"PCA, {k} components", generation=generation,
-                  components=k, pca_baseline=str(files.pca_path(trained_folder)), fit_on=pca.get("fit_on"))
+                  components=k, pca_baseline=str(files.pca_path(trained_folder)), fit_on=pca.get("fit_on"), code=code)
 
 
 def generation_scores(trained_folder, data: dict, m, decode, encode, samplers, settings: dict, device) -> dict:
@@ -106,6 +107,16 @@ def generation_scores(trained_folder, data: dict, m, decode, encode, samplers, s
     return {"metrics": {"gen_fd": b["fd"], "gen_precision": b["precision"], "gen_recall": b["recall"]},
             "best_sampler": best, **scores, "num_scored": gen.NUM_SCORED, "classifier_accuracy": classifier["test_accuracy"],
             "classifier": classifier["path"]}
+
+
+CODE_SAMPLE = "code_sample.npy"  # a job's codes of the encoded test images, for the sweep's CKA matrix
+
+
+def save_record(record: dict, folder) -> dict:
+    """The record to write as metrics.json: its codes ("code", (samples, size)) saved beside it as
+    CODE_SAMPLE, named in "code_sample"."""
+    files.save_npy(np.asarray(record.pop("code"), dtype=np.float32), Path(folder) / CODE_SAMPLE)
+    return {**record, "code_sample": CODE_SAMPLE}
 
 
 def record(family, latent_size, data, settings, metrics, selection, **extra) -> dict:

@@ -186,15 +186,16 @@ def run_job(job: Job) -> None:
 
 def _train_and_score(job: Job) -> None:
     from latentlab.cli import pick_device, seed_everything
-    from latentlab.sweep.evaluate import evaluate_model, evaluate_pca
+    from latentlab.sweep.evaluate import evaluate_model, evaluate_pca, save_record
     from latentlab.train.run import run_training
     device = pick_device(job.device)
     if load_finished(metrics_path(job.folder), job.settings) is None:
         run_training(job.train, job.folder, job.device, job.quiet, companion=False)
         seed_everything(job.seed)
-        files.save_json(evaluate_model(job.folder, job.settings, device), metrics_path(job.folder))
+        files.save_json(save_record(evaluate_model(job.folder, job.settings, device), job.folder), metrics_path(job.folder))
     if job.pca_folder is not None and load_finished(metrics_path(job.pca_folder), job.settings) is None:
-        files.save_json(evaluate_pca(job.folder, job.latent_size, job.settings, device), metrics_path(job.pca_folder))
+        files.save_json(save_record(evaluate_pca(job.folder, job.latent_size, job.settings, device), job.pca_folder),
+                        metrics_path(job.pca_folder))
 
 
 def resolved_network(values: dict, family: str, latent_size: int, umap_max_size: int) -> dict:

@@ -1,6 +1,7 @@
 """The sweep's outputs from its finished jobs: every run's numbers (sweep_runs.csv), their mean and
-standard deviation over seeds (sweep_results.csv / .md), and one figure per dataset
-(sweep_metrics_<dataset>.png) of every metric against the latent size, PCA dashed."""
+standard deviation over seeds (sweep_results.csv / .md), one figure per dataset
+(sweep_metrics_<dataset>.png) of every metric against the latent size, PCA dashed, and one of the
+linear CKA between every two of its codes, at its first seed (sweep_cka_<dataset>.png)."""
 from __future__ import annotations
 
 import csv
@@ -89,4 +90,26 @@ def write_outputs(records: list[dict], output_dir, epochs: int) -> dict:
         fig = plots.sweep_figure(lines, SHOWN, dashed={family_name(PCA)}, title=title)
         name = dataset_dir(out, dataset).name
         paths[f"figure {dataset}"] = files.save_figure(fig, out / f"sweep_metrics_{name}.png", dpi=100)
+        cka = cka_matrix([r for r in records if r["settings"]["dataset"] == dataset])
+        if cka is not None:
+            from latentlab.diagnosis_figures import cka_figure
+            title = f"linear CKA between the codes of the {dataset} test images\n(seed {cka[2]}; Kornblith et al. 2019)"
+            paths[f"CKA {dataset}"] = files.save_figure(cka_figure(cka[0], cka[1], title), out / f"sweep_cka_{name}.png")
     return paths
+
+
+def cka_matrix(records: list[dict]):
+    """(linear CKA of every two codes (k, k), their labels, the seed) of the records of one dataset
+    at its first seed whose jobs saved their codes (code_sample, beside metrics.json, in "folder"), all
+    of the same encoded images; None for fewer than two."""
+    from latentlab.analysis.diagnosis import linear_cka
+    seed = min(r["settings"]["seed"] for r in records)
+    codes, labels = [], []
+    for r in records:
+        path = Path(r.get("folder", "")) / str(r.get("code_sample", ""))
+        if r["settings"]["seed"] == seed and r.get("code_sample") and path.is_file():
+            codes.append(np.load(path, allow_pickle=False))
+            labels.append(f"{family_name(r['family'])}, {r['latent_size']}")
+    if len(codes) < 2 or len({len(c) for c in codes}) > 1:
+        return None
+    return np.array([[linear_cka(a, b) for b in codes] for a in codes]), labels, seed
