@@ -44,39 +44,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def training_latents(lat):
-    """The training-split latents beside test latents `lat`, checked to come from the same model."""
-    from latentlab.store import files, latent_files
-    from latentlab.cli import UserError
-    from latentlab.settings import FOLDER_READING
-    path = files.latents_path(lat.path.parent, lat.latent_size, "train")
-    if not path.is_file():
-        raise UserError(f"--protocol heldout needs the training split's latents {path}; make them with "
-                        f"`python encode_latent_space.py --split train --output_dir {lat.path.parent}`, "
-                        f"or use --protocol cv to score within the test latents alone")
-    train = latent_files.load_latents(path)
-    source = {"data_dir", "image_size", "image_shape", "split_size", *FOLDER_READING}  # what re-reads its images
-    if train.split != "train" or not source <= set(train.meta) or train.meta.get("model_path") != lat.meta.get("model_path"):
-        raise UserError(f"{path} was not encoded from the training split by the model of {lat.path} "
-                        f"({lat.meta.get('model_path')}); re-run encode_latent_space.py --split train")
-    return train
-
-
-def training_images(trains):
-    """The training images the training latents `trains` encoded, re-read from their dataset, and
-    checked against the labels stored with each."""
-    from latentlab.cli import UserError
-    from latentlab.store.inputs import read_training_split, reading_of
-    m = trains[-1].meta
-    images, labels = read_training_split(m["dataset"], m["data_dir"], m["image_size"], m["image_shape"], m["split_size"],
-                                         trains[-1].path, reading_of(m))
-    for t in trains:
-        if len(t.indices) and (t.indices.max() >= len(labels) or not (labels.numpy()[t.indices] == t.labels).all()):
-            raise UserError(f"the labels stored with {t.path} differ from the dataset's training split; "
-                            f"re-run encode_latent_space.py --split train")
-    return images
-
-
 def feature_sets(lat, images, names, pca) -> dict:
     """name -> (samples, d) float features of the images lat encoded: latents, PCA of that size, pixels."""
     from latentlab.analysis.pca import pca_encode
@@ -116,7 +83,9 @@ def heldout_plan(args, latents, data, names, pca) -> dict:
     images, re-read from the dataset) and scored once on the test images."""
     import numpy as np
     from latentlab.analysis.probes import HELDOUT_KNN_KS, heldout_set
-    trains = [training_latents(lat) for lat in latents]
+    from latentlab.store.inputs import training_images, training_latents
+    trains = [training_latents(lat, "--protocol heldout", "use --protocol cv to score within the test latents alone")
+              for lat in latents]
     images = training_images(trains) if len(names) > 1 else None
     sets = {}
     for lat, train in zip(latents, trains):

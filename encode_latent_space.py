@@ -56,8 +56,9 @@ def main(args) -> dict:
     num_samples = args.num_samples or (1000 if args.split == "test" else "all")
     if args.split == "test":
         images, labels, source = data["images"], data["labels"], {"test_data": str(data_path)}
+        paths = data.get("files", [])
     else:  # both models trained on the same split of the same files
-        images, labels = load_training_split(models[-1])
+        images, labels, paths = load_training_split(models[-1], with_files=True)
         ds = models[-1].ckpt["dataset"]
         source = {"data_dir": ds["data_dir"], "image_size": ds["image_size"], **reading_of(ds), "dataset_split": ds["split"],
                   "image_shape": list(images.shape[1:]), "split_size": len(images)}
@@ -81,7 +82,8 @@ def main(args) -> dict:
                 "class_names": data["class_names"], "dataset": data["dataset"], "model_path": str(m.path),
                 "latent_size": m.latent_size, "family": m.family, **source, "selection": selection, "seed": args.seed,
                 "latent": FAMILIES[m.family].latent,
-                "model_caveats": m.ckpt.get("test_metrics", {}).get("caveats", [])}
+                "model_caveats": m.ckpt.get("test_metrics", {}).get("caveats", []),
+                **({"files": [paths[i] for i in indices]} if len(paths) else {})}
         path, _ = latent_files.save_latents(files.latents_path(out, m.latent_size, args.split), z, meta)
         written[str(m.latent_size)] = {"path": str(path), "shape": list(z.shape), "model": m.label}
         print(f"{m.label}: {z.shape[0]} x {z.shape[1]} latents -> {path}")
