@@ -16,6 +16,8 @@ shows the 2-d model's decoding of the nearest cell of a --grid_size x --grid_siz
 Writes to --output_dir: explorer_latent_size_{N}.html, and the images it shows in the folder
 explorer_latent_size_{N}_tiles_{hash}/ beside it (--self_contained: inside the page).
 """
+import io
+
 from latentlab.cli import make_parser, run
 from latentlab.ranges import grid_side, positive_int
 from latentlab.store.inputs import add_input_flags
@@ -107,10 +109,10 @@ def main(args) -> dict:
     from latentlab.analysis import explorer, explorer_page as page
     from latentlab.analysis.explorer_film import film_frames
     from latentlab.store import atomic, files
-    from latentlab.cli import memory_for, pick_device, seed_everything, worded
+    from latentlab.cli import pick_device, seed_everything
     from latentlab.generate.sampling import decode_latents, manifold_grid
     from latentlab.store.inputs import say
-    from latentlab.analysis.projection import METHOD_NAMES, axis_labels, view_2d
+    from latentlab.analysis.projection import METHOD_NAMES, axis_labels
 
     seed_everything(args.seed)
     device = pick_device(args.device)
@@ -121,31 +123,17 @@ def main(args) -> dict:
     points, total = explorer.gather(parts, args.max_points, args.seed)
     extra = explorer.read_color_csv(args.color_csv, points) if args.color_csv else {}
     found = found_by_steps(out, latents)
-    with worded("encode more with encode_latent_space.py --num_samples"), \
-            memory_for(f"the projection of {len(points.zn)} latents", "--max_points"):
-        xy, info = view_2d(points.zn, args.vis_type, args.seed, out / "cache", args.quiet)
-        found["neighbours"] = explorer.neighbours(points.zn, explorer.NEIGHBOURS_K, out / "cache")
-        found["kept"] = explorer.kept_share(found["neighbours"][0],
-                                            explorer.neighbours(xy, explorer.NEIGHBOURS_K, out / "cache")[0])
-    images, recs, found["errors"] = points.images, {}, []
-    with memory_for(f"the reconstructions of {len(images)} images", "--max_points", 2 * images[0].numel() * len(images)):
-        for m, lat in enumerate(latents):
-            recs[f"rec{m}"], err = explorer.reconstructions(nets[lat.latent_size], points_z(points, m), images,
-                                                            device, args.batch_size)
-            found["errors"].append(err)
+    xy, info = place_points(args, out, points, found)
     grid, xs, ys = manifold_grid(torch.from_numpy(two.z), args.grid_size)
     decoded = decode_latents(nets[2], grid, device, args.batch_size)
 
     model_names = ("2-d", f"{big.latent_size}-d")
     frames = film_frames([m.ckpt.get("record") for m in models])
     num_epochs = models[-1].ckpt["train"]["num_epochs"]
-    columns, colorings = explorer.point_columns(points, xy, big.class_names, model_names, {**found, "extra": extra})
     stem = f"explorer_latent_size_{big.latent_size}"
-    sets = {"test": (page.tiles(images, lossy=False), False),
-            **{k: (page.tiles(r, lossy=True), True) for k, r in recs.items()}}
-    tiles = page.tile_files(sets)
+    tiles, folder, found["errors"] = image_files(args, out, stem, points, models, nets, device)
+    columns, colorings = explorer.point_columns(points, xy, big.class_names, model_names, {**found, "extra": extra})
     grid_sheet = {"grid_0.jpg": page.encode_sheet(page.to_u8(decoded), args.grid_size, lossy=True)}
-    folder = None if args.self_contained else page.write_tile_folder(out, stem, tiles)
     split_names = " and ".join(points.splits)
     drawn = (f"all {total} encoded {split_names} images drawn" if len(points.labels) == total else
              f"{len(points.labels)} of {total} encoded {split_names} images drawn (a sample seeded with {args.seed}; "
@@ -155,7 +143,7 @@ def main(args) -> dict:
                "probe": next((p for _, p in found["preds"].values()), None)}
     html = page.build_page(
         title=f"latent explorer: {big.label}", subtitle=f"{drawn}. " + " ".join(n + "." for n in found["notes"]),
-        columns=columns, info=info_js, image_hw=tuple(images.shape[2:]),
+        columns=columns, info=info_js, image_hw=tuple(points.images.shape[2:]),
         grid={"cols": args.grid_size, "xs": xs.tolist(), "ys": ys.tolist()}, colorings=colorings,
         panel_titles=(f"{two.label}: the latents as they are", f"{big.label}: {METHOD_NAMES[args.vis_type]} of the latents"),
         axis_labels=(axis_labels(None), axis_labels(info)), csv_name=f"explorer_selection_latent_size_{big.latent_size}.csv",
@@ -174,8 +162,51 @@ def main(args) -> dict:
             "colorings": {c["name"]: c["column"] for c in colorings}, "splits": points.splits}
 
 
-def points_z(points, m):
-    return points.z2 if m == 0 else points.zn
+def place_points(args, out, points, found: dict) -> tuple:
+    """(the projection of the points' N-d latents, its info), through the cache; adds to found the
+    N-d neighbours and the share of them the picture keeps."""
+    from latentlab.analysis import explorer
+    from latentlab.analysis.projection import view_2d
+    from latentlab.cli import memory_for, worded
+    k, cache = explorer.NEIGHBOURS_K, out / "cache"
+    with worded("encode more with encode_latent_space.py --num_samples"), \
+            memory_for(f"the projection of {len(points.zn)} latents", "--max_points"):
+        xy, info = view_2d(points.zn, args.vis_type, args.seed, cache, args.quiet)
+        found["neighbours"] = explorer.neighbours(points.zn, k, cache)
+        found["kept"] = explorer.kept_share(found["neighbours"][0], explorer.neighbours(xy, k, cache)[0])
+    return xy, info
+
+
+def image_files(args, out, stem: str, points, models, nets, device) -> tuple[dict, str | None, list]:
+    """The tile files ({name: bytes}) of the points' images and both models' reconstructions, the
+    folder beside the page that holds them (None: --self_contained) and each model's error per
+    point. The folder is named by what decides its content (images, latents, checkpoints): one
+    already there is read, not made again."""
+    import hashlib
+
+    import numpy as np
+
+    from latentlab.analysis import explorer, explorer_page as page
+    from latentlab.cli import memory_for
+    from latentlab.store import atomic, files
+    key = files.content_key({"tiles": page.TILE_FORMAT, "models": [hashlib.sha256(m.path.read_bytes()).hexdigest()
+                                                                   for m in models]},
+                            points.z2, points.zn, points.images.numpy())
+    folder = out / f"{stem}_tiles_{key[:16]}"
+    made = {p.name: p.read_bytes() for p in folder.iterdir()} if folder.is_dir() else {}
+    if "errors.npy" not in made:  # none yet (a folder is written whole or not at all)
+        images, made = points.images, {"test": (page.tiles(points.images, lossy=False), False)}
+        errors = []
+        with memory_for(f"the reconstructions of {len(images)} images", "--max_points", 2 * images[0].numel() * len(images)):
+            for m, z in enumerate((points.z2, points.zn)):
+                rec, err = explorer.reconstructions(nets[models[m].latent_size], z, images, device, args.batch_size)
+                made[f"rec{m}"] = (page.tiles(rec, lossy=True), True)
+                errors.append(err)
+        made = {**page.tile_files(made), "errors.npy": files.npy_bytes(np.stack(errors))}
+    errors = list(np.load(io.BytesIO(made.pop("errors.npy")), allow_pickle=False))
+    if args.self_contained:
+        return made, None, errors
+    return made, atomic.write_folder(folder, {**made, "errors.npy": files.npy_bytes(np.stack(errors))}).name, errors
 
 
 if __name__ == "__main__":

@@ -161,8 +161,11 @@ source.selected.indices = hits;
 if (q && !hits.length) div.text = `nothing matches "${LX.esc(q)}": a class name, an index (test 12, train 34) or part of a file name`;
 if (hits.length) {
   plots.forEach((p, k) => {  // zoom to the matches, with a margin
-    const x = hits.map(i => (k ? d.xp : d.x2)[i]), y = hits.map(i => (k ? d.yp : d.y2)[i]);
-    const [x0, x1, y0, y1] = [Math.min(...x), Math.max(...x), Math.min(...y), Math.max(...y)];
+    const x = k ? d.xp : d.x2, y = k ? d.yp : d.y2;
+    let [x0, x1, y0, y1] = [Infinity, -Infinity, Infinity, -Infinity];
+    for (const i of hits) {
+      x0 = Math.min(x0, x[i]); x1 = Math.max(x1, x[i]); y0 = Math.min(y0, y[i]); y1 = Math.max(y1, y[i]);
+    }
     const mx = Math.max((x1 - x0) * 0.1, 1e-3 * (Math.abs(x0) + 1)), my = Math.max((y1 - y0) * 0.1, 1e-3 * (Math.abs(y0) + 1));
     p.x_range.setv({start: x0 - mx, end: x1 + mx});
     p.y_range.setv({start: y0 - my, end: y1 + my});

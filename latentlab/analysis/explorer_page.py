@@ -11,7 +11,6 @@ search are explorer.js's, reading the point columns of one bokeh ColumnDataSourc
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
 import io
 import json
@@ -26,7 +25,7 @@ TILE_SIDE = 16  # a tile holds 16 x 16 images: a hover loads one tile, tens of k
 THUMB_PX = 64  # a hover image is at least this wide: small images are magnified by whole pixels
 RECON_JPEG_QUALITY = 85
 SELECTED_SHOWN = 200  # thumbnails drawn for a selection; the CSV holds all of it
-NUMBER_PALETTE = "Viridis256"  # continuous colourings (errors, neighbours kept, --color_csv)
+TILE_FORMAT = {"side": TILE_SIDE, "png": "test", "jpeg": ["rec0", "rec1"], "quality": RECON_JPEG_QUALITY}
 
 
 def to_u8(images: torch.Tensor) -> torch.Tensor:
@@ -34,16 +33,17 @@ def to_u8(images: torch.Tensor) -> torch.Tensor:
 
 
 def encode_sheet(images: torch.Tensor, cols: int, lossy: bool) -> bytes:
-    """images (n, C, H, W) uint8 as one PNG (JPEG when lossy), cols to a row, row by row."""
+    """images (n, C, H, W) uint8 as one PNG (JPEG when lossy), cols to a row, row by row (missing
+    cells black). One reshape, not torchvision's make_grid: that copies image by image, 45 of a
+    70,000-point page's 65 s of tiles."""
     from PIL import Image
-    from torchvision.utils import make_grid
-    if len(images) < cols:  # make_grid narrows a short grid: keep every row cols wide
-        images = torch.cat([images, images.new_zeros((cols - len(images), *images.shape[1:]))])
-    sheet = make_grid(images, nrow=cols, padding=0)  # (3, rows * H, cols * W): grey is repeated
-    sheet = sheet[0] if images.shape[1] == 1 else sheet.permute(1, 2, 0)
+    n, c, h, w = images.shape
+    rows = -(-n // cols)
+    full = torch.cat([images, images.new_zeros((rows * cols - n, c, h, w))]) if rows * cols > n else images
+    sheet = full.reshape(rows, cols, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, cols * w, c)
     buf = io.BytesIO()
-    Image.fromarray(sheet.numpy()).save(buf, format="JPEG" if lossy else "PNG",
-                                        **({"quality": RECON_JPEG_QUALITY} if lossy else {}))
+    Image.fromarray(sheet[..., 0].numpy() if c == 1 else sheet.numpy()).save(
+        buf, format="JPEG" if lossy else "PNG", **({"quality": RECON_JPEG_QUALITY} if lossy else {}))
     return buf.getvalue()
 
 
@@ -57,16 +57,6 @@ def tile_files(sets: dict[str, tuple[list[bytes], bool]]) -> dict[str, bytes]:
     """{set name: (tiles, lossy)} -> {file name: bytes}: {set}_{t}.png or .jpg."""
     return {f"{name}_{t}.{'jpg' if lossy else 'png'}": blob for name, (blobs, lossy) in sets.items()
             for t, blob in enumerate(blobs)}
-
-
-def write_tile_folder(out: Path, stem: str, contents: dict[str, bytes]) -> str:
-    """The tiles in a folder beside the page, {stem}_tiles_{hash of its content}/, written whole or
-    not at all; other runs' tile folders of this page are removed once the page names this one."""
-    from latentlab.store import atomic
-    digest = hashlib.sha256()
-    for name in sorted(contents):
-        digest.update(name.encode() + b"\0" + contents[name])
-    return atomic.write_folder(out / f"{stem}_tiles_{digest.hexdigest()[:16]}", contents).name
 
 
 def remove_other_tile_folders(out: Path, stem: str, keep: str | None) -> None:
@@ -128,8 +118,7 @@ def build_page(*, title: str, subtitle: str, columns: dict, info: dict, image_hw
     tiles_at: the tile folder's name beside the page (None: the tiles are in embedded, {file name: bytes}).
     film: the training film's frames (explorer_film.film_frames) and {"class_names", "model_names", "num_epochs"}."""
     from bokeh.layouts import column, row
-    from bokeh.models import (BooleanFilter, Button, CDSView, ColumnDataSource, CustomJS, Div, InlineStyleSheet,
-                              Select, TextInput)
+    from bokeh.models import BooleanFilter, CDSView, ColumnDataSource, CustomJS, Div, InlineStyleSheet
 
     js = page_scripts()
     h, w = image_hw
@@ -149,9 +138,6 @@ def build_page(*, title: str, subtitle: str, columns: dict, info: dict, image_hw
     plots[0].js_on_event("mousemove", CustomJS(code=js["decode_under_cursor"], args=dict(
         div=decoded, xs=list(map(float, grid["xs"])), ys=list(map(float, grid["ys"])))))
     legend = Div(text=table[0]["legend"], width=1060, name="legend")
-    select = Select(title="colour by", value=table[0]["name"], options=[t["name"] for t in table], name="color_by")
-    select.js_on_change("value", CustomJS(code=js["colour_by"], args=dict(
-        source=source, legend=legend, mapper=mapper, bar=bar, table=table)))
     chosen = Div(text="click a point for its neighbours; select points with the box or lasso tool (toolbar) in "
                       "either panel, or search", width=1060, name="selected",
                  stylesheets=[InlineStyleSheet(css=":host{max-height:260px;overflow-y:auto}")])
@@ -161,27 +147,38 @@ def build_page(*, title: str, subtitle: str, columns: dict, info: dict, image_hw
             source=source, marks=marks, div=neighbours, plot=p, panel=k, view=view)))
     source.selected.js_on_change("indices", CustomJS(code=js["show_selection"], args=dict(
         source=source, div=chosen, shown=SELECTED_SHOWN)))
-    search = TextInput(title="search: class, index, file name", width=330, name="search",
-                       placeholder="e.g. Sneaker, class 3, 123, train 34, cat_01")
-    search.js_on_change("value", CustomJS(code=js["search"], args=dict(source=source, plots=plots, div=chosen,
-                                                                        view=view)))
-    controls = [select, search]
-    if len(info["splits"]) > 1:
-        split = Select(title="split", value="all", options=["all", *info["splits"]], name="split", width=120)
-        split.js_on_change("value", CustomJS(code=js["show_split"], args=dict(source=source, view=view, marks=marks)))
-        controls.append(split)
-    export = Button(label="export selection (CSV)", name="export", width=200)
-    export.js_on_event("button_click", CustomJS(code=js["export_selection"], args=dict(source=source, filename=csv_name)))
+    controls = _controls(source, view, marks, plots, chosen, legend, (mapper, bar, table), info["splits"], csv_name, js)
     head = Div(text=f"<h2 style='margin:4px 0'>{html.escape(title)}</h2><div>{html.escape(subtitle)}</div>", width=1060)
     size = len(grid["xs"])
     grid_note = Div(text=f"<b>decoded under the cursor</b> (2-d model): the nearest cell of a {size}x{size} grid of "
                          f"decodings over the 1st-99th percentile box of the test latents", width=2 * w * scale + 160)
-    parts = [head, row(*controls, export), legend, row(*plots, column(grid_note, decoded)), neighbours, chosen]
+    parts = [head, row(*controls), legend, row(*plots, column(grid_note, decoded)), neighbours, chosen]
     if film is not None:
         from latentlab.analysis.explorer_film import film_layout
         parts.append(film_layout(*film, js=js))
     layout = column(*parts)
     return _html(layout, title, config, embedded, js["page_setup"])
+
+
+def _controls(source, view, marks, plots, chosen, legend, colours: tuple, splits: list, csv_name: str, js: dict) -> list:
+    """The row above the panels: colour by, search, the split (when there are two), export."""
+    from bokeh.models import Button, CustomJS, Select, TextInput
+    mapper, bar, table = colours
+    select = Select(title="colour by", value=table[0]["name"], options=[t["name"] for t in table], name="color_by")
+    select.js_on_change("value", CustomJS(code=js["colour_by"], args=dict(
+        source=source, legend=legend, mapper=mapper, bar=bar, table=table)))
+    search = TextInput(title="search: class, index, file name", width=330, name="search",
+                       placeholder="e.g. Sneaker, class 3, 123, train 34, cat_01")
+    search.js_on_change("value", CustomJS(code=js["search"], args=dict(source=source, plots=plots, div=chosen,
+                                                                        view=view)))
+    controls = [select, search]
+    if len(splits) > 1:
+        split = Select(title="split", value="all", options=["all", *splits], name="split", width=120)
+        split.js_on_change("value", CustomJS(code=js["show_split"], args=dict(source=source, view=view, marks=marks)))
+        controls.append(split)
+    export = Button(label="export selection (CSV)", name="export", width=200)
+    export.js_on_event("button_click", CustomJS(code=js["export_selection"], args=dict(source=source, filename=csv_name)))
+    return controls + [export]
 
 
 def _panels(source, marks, view, mapper, titles: tuple, labels: tuple, js: dict) -> list:
