@@ -84,7 +84,8 @@ def heldout_plan(args, latents, data, names, pca) -> dict:
     import numpy as np
     from latentlab.analysis.probes import HELDOUT_KNN_KS, heldout_set
     from latentlab.store.inputs import training_images, training_latents
-    trains = [training_latents(lat) for lat in latents]
+    trains = [training_latents(lat, "--protocol heldout", "use --protocol cv to score within the test latents alone")
+              for lat in latents]
     images = training_images(trains) if len(names) > 1 else None
     sets = {}
     for lat, train in zip(latents, trains):

@@ -197,7 +197,7 @@ def label_plan(latents, pca, args) -> dict:
                 "hint": "encode more test images with encode_latent_space.py --num_samples, or lower --labels_per_class",
                 "how": f"drawn from the other folds of a stratified {le.DRAWS}-fold split of the test images "
                        f"({le.DRAWS} draws, one per fold), scored on the fold; all: every image of the other folds"}
-    trains = [training_latents(lat) for lat in latents]
+    trains = [training_latents(lat, "label efficiency", "remove it") for lat in latents]
     for t in trains[:-1]:
         if not np.array_equal(t.indices, trains[-1].indices):
             raise UserError(

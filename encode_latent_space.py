@@ -35,6 +35,19 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def split_to_encode(split: str, data: dict, data_path, model) -> tuple:
+    """(uint8 images, labels, a folder's file names (else []), where they come from) of the split:
+    the test data, or the training split the model's checkpoint names, re-read from its files."""
+    from latentlab.store.inputs import load_training_split, reading_of
+    if split == "test":
+        return data["images"], data["labels"], data.get("files", []), {"test_data": str(data_path)}
+    images, labels, paths = load_training_split(model, with_files=True)  # both models trained on it
+    ds = model.ckpt["dataset"]
+    return images, labels, paths, {"data_dir": ds["data_dir"], "image_size": ds["image_size"], **reading_of(ds),
+                                   "dataset_split": ds["split"], "image_shape": list(images.shape[1:]),
+                                   "split_size": len(images)}
+
+
 def main(args) -> dict:
     from pathlib import Path
 
@@ -44,7 +57,7 @@ def main(args) -> dict:
     from latentlab.train import tensorboard_log
     from latentlab.cli import UserError, memory_for, pick_device, seed_everything
     from latentlab.analysis.inference import encode_images, sample_test_items
-    from latentlab.store.inputs import find_models, load_training_split, reading_of, say
+    from latentlab.store.inputs import find_models, say
     from latentlab.store.runs import claim
     from model.autoencoder import FAMILIES, model_from_checkpoint
 
@@ -54,13 +67,7 @@ def main(args) -> dict:
     seed_everything(args.seed)
     data, data_path, models = find_models(args.model_path, args.test_data, args.output_dir, args.quiet)
     num_samples = args.num_samples or (1000 if args.split == "test" else "all")
-    if args.split == "test":
-        images, labels, source = data["images"], data["labels"], {"test_data": str(data_path)}
-    else:  # both models trained on the same split of the same files
-        images, labels = load_training_split(models[-1])
-        ds = models[-1].ckpt["dataset"]
-        source = {"data_dir": ds["data_dir"], "image_size": ds["image_size"], **reading_of(ds), "dataset_split": ds["split"],
-                  "image_shape": list(images.shape[1:]), "split_size": len(images)}
+    images, labels, paths, source = split_to_encode(args.split, data, data_path, models[-1])
     total = len(images)
     indices, selection = sample_test_items(total, num_samples, args.seed, args.split)
     n = len(indices)
@@ -81,7 +88,8 @@ def main(args) -> dict:
                 "class_names": data["class_names"], "dataset": data["dataset"], "model_path": str(m.path),
                 "latent_size": m.latent_size, "family": m.family, **source, "selection": selection, "seed": args.seed,
                 "latent": FAMILIES[m.family].latent,
-                "model_caveats": m.ckpt.get("test_metrics", {}).get("caveats", [])}
+                "model_caveats": m.ckpt.get("test_metrics", {}).get("caveats", []),
+                **({"files": [paths[i] for i in indices]} if paths else {})}  # a folder's, relative to it
         path, _ = latent_files.save_latents(files.latents_path(out, m.latent_size, args.split), z, meta)
         written[str(m.latent_size)] = {"path": str(path), "shape": list(z.shape), "model": m.label}
         print(f"{m.label}: {z.shape[0]} x {z.shape[1]} latents -> {path}")

@@ -63,6 +63,14 @@ def robust_limits(xy: np.ndarray) -> tuple:
     return (lo[0], hi[0]), (lo[1], hi[1])
 
 
+def fixed_limits(xy: np.ndarray) -> tuple:
+    """One pair of axis limits for every frame of a film xy (frames, n, 2) (the training GIF, the
+    explorer's): the ROBUST_PERCENTILES of all its points, with a 5% margin."""
+    lo, hi = np.percentile(xy.reshape(-1, 2), ROBUST_PERCENTILES, axis=0)
+    pad = 0.05 * np.maximum(hi - lo, 1e-6)
+    return (lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1])
+
+
 def scatter_within(ax, xy: np.ndarray, colors: np.ndarray, limits: tuple) -> int:
     """Points xy (n, 2) in colours (n, 4) on ax, its axes set to limits ((x0, x1), (y0, y1)); the
     points beyond them drawn on the border as triangles pointing their way. Returns their count."""
@@ -212,39 +220,4 @@ def confusion_figure(panels: list[tuple[np.ndarray, str]], class_names: list, ti
     fig.tight_layout()
     for ax, im, texts in drawn:
         annotate_cells(fig, ax, im, texts)
-    return fig
-
-
-def sweep_figure(lines: dict[str, list], metrics: dict[str, tuple[str, bool]], dashed: set, title: str):
-    """One panel per metric against the latent size (log2 axis). lines: label -> [(latent size,
-    {metric: mean}, {metric: sd})], one line each, the sd as error bars (0: none); labels in
-    `dashed` (the baseline) are drawn dashed. metrics: metric -> (its name, whether higher is better; None: neither)."""
-    names = list(metrics)
-    ncols = 3
-    nrows = -(-len(names) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 3.3 * nrows + 0.6), squeeze=False)
-    sizes = sorted({p[0] for points in lines.values() for p in points})
-    for ax, name in zip(axes.flat, names):
-        label, higher = metrics[name]
-        for line, points in lines.items():
-            points = sorted(points, key=lambda p: p[0])
-            xs, ys, err = [p[0] for p in points], [p[1][name] for p in points], [p[2][name] for p in points]
-            if line in dashed:
-                ax.errorbar(xs, ys, yerr=err, fmt="s--", color="0.35", label=line, markersize=4, capsize=3)
-            else:
-                ax.errorbar(xs, ys, yerr=err, fmt="o-", color=f"C{list(lines).index(line)}", label=line,
-                            markersize=5, capsize=3)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sizes, [str(k) for k in sizes])
-        ax.minorticks_off()
-        ax.set_xlabel("latent size (log2 scale)")
-        ax.set_ylabel(label)
-        ax.set_title(label if higher is None else f"{label} ({'higher' if higher else 'lower'} is better)", fontsize=10)
-        ax.grid(alpha=0.3)
-    for ax in axes.flat[len(names):]:
-        ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig

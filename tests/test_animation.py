@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 
 from conftest import run_main
+from latentlab import plots
 from latentlab.train import animation
 
 COMMON = ["--dataset", "digits", "--model", "mlp", "--batch_size", "64", "--lr_schedule", "constant", "--quiet",
@@ -90,6 +91,6 @@ def test_axis_limits_are_one_pair_for_the_whole_run():
     xy = np.zeros((3, 1000, 2))
     xy[0] = np.random.default_rng(0).normal(size=(1000, 2))  # a small first frame
     xy[2] = 10 * np.random.default_rng(1).normal(size=(1000, 2))  # a wide last one
-    (x0, x1), (y0, y1) = animation.fixed_limits(xy)
+    (x0, x1), (y0, y1) = plots.fixed_limits(xy)
     assert x0 < -10 and x1 > 10 and y0 < -10 and y1 > 10  # the wide frame fits
     assert x1 < np.abs(xy).max() * 1.05  # the extreme 0.5% are not what sets them

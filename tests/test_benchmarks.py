@@ -105,6 +105,8 @@ def test_the_training_benchmark_times_the_loss_on_the_network_train_py_builds(ca
     ("bench_train.py", ["--num_workers", "-1"]),
     ("bench_projection.py", ["--samples", "3"]),
     ("bench_chain.py", ["--trained", "/nonexistent/folder"]),
+    ("bench_explorer.py", ["--folder", "/nonexistent/folder"]),
+    ("bench_explorer.py", ["--folder", ".", "--points", "0"]),
     ("training_budget.py", ["/nonexistent/model_latent_size_2.pth"]),
     ("neighbours_over_training.py", ["--plot", "/nonexistent/neighbours_over_training.json"]),
     ("neighbours_over_training.py", ["--plot", "/nonexistent/a.json", "--figure", "/nonexistent/a.png"]),
@@ -114,3 +116,18 @@ def test_benchmarks_refuse_bad_arguments(script, args):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_the_explorer_benchmark_builds_opens_and_hovers_a_small_page(trained, tmp_path):
+    import shutil
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("needs Debian's chromium and chromium-driver")
+    out = tmp_path / "out"
+    shutil.copytree(trained, out)
+    run_script("encode_latent_space.py", "--output_dir", out, "--num_samples", "all", "--quiet")
+    shot = tmp_path / "shot.png"
+    printed = run_script("benchmarks/bench_explorer.py", "--folder", out, "--points", 200, "--vis_type", "pca",
+                         "--repeats", 1, "--hovers", 3, "--screenshot", shot).stdout
+    assert "200 points (200 of 359 encoded test images drawn" in printed and "hover to image: median" in printed
+    assert shot.stat().st_size > 10_000 and len(list(out.glob("explorer_latent_size_8_tiles_*"))) == 1

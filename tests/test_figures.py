@@ -141,18 +141,20 @@ def plt_close(*figs):
 
 def test_the_explorer_colours_with_the_same_palettes():
     """One palette per meaning in the explorer too: classes, clusters, right / wrong."""
-    from types import SimpleNamespace
+    import torch
     from matplotlib.colors import to_hex
     from latentlab.analysis import explorer
     n, rng = 40, np.random.default_rng(0)
     labels = np.arange(n) % 10
-    lat = lambda d: SimpleNamespace(z=rng.normal(size=(n, d)), labels=labels, indices=np.arange(n),  # noqa: E731
-                                    class_names=[f"c{i}" for i in range(10)])
-    two, big = lat(2), lat(8)
-    rows = np.arange(n)
-    _, colorings = explorer.point_data(two, big, rows, big.z[:, :2], {8: (np.arange(n) * 3) % 10},
-                                       {8: (labels, "mlp")})
-    colours = {name: [c for _, c in entries] for name, (_, entries) in colorings.items()}
+    points = explorer.Points(z2=rng.normal(size=(n, 2)), zn=rng.normal(size=(n, 8)), labels=labels,
+                             split=np.zeros(n, dtype=int), row=np.arange(n), item=np.arange(n),
+                             images=torch.zeros(n, 1, 4, 4, dtype=torch.uint8), splits=["test"])
+    none = np.zeros(n, dtype=np.float32)
+    found = {"clusters": {1: (np.arange(n) * 3) % 10}, "preds": {1: (labels, "mlp")}, "errors": [none, none],
+             "neighbours": (np.zeros((n, 8), dtype=np.int32), np.zeros((n, 8), dtype=np.float32)), "kept": none,
+             "extra": {}}
+    _, colorings = explorer.point_columns(points, points.zn[:, :2], [f"c{i}" for i in range(10)], ("2-d", "8-d"), found)
+    colours = {c["name"]: [col for _, col in c["entries"]] for c in colorings if c["entries"] is not None}
     assert colours["class"] == [to_hex(c) for c in palettes.class_colors(10)]
     assert colours["k-means cluster, 8-d model"] == [to_hex(c) for c in palettes.cluster_colors(10)]
     assert not set(colours["class"]) & set(colours["k-means cluster, 8-d model"])

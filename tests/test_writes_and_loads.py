@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import ROOT, checksums, edit_torch, one_error_line, run_refused
 from latentlab.cli import UserError
-from latentlab.store import files, latent_files
+from latentlab.store import atomic, files, latent_files
 
 
 
@@ -99,6 +99,8 @@ FULL_DISK_WRITES = {  # (what is written, the file whose old version must stay)
     "a latent pair": (lambda d: latent_files.save_latents(d / "latent_space_size_2.npy", np.ones((4000, 2)),
                                                         {**_LATENT_META, "labels": [0] * 4000, "indices": list(range(4000))}),
                       "latent_space_size_2.npy"),
+    "a folder (the explorer's tiles)": (lambda d: atomic.write_folder(d / "tiles_0123", {
+        f"test_{t}.png": np.random.default_rng(t).bytes(60_000) for t in range(6)}), "explorer_latent_size_8.html"),
 }
 
 

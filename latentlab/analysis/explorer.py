@@ -1,28 +1,32 @@
-"""The interactive latent explorer: one self-contained HTML page (bokeh and explorer.js inline),
-two linked scatter panels (the 2-d latents, a projection of the N-d ones) and, per point, the
-cluster and prediction steps 5 and 6 wrote.
-
-Images travel as sprite sheets, one per set (test images, each model's reconstructions, the
-decodings of a grid), tiles in the order of the points. They sit once in the page's head as CSS
-custom properties (--lx-test, ...), which inherit into bokeh's shadow DOM: a tooltip, thumbnail or
-decoded view is a div naming one and moving the background to its tile; no image is repeated.
-Reconstructions and decodings are JPEG (smooth, so far smaller than PNG); test images stay PNG.
+"""The interactive latent explorer's data: the points of one or both splits, each with its
+coordinates in both panels, its k nearest neighbours in the N-d latents, how many of them the
+picture keeps, its reconstruction errors, the cluster and prediction steps 5 and 6 wrote, and any
+numbers of a --color_csv; explorer_page.py lays them out.
 """
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
-import math
-import re
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-THUMB_PX = 64  # a tooltip image is at least this wide: small images are magnified by whole pixels
-RECON_JPEG_QUALITY = 85
-SELECTED_SHOWN = 200  # thumbnails drawn for a selection; the CSV holds all of it
+NEIGHBOURS_K = 8  # the neighbours a click lists, and those "neighbours kept" compares
+
+
+@dataclass
+class Points:
+    """The drawn points, in page order: the 2-d and N-d latents (n, 2) and (n, N), labels, each
+    point's split (code into splits), row in that split's latents and index in its data, its image (uint8 (n, C, H, W)) and file name."""
+    z2: np.ndarray
+    zn: np.ndarray
+    labels: np.ndarray
+    split: np.ndarray
+    row: np.ndarray
+    item: np.ndarray
+    images: torch.Tensor
+    splits: list
+    files: list | None = None
 
 
 def sample_points(n: int, max_points: int, seed: int) -> np.ndarray:
@@ -32,152 +36,153 @@ def sample_points(n: int, max_points: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
 
 
-def sprite_sheet(images: torch.Tensor, lossy: bool = False) -> tuple[str, int]:
-    """images (n, C, H, W), float in [0, 1] or uint8 -> (a data: URL of one PNG (JPEG when lossy)
-    holding them as tiles of a grid, row by row, columns of that grid)."""
-    from PIL import Image
-    from torchvision.utils import make_grid
-    if images.dtype != torch.uint8:
-        images = images.clamp(0, 1).mul(255).round().to(torch.uint8)
-    cols = math.ceil(math.sqrt(len(images)))
-    sheet = make_grid(images, nrow=cols, padding=0)  # (3, rows * H, cols * W): grey is repeated
-    sheet = sheet[0] if images.shape[1] == 1 else sheet.permute(1, 2, 0)
-    buf, mime = io.BytesIO(), "jpeg" if lossy else "png"
-    Image.fromarray(sheet.numpy()).save(buf, format=mime, **({"quality": RECON_JPEG_QUALITY} if lossy else {}))
-    return f"data:image/{mime};base64,{base64.b64encode(buf.getvalue()).decode()}", cols
+def neighbours(z: np.ndarray, k: int, cache_dir=None) -> tuple[np.ndarray, np.ndarray]:
+    """The k nearest other rows of z (Euclidean, exact), through the cache: (indices int32 (n, k),
+    distances float32 (n, k)), nearest first."""
+    from latentlab.analysis.projection import exact_neighbours
+    from latentlab.store import files
+    z = np.ascontiguousarray(z, dtype=np.float32)
+    k = min(k, len(z) - 1)
+    path = None
+    if cache_dir is not None:
+        path = cache_dir / f"neighbours_{files.content_key({'k': k, 'shape': list(z.shape), 'exact': True}, z)}.npy"
+        found = files.load_cached_npy(path, lambda a: a.shape == (len(z), 2 * k) and a.dtype == np.float32)
+        if found is not None:
+            return found[:, :k].astype(np.int32), found[:, k:]
+    idx, dist = exact_neighbours(z, k + 1)
+    idx, dist = idx[:, 1:].astype(np.int32), dist[:, 1:]  # each row's own index comes first: drop it
+    if path is not None:  # indices below 2**24 are exact in float32
+        files.save_npy(np.concatenate([idx.astype(np.float32), dist], axis=1), path)
+    return idx, dist
 
 
-def _img_style(var: str, w: int, h: int, cols: int) -> str:
-    """Inline style of a div showing one tile of the sheet in CSS property var (position added after)."""
-    return (f"width:{w}px;height:{h}px;background-image:var({var});background-size:{cols * w}px auto;"
-            f"image-rendering:pixelated;background-repeat:no-repeat;border:1px solid #ccc;")
+def kept_share(full: np.ndarray, picture: np.ndarray) -> np.ndarray:
+    """Per point, the share of its neighbours in the latents (n, k) that are among its neighbours
+    in the picture (n, k): 1 where the picture keeps its whole neighbourhood."""
+    return (full[:, :, None] == picture[:, None, :]).any(axis=2).mean(axis=1, dtype=np.float32)
 
 
-def point_data(two, big, rows: np.ndarray, xy: np.ndarray, clusters: dict, preds: dict) -> tuple[dict, dict]:
-    """build_page's columns and colorings for the drawn rows of the 2-d latents two and the N-d
-    latents big (inputs.Latents of the same items), xy the projection of big, clusters and preds
-    from step5_clusters and step6_predictions."""
+def reconstructions(net, z: np.ndarray, images: torch.Tensor, device, batch: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Decodings of z as uint8 images and each one's MSE against its image (uint8 (n, C, H, W)),
+    a batch at a time, so no float copy of the whole set is made."""
+    from latentlab.analysis.explorer_page import to_u8
+    from latentlab.data.datasets import to_float
+    from latentlab.generate.sampling import decode_latents
+    out, err = [], []
+    for s in range(0, len(z), batch):
+        rec = decode_latents(net, torch.from_numpy(z[s:s + batch]), device, batch)
+        err.append((rec - to_float(images[s:s + batch])).pow(2).flatten(1).mean(1).numpy())
+        out.append(to_u8(rec))
+    return torch.cat(out), np.concatenate(err).astype(np.float32)
+
+
+def read_color_csv(path, points: Points) -> dict[str, np.ndarray]:
+    """--color_csv: a header row, a column "index" (the image's index in its split; a column "split"
+    may say which, test by default) and one or more numeric columns -> {column: value of each point,
+    NaN where the CSV gives none}."""
+    import csv
+    from latentlab.cli import UserError
+    hint = "give a header row with a column index, optionally split, and numeric columns"
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise UserError(f"--color_csv {path} cannot be read ({getattr(e, 'strerror', None) or e}); {hint}")
+    names = [c for c in (rows[0].keys() if rows else []) if c not in ("index", "split")]
+    if not rows or "index" not in rows[0] or not names:
+        raise UserError(f"--color_csv {path} holds no index column and value column; {hint}")
+    where = {(points.splits[s], int(i)): r for r, (s, i) in enumerate(zip(points.split, points.item))}
+    values = {c: np.full(len(points.labels), np.nan, dtype=np.float32) for c in names}
+    for line, row in enumerate(rows, start=2):
+        try:
+            key = ((row.get("split") or "test").strip(), int(row["index"]))
+            nums = {c: float(row[c]) for c in names}
+        except (TypeError, ValueError):
+            raise UserError(f"--color_csv {path}, line {line}: the index must be a whole number and every value a "
+                            f"number; {hint}")
+        if key in where:
+            for c, v in nums.items():
+                values[c][where[key]] = v
+    if all(np.isnan(v).all() for v in values.values()):
+        raise UserError(f"--color_csv {path} gives a value to none of the {len(points.labels)} points drawn; "
+                        f"its index column must hold the images' indices in their split (as the page shows them)")
+    return {f"{c} (--color_csv)": v for c, v in values.items()}
+
+
+def gather(parts: list, max_points: int, seed: int) -> tuple[Points, int]:
+    """The points to draw from parts [(split, 2-d latents, N-d latents, that split's images)]: all
+    of them, or a seeded sample of max_points; returns (points, how many there are in all)."""
+    sizes = [len(p[1].z) for p in parts]
+    rows = sample_points(sum(sizes), max_points, seed)
+    starts = np.cumsum([0, *sizes])
+    pick = [rows[(rows >= a) & (rows < b)] - a for a, b in zip(starts[:-1], starts[1:])]
+    items = [lat.indices[r] for (_, lat, _, _), r in zip(parts, pick)]
+    points = Points(z2=np.concatenate([two.z[r] for (_, two, _, _), r in zip(parts, pick)]),
+                    zn=np.concatenate([big.z[r] for (_, _, big, _), r in zip(parts, pick)]),
+                    labels=np.concatenate([lat.labels[r] for (_, lat, _, _), r in zip(parts, pick)]),
+                    split=np.concatenate([np.full(len(r), k) for k, r in enumerate(pick)]),
+                    row=np.concatenate(pick), item=np.concatenate(items),
+                    images=torch.cat([imgs[torch.from_numpy(i)] for (_, _, _, imgs), i in zip(parts, items)]),
+                    splits=[p[0] for p in parts])
+    if all(isinstance(lat.meta.get("files"), list) for _, lat, _, _ in parts):  # a folder's, as encoding recorded them
+        points.files = [str(lat.meta["files"][r]) for (_, lat, _, _), rows in zip(parts, pick) for r in rows]
+    return points, sum(sizes)
+
+
+def on_test_points(points: Points, per_test_row: np.ndarray, missing=-1) -> np.ndarray:
+    """A value per test latent (step 5's cluster, step 6's prediction) as one per point; missing elsewhere."""
+    out = np.full(len(points.labels), missing, dtype=per_test_row.dtype)
+    test = points.split == points.splits.index("test")
+    out[test] = per_test_row[points.row[test]]
+    return out
+
+
+def point_columns(points: Points, xy: np.ndarray, class_names: list, model_names: tuple, found: dict) -> tuple:
+    """(the page's per-point columns, its colourings) for points drawn at xy (the projection).
+    found: "clusters" and "preds" ({model position: per-test-latent values}, steps 5 and 6; preds
+    also the probe's name), "errors" (each model's reconstruction MSE per point), "neighbours"
+    ((indices, distances) in the N-d latents), "kept" (their share the picture keeps), "extra"
+    (--color_csv columns)."""
     from matplotlib.colors import to_hex
 
     from latentlab import palettes
-    labels, names = big.labels[rows], big.class_names
-    colorings = {"class": (labels, [(n, to_hex(c)) for n, c in zip(names, palettes.class_colors(len(names)))])}
-    for k, c in clusters.items():
-        cp = palettes.cluster_colors(int(c.max()) + 1)
-        colorings[f"k-means cluster, {k}-d model"] = (c[rows], [(f"cluster {j}", to_hex(cp[j])) for j in range(len(cp))])
+    n = len(points.labels)
+    cols = {"x2": points.z2[:, 0], "y2": points.z2[:, 1], "xp": xy[:, 0], "yp": xy[:, 1],
+            "item": points.item.astype(np.int32), "split": points.split.astype(np.int8),
+            "label": points.labels.astype(np.int32), "kept": found["kept"]}
+    idx, dist = found["neighbours"]
+    for j in range(idx.shape[1]):
+        cols[f"nb_{j}"], cols[f"nd_{j}"] = idx[:, j], dist[:, j]
+    colorings = [{"name": "class", "column": "label",
+                  "entries": [(c, to_hex(col)) for c, col in zip(class_names, palettes.class_colors(len(class_names)))]}]
     right, wrong = map(to_hex, palettes.OUTCOME_COLORS)
-    for k, (p, probe) in preds.items():
-        colorings[f"{probe} classifier right / wrong, {k}-d model"] = (
-            (p[rows] != labels).astype(np.int64), [("right", right), ("wrong", wrong)])
-
-    def per_point(found, text):
-        return [", ".join(text(k, v, i) for k, v in found.items()) or "(step not run)" for i in rows]
-    columns = {"x2": two.z[rows, 0], "y2": two.z[rows, 1], "xp": xy[rows, 0], "yp": xy[rows, 1],
-               "test_index": big.indices[rows], "cls": [names[c] for c in labels],
-               "kmeans": per_point(clusters, lambda k, c, i: f"{c[i]} ({k}-d)"),
-               "prediction": per_point(preds, lambda k, pp, i: f"{names[pp[0][i]]} "
-                                       f"{'(right)' if pp[0][i] == big.labels[i] else '(WRONG)'} ({k}-d {pp[1]})")}
-    return columns, colorings
-
-
-def build_page(*, title: str, subtitle: str, columns: dict, sheets: dict, image_hw: tuple[int, int],
-               grid: dict, colorings: dict, panel_titles: tuple[str, str], axis_labels: tuple, model_names: tuple,
-               csv_name: str) -> str:
-    """The whole page as one HTML string.
-
-    columns: per point, "x2", "y2" (2-d latents), "xp", "yp" (projection), "test_index", "cls"
-    (class name), "kmeans", "prediction" (text for the tooltip). sheets: {"test", "rec2", "recN"}
-    -> (data URL, columns), tiles in the order of the points; grid: {"sheet": (data URL, columns),
-    "xs", "ys" (the grid's coordinates)}. colorings: name -> (code of each point (n,),
-    legend entries [(name, colour)], entry c the colour of code c), the first shown at load."""
-    from bokeh.layouts import column, row
-    from bokeh.models import Button, ColumnDataSource, CustomJS, Div, InlineStyleSheet, LinearColorMapper, Select
-
-    js = page_scripts()
-    h, w = image_hw
-    scale = max(1, math.ceil(THUMB_PX / max(h, w)))
-    tw, th, cols = w * scale, h * scale, sheets["test"][1]
-    # colours are codes (an int column per colouring) through one colour mapper, whose palette
-    # and code column the "colour by" menu swaps; pos: each point's tile, as a CSS background-position
-    codes = [np.asarray(c, dtype=np.int32) for c, _ in colorings.values()]
-    source = ColumnDataSource(dict(columns, code=codes[0], pos=[f"-{(i % cols) * tw}px -{(i // cols) * th}px"
-                                                                for i in range(len(codes[0]))],
-                                   **{f"code_{i}": c for i, c in enumerate(codes)}), name="points")
-    palettes = [[c for _, c in entries] for _, entries in colorings.values()]
-    mapper = LinearColorMapper(palette=palettes[0], low=-0.5, high=len(palettes[0]) - 0.5, name="colors")
-    plots = _panels(source, mapper, sheets, tw, th, panel_titles, axis_labels, model_names)
-    style, size = _img_style("--lx-grid", 2 * tw, 2 * th, grid["sheet"][1]), len(grid["xs"])  # the grid's cells
-    decoded = Div(name="decoded", width=2 * tw + 160, text=f'<div class="lx-decoded" style="{style}background-position:0px '
-                  f'0px"></div><div class="lx-where">move the mouse over the left panel</div>')
-    plots[0].js_on_event("mousemove", CustomJS(code=js["decode_under_cursor"], args=dict(
-        div=decoded, xs=list(map(float, grid["xs"])), ys=list(map(float, grid["ys"])), cols=grid["sheet"][1],
-        w=2 * tw, h=2 * th, style=style)))
-    legends = [f"<b>{html.escape(name)}</b>: " + "".join(
-        f'<span style="white-space:nowrap;margin-right:10px"><span style="display:inline-block;width:10px;height:10px;'
-        f'border-radius:5px;background:{c}"></span> {html.escape(str(e))}</span> ' for e, c in entries)
-        for name, (_, entries) in colorings.items()]
-    legend = Div(text=legends[0], width=1060, name="legend")
-    select = Select(title="colour by", value=next(iter(colorings)), options=list(colorings), name="color_by")
-    select.js_on_change("value", CustomJS(code=js["colour_by"], args=dict(
-        source=source, legend=legend, mapper=mapper, names=list(colorings), legends=legends, palettes=palettes)))
-    chosen = Div(text="select points with the box or lasso tool (toolbar) in either panel", width=1060, name="selected",
-                 stylesheets=[InlineStyleSheet(css=":host{max-height:260px;overflow-y:auto}")])
-    source.selected.js_on_change("indices", CustomJS(code=js["show_selection"], args=dict(
-        source=source, div=chosen, shown=SELECTED_SHOWN, style=_img_style("--lx-test", tw, th, cols))))
-    export = Button(label="export selection (CSV)", name="export", width=200)
-    export.js_on_event("button_click", CustomJS(code=js["export_selection"], args=dict(source=source, filename=csv_name)))
-    head = Div(text=f"<h2 style='margin:4px 0'>{html.escape(title)}</h2><div>{html.escape(subtitle)}</div>", width=1060)
-    grid_note = Div(text=f"<b>decoded under the cursor</b> (2-d model): the nearest cell of a {size}x{size} grid of "
-                         f"decodings over the 1st-99th percentile box of the test latents", width=2 * tw + 160)
-    layout = column(head, row(select, export), legend, row(*plots, column(grid_note, decoded)), chosen)
-    return _html(layout, title, {**sheets, "grid": grid["sheet"]}, js["sheets_to_blobs"])
-
-
-def page_scripts() -> dict[str, str]:
-    """explorer.js (package data beside this module) by section: name -> code."""
-    from importlib.resources import files
-    parts = re.split(r"^// == (\w+)$", files(__package__).joinpath("explorer.js").read_text(), flags=re.M)
-    return dict(zip(parts[1::2], parts[2::2]))
-
-
-def _panels(source, mapper, sheets: dict, tw: int, th: int, titles: tuple, labels: tuple, model_names: tuple) -> list:
-    """The two scatter panels of the points (the 2-d latents, the projection); hovering a point
-    shows its test image and both reconstructions (tiles of tw x th pixels)."""
-    from bokeh.models import HoverTool
-    from bokeh.plotting import figure
-
-    def img(var, label):
-        return (f'<div style="text-align:center;font-size:10px"><div class="lx-{var}" '
-                f'style="{_img_style("--lx-" + var, tw, th, sheets[var][1])}background-position:@pos"></div>{label}</div>')
-    tooltip = (f'<div class="lx-tooltip" style="width:{3 * tw + 24}px"><div style="display:flex;gap:4px">'
-               f'{img("test", "test image")}{img("rec2", model_names[0])}{img("recN", model_names[1])}</div>'
-               f'<div><b>@cls</b>, test index <span class="lx-index">@test_index</span></div>'
-               f'<div>k-means cluster: @kmeans</div><div>classifier: @prediction</div></div>')
-    size = float(np.clip(1200 / math.sqrt(max(len(source.data["x2"]), 1)), 3, 9))
-    plots = []
-    for k, (x, y) in enumerate((("x2", "y2"), ("xp", "yp"))):
-        p = figure(title=titles[k], width=520, height=500, tools="pan,wheel_zoom,box_select,lasso_select,reset",
-                   active_drag="box_select", x_axis_label=labels[k][0], y_axis_label=labels[k][1],
-                   name=f"panel_{k}", output_backend="canvas")
-        r = p.scatter(x, y, source=source, size=size, color={"field": "code", "transform": mapper}, alpha=0.75, line_color=None,
-                      nonselection_alpha=0.08, selection_line_color="black", name=f"points_{k}")
-        p.add_tools(HoverTool(renderers=[r], tooltips=tooltip, limit=1))  # the nearest point alone
-        plots.append(p)
-    return plots
-
-
-def _html(layout, title: str, sheets: dict, to_blobs: str) -> str:
-    """layout as a self-contained page, the sprite sheets in its head."""
-    from bokeh.core.templates import get_env
-    from bokeh.embed import file_html
-    from bokeh.resources import INLINE
-    # Browsers cap URLs (Chromium at 2 MB), so a large data: URL in CSS shows nothing: each sheet
-    # travels as base64 text and becomes a short blob: URL when the page opens
-    blobs = "".join(f'<script type="text/plain" data-lx-sheet="{k}" data-mime="{url[5:url.index(";")]}">'
-                    f'{url[url.index(",") + 1:]}</script>\n' for k, (url, _) in sheets.items())
-    template = get_env().from_string("{% extends 'file.html.jinja' %}{% block postamble %}{{ sprite_sheets }}"
-                                     "<script>" + to_blobs + "</script>{% endblock %}")
-    return file_html(layout, resources=INLINE, title=title, template=template, template_variables={"sprite_sheets": blobs})
+    for m, model in enumerate(model_names):
+        cols[f"cluster_{m}"] = on_test_points(points, found["clusters"][m]) if m in found["clusters"] else np.full(n, -1)
+        if m in found["clusters"]:
+            cp = palettes.cluster_colors(int(found["clusters"][m].max()) + 1)
+            colorings.append({"name": f"k-means cluster, {model} model", "column": f"cluster_{m}",
+                              "entries": [(f"cluster {j}", to_hex(c)) for j, c in enumerate(cp)]})
+        cols[f"pred_{m}"] = on_test_points(points, found["preds"][m][0]) if m in found["preds"] else np.full(n, -1)
+        if m in found["preds"]:
+            cols[f"wrong_{m}"] = np.where(cols[f"pred_{m}"] < 0, np.nan, cols[f"pred_{m}"] != points.labels)
+            colorings.append({"name": f"{found['preds'][m][1]} classifier right / wrong, {model} model",
+                              "column": f"wrong_{m}", "entries": [("right", right), ("wrong", wrong)]})
+    for m, model in enumerate(model_names):
+        cols[f"err_{m}"] = found["errors"][m]
+        colorings.append({"name": f"reconstruction MSE, {model} model", "column": f"err_{m}", "entries": None})
+    colorings.append({"name": f"neighbours kept (of {idx.shape[1]}, {model_names[1]} latents in the picture)",
+                      "column": "kept", "entries": None})
+    for j, (name, values) in enumerate(found["extra"].items()):
+        cols[f"csv_{j}"] = values
+        colorings.append({"name": name, "column": f"csv_{j}", "entries": None})
+    for c in colorings:
+        if c["entries"] is None:
+            v = np.asarray(cols[c["column"]], dtype=np.float64)
+            c["low"], c["high"] = (float(np.nanmin(v)), float(np.nanmax(v))) if np.isfinite(v).any() else (0.0, 1.0)
+    for k in cols:
+        if k not in ("x2", "y2", "xp", "yp") and cols[k].dtype.kind == "f":
+            cols[k] = cols[k].astype(np.float32)
+    return cols, colorings
 
 
 # ---------------------------------------------------------------- what steps 5 and 6 found, per point

@@ -32,6 +32,8 @@ class ImageData:
     class_names: list = field(default_factory=list)
     split: str = ""  # how the test split was made
     skipped: list = field(default_factory=list)  # (path, why) of the unreadable files left out (--skip_unreadable)
+    train_files: list = field(default_factory=list)  # a folder's images' paths relative to it, per split; else empty
+    test_files: list = field(default_factory=list)
 
     @property
     def image_shape(self) -> tuple:
@@ -99,10 +101,11 @@ def _folder(path, image_size, cache_dir: Path, memory_budget: int, quiet: bool, 
                 raise Unreadable(bad, skippable=True) from None
     n = len(train_idx)
     y = listing.labels[order]
+    rel = [listing.stamps[i][0] for i in order]
     # a tensor per split, each over its own slice of the array: saving the test split (test_data.pth)
     # then writes its images alone, not the whole storage a view of one tensor would carry
     return (torch.from_numpy(x[:n]), torch.from_numpy(y[:n]), torch.from_numpy(x[n:]), torch.from_numpy(y[n:]),
-            [shown(c) for c in listing.classes], "seeded stratified 80/20 split (split seed 0)", bad)
+            [shown(c) for c in listing.classes], "seeded stratified 80/20 split (split seed 0)", bad, rel[:n], rel[n:])
 
 
 def load_dataset(name: str, data_dir: str | None = None, image_size: int | None = None,
@@ -119,12 +122,12 @@ def load_dataset(name: str, data_dir: str | None = None, image_size: int | None 
     resized as they always were). skip_unreadable: a folder's unreadable files are left out
     (listed in ImageData.skipped) instead of stopping the load.
     """
-    skipped = []
+    skipped, files = [], ([], [])
     key = name.lower()
     if key.startswith("folder:"):
         budget = default_memory_budget() if memory_budget is None else int(memory_budget * 1e9)
         reading = Reading(resize, colour_or_error(background))
-        trx, tr_y, tex, te_y, classes, split, skipped = _folder(
+        trx, tr_y, tex, te_y, classes, split, skipped, *files = _folder(
             name.split(":", 1)[1], image_size, Path(data_dir or data_root) / "folder_cache", budget, quiet, reading,
             skip_unreadable)
         key = name
@@ -139,7 +142,8 @@ def load_dataset(name: str, data_dir: str | None = None, image_size: int | None 
                         f"add images")
     if image_size:
         trx, tex = resize_uint8(trx, image_size), resize_uint8(tex, image_size)
-    return ImageData(key, trx.contiguous(), tr_y.long(), tex.contiguous(), te_y.long(), list(classes), split, skipped)
+    return ImageData(key, trx.contiguous(), tr_y.long(), tex.contiguous(), te_y.long(), list(classes), split, skipped,
+                     *files)
 
 
 def colour_or_error(text: str) -> str:

@@ -145,3 +145,35 @@ def remove_stale_temp_files(folder, targets: tuple[str, ...]) -> list[Path]:
             _remove(p)
             removed.append(p)
     return removed
+
+
+def write_folder(folder, contents: dict[str, bytes]) -> Path:
+    """A new folder holding contents ({file name: bytes}), put in place by one rename: a kill
+    leaves no folder under that name, or the whole of it (the hidden temp folder is removed by
+    remove_stale_temp_folders). An existing folder of that name is kept: name it by its content."""
+    folder = Path(folder)
+    if folder.is_dir():
+        return folder
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmpdir"))
+    try:
+        for name, blob in contents.items():
+            with open(tmp / name, "wb") as f:
+                f.write(blob)
+        os.chmod(tmp, 0o777 & ~_umask())
+        _fsync_folder(tmp)
+        os.rename(tmp, folder)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(e, OSError):
+            raise
+        raise UserError(f"cannot write {folder}: {e.strerror or e} (disk full or not writable?); "
+                        f"free space or choose another --output_dir")
+    _fsync_folder(folder.parent)
+    return folder
+
+
+def remove_stale_temp_folders(folder, prefix: str) -> None:
+    """Delete the hidden temp folders write_folder left when its process was killed, for target
+    names starting with prefix (those the caller alone writes, holding the folder's writer lock)."""
+    for p in Path(folder).glob(f".{prefix}*.tmpdir"):
+        shutil.rmtree(p, ignore_errors=True)

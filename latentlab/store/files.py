@@ -10,6 +10,7 @@ cache entries. What each kind must hold: artifacts.py, checkpoints.py, latent_fi
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import pickle
@@ -79,6 +80,12 @@ def save_text(text: str, path) -> Path:
 
 def save_npy(array: np.ndarray, path) -> Path:
     return atomic_write(path, lambda f: np.save(f, array, allow_pickle=False))
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
 
 
 # ---------------------------------------------------------------- content-keyed cache entries

@@ -65,12 +65,13 @@ def load_model(path, data: dict, data_path) -> CheckpointFile:
     return CheckpointFile(path, ckpt)
 
 
-def load_training_split(model: CheckpointFile) -> tuple:
-    """The training split (uint8 images (N, C, H, W), int64 labels) of the dataset the checkpoint
-    names, re-read from its files (never copied into output/): dataset, data folder, image size."""
+def load_training_split(model: CheckpointFile, with_files: bool = False) -> tuple:
+    """The training split (uint8 images (N, C, H, W), int64 labels; with_files, a folder's file
+    paths too) of the dataset the checkpoint names, re-read from its files (never copied into
+    output/): dataset, data folder, image size."""
     ds = model.ckpt["dataset"]
     return read_training_split(ds["name"], ds["data_dir"], ds["image_size"], model.ckpt["config"]["image_shape"],
-                               ds["num_train"] + ds["num_val"], model.path, reading_of(ds))
+                               ds["num_train"] + ds["num_val"], model.path, reading_of(ds), with_files)
 
 
 def reading_of(described: dict) -> dict:
@@ -79,7 +80,8 @@ def reading_of(described: dict) -> dict:
     return {k: described[k] for k in FOLDER_READING}
 
 
-def read_training_split(name: str, data_dir, image_size, image_shape, count: int, source, reading: dict) -> tuple:
+def read_training_split(name: str, data_dir, image_size, image_shape, count: int, source, reading: dict,
+                        with_files: bool = False) -> tuple:
     """load_dataset's training split, read as `reading` says (reading_of), checked to be the one
     `source` names: count images of image_shape."""
     from latentlab.data.datasets import load_dataset
@@ -88,7 +90,7 @@ def read_training_split(name: str, data_dir, image_size, image_shape, count: int
         raise UserError(f"the {name} training split read now ({len(data.train_x)} images of shape "
                         f"{tuple(data.image_shape)}) is not the one of {source} ({count} of shape "
                         f"{tuple(image_shape)}); point it at the same files, or retrain and re-encode")
-    return data.train_x, data.train_y
+    return (data.train_x, data.train_y, data.train_files) if with_files else (data.train_x, data.train_y)
 
 
 def find_models(model_path, test_data, output_dir, quiet: bool = False) -> tuple[dict, Path, list[CheckpointFile]]:
@@ -145,14 +147,14 @@ def find_latents(latent_space, output_dir, data: dict | None = None, quiet: bool
     return found
 
 
-def training_latents(lat: Latents) -> Latents:
-    """The training-split latents beside test latents `lat` (encode_latent_space.py --split train),
-    checked to come from the same model; a UserError naming the command that makes them."""
+def training_latents(lat, needed_by: str, otherwise: str):
+    """The training-split latents beside test latents `lat`, checked to come from the same model;
+    needed_by and otherwise complete the line that says they are missing."""
     path = files.latents_path(lat.path.parent, lat.latent_size, "train")
     if not path.is_file():
-        raise UserError(f"--protocol heldout needs the training split's latents {path}; make them with "
+        raise UserError(f"{needed_by} needs the training split's latents {path}; make them with "
                         f"`python encode_latent_space.py --split train --output_dir {lat.path.parent}`, "
-                        f"or use --protocol cv to score within the test latents alone")
+                        f"or {otherwise}")
     train = latent_files.load_latents(path)
     source = {"data_dir", "image_size", "image_shape", "split_size", *FOLDER_READING}  # what re-reads its images
     if train.split != "train" or not source <= set(train.meta) or train.meta.get("model_path") != lat.meta.get("model_path"):

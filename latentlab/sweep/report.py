@@ -69,7 +69,7 @@ def to_markdown(rows: list[dict]) -> str:
 
 def write_outputs(records: list[dict], output_dir, epochs: int) -> dict:
     """sweep_runs.csv, sweep_results.csv / .md and one figure per dataset in output_dir."""
-    from latentlab import plots
+    from latentlab import plots  # noqa: F401 (matplotlib's headless backend, set by plots)
     out = Path(output_dir)
     runs = run_rows(records)
     rows = aggregate(runs)
@@ -87,7 +87,7 @@ def write_outputs(records: list[dict], output_dir, epochs: int) -> dict:
         n = "/".join(map(str, sorted(seeds)))
         title = (f"latent-size sweep on {dataset}: {', '.join(l for l in lines if l != family_name(PCA))} and PCA "
                  f"({epochs} epoch{'s' if epochs != 1 else ''} per model; mean ± sd over {n} seed{'s' if n != '1' else ''})")
-        fig = plots.sweep_figure(lines, SHOWN, dashed={family_name(PCA)}, title=title)
+        fig = sweep_figure(lines, SHOWN, dashed={family_name(PCA)}, title=title)
         name = dataset_dir(out, dataset).name
         paths[f"figure {dataset}"] = files.save_figure(fig, out / f"sweep_metrics_{name}.png", dpi=100)
         cka = cka_matrix([r for r in records if r["settings"]["dataset"] == dataset])
@@ -113,3 +113,39 @@ def cka_matrix(records: list[dict]):
     if len(codes) < 2 or len({len(c) for c in codes}) > 1:
         return None
     return np.array([[linear_cka(a, b) for b in codes] for a in codes]), labels, seed
+
+
+def sweep_figure(lines: dict[str, list], metrics: dict[str, tuple[str, bool]], dashed: set, title: str):
+    """One panel per metric against the latent size (log2 axis). lines: label -> [(latent size,
+    {metric: mean}, {metric: sd})], one line each, the sd as error bars (0: none); labels in
+    `dashed` (the baseline) are drawn dashed. metrics: metric -> (its name, whether higher is better; None: neither)."""
+    import matplotlib.pyplot as plt
+    names = list(metrics)
+    ncols = 3
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 3.3 * nrows + 0.6), squeeze=False)
+    sizes = sorted({p[0] for points in lines.values() for p in points})
+    for ax, name in zip(axes.flat, names):
+        label, higher = metrics[name]
+        for line, points in lines.items():
+            points = sorted(points, key=lambda p: p[0])
+            xs, ys, err = [p[0] for p in points], [p[1][name] for p in points], [p[2][name] for p in points]
+            if line in dashed:
+                ax.errorbar(xs, ys, yerr=err, fmt="s--", color="0.35", label=line, markersize=4, capsize=3)
+            else:
+                ax.errorbar(xs, ys, yerr=err, fmt="o-", color=f"C{list(lines).index(line)}", label=line,
+                            markersize=5, capsize=3)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [str(k) for k in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("latent size (log2 scale)")
+        ax.set_ylabel(label)
+        ax.set_title(label if higher is None else f"{label} ({'higher' if higher else 'lower'} is better)", fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(names):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig

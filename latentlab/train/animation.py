@@ -23,6 +23,7 @@ from scipy.linalg import orthogonal_procrustes
 from tqdm import tqdm
 
 from latentlab import image_grids, plots
+from latentlab.plots import ROBUST_PERCENTILES as AXIS_PERCENTILES, fixed_limits
 from latentlab.cli import UserError
 from latentlab.data.datasets import to_float
 from latentlab.train import seeds
@@ -30,8 +31,6 @@ from latentlab.train.hooks import Hook
 
 RECORD_IMAGES = 2000  # validation images whose latents are recorded each epoch (fewer when the split is smaller)
 FPS = 2
-# the axes cover this central share of every frame's points: a few far outliers would squash the rest
-AXIS_PERCENTILES = (0.5, 99.5)
 OUTPUTS = ("latent_evolution_latent_size_*.gif", "latent_evolution_latent_size_*.mp4",
            "reconstructions_latent_size_*.gif")
 
@@ -141,13 +140,6 @@ def gif_to_mp4(gif: Path, mp4: Path) -> Path | None:
             tqdm.write(f"note: {mp4.name} not written ({(getattr(e, 'stderr', '') or str(e)).strip()})")
             return None
     return mp4
-
-
-def fixed_limits(xy: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
-    """One pair of axis limits for every frame of xy (frames, n, 2), with a 5% margin."""
-    lo, hi = np.percentile(xy.reshape(-1, 2), AXIS_PERCENTILES, axis=0)
-    pad = 0.05 * np.maximum(hi - lo, 1e-6)
-    return (lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1])
 
 
 def latent_animation(record: dict, class_names: list, what: str, num_epochs: int):

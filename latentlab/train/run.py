@@ -184,7 +184,7 @@ def write_run(data, train_idx, configs: dict, settings: Settings, plan: replacin
         "kind": "test_data", "format_version": files.FORMAT_VERSION, "run": plan.run, "dataset": data.name,
         "images": data.test_x, "labels": data.test_y, "class_names": data.class_names,
         "split": data.split, "models": [files.checkpoint_path(out, k).name for k in sizes],
-        "latent_sizes": sizes, "skipped": len(data.skipped),
+        "latent_sizes": sizes, "skipped": len(data.skipped), **({"files": data.test_files} if data.test_files else {}),
     }, files.test_data_path(out))
     baseline = fit_pca_baseline(data, train_idx, sizes, out, plan.run)
     runs.write_marker(out, plan.run, data.name, sizes, runs.TRAINED_BY, model=settings.model)
