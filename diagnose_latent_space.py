@@ -18,7 +18,7 @@ and the 5-NN accuracy of the noisy codes. Worst cases: per class, the 4 test ima
 reconstructs worst. Writes to --output_dir: diagnosis_latent_size_{N}.json and the figures
 diagnosis_{units,labels,noise,worst}_latent_size_{N}.png.
 """
-from latentlab.cli import make_parser, run, text_table
+from latentlab.cli import make_parser, run
 from latentlab.ranges import noise_level, positive_int
 from latentlab.store.inputs import add_input_flags
 from latentlab.analysis.flags import add_batch_size
@@ -140,7 +140,7 @@ def main(args) -> dict:
     from pathlib import Path
 
     from latentlab import caveats
-    from latentlab.analysis import diagnosis, label_efficiency as le
+    from latentlab.analysis import diagnosis, diagnosis_report as report, label_efficiency as le
     from latentlab.cli import memory_for, pick_device, seed_everything, worded
     from latentlab.store import files
 
@@ -169,13 +169,13 @@ def main(args) -> dict:
                  "robustness": robust}
         found["worst_reconstructions"], worst_rows = worst_cases(latents, models, images, clean_errors, device)
     notes = caveats.of_latents(latents) + left_out
-    figures = draw(found, pairs, le.per_class_all(plan["fit_labels"], plan["pools"]), args, main_l, out, worst_rows)
+    figures = report.draw(found, pairs, le.per_class_all(plan["fit_labels"], plan["pools"]), args, main_l, out, worst_rows)
     metrics = {"step": "diagnosis", "run": run_id, "dataset": main_l.dataset, "test_images": len(images),
                "seed": args.seed, "labels_per_class": sizes, "noise_levels": args.noise_levels,
                "label_protocol": plan["protocol"], "figures": figures, **found, "caveats": notes,
-               "notes": method_notes(len(images), plan["how"])}
+               "notes": report.method_notes(len(images), plan["how"])}
     path = files.save_json(metrics, out / f"diagnosis_latent_size_{main_l.latent_size}.json")
-    print_tables(found, sizes, args.noise_levels, len(images))
+    report.print_tables(found, sizes, args.noise_levels, len(images))
     caveats.print_caveats(notes)
     print(f"wrote {', '.join(figures.values())} and {path}")
     return metrics
@@ -215,73 +215,6 @@ def agreement_pairs(pairs: list) -> list:
     """The 2-d and N-d latents; each latent and PCA of its size; each latent and the pixels."""
     models = [m for m, _ in pairs]
     return [tuple(models)] * (len(models) > 1) + list(pairs) + [(m, PIXELS) for m in models]
-
-
-def draw(found, pairs, all_at, args, main_l, out, worst_rows) -> dict:
-    """The four figures, saved; {what: path}."""
-    from latentlab import diagnosis_figures as df
-    from latentlab.analysis.diagnosis import ACTIVE_THRESHOLD
-    from latentlab.analysis.label_efficiency import EFFICIENCY_KNN_K
-    from latentlab.analysis.robustness import ROBUST_KNN_K
-    from latentlab.store import files
-    styles, n = df.space_styles(pairs), len(main_l.z)
-    name = f"latent_size_{main_l.latent_size}"
-    units = found["units"]
-    active = ", ".join(f"{k}: {u['active_units']} of {u['units']}" for k, u in units.items())
-    knn = f"knn{ROBUST_KNN_K}_accuracy"
-    eff = found["label_efficiency"]
-    fewest = str(min(args.labels_per_class))
-    best = max(eff, key=lambda s: eff[s]["linear"][fewest]["mean"])
-    probe_names = {"linear": "logistic regression", "knn": f"{EFFICIENCY_KNN_K}-NN"}
-    figs = {
-        "units": df.units_figure(units, ACTIVE_THRESHOLD, f"units in use on {n} {main_l.dataset} test images; active "
-                                                           f"units {active}"),
-        "label_efficiency": df.efficiency_figure(
-            eff, all_at, styles, probe_names, f"label efficiency on {main_l.dataset}: from {fewest} label(s) per class "
-            f"the most accurate logistic regression is {best}'s ({eff[best]['linear'][fewest]['mean']:.3f})"),
-        "robustness": df.robustness_figure(found["robustness"], args.noise_levels, styles, knn,
-                                           f"robustness to input noise on {n} {main_l.dataset} test images"),
-    }
-    figs["worst_reconstructions"] = df.worst_figure(
-        worst_rows, list(found["units"]), f"per class, the test images each model reconstructs worst, beside both "
-                                          f"reconstructions (of {n} {main_l.dataset} test images)")
-    short = {"units": "units", "label_efficiency": "labels", "robustness": "noise", "worst_reconstructions": "worst"}
-    return {k: str(files.save_figure(f, out / f"diagnosis_{short[k]}_{name}.png")) for k, f in figs.items()}
-
-
-def method_notes(n: int, how: str) -> str:
-    from latentlab.analysis import diagnosis as d, label_efficiency as le
-    from latentlab.analysis.robustness import ROBUST_KNN_K
-    return (f"active units: variance over the test images of each unit's code (a VAE's posterior mean) above "
-            f"{d.ACTIVE_THRESHOLD:g} (Burda et al. 2016); on a sphere the units share a variance budget of about N, "
-            f"read the same way; VAE: collapsed units have a mean KL below {d.COLLAPSED_KL:g} nats. Intrinsic "
-            f"dimension: scikit-dimension TwoNN and MLE (defaults) on a seeded sample of "
-            f"{min(n, d.ID_MAX_SAMPLES)} of the {n} images (duplicates dropped); components_for_variance: PCA of all "
-            f"{n}. Agreement: linear CKA on all {n}; {d.OVERLAP_K}-NN overlap on the same seeded sample. Label "
-            f"efficiency: logistic regression and {le.EFFICIENCY_KNN_K}-NN (n-NN below {le.EFFICIENCY_KNN_K} "
-            f"per class) fit on n labelled images per class {how}. Robustness: seeded Gaussian noise on the "
-            f"input, not clipped; MSE against the clean image; {ROBUST_KNN_K}-NN of each fold's noisy codes among "
-            f"the clean codes of the other folds")
-
-
-def print_tables(found: dict, sizes, levels, n: int) -> None:
-    units, structure = found["units"], found["structure"]
-    print(text_table([f"on {n} test images", "active units", "TwoNN", "MLE", "PCs 90%", "PCs 95%"], [
-        [s, f"{units[s]['active_units']}/{units[s]['units']}" + (
-            f" ({units[s]['collapsed_units']} collapsed)" if "collapsed_units" in units[s] else "") if s in units else "",
-         f"{r['twonn']:.1f}", f"{r['mle']:.1f}", *map(str, r["components_for_variance"].values())]
-        for s, r in structure.items()]))
-    print(text_table(["agreement", "linear CKA", "10-NN overlap"],
-                     [[pair, f"{r['cka']:.3f}", f"{r['knn10_overlap']:.3f}"] for pair, r in found["agreement"].items()]))
-    eff = found["label_efficiency"]
-    cols = [*map(str, sizes), "all"]
-    print(text_table(["test accuracy", *(f"{c} per class" for c in cols)], [
-        [f"{s}, {probe}", *(f"{curve[c]['mean']:.3f}±{curve[c]['sd']:.3f}" for c in cols)]
-        for s, probes in eff.items() for probe, curve in probes.items()]))
-    rob = found["robustness"]
-    print(text_table(["noise std", *(f"{v:g}" for v in levels)], [
-        [f"{s}, {metric.split('_')[0]}", *(f"{v:.4f}" if metric == "mse" else f"{v:.3f}" for v in r[metric])]
-        for s, r in rob.items() for metric in r]))
 
 
 if __name__ == "__main__":
