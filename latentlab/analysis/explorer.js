@@ -38,7 +38,8 @@ const setup = () => {
     + 'font:12px sans-serif;pointer-events:none;box-shadow:0 2px 6px rgba(0,0,0,.3);max-width:420px';
   document.body.appendChild(card);
   let mouse = [0, 0];
-  document.addEventListener('mousemove', e => { mouse = [e.clientX, e.clientY]; }, true);
+  // pointermove, captured at the document: it runs before bokeh's own handler, so the card follows this move
+  document.addEventListener('pointermove', e => { mouse = [e.clientX, e.clientY]; }, true);
   const caption = (img, text) => `<div style="text-align:center;font-size:10px">${img}${esc(text)}</div>`;
   const showCard = (d, i) => {
     if (card.dataset.i !== String(i)) {
