@@ -271,26 +271,34 @@ def test_color_csv_colours_by_its_columns_and_a_malformed_one_is_one_line(explor
                                         capsys)
 
 
-def test_a_folder_page_carries_each_image_file_name(tmp_path):
+@pytest.fixture(scope="module")
+def folder_page(tmp_path_factory):
+    """A folder of 24 photos in two classes, odd file names in sub-folders, trained, both splits
+    encoded and explored. Returns (the photos' folder, the page)."""
     from PIL import Image
-    rng = np.random.default_rng(0)
+    root, rng = tmp_path_factory.mktemp("folder"), np.random.default_rng(0)
     for c in ("cats", "dogs"):
-        (tmp_path / "photos" / c / "sub dir").mkdir(parents=True)
+        (root / "photos" / c / "sub dir").mkdir(parents=True)
         for k in range(12):
             Image.fromarray(rng.integers(0, 255, (10, 10, 3), dtype=np.uint8)).save(
-                tmp_path / "photos" / c / ("sub dir" if k % 2 else "") / f"{c} #{k}.png")
-    out = tmp_path / "out"
-    run_main("train", "--latent_size", 3, "--dataset", f"folder:{tmp_path / 'photos'}", "--image_size", 8,
-             "--num_epochs", 1, "--output_dir", out, "--data_dir", tmp_path / "cache", "--quiet", "--snapshot_every", 0)
+                root / "photos" / c / ("sub dir" if k % 2 else "") / f"{c} #{k}.png")
+    out = root / "out"
+    run_main("train", "--latent_size", 3, "--dataset", f"folder:{root / 'photos'}", "--image_size", 8,
+             "--num_epochs", 1, "--output_dir", out, "--data_dir", root / "cache", "--quiet", "--snapshot_every", 0)
     step("encode_latent_space", out, "--num_samples", "all")
     step("encode_latent_space", out, "--split", "train")
     step("explore_latent_space", out, "--vis_type", "pca", "--grid_size", 4)
-    html = (out / "explorer_latent_size_3.html").read_text()
+    return root / "photos", out / "explorer_latent_size_3.html"
+
+
+def test_a_folder_page_carries_each_image_file_name(folder_page):
+    photos, page = folder_page
+    html = page.read_text()
     conf, cols = page_config(html), page_columns(html)
-    test = json.loads((out / "latent_space_size_3.json").read_text())
+    test = json.loads((page.parent / "latent_space_size_3.json").read_text())
     assert len(conf["files"]) == 24 and conf["files"][:len(test["files"])] == test["files"]
     for name, label, in zip(conf["files"], cols["label"]):
-        assert name.startswith(conf["classes"][label] + "/") and (tmp_path / "photos" / name).is_file()
+        assert name.startswith(conf["classes"][label] + "/") and (photos / name).is_file()
 
 
 def test_bad_input_one_line(explored, tmp_path, capsys):
@@ -562,6 +570,22 @@ def test_box_selection_greys_the_rest_in_both_panels_and_exports_its_rows(browse
     assert sorted(int(r.split(",")[1]) for r in csv[1:]) == sorted(cols["item"][chosen[1]].tolist())
     shot = png_pixels(driver.get_screenshot_as_png())
     assert shot.std() > 10 and len(np.unique(shot)) > 20  # not blank
+
+
+@pytest.mark.slow
+@needs_browser
+def test_search_by_file_name_lights_up_those_files(browser, folder_page):
+    driver = browser[0]
+    open_page(driver, folder_page[1])  # the last browser test: the digits page is left
+    files = page_config(folder_page[1].read_text())["files"]
+    for query in ("sub dir", "#3.png", "DOGS #1"):  # a part of the path, any case
+        driver.execute_script(f"{MODEL}.value = arguments[1]", "search", query)
+        wait_for(driver, f"return {MODEL}.selected.indices.length > 0", "points")
+        want = [i for i, f in enumerate(files) if query.lower() in f.lower()]
+        assert sorted(driver.execute_script(f"return Array.from({MODEL}.selected.indices)", "points")) == want
+    card = driver.execute_script("LX.showCard(Bokeh.documents[0].get_model_by_name('points').data, 5);"
+                                 "return document.querySelector('.lx-tooltip .lx-file').textContent")
+    assert card == files[5]
 
 
 def test_a_step_6_json_without_predictions_gives_a_note_not_a_crash(tmp_path):
