@@ -115,7 +115,8 @@ def test_every_latent_is_a_point_with_its_coordinates(explored):
     # the images sit in the tile folder beside the page, the grid's sheet alone inside it
     assert re.findall(r'<script type="text/plain" data-lx-file="([^"]+)">', html) == ["grid_0.jpg"]
     tiles = sorted(p.name for p in (out / result["tiles"]).iterdir())
-    assert tiles == sorted(f"{s}_{t}.{'png' if s == 'test' else 'jpg'}" for s in ("test", "rec0", "rec1") for t in (0, 1))
+    assert tiles == sorted(["errors.npy", *(f"{s}_{t}.{'png' if s == 'test' else 'jpg'}" for s in ("test", "rec0", "rec1")
+                                             for t in (0, 1))])  # and each image's reconstruction errors
 
 
 def test_kmeans_and_predictions_are_those_of_steps_5_and_6(explored):
