@@ -141,7 +141,7 @@ def main(args) -> dict:
                                       out / "cache")
     main_l = latents[-1]
     shown = best_probe(scored[main_l.latent_size, "latent"])  # one probe in every panel: like for like
-    results, panels, predictions = tabulate(latents, names, plan, scored, shown)
+    results, panels, predictions, confidence = tabulate(latents, names, plan, scored, shown)
     found = caveats.of_latents(latents) + caveats.per_class_caveat(plan["train_counts"], "a probe's training fold holds")
     found += caveats.per_class_caveat(np.unique(main_l.labels, return_counts=True)[1], "the test images scored hold")
     found += list(dict.fromkeys(  # one line for the pixels both models share
@@ -156,7 +156,8 @@ def main(args) -> dict:
                "folds": plan["folds"], "seed": args.seed, "probes": args.probes, "baselines": args.baselines,
                "figure": str(figure), "figure_probe": shown, "models": results, "caveats": found,
                "notes": plan["notes"] + probe_notes(),
-               "predictions": {"probe": shown, "protocol": args.protocol, "by_latent_size": predictions}}
+               "predictions": {"probe": shown, "protocol": args.protocol, "by_latent_size": predictions,
+                               "confidence_by_latent_size": confidence}}
     path = files.save_json(metrics, out / f"classification_latent_size_{main_l.latent_size}.json")
     print(f"protocol {args.protocol}: {plan['how']}")
     print_table(results)
@@ -165,27 +166,29 @@ def main(args) -> dict:
     return metrics
 
 
-def tabulate(latents, names, plan, scored, shown) -> tuple[dict, list, dict]:
+def tabulate(latents, names, plan, scored, shown) -> tuple[dict, list, dict, dict]:
     """The JSON's rows {latent size: row}, the confusion panels of the probe shown, and its
-    predictions of each test latent {latent size: [class index per row]}."""
+    predictions of each test latent {latent size: [class index per row]} with their confidence
+    {latent size: [the probability the probe gave its prediction, per row]}."""
     from sklearn.metrics import confusion_matrix
-    results, panels, predictions = {}, [], {}
+    results, panels, predictions, confidence = {}, [], {}, {}
     for lat in latents:
         row = {"model": lat.label, "latents": str(lat.path), "samples": len(lat.z), **plan["rows"].get(lat.latent_size, {})}
         for name in names:
             scores = scored[lat.latent_size, name]
             if name == "latent":
                 predictions[str(lat.latent_size)] = scores[shown]["predictions"].tolist()
+                confidence[str(lat.latent_size)] = scores[shown]["confidence"].round(4).tolist()
                 cm = confusion_matrix(lat.labels, scores[shown]["predictions"], labels=range(len(lat.class_names)))
                 panels.append((cm, f"{lat.label}\n{shown} probe on the latents: accuracy {scores[shown]['accuracy']:.3f}"))
-            row[name] = {p: {m: v for m, v in s.items() if m not in ("predictions", "probed_dims")}
+            row[name] = {p: {m: v for m, v in s.items() if m not in ("predictions", "confidence", "probed_dims")}
                          for p, s in scores.items()}
             row[name]["dims"] = int(plan["sets"][lat.latent_size, name][0].shape[1])
             probed = next(iter(scores.values()))["probed_dims"]
             if probed < row[name]["dims"]:  # reduced by PCA before the probes
                 row[name]["probed_dims"] = probed
         results[str(lat.latent_size)] = row
-    return results, panels, predictions
+    return results, panels, predictions, confidence
 
 
 def probe_notes() -> str:

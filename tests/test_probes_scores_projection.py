@@ -97,6 +97,29 @@ def test_knn_probe_predicts_as_scikit_learns_on_real_digits():
     assert (ours["knn"]["predictions"] == knn).mean() > 0.995
 
 
+def test_each_probe_s_confidence_is_the_probability_it_gave_its_prediction(short_mlp):
+    """linear: scikit-learn's predict_proba (its prediction, predict's); knn: the share of the k
+    neighbours that voted for it; mlp: a probability, highest where the classes are separable."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from latentlab.analysis.mlp_probe import standardise
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(300, 4)), rng.integers(0, 3, 300)
+    x[:, 0] += 2 * y  # partly separable: confidences spread between 1/3 and 1
+    ours = probe_scores(x, y, folds=5, seed=0, knn_k=4)
+    proba, pred = np.empty((len(y), 3)), np.empty_like(y)
+    for tr, te in StratifiedKFold(5, shuffle=True, random_state=0).split(x, y):
+        a, b = (t.numpy() for t in standardise(torch.as_tensor(x[tr], dtype=torch.float32),
+                                               torch.as_tensor(x[te], dtype=torch.float32)))
+        model = LogisticRegression(C=1.0).fit(a, y[tr])
+        proba[te], pred[te] = model.predict_proba(b), model.predict(b)
+    assert (ours["linear"]["predictions"] == pred).all()
+    assert ours["linear"]["confidence"] == pytest.approx(proba.max(1), abs=1e-5)
+    assert set(np.unique(ours["knn"]["confidence"])) <= {0.5, 0.75, 1.0}  # 4 votes, the winner holds 2 to 4
+    mlp = ours["mlp"]["confidence"]
+    assert mlp.shape == y.shape and (mlp > 1 / 3 - 1e-6).all() and (mlp <= 1).all() and mlp.std() > 0.01
+
+
 @pytest.mark.parametrize("sizes,d", [([300, 290, 301], 2), ([517, 500], 20)])
 def test_fold_stacked_mlps_train_as_separate_torch_fits(sizes, d, monkeypatch):
     """The fold-stacked MLPs against one torch.nn.Sequential + torch.optim.Adam per fold, from the

@@ -84,7 +84,7 @@ def train_mlps(params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, bat
 
 def mlp_predict(fits: list, num_classes: int, seed: int) -> list[torch.Tensor]:
     """fits [(train features, train labels, test features)]: one MLP per fit, on features standardised
-    on its training rows, all trained at once (init_mlps, train_mlps); the class of each test row."""
+    on its training rows, all trained at once (init_mlps, train_mlps); each test row's softmax over the classes."""
     scaled = [standardise(tr_x, te_x) for tr_x, _, te_x in fits]
     x0 = fits[0][0]
     n_max = max(len(tr_y) for _, tr_y, _ in fits)
@@ -95,4 +95,4 @@ def mlp_predict(fits: list, num_classes: int, seed: int) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     params = init_mlps(len(fits), x0.shape[1], num_classes, g, x0.device)
     train_mlps(params, train_x, train_y, mlp_batches([len(tr_y) for _, tr_y, _ in fits], g).to(x0.device))
-    return [mlp_forward([p[f:f + 1] for p in params], s_te[None])[0].argmax(1) for f, (_, s_te) in enumerate(scaled)]
+    return [mlp_forward([p[f:f + 1] for p in params], s_te[None])[0].softmax(1) for f, (_, s_te) in enumerate(scaled)]

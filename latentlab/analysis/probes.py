@@ -4,6 +4,10 @@ rows. Cross-validation (cv_splits) gives it the stratified k folds of one set, s
 predicted by a probe fit on the other folds only; the held-out protocol (heldout_set) gives it one
 split, training features then test features, fit once and scored once, as the literature does.
 
+Each probe gives every scored row a probability per class (linear: the model's, mlp: the softmax of its
+outputs, knn: the share of the k neighbours' votes); its prediction is the most probable class, its
+confidence that probability.
+
 linear = scikit-learn's logistic regression and mlp = one hidden layer of 256 ReLU units (torch,
 every fold's MLP trained at once), both on features standardised on each training fold; knn =
 k-nearest neighbours (Euclidean, torch) on the features as they are, so it measures the space's own
@@ -31,28 +35,33 @@ HELDOUT_KNN_KS = (5, 10)  # 5: the k-NN of Sainburg et al. 2021 (Parametric UMAP
 # as a probe's cost grows with the width
 MAX_PROBE_FEATURES = 1024
 LINEAR_C = 1.0  # scikit-learn's default L2 strength
-PROBE_VERSION = 6  # bump when a probe's training changes: cached predictions of older probes are not reused
+PROBE_VERSION = 7  # bump when a probe's training changes: cached predictions of older probes are not reused
 
 
 def _linear(fits: list, num_classes: int, k: int, seed: int) -> list[torch.Tensor]:
     """scikit-learn's LogisticRegression (multinomial, L2 with C = 1, lbfgs) on features
-    standardised on the training rows, on the CPU, in numpy."""
+    standardised on the training rows, on the CPU, in numpy: its predict_proba, with a column for
+    every class (a class absent from the training rows has probability 0)."""
     from sklearn.linear_model import LogisticRegression
     out = []
     for x, y, q in fits:
         x, q = standardise(x, q)
-        out.append(torch.as_tensor(LogisticRegression(C=LINEAR_C).fit(x.cpu().numpy(), y.cpu().numpy()).predict(q.cpu().numpy())))
+        model = LogisticRegression(C=LINEAR_C).fit(x.cpu().numpy(), y.cpu().numpy())
+        proba = torch.zeros(len(q), num_classes, dtype=torch.float32)
+        proba[:, torch.as_tensor(model.classes_)] = torch.as_tensor(model.predict_proba(q.cpu().numpy()), dtype=torch.float32)
+        out.append(proba)
     return out
 
 
 def _knn(fits: list, num_classes: int, k: int, seed: int, chunk: int = 2048) -> list[torch.Tensor]:
-    """Majority vote of the k nearest training rows (Euclidean), ties to the smaller class index as
-    scikit-learn's KNeighborsClassifier; queries in chunks, so memory stays bounded."""
-    return [torch.cat([F.one_hot(y[torch.cdist(c, x).topk(k, largest=False).indices], num_classes).sum(1).argmax(1)
-                       for c in q.split(chunk)]) for x, y, q in fits]
+    """The votes of the k nearest training rows (Euclidean) over k; argmax breaks ties to the smaller
+    class index, as scikit-learn's KNeighborsClassifier; queries in chunks, so memory stays bounded."""
+    return [torch.cat([F.one_hot(y[torch.cdist(c, x).topk(k, largest=False).indices], num_classes).sum(1) / k
+                       for c in q.split(chunk)]).float() for x, y, q in fits]
 
 
-# each predictor: fits [(train features, train labels, test features)] -> the class of each test row, per fit
+# each predictor: fits [(train features, train labels, test features)] -> each test row's probability
+# of each class (n, classes), per fit
 PREDICTORS = {"linear": _linear, "knn": _knn, "mlp": lambda fits, num_classes, k, seed: mlp_predict(fits, num_classes, seed)}
 PROBES = tuple(PREDICTORS)
 
@@ -116,14 +125,15 @@ def probe_scores_of_sets(sets: dict, probes=PROBES, seed: int = 0, knn_ks=(KNN_K
                          cache_dir=None, workers: int | None = None) -> dict:
     """Score classifiers out of fold on each feature set: sets {key: (features (n, d), labels (n,),
     splits [(train rows, test rows)])} -> {key: {probe: {"accuracy", "macro_f1", "predictions",
-    "probed_dims"}}}. Each split's probe is fit on its training rows and predicts its test rows; the
+    "confidence", "probed_dims"}}}. Each split's probe is fit on its training rows and predicts its test rows; the
     scores are over the rows scored (those some split tests, in their order: every row under
-    cv_splits, the test rows under heldout_set), "predictions" their classes, "probed_dims" the width
+    cv_splits, the test rows under heldout_set), "predictions" their classes, "confidence" the
+    probability the probe gave each prediction, "probed_dims" the width
     the probes saw (probe_width: wide features are reduced by PCA), and over several splits
     "fold_accuracy_std" the spread of the per-split accuracies. k-NN uses min(k, smallest training
     rows) neighbours for each k of knn_ks: one entry "knn" (with its "k") for one k, else "knn{k}".
 
-    cache_dir: where each probe's predictions are kept, keyed by the content of the features, labels
+    cache_dir: where each probe's class probabilities are kept, keyed by the content of the features, labels
     and splits, the probe, the seed, k and the device type, so features scored once (the raw pixels
     and PCA baselines of a test set, above all) are not fit again; sets of the same content are fit once.
     workers: fits (one probe on one set, all splits) run at once, each on one thread (default: on a
@@ -164,18 +174,19 @@ def _scores(classes, codes, splits, scored, width, entries, preds) -> dict:
     from sklearn.metrics import accuracy_score, f1_score
     out = {}
     for entry, (job, k) in entries.items():
-        pred, full = preds[job], np.zeros_like(codes)
+        proba = preds[job]
+        pred, full = proba.argmax(1), np.zeros_like(codes)
         full[scored] = pred
         out[entry] = {"accuracy": float(accuracy_score(codes[scored], pred)),
                       "macro_f1": float(f1_score(codes[scored], pred, average="macro", zero_division=0))}
         if len(splits) > 1:
             out[entry]["fold_accuracy_std"] = float(np.std([accuracy_score(codes[te], full[te]) for _, te in splits]))
-        out[entry].update(predictions=classes[pred], probed_dims=width, **({"k": k} if entry == "knn" else {}))
+        out[entry].update(predictions=classes[pred], confidence=proba.max(1), probed_dims=width, **({"k": k} if entry == "knn" else {}))
     return out
 
 
 def _fit_all(jobs: dict, seed: int, device, cache_dir, workers: int | None, ticks: dict, progress) -> dict:
-    """{job: predictions of its scored rows} for every job, fits side by side on threads;
+    """{job: class probabilities of its scored rows} for every job, fits side by side on threads;
     progress() is called ticks[job] times when a job is done."""
     from joblib import Parallel, delayed
     from sklearn.exceptions import ConvergenceWarning
@@ -203,25 +214,26 @@ def _fit_all(jobs: dict, seed: int, device, cache_dir, workers: int | None, tick
 
 def _fit(job: str, name: str, features, codes, splits, scored, num_classes: int, k: int, seed: int, device,
          cache_dir) -> np.ndarray:
-    """One probe on one set: the predictions of its scored rows, from the cache or fit (and cached)."""
+    """One probe on one set: the class probabilities of its scored rows (len(scored), num_classes),
+    from the cache or fit (and cached)."""
     from threadpoolctl import threadpool_limits
     torch.set_num_threads(1)
     threadpool_limits(limits=1)  # this thread's OpenMP (scikit-learn's own copy) and BLAS
     path = None if cache_dir is None else Path(cache_dir) / f"probe_{name}_{job}.npy"
-    pred = files.load_cached_npy(path, lambda p: p.shape == scored.shape and p.dtype.kind in "iu"
-                                 and ((p >= 0) & (p < num_classes)).all())
-    if pred is None:
+    proba = files.load_cached_npy(path, lambda p: p.shape == (len(scored), num_classes) and p.dtype == np.float32
+                                  and ((p >= 0) & (p <= 1)).all())
+    if proba is None:
         x, y = torch.as_tensor(features).to(device), torch.as_tensor(codes).to(device)
-        pred = _out_of_fold(name, x, y, splits, num_classes, seed, k)[scored]
+        proba = _out_of_fold(name, x, y, splits, num_classes, seed, k)[scored]
         if path is not None:
-            files.save_npy(pred, path)
-    return pred
+            files.save_npy(proba, path)
+    return proba
 
 
 def _out_of_fold(name: str, x: torch.Tensor, y: torch.Tensor, splits, num_classes: int, seed: int, k: int) -> np.ndarray:
-    """Each split's test rows predicted by the probe fit on its training rows: (n,) int64 (rows no
-    split tests hold no prediction)."""
-    pred = torch.zeros(len(y), dtype=torch.int64, device=x.device)
+    """Each split's test rows' class probabilities by the probe fit on its training rows: (n,
+    num_classes) float32 (rows no split tests hold zeros)."""
+    pred = torch.zeros(len(y), num_classes, dtype=torch.float32, device=x.device)
     folds = [(torch.as_tensor(tr, device=x.device), torch.as_tensor(te, device=x.device)) for tr, te in splits]
     width = probe_width(x.shape[1], min(len(tr) for tr, _ in splits))  # the same in every fold: the MLPs are stacked
     fits = []
