@@ -93,9 +93,9 @@ def training_part(latents) -> list:
 
 def found_by_steps(out, latents) -> dict:
     """What steps 5 and 6 wrote, by model position (0: 2-d, 1: N-d), and their notes."""
-    from latentlab.analysis import explorer
-    clusters, notes = explorer.step5_clusters(out, latents)
-    preds, more = explorer.step6_predictions(out, latents)
+    from latentlab.store import step_results
+    clusters, notes = step_results.step5_clusters(out, latents)
+    preds, more = step_results.step6_predictions(out, latents)
     sizes = [lat.latent_size for lat in latents]
     return {"clusters": {sizes.index(k): c for k, c in clusters.items()},
             "preds": {sizes.index(k): p for k, p in preds.items()}, "notes": notes + more}
@@ -140,7 +140,7 @@ def main(args) -> dict:
              f"--max_points)")
     info_js = {"classes": [str(c) for c in big.class_names], "splits": points.splits, "files": points.files,
                "models": list(model_names), "k": explorer.NEIGHBOURS_K, "clusters": bool(found["clusters"]),
-               "probe": next((p for _, p in found["preds"].values()), None)}
+               "probe": next((p for _, p, _ in found["preds"].values()), None)}
     html = page.build_page(
         title=f"latent explorer: {big.label}", subtitle=f"{drawn}. " + " ".join(n + "." for n in found["notes"]),
         columns=columns, info=info_js, image_hw=tuple(points.images.shape[2:]),
@@ -158,7 +158,7 @@ def main(args) -> dict:
         say(args.quiet, f"note: {n}")
     return {"path": str(path), "points": len(points.labels), "total": total, "grid_size": args.grid_size,
             "notes": found["notes"], "kmeans": sorted(latents[m].latent_size for m in found["clusters"]), "tiles": folder,
-            "bytes": size, "predictions": {latents[m].latent_size: p for m, (_, p) in found["preds"].items()},
+            "bytes": size, "predictions": {latents[m].latent_size: p for m, (_, p, _) in found["preds"].items()},
             "colorings": {c["name"]: c["column"] for c in colorings}, "splits": points.splits}
 
 

@@ -590,7 +590,7 @@ def test_search_by_file_name_lights_up_those_files(browser, folder_page):
 
 
 def test_a_step_6_json_without_predictions_gives_a_note_not_a_crash(tmp_path):
-    from latentlab.analysis.explorer import step6_predictions
+    from latentlab.store.step_results import step6_predictions
     path = tmp_path / "classification_latent_size_8.json"
     lat = types.SimpleNamespace(latent_size=8, z=np.zeros((3, 8)), path=tmp_path / "latent_space_size_8.npy",
                                 class_names=["a", "b"])

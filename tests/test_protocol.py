@@ -71,14 +71,14 @@ def test_heldout_probes_fit_on_the_training_latents_and_score_the_test_latents(t
     expected = KNeighborsClassifier(10).fit(train.z, train.labels).score(test.z, test.labels)
     assert row["latent"]["knn10"]["accuracy"] == pytest.approx(expected, abs=1e-9)
     # the shown probe's held-out prediction of each test latent, in the JSON: what the explorer colours by
-    from latentlab.analysis.explorer import step6_predictions
+    from latentlab.store.step_results import step6_predictions
     shown = saved["predictions"]
     assert shown["probe"] == saved["figure_probe"] and shown["protocol"] == "heldout"
     tests = [latent_files.load_latents(out / f"latent_space_size_{k}.npy") for k in (2, 8)]
     preds, notes = step6_predictions(out, tests)
     assert notes == [] and set(preds) == {2, 8}
     for lat in tests:
-        pred, probe = preds[lat.latent_size]
+        pred, probe, confidence = preds[lat.latent_size]
         assert probe == shown["probe"] and pred.tolist() == shown["by_latent_size"][str(lat.latent_size)]
         accuracy = saved["models"][str(lat.latent_size)]["latent"][probe]["accuracy"]
         assert np.mean(pred == lat.labels) == pytest.approx(accuracy, abs=1e-12)
