@@ -15,8 +15,9 @@ per class, 5 seeded draws from the training split's latents where encode_latent_
 left them (scored on the test latents), else from stratified folds of the test latents.
 Robustness: Gaussian noise of each --noise_levels std on the input, the MSE against the clean image
 and the 5-NN accuracy of the noisy codes. Worst cases: per class, the 4 test images each model
-reconstructs worst. Writes to --output_dir: diagnosis_latent_size_{N}.json and the figures
-diagnosis_{units,labels,noise,worst}_latent_size_{N}.png.
+reconstructs worst, and, where classify_latent_space.py has run, the 4 its best probe got wrong with
+the highest probability. Writes to --output_dir: diagnosis_latent_size_{N}.json and the figures
+diagnosis_{units,labels,noise,worst,errors}_latent_size_{N}.png.
 """
 from latentlab.cli import make_parser, run
 from latentlab.ranges import noise_level, positive_int
@@ -136,6 +137,32 @@ def worst_cases(latents, models, images, clean_errors: dict, device) -> tuple[di
     return found, rows
 
 
+def probe_errors(out, latents, images) -> tuple[dict, list, list[str]]:
+    """Per class, the test images step 6's best probe got wrong with the highest probability, of each
+    model: ({model: {"probe", "errors", "by_class": {class: [{"test_index", "predicted",
+    "confidence"}]}}}, the figure's rows, notes where step 6 left no predictions)."""
+    from latentlab.analysis.diagnosis import confident_errors_per_class
+    from latentlab.data.datasets import to_float
+    from latentlab.store.step_results import step6_predictions
+    preds, missing = step6_predictions(out, latents)
+    found, rows = {}, []
+    for lat in latents:
+        pred, probe, conf = preds.get(lat.latent_size, (None, None, None))
+        if conf is None:
+            missing += [] if pred is None else [f"step 6's JSON holds no confidence of its predictions of {lat.path}"]
+            continue
+        name, names = f"{lat.latent_size}-d {lat.family}", lat.class_names
+        found[name] = {"probe": probe, "errors": int((pred != lat.labels).sum()), "by_class": {}}
+        for c, picked in confident_errors_per_class(pred, conf, lat.labels).items():
+            found[name]["by_class"][names[c]] = [{"test_index": int(lat.indices[i]), "predicted": names[pred[i]],
+                                                  "confidence": float(conf[i])} for i in picked]
+            rows.append((f"{names[c]}: {name}", to_float(images[picked]),
+                         [f"said {names[pred[i]]}\np = {conf[i]:.2f}" for i in picked]))
+    notes = [f"the probe's most confident errors are not drawn: {m}; run classify_latent_space.py, then this step"
+             for m in missing]
+    return found, rows, notes
+
+
 def main(args) -> dict:
     from pathlib import Path
 
@@ -168,8 +195,10 @@ def main(args) -> dict:
                                                          out / "cache", plan["fit"], plan["fit_labels"]),
                  "robustness": robust}
         found["worst_reconstructions"], worst_rows = worst_cases(latents, models, images, clean_errors, device)
-    notes = caveats.of_latents(latents) + left_out
-    figures = report.draw(found, pairs, le.per_class_all(plan["fit_labels"], plan["pools"]), args, main_l, out, worst_rows)
+    found["probe_errors"], error_rows, missing = probe_errors(out, latents, images)
+    notes = caveats.of_latents(latents) + left_out + missing
+    figures = report.draw(found, pairs, le.per_class_all(plan["fit_labels"], plan["pools"]), args, main_l, out,
+                          worst_rows, error_rows)
     metrics = {"step": "diagnosis", "run": run_id, "dataset": main_l.dataset, "test_images": len(images),
                "seed": args.seed, "labels_per_class": sizes, "noise_levels": args.noise_levels,
                "label_protocol": plan["protocol"], "figures": figures, **found, "caveats": notes,

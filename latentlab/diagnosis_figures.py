@@ -1,5 +1,5 @@
 """The figures of the diagnosis step (diagnose_latent_space.py): units in use, label efficiency,
-robustness to noise. One colour per space in all three: each model keeps its colour, PCA of its
+robustness to noise, the worst reconstructions and the probe's most confident errors. One colour per space in all three: each model keeps its colour, PCA of its
 size the same colour dashed, the pixels black."""
 from __future__ import annotations
 
@@ -101,6 +101,13 @@ def worst_figure(cases: list, names: list, title: str):
     per_case = ["original", *names]
     width = max(len(row) for _, row in cases)
     return image_rows(rows, title, col_titles=per_case * width)
+
+
+def errors_figure(rows: list, title: str):
+    """rows [(row label, images (n, C, H, W) in [0, 1], a caption over each image)]."""
+    from latentlab.image_grids import image_rows
+    return image_rows([(label, imgs) for label, imgs, _ in rows], title,
+                      cell_titles=[captions for *_, captions in rows])
 
 
 def cka_figure(matrix, labels: list, title: str):

@@ -24,10 +24,12 @@ def show_image(ax, x: torch.Tensor) -> None:
     ax.set_yticks([])
 
 
-def image_rows(rows: list[tuple[str, torch.Tensor]], title: str, col_titles: list[str] | None = None):
-    """A grid with one labelled row per (label, images (n, C, H, W)). The layout is set in inches,
-    not by tight_layout, so a gap of ROW_GAP between rows and COL_GAP between columns always
-    separates the images (with tight_layout, equal-aspect images of adjoining rows can touch)."""
+def image_rows(rows: list[tuple[str, torch.Tensor]], title: str, col_titles: list[str] | None = None,
+               cell_titles: list[list[str]] | None = None):
+    """A grid with one labelled row per (label, images (n, C, H, W)), col_titles over the first row,
+    or cell_titles[r][c] over each image. The layout is set in inches, not by tight_layout, so a gap
+    of ROW_GAP between rows and COL_GAP between columns always separates the images (with
+    tight_layout, equal-aspect images of adjoining rows can touch)."""
     n = max(len(imgs) for _, imgs in rows)
     h, w = next(imgs for _, imgs in rows if len(imgs)).shape[-2:]
     cell_w = min(1.1, 15.0 / n, 1.6 * w / h)  # inches per image: under ~17 inches wide, 1.6 high
@@ -40,12 +42,14 @@ def image_rows(rows: list[tuple[str, torch.Tensor]], title: str, col_titles: lis
         return max((len(line) for t in texts for line in str(t).split("\n")), default=0) * size * 0.6 / 72
 
     left = widest([label for label, _ in rows], 9) + 0.25
-    top = lines([title], 11) + (lines(col_titles, 7) + 0.1 if col_titles else 0) + 0.2
+    caption = lines([t for row in cell_titles for t in row], 7) + 0.05 if cell_titles else 0.0
+    top = lines([title], 11) + (lines(col_titles, 7) + 0.1 if col_titles else 0) + caption + 0.2
+    gap = ROW_GAP + caption
     width = left + n * cell_w + (n - 1) * COL_GAP + 0.15
-    height = top + len(rows) * cell_h + (len(rows) - 1) * ROW_GAP + 0.15
+    height = top + len(rows) * cell_h + (len(rows) - 1) * gap + 0.15
     fig, axes = plt.subplots(len(rows), n, figsize=(width, height), squeeze=False)
     fig.subplots_adjust(left=left / width, right=1 - 0.15 / width, top=1 - top / height, bottom=0.15 / height,
-                        wspace=COL_GAP / cell_w, hspace=ROW_GAP / cell_h)
+                        wspace=COL_GAP / cell_w, hspace=gap / cell_h)
     for r, (label, imgs) in enumerate(rows):
         for c in range(n):
             ax = axes[r][c]
@@ -55,7 +59,9 @@ def image_rows(rows: list[tuple[str, torch.Tensor]], title: str, col_titles: lis
                 ax.axis("off")
             if c == 0:
                 ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
-            if r == 0 and col_titles and c < len(col_titles):
+            if cell_titles and c < len(cell_titles[r]):
+                ax.set_title(cell_titles[r][c], fontsize=7)
+            elif r == 0 and col_titles and c < len(col_titles):
                 ax.set_title(col_titles[c], fontsize=7)
     fig.suptitle(title, fontsize=11, y=1 - 0.08 / height, va="top")
     return fig

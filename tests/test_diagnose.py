@@ -126,6 +126,14 @@ def test_worst_per_class_picks_each_class_s_largest_errors_largest_first():
     assert diagnosis.worst_per_class(errors, labels, 2) == {0: [2, 4], 1: [6, 1]}
 
 
+def test_confident_errors_are_each_class_s_wrong_rows_surest_first():
+    labels = np.array([0, 0, 0, 1, 1, 1, 2])
+    predicted = np.array([1, 2, 0, 0, 1, 0, 2])  # class 2 has no error
+    confidence = np.array([0.6, 0.9, 0.99, 0.5, 0.99, 0.7, 0.8])
+    assert diagnosis.confident_errors_per_class(predicted, confidence, labels, 1) == {0: [1], 1: [5]}
+    assert diagnosis.confident_errors_per_class(predicted, confidence, labels) == {0: [1, 0], 1: [5, 3]}
+
+
 def test_negative_noise_levels_are_refused_in_one_line(capsys):
     assert "--noise_levels" in parse_refused("diagnose_latent_space", ["--noise_levels", "-1"], capsys)
 
@@ -150,11 +158,25 @@ def test_the_step_after_steps_1_to_3_and_noise_zero_reproduces_step_2(trained_co
     worst = d["worst_reconstructions"]["8-d conv"]
     assert len(worst) == 10 and all(1 <= len(cases) <= 4 for cases in worst.values())
     assert d["label_protocol"] == "cv"
+    assert d["probe_errors"] == {} and "errors" not in d["figures"]  # step 6 has not run: a note says so
+    assert any("classify_latent_space.py" in c for c in d["caveats"])
     run_script("encode_latent_space.py", "--output_dir", out, "--split", "train", "--quiet")
+    run_script("classify_latent_space.py", "--output_dir", out, "--probes", "knn", "linear", "--quiet")
+    step6 = json.loads((out / "classification_latent_size_8.json").read_text())["predictions"]
     run_script("diagnose_latent_space.py", "--output_dir", out, "--noise_levels", 0, "--labels_per_class", 1, 10)
     held = json.loads((out / "diagnosis_latent_size_8.json").read_text())
     assert held["label_protocol"] == "heldout" and held["labels_per_class"] == [1, 10]
     assert held["label_efficiency"]["8-d conv"]["linear"]["all"]["draws"] == 1
+    # step 6's best probe's surest errors, as its JSON holds them
+    errors, test = held["probe_errors"]["8-d conv"], np.load(out / "latent_space_size_8.npy")
+    indices = json.loads((out / "latent_space_size_8.json").read_text())["indices"]
+    pred, conf = np.array(step6["by_latent_size"]["8"]), np.array(step6["confidence_by_latent_size"]["8"])
+    assert errors["probe"] == step6["probe"] and Path(held["figures"]["probe_errors"]).is_file()
+    labels = np.array(json.loads((out / "latent_space_size_8.json").read_text())["labels"])
+    assert errors["errors"] == int((pred != labels).sum()) > 0 and len(test) == len(pred)
+    for cases in errors["by_class"].values():
+        rows = [indices.index(c["test_index"]) for c in cases]
+        assert all(pred[r] != labels[r] for r in rows) and [c["confidence"] for c in cases] == sorted(conf[rows], reverse=True)
 
 
 def test_latents_of_another_run_are_refused(trained_copy, capsys):

@@ -122,3 +122,12 @@ def worst_per_class(errors: np.ndarray, labels: np.ndarray, count: int = WORST_P
     """{class: the rows of its `count` largest errors, largest first} for every class in labels."""
     return {int(c): [int(i) for i in sorted(np.flatnonzero(labels == c), key=lambda i: -errors[i])[:count]]
             for c in np.unique(labels)}
+
+
+def confident_errors_per_class(predictions: np.ndarray, confidence: np.ndarray, labels: np.ndarray,
+                               count: int = WORST_PER_CLASS) -> dict:
+    """{class: the rows of that class a probe got wrong, the `count` it was surest of first} for
+    every class with an error (predictions, their confidence and the labels, per row)."""
+    wrong = np.asarray(predictions) != np.asarray(labels)
+    return {int(c): [int(i) for i in sorted(np.flatnonzero(wrong & (labels == c)), key=lambda i: -confidence[i])[:count]]
+            for c in np.unique(labels[wrong])}

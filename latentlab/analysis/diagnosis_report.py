@@ -1,9 +1,9 @@
-"""Step 8's report: its four figures, the notes its JSON gives on each method, and its printed tables."""
+"""Step 8's report: its figures, the notes its JSON gives on each method, and its printed tables."""
 from latentlab.cli import text_table
 
 
-def draw(found, pairs, all_at, args, main_l, out, worst_rows) -> dict:
-    """The four figures, saved; {what: path}."""
+def draw(found, pairs, all_at, args, main_l, out, worst_rows, error_rows) -> dict:
+    """The figures, saved; {what: path}: the probe's errors only where step 6's predictions were found."""
     from latentlab import diagnosis_figures as df
     from latentlab.analysis.diagnosis import ACTIVE_THRESHOLD
     from latentlab.analysis.label_efficiency import EFFICIENCY_KNN_K
@@ -30,7 +30,13 @@ def draw(found, pairs, all_at, args, main_l, out, worst_rows) -> dict:
     figs["worst_reconstructions"] = df.worst_figure(
         worst_rows, list(found["units"]), f"per class, the test images each model reconstructs worst, beside both "
                                           f"reconstructions (of {n} {main_l.dataset} test images)")
-    short = {"units": "units", "label_efficiency": "labels", "robustness": "noise", "worst_reconstructions": "worst"}
+    if error_rows:
+        probe = next(iter(found["probe_errors"].values()))["probe"]
+        figs["probe_errors"] = df.errors_figure(
+            error_rows, f"per class, the test images the {probe} probe (step 6's best) got wrong with the highest "
+                        f"probability\nthe class it said above each (of {n} {main_l.dataset} test images)")
+    short = {"units": "units", "label_efficiency": "labels", "robustness": "noise", "worst_reconstructions": "worst",
+             "probe_errors": "errors"}
     return {k: str(files.save_figure(f, out / f"diagnosis_{short[k]}_{name}.png")) for k, f in figs.items()}
 
 
