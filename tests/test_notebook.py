@@ -16,14 +16,15 @@ from conftest import ROOT
 
 NOTEBOOK = ROOT / "notebook_alternative.ipynb"
 STEPS = ["train", "viz_reconstruction", "encode_latent_space", "viz_latent_space", "viz_kmeans_latent_space",
-         "classify_latent_space", "viz_generation"]
+         "classify_latent_space", "viz_generation", "diagnose_latent_space"]
 LATENT = 8
 FIGURES = ["training_curves.png", f"reconstructions_latent_size_{LATENT}_epoch_003.png",
            f"reconstruction_latent_size_{LATENT}.png", f"projection_umap_latent_size_{LATENT}.png",
            "kmeans_latent_space_latent_size_2.png", f"kmeans_latent_space_latent_size_{LATENT}.png",
            f"confusion_matrix_latent_size_{LATENT}.png", "generation_samples_latent_size_2.png",
            f"generation_samples_latent_size_{LATENT}.png", f"generation_interpolation_latent_size_{LATENT}.png",
-           "generation_manifold_latent_size_2.png", f"generation_traversal_latent_size_{LATENT}.png"]
+           "generation_manifold_latent_size_2.png", f"generation_traversal_latent_size_{LATENT}.png",
+           *(f"diagnosis_{f}_latent_size_{LATENT}.png" for f in ("units", "labels", "noise", "worst", "errors"))]
 
 
 def read_notebook():
@@ -102,5 +103,5 @@ def test_the_notebook_runs_with_the_readmes_command_and_shows_every_figure(tmp_p
     assert len(shown) == len(FIGURES), "each figure inline, once"
     tables = [o.data["text/markdown"] for o in outputs
               if o.output_type == "display_data" and o.data.get("text/markdown", "").startswith("| ")]
-    assert len(tables) == 6  # steps 1 to 6 show their numbers
+    assert len(tables) == 7  # steps 1 to 6 and 8 show their numbers
     assert str(out / "generation_traversal_latent_size_8.png") in outputs[-1].text  # the closing listing
