@@ -217,21 +217,14 @@ def label_plan(latents, pca, args) -> dict:
     import numpy as np
 
     from latentlab.analysis import label_efficiency as le
-    from latentlab.cli import UserError
-    from latentlab.store import files
-    from latentlab.store.inputs import training_images, training_latents
+    from latentlab.store.inputs import training_images, training_pair
     labels = latents[-1].labels
-    if not all(files.latents_path(lat.path.parent, lat.latent_size, "train").is_file() for lat in latents):
+    trains = training_pair(latents, "label efficiency", "remove it")
+    if trains is None:
         return {"protocol": "cv", "pools": le.cv_pools(labels, args.seed), "fit": None, "fit_labels": labels,
                 "hint": "encode more test images with encode_latent_space.py --num_samples, or lower --labels_per_class",
                 "how": f"drawn from the other folds of a stratified {le.DRAWS}-fold split of the test images "
                        f"({le.DRAWS} draws, one per fold), scored on the fold; all: every image of the other folds"}
-    trains = [training_latents(lat, "label efficiency", "remove it") for lat in latents]
-    for t in trains[:-1]:
-        if not np.array_equal(t.indices, trains[-1].indices):
-            raise UserError(
-                f"{t.path} and {trains[-1].path} encode different training images; re-run encode_latent_space.py "
-                f"--split train so both encode the same")
     fit, _ = feature_spaces(trains, training_images(trains)[trains[-1].indices], pca)
     return {"protocol": "heldout", "pools": [(np.arange(len(trains[-1].z)), np.arange(len(labels)))], "fit": fit,
             "fit_labels": trains[-1].labels,

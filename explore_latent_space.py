@@ -77,17 +77,10 @@ def load_inputs(args, out, device) -> tuple:
 
 def training_part(latents) -> list:
     """[("train", 2-d latents, N-d latents, training images)] when both training splits are encoded, else []."""
-    import numpy as np
-
-    from latentlab.cli import UserError
-    from latentlab.store import files
-    from latentlab.store.inputs import training_images, training_latents
-    if not all(files.latents_path(lat.path.parent, lat.latent_size, "train").is_file() for lat in latents):
+    from latentlab.store.inputs import training_images, training_pair
+    trains = training_pair(latents, "the explorer", "remove it")
+    if trains is None:
         return []
-    trains = [training_latents(lat, "the explorer", "remove it") for lat in latents]
-    if not np.array_equal(trains[0].indices, trains[1].indices):
-        raise UserError(f"{trains[0].path} and {trains[1].path} hold different training items; "
-                        f"re-run encode_latent_space.py --split train")
     return [("train", *trains, training_images(trains))]
 
 

@@ -195,3 +195,16 @@ def test_fewer_images_than_classes_for_a_draw_is_refused(trained_copy):
     before = written(trained_copy)
     line = refused(run_script("diagnose_latent_space.py", "--output_dir", trained_copy, check=False))
     assert "per class" in line and "--num_samples" in line and written(trained_copy) == before
+
+
+def test_training_latents_of_different_images_are_refused(trained_copy, capsys):
+    out = trained_copy
+    run_script("encode_latent_space.py", "--output_dir", out, "--num_samples", "all", "--split", "train", "--quiet")
+    run_script("encode_latent_space.py", "--output_dir", out, "--num_samples", "all", "--quiet")
+    meta_path = out / "latent_space_size_2_train.json"
+    meta = json.loads(meta_path.read_text())
+    meta["indices"] = meta["indices"][::-1]  # the same images, in another order: not the same rows
+    meta_path.write_text(json.dumps(meta))
+    before = written(out)
+    line = run_refused("diagnose_latent_space", ["--output_dir", out], capsys)
+    assert "encode different training images" in line and "--split train" in line and written(out) == before

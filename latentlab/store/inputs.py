@@ -163,6 +163,20 @@ def training_latents(lat, needed_by: str, otherwise: str):
     return train
 
 
+def training_pair(latents, needed_by: str, otherwise: str) -> list | None:
+    """The training-split latents beside each of the test latents (training_latents), checked to
+    encode the same training images; None where any of them has not been encoded."""
+    import numpy as np
+    if not all(files.latents_path(lat.path.parent, lat.latent_size, "train").is_file() for lat in latents):
+        return None
+    trains = [training_latents(lat, needed_by, otherwise) for lat in latents]
+    for t in trains[:-1]:
+        if not np.array_equal(t.indices, trains[-1].indices):
+            raise UserError(f"{t.path} and {trains[-1].path} encode different training images; re-run "
+                            f"encode_latent_space.py --split train so both encode the same")
+    return trains
+
+
 def training_images(trains):
     """The training images the training latents `trains` encoded, re-read from their dataset, and
     checked against the labels stored with each."""
