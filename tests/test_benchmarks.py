@@ -15,7 +15,7 @@ from model.autoencoder import ModelConfig, model_from_checkpoint
 @pytest.mark.slow
 def test_the_data_benchmark_runs_on_a_tiny_folder_and_refuses_a_bad_size(tmp_path):
     out = run_script("benchmarks/bench_data.py", "--work_dir", tmp_path, "--photos", 6, "--photo_size", "80x60",
-                     "--small", 20, "--small_size", "16x16", "--image_size", 8, "--loader_workers", 0, "--repeats", 2).stdout
+                     "--small", 20, "--small_size", "16x16", "--image_size", 8, "--loader_workers", 0, "--repeats", 1).stdout
     assert "photos: 6 JPEGs of 80x60 -> 8x8" in out and "small: 20 JPEGs of 16x16 -> 8x8" in out
     assert out.count("load_dataset, from the cache") == 2 and out.count("ImageFolder's speed") == 2
     bad = run_script("benchmarks/bench_data.py", "--photo_size", "3000", check=False)
