@@ -25,7 +25,8 @@ def draw(found, pairs, all_at, args, main_l, out, worst_rows, error_rows) -> dic
             eff, all_at, styles, probe_names, f"label efficiency on {main_l.dataset}: from {fewest} label(s) per class "
             f"the most accurate logistic regression is {best}'s ({eff[best]['linear'][fewest]['mean']:.3f})"),
         "robustness": df.robustness_figure(found["robustness"], args.noise_levels, styles, knn,
-                                           f"robustness to input noise on {n} {main_l.dataset} test images"),
+                                           noise_title(found["robustness"], pairs[-1], args.noise_levels, knn, n,
+                                                       main_l.dataset)),
     }
     figs["worst_reconstructions"] = df.worst_figure(
         worst_rows, list(found["units"]), f"per class, the test images each model reconstructs worst, beside both "
@@ -38,6 +39,15 @@ def draw(found, pairs, all_at, args, main_l, out, worst_rows, error_rows) -> dic
     short = {"units": "units", "label_efficiency": "labels", "robustness": "noise", "worst_reconstructions": "worst",
              "probe_errors": "errors"}
     return {k: str(files.save_figure(f, out / f"diagnosis_{short[k]}_{name}.png")) for k, f in figs.items()}
+
+
+def noise_title(robust: dict, pair: tuple, levels, knn: str, n: int, dataset: str) -> str:
+    """The robustness figure's title: the N-d model's and its PCA's k-NN accuracy at the lowest and
+    the highest noise."""
+    lo, hi = levels.index(min(levels)), levels.index(max(levels))
+    change = ", ".join(f"{s} {robust[s][knn][lo]:.3f} to {robust[s][knn][hi]:.3f}" for s in pair)
+    return (f"robustness to input noise on {n} {dataset} test images; {knn[3:].split('_')[0]}-NN accuracy from noise "
+            f"std {levels[lo]:g} to {levels[hi]:g}: {change}")
 
 
 def method_notes(n: int, how: str) -> str:
