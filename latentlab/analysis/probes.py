@@ -4,15 +4,11 @@ rows. Cross-validation (cv_splits) gives it the stratified k folds of one set, s
 predicted by a probe fit on the other folds only; the held-out protocol (heldout_set) gives it one
 split, training features then test features, fit once and scored once, as the literature does.
 
-Each probe gives every scored row a probability per class (linear: the model's, mlp: the softmax of its
-outputs, knn: the share of the k neighbours' votes); its prediction is the most probable class, its
-confidence that probability.
-
 linear = scikit-learn's logistic regression and mlp = one hidden layer of 256 ReLU units (torch,
 every fold's MLP trained at once), both on features standardised on each training fold; knn =
 k-nearest neighbours (Euclidean, torch) on the features as they are, so it measures the space's own
-geometry (standardising would blow up PCA's low-variance components). The torch probes run on the
-given device.
+geometry (standardising would blow up PCA's low-variance components). Each gives every row a
+probability per class (its softmax; knn: the share of votes): the prediction is the most probable.
 """
 from __future__ import annotations
 
