@@ -149,7 +149,8 @@ def probe_errors(out, latents, images) -> tuple[dict, list, list[str]]:
     for lat in latents:
         pred, probe, conf = preds.get(lat.latent_size, (None, None, None))
         if conf is None:
-            missing += [] if pred is None else [f"step 6's JSON holds no confidence of its predictions of {lat.path}"]
+            missing += [] if pred is None else [f"step 6's JSON holds no confidence of its predictions of {lat.path}; "
+                                                f"re-run classify_latent_space.py"]
             continue
         name, names = f"{lat.latent_size}-d {lat.family}", lat.class_names
         found[name] = {"probe": probe, "errors": int((pred != lat.labels).sum()), "by_class": {}}
@@ -158,8 +159,7 @@ def probe_errors(out, latents, images) -> tuple[dict, list, list[str]]:
                                                   "confidence": float(conf[i])} for i in picked]
             rows.append((f"{names[c]}: {name}", to_float(images[picked]),
                          [f"said {names[pred[i]]}\np = {conf[i]:.2f}" for i in picked]))
-    notes = [f"the probe's most confident errors are not drawn: {m}; run classify_latent_space.py, then this step"
-             for m in missing]
+    notes = [f"the probe's most confident errors are not drawn: {m}" for m in missing]
     return found, rows, notes
 
 

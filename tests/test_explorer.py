@@ -602,4 +602,9 @@ def test_a_step_6_json_without_predictions_gives_a_note_not_a_crash(tmp_path):
         assert preds == {} and "holds no predictions" in notes[0] and "classify_latent_space.py" in notes[0]
     path.write_text(json.dumps({"models": row, "predictions": {"probe": "knn5", "by_latent_size": {"8": [1, 0, 1]}}}))
     preds, notes = step6_predictions(tmp_path, [lat])
-    assert notes == [] and preds[8][1] == "knn5" and preds[8][0].tolist() == [1, 0, 1]
+    assert notes == [] and preds[8][1] == "knn5" and preds[8][0].tolist() == [1, 0, 1] and preds[8][2] is None
+    for confidence, kept in (([0.5, 1.0, 0.75], True), ([0.5, 7.0, 0.75], False), ([0.5, 1.0], False)):
+        path.write_text(json.dumps({"models": row, "predictions": {"probe": "knn5", "by_latent_size": {"8": [1, 0, 1]},
+                                                                   "confidence_by_latent_size": {"8": confidence}}}))
+        preds, _ = step6_predictions(tmp_path, [lat])
+        assert (preds[8][2] is not None) == kept  # a probability per prediction, each in [0, 1], or none
