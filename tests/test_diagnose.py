@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import parse_refused, refused, run_refused, run_script, written
+from conftest import parse_refused, refused, run_main, run_refused, run_script, written
 from latentlab.analysis import diagnosis, label_efficiency as le
 from latentlab.analysis.scores import continuity, global_score, projection_structure, trustworthiness
 
@@ -139,12 +139,14 @@ def test_negative_noise_levels_are_refused_in_one_line(capsys):
 
 
 # ---------------------------------------------------------------- the step, on the trained digits
-def test_the_step_after_steps_1_to_3_and_noise_zero_reproduces_step_2(trained_copy):
+def test_the_step_after_steps_1_to_3_and_noise_zero_reproduces_step_2(trained_copy, capsys):
     out = trained_copy
-    run_script("encode_latent_space.py", "--output_dir", out, "--num_samples", "all", "--quiet")
-    run_script("viz_reconstruction.py", "--output_dir", out, "--quiet")
-    proc = run_script("diagnose_latent_space.py", "--output_dir", out, "--noise_levels", 0, 0.2)
-    assert "active units" in proc.stdout and "linear CKA" in proc.stdout
+    run_main("encode_latent_space", "--output_dir", out, "--num_samples", "all", "--quiet")
+    run_main("viz_reconstruction", "--output_dir", out, "--quiet")
+    capsys.readouterr()
+    run_main("diagnose_latent_space", "--output_dir", out, "--noise_levels", 0, 0.2)
+    printed = capsys.readouterr().out
+    assert "active units" in printed and "linear CKA" in printed
     d = json.loads((out / "diagnosis_latent_size_8.json").read_text())
     step2 = json.loads((out / "reconstruction_latent_size_8.json").read_text())["models"]
     for size, name in (("2", "2-d conv"), ("8", "8-d conv")):
@@ -160,10 +162,10 @@ def test_the_step_after_steps_1_to_3_and_noise_zero_reproduces_step_2(trained_co
     assert d["label_protocol"] == "cv"
     assert d["probe_errors"] == {} and "errors" not in d["figures"]  # step 6 has not run: a note says so
     assert any("classify_latent_space.py" in c for c in d["caveats"])
-    run_script("encode_latent_space.py", "--output_dir", out, "--split", "train", "--quiet")
-    run_script("classify_latent_space.py", "--output_dir", out, "--probes", "knn", "linear", "--quiet")
+    run_main("encode_latent_space", "--output_dir", out, "--split", "train", "--quiet")
+    run_main("classify_latent_space", "--output_dir", out, "--probes", "knn", "linear", "--quiet")
     step6 = json.loads((out / "classification_latent_size_8.json").read_text())["predictions"]
-    run_script("diagnose_latent_space.py", "--output_dir", out, "--noise_levels", 0, "--labels_per_class", 1, 10)
+    run_main("diagnose_latent_space", "--output_dir", out, "--noise_levels", 0, "--labels_per_class", 1, 10, "--quiet")
     held = json.loads((out / "diagnosis_latent_size_8.json").read_text())
     assert held["label_protocol"] == "heldout" and held["labels_per_class"] == [1, 10]
     assert held["label_efficiency"]["8-d conv"]["linear"]["all"]["draws"] == 1
@@ -180,7 +182,7 @@ def test_the_step_after_steps_1_to_3_and_noise_zero_reproduces_step_2(trained_co
 
 
 def test_latents_of_another_run_are_refused(trained_copy, capsys):
-    run_script("encode_latent_space.py", "--output_dir", trained_copy, "--quiet")
+    run_main("encode_latent_space", "--output_dir", trained_copy, "--quiet")
     meta_path = trained_copy / "latent_space_size_2.json"
     meta = json.loads(meta_path.read_text())
     meta["run"] = "f" * 12
@@ -199,8 +201,8 @@ def test_fewer_images_than_classes_for_a_draw_is_refused(trained_copy):
 
 def test_training_latents_of_different_images_are_refused(trained_copy, capsys):
     out = trained_copy
-    run_script("encode_latent_space.py", "--output_dir", out, "--num_samples", "all", "--split", "train", "--quiet")
-    run_script("encode_latent_space.py", "--output_dir", out, "--num_samples", "all", "--quiet")
+    run_main("encode_latent_space", "--output_dir", out, "--num_samples", "all", "--split", "train", "--quiet")
+    run_main("encode_latent_space", "--output_dir", out, "--num_samples", "all", "--quiet")
     meta_path = out / "latent_space_size_2_train.json"
     meta = json.loads(meta_path.read_text())
     meta["indices"] = meta["indices"][::-1]  # the same images, in another order: not the same rows

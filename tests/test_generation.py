@@ -206,16 +206,18 @@ def test_main_returns_the_written_paths_and_finds_a_lone_model(trained, tmp_path
 
 
 @pytest.mark.slow
-def test_vae_end_to_end(tmp_path):
-    run_script("train.py", "--latent_size", 4, "--dataset", "digits", "--num_epochs", 2, "--model", "vae",
-               "--snapshot_every", 0, "--output_dir", tmp_path, "--quiet")
-    proc = run_script("viz_generation.py", "--output_dir", tmp_path, "--num_samples", 16)
+def test_vae_end_to_end(tmp_path, capsys):
+    run_main("train", "--latent_size", 4, "--dataset", "digits", "--num_epochs", 2, "--model", "vae",
+             "--snapshot_every", 0, "--output_dir", tmp_path, "--quiet")
+    capsys.readouterr()
+    run_main("viz_generation", "--output_dir", tmp_path, "--num_samples", 16)
+    printed = capsys.readouterr().out
     names = ["generation_samples_latent_size_2.png", "generation_samples_latent_size_4.png",
              "generation_interpolation_latent_size_4.png", "generation_manifold_latent_size_2.png",
              "generation_traversal_latent_size_4.png"]
     assert_pngs(tmp_path, names)
     assert (tmp_path / "generation_latent_size_4.json").is_file()  # --mode all scores too
-    assert proc.stdout.count("wrote ") == len(names) + 1
+    assert printed.count("wrote ") == len(names) + 1
 
 
 @pytest.mark.parametrize("bad, message", [(["--index", "359"], "--index 359 is out of range"),

@@ -54,16 +54,16 @@ def test_both_models_learn_and_artifacts_describe_themselves(trained):
 
 @pytest.mark.slow
 def test_latent_size_2_trains_one_model(tmp_path):
-    run_script("train.py", "--latent_size", 2, "--dataset", "digits", "--num_epochs", 1,
-               "--output_dir", tmp_path, "--quiet", "--model", "mlp")
+    run_main("train", "--latent_size", 2, "--dataset", "digits", "--num_epochs", 1,
+             "--output_dir", tmp_path, "--quiet", "--model", "mlp")
     assert sorted(p.name for p in tmp_path.glob("model_*.pth")) == ["model_latent_size_2.pth"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family,extra", [("vae", ["--beta", "0.5"]), ("mlp", ["--noise_std", "0.2"])])
 def test_other_families_train(tmp_path, family, extra):
-    run_script("train.py", "--latent_size", 4, "--dataset", "digits", "--num_epochs", 3, "--batch_size", 64,
-               "--output_dir", tmp_path, "--quiet", "--model", family, *extra)
+    run_main("train", "--latent_size", 4, "--dataset", "digits", "--num_epochs", 3, "--batch_size", 64,
+             "--output_dir", tmp_path, "--quiet", "--model", family, *extra)
     ckpt = torch.load(tmp_path / "model_latent_size_4.pth", weights_only=True)
     assert ckpt["config"]["family"] == family
     assert min(ckpt["history"]["val_loss"]) < ckpt["history"]["val_loss"][0]
@@ -130,7 +130,7 @@ def test_precision_flag_trains_under_bf16_autocast_and_is_recorded(tmp_path):
     common = ["--latent_size", 2, "--dataset", "digits", "--num_epochs", 1, "--quiet", "--model", "mlp"]
     losses = {}
     for p in ("fp32", "bf16"):
-        run_script("train.py", *common, "--precision", p, "--output_dir", tmp_path / p)
+        run_main("train", *common, "--precision", p, "--output_dir", tmp_path / p)
         ckpt = torch.load(tmp_path / p / "model_latent_size_2.pth", weights_only=True)
         assert ckpt["train"]["precision"] == p and ckpt["train"]["autocast"] == p
         losses[p] = ckpt["history"]["train_loss"][0]
@@ -230,8 +230,8 @@ def test_resume_refuses_a_checkpoint_of_another_setting(tmp_path, name):
 @pytest.mark.slow
 def test_same_seed_same_numbers(tmp_path):
     args = ["--latent_size", 3, "--dataset", "digits", "--num_epochs", 2, "--quiet", "--model", "mlp"]
-    run_script("train.py", *args, "--output_dir", tmp_path / "a")
-    run_script("train.py", *args, "--output_dir", tmp_path / "b")
+    run_main("train", *args, "--output_dir", tmp_path / "a")
+    run_main("train", *args, "--output_dir", tmp_path / "b")
     ha = torch.load(tmp_path / "a" / "model_latent_size_3.pth", weights_only=True)["history"]
     hb = torch.load(tmp_path / "b" / "model_latent_size_3.pth", weights_only=True)["history"]
     assert ha["train_loss"] == hb["train_loss"] and ha["val_loss"] == hb["val_loss"]
@@ -240,8 +240,8 @@ def test_same_seed_same_numbers(tmp_path):
 @pytest.mark.slow
 def test_early_stopping_stops_and_keeps_the_best_epoch(tmp_path):
     # a learning rate this high makes the validation loss stall at once
-    run_script("train.py", "--latent_size", 2, "--dataset", "digits", "--num_epochs", 30, "--quiet",
-               "--model", "mlp", "--patience", "2", "--lr", "0.5", "--output_dir", tmp_path)
+    run_main("train", "--latent_size", 2, "--dataset", "digits", "--num_epochs", 30, "--quiet",
+             "--model", "mlp", "--patience", "2", "--lr", "0.5", "--output_dir", tmp_path)
     ckpt = torch.load(tmp_path / "model_latent_size_2.pth", weights_only=True)
     assert ckpt["stopped_early"] and len(ckpt["history"]["epoch"]) < 30
     assert len(ckpt["history"]["epoch"]) - 1 - ckpt["best_epoch"] == 2

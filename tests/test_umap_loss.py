@@ -156,8 +156,7 @@ def test_training_with_the_umap_loss_keeps_neighbours_together_and_records_it(tm
         assert ckpt["config"]["umap_weight"] == weight and ckpt["train"]["umap_edges"] == 256
     assert accuracy[0.01] > accuracy[0] + 0.05, accuracy
     assert list((tmp_path / "w0.01" / "cache").glob("umap_graph_*.npy"))
-    proc = run_script("viz_latent_space.py", "--output_dir", tmp_path / "w0.01", "--quiet")
-    assert proc.returncode == 0
+    run_main("viz_latent_space", "--output_dir", tmp_path / "w0.01", "--quiet")
     # resuming with another weight is refused in one line, and the checkpoint stays
     before = (tmp_path / "w0.01" / "model_latent_size_2.pth").read_bytes()
     proc = run_script("train.py", *common, "--umap_weight", 0.1, "--umap_edges", 256, "--resume",
