@@ -85,28 +85,25 @@ def feature_spaces(latents, images, pca) -> tuple[dict, list]:
     return spaces, pairs
 
 
-def units_of(latents, models, images, args, device) -> dict:
+def units_of(latents, models, nets, images, args, device) -> dict:
     """{model space: units_in_use}, a VAE's KL per unit with it."""
     from latentlab.analysis.diagnosis import kl_per_unit, units_in_use
-    from model.autoencoder import model_from_checkpoint
     out = {}
-    for lat, m in zip(latents, models):
-        kl = kl_per_unit(model_from_checkpoint(m.ckpt, device), images, device, args.batch_size) \
-            if m.family == "vae" else None
+    for lat, m, net in zip(latents, models, nets):
+        kl = kl_per_unit(net, images, device, args.batch_size) if m.family == "vae" else None
         out[f"{lat.latent_size}-d {lat.family}"] = units_in_use(lat.z, kl)
     return out
 
 
-def robustness_of(models, pairs, images, labels, pca, args, device, cache) -> tuple[dict, dict]:
-    """robustness.robustness of each model and PCA of its size at every --noise_levels."""
+def robustness_of(nets, pairs, images, labels, pca, args, device, cache) -> tuple[dict, dict]:
+    """robustness.robustness of each model (nets) and PCA of its size at every --noise_levels."""
     from functools import partial
 
     from latentlab.analysis.label_efficiency import cv_pools
     from latentlab.analysis.robustness import model_under_noise, pca_under_noise, robustness
-    from model.autoencoder import model_from_checkpoint
     coders = {}
-    for m, (model, base) in zip(models, pairs):
-        coders[model] = partial(model_under_noise, model_from_checkpoint(m.ckpt, device), images, seed=args.seed,
+    for net, (model, base) in zip(nets, pairs):
+        coders[model] = partial(model_under_noise, net, images, seed=args.seed,
                                 device=device, batch=args.batch_size)
         k = int(base.split(", ")[1])
         coders[base] = partial(pca_under_noise, images, pca["mean"], pca["components"][:k], seed=args.seed,
@@ -114,14 +111,13 @@ def robustness_of(models, pairs, images, labels, pca, args, device, cache) -> tu
     return robustness(coders, labels, args.noise_levels, cv_pools(labels, args.seed), args.seed, device, cache)
 
 
-def worst_cases(latents, models, images, clean_errors: dict, device) -> tuple[dict, list]:
+def worst_cases(latents, nets, images, clean_errors: dict, device) -> tuple[dict, list]:
     """Per class, the test images each model reconstructs worst (clean_errors: {model space: each
     image's MSE}): ({model: {class: [{"test_index", "mse": {model: ...}}]}}, the figure's rows)."""
     from latentlab.analysis.diagnosis import worst_per_class
     from latentlab.analysis.inference import reconstruct_batches
-    from model.autoencoder import model_from_checkpoint
+    from latentlab.data.datasets import to_float
     main_l, names = latents[-1], [f"{lat.latent_size}-d {lat.family}" for lat in latents]
-    nets = [model_from_checkpoint(m.ckpt, device) for m in models]
     errors = [clean_errors[name] for name in names]
     found, rows = {}, []
     for name, err in zip(names, errors):
@@ -131,7 +127,7 @@ def worst_cases(latents, models, images, clean_errors: dict, device) -> tuple[di
             found[name][cls] = [{"test_index": int(main_l.indices[i]), "mse": {n: float(e[i]) for n, e in zip(names, errors)}}
                                 for i in picked]
             recs = [next(reconstruct_batches(net, images[picked], device))[1] for net in nets]
-            originals = next(reconstruct_batches(nets[0], images[picked], device))[0]
+            originals = to_float(images[picked])
             rows.append((f"{cls}: worst of {name}\nMSE " + ", ".join(f"{err[i]:.3f}" for i in picked),
                          [(originals[j], [r[j] for r in recs]) for j in range(len(picked))]))
     return found, rows
@@ -147,10 +143,12 @@ def probe_errors(out, latents, images) -> tuple[dict, list, list[str]]:
     preds, missing = step6_predictions(out, latents)
     found, rows = {}, []
     for lat in latents:
-        pred, probe, conf = preds.get(lat.latent_size, (None, None, None))
+        if lat.latent_size not in preds:
+            continue
+        pred, probe, conf = preds[lat.latent_size]
         if conf is None:
-            missing += [] if pred is None else [f"step 6's JSON holds no confidence of its predictions of {lat.path}; "
-                                                f"re-run classify_latent_space.py"]
+            missing.append(f"step 6's JSON holds no confidence of its predictions of {lat.path}; "
+                           f"re-run classify_latent_space.py")
             continue
         name, names = f"{lat.latent_size}-d {lat.family}", lat.class_names
         found[name] = {"probe": probe, "errors": int((pred != lat.labels).sum()), "by_class": {}}
@@ -170,11 +168,13 @@ def main(args) -> dict:
     from latentlab.analysis import diagnosis, diagnosis_report as report, label_efficiency as le
     from latentlab.cli import memory_for, pick_device, seed_everything, worded
     from latentlab.store import files
+    from model.autoencoder import model_from_checkpoint
 
     seed_everything(args.seed)
     device = pick_device(args.device)
     out = Path(args.output_dir)
     data, latents, models, pca, run_id = load_inputs(args)
+    nets = [model_from_checkpoint(m.ckpt, device) for m in models]
     main_l = latents[-1]
     labels, num_classes = main_l.labels, len(main_l.class_names)
     images = data["images"][main_l.indices]
@@ -187,14 +187,14 @@ def main(args) -> dict:
         plan = label_plan(latents, pca, args)
         with worded(plan["hint"]):
             sizes, left_out = le.drawable(plan["fit_labels"], plan["pools"], args.labels_per_class, num_classes)
-        robust, clean_errors = robustness_of(models, pairs, images, labels, pca, args, device, out / "cache")
-        found = {"units": units_of(latents, models, images, args, device),
+        robust, clean_errors = robustness_of(nets, pairs, images, labels, pca, args, device, out / "cache")
+        found = {"units": units_of(latents, models, nets, images, args, device),
                  "structure": diagnosis.structure(spaces, args.seed),
                  "agreement": diagnosis.agreement(spaces, agreement_pairs(pairs), args.seed),
                  "label_efficiency": le.label_efficiency(spaces, labels, plan["pools"], sizes, args.seed, device,
                                                          out / "cache", plan["fit"], plan["fit_labels"]),
                  "robustness": robust}
-        found["worst_reconstructions"], worst_rows = worst_cases(latents, models, images, clean_errors, device)
+        found["worst_reconstructions"], worst_rows = worst_cases(latents, nets, images, clean_errors, device)
     found["probe_errors"], error_rows, missing = probe_errors(out, latents, images)
     notes = caveats.of_latents(latents) + left_out + missing
     figures = report.draw(found, pairs, le.per_class_all(plan["fit_labels"], plan["pools"]), args, main_l, out,
