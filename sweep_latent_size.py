@@ -23,6 +23,7 @@ from latentlab.ranges import count_or_all, minutes, nonneg_int, processes, seed_
 from latentlab.settings import Settings
 from latentlab.training_flags import add_training_flags
 from latentlab.analysis.flags import add_folds
+from latentlab.generate.flags import add_gmm_components, add_num_scored
 from model.autoencoder import FAMILIES
 
 
@@ -39,6 +40,8 @@ def parse_args(argv=None):
     g.add_argument("--num_samples", type=count_or_all, default="all",
                    help="test images encoded for the probes and k-means, a seeded sample ('all': the whole test set)")
     add_folds(g, "folds of the probes' stratified cross-validation")
+    add_num_scored(g, "generated images of each sampler scored against the test images (FD, precision, recall)")
+    add_gmm_components(g)
     g = p.add_argument_group("launcher")
     g.add_argument("--launcher", choices=("local", "submitit"), default="local",
                    help="local: on this machine; submitit: one job each through submitit (SLURM where sbatch exists)")

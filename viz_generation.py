@@ -20,9 +20,9 @@ import math
 from pathlib import Path
 
 from latentlab.cli import make_parser, run
-from latentlab.ranges import (figure_images, mixture_components, nonneg_int, row_length, scored_images,
-                              std_multiple, width)
-from latentlab.generate.sampling import GMM_COMPONENTS, NUM_SCORED, SAMPLERS
+from latentlab.ranges import figure_images, nonneg_int, row_length, std_multiple, width
+from latentlab.generate.flags import add_gmm_components, add_num_scored
+from latentlab.generate.sampling import SAMPLERS
 from latentlab.store.inputs import add_input_flags
 from model.autoencoder import FAMILIES
 
@@ -37,9 +37,8 @@ def parse_args(argv=None):
     g.add_argument("--sampler", nargs="+", default=["gaussian"], choices=SAMPLERS,
                    help="how new latents are drawn, each scored (the first draws the figure): gaussian or gmm fitted "
                         f"on the training latents, prior (the family's own: {', '.join(k for k, f in FAMILIES.items() if f.prior)})")
-    g.add_argument("--gmm_components", type=mixture_components, default=GMM_COMPONENTS, help="gmm: components of the mixture")
-    g.add_argument("--num_scored", type=scored_images, default=NUM_SCORED,
-                   help="score: generated images per sampler, scored against the test images")
+    add_gmm_components(g)
+    add_num_scored(g, "score: generated images per sampler, scored against the test images")
     g.add_argument("--num_samples", type=figure_images, default=64, help="sample: images in the grid (at most 1024)")
     g.add_argument("--index", type=nonneg_int, nargs="+", default=None, metavar="I",
                    help="test image indices: interpolate between A and B (random by --seed when not given); "

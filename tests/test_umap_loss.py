@@ -193,7 +193,7 @@ def test_a_run_trains_the_2d_model_with_the_loss_and_the_chosen_size_without(tmp
     assert list((tmp_path / "cache").glob("umap_graph_*.npy"))
 
 
-def test_a_sweep_record_without_a_setting_is_malformed_and_the_checkpoint_records_the_loss(tmp_path):
+def test_a_sweep_record_without_a_setting_is_refused_and_the_checkpoint_records_the_loss(tmp_path):
     """A current sweep's metrics name every setting of the job, the UMAP loss's too."""
     from latentlab.settings import Settings, recorded
     from latentlab.sweep.jobs import KIND, METRICS, SETTINGS, load_finished
@@ -203,6 +203,6 @@ def test_a_sweep_record_without_a_setting_is_malformed_and_the_checkpoint_record
     record = {"kind": KIND, "format_version": files.FORMAT_VERSION, "settings": settings, "metrics": {k: 0.5 for k in METRICS}}
     assert load_finished(files.save_json(record, path), settings) is not None
     record["settings"] = {k: v for k, v in settings.items() if not k.startswith("umap_")}
-    with pytest.raises(UserError, match="is malformed: it lacks its settings or metrics"):
+    with pytest.raises(UserError, match="does not record --umap_weight, --umap_edges: an earlier version"):
         load_finished(files.save_json(record, path), settings)
     assert "umap_edges" in recorded(defaults)

@@ -9,7 +9,7 @@ What each metric uses (the autoencoders and the PCA were fit on the training spl
                           latent space, as viz_kmeans_latent_space.py
   active units, intrinsic the same encoded images, as diagnose_latent_space.py (TwoNN on at most
   dimension               5,000 of them)
-  FD, precision, recall   10,000 samples of the best sampler (lowest FD of gaussian, gmm and, for a
+  FD, precision, recall   --num_scored samples of the best sampler (lowest FD of gaussian, gmm and, for a
                           VAE, its prior; fitted on the training latents) against every test image,
                           in the features of the dataset's classifier, as viz_generation.py scores them;
                           the classifier is trained once per dataset, in <output_dir>/<dataset>/
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from latentlab.generate import feature_net, sampling as gen, scores as gen_scores
+from latentlab.generate import feature_net, scores as gen_scores
 from latentlab.store import files
 from latentlab.cli import UserError
 from latentlab.store.inputs import find_models, find_pca_baseline, find_test_data, load_training_split
@@ -99,13 +99,13 @@ def generation_scores(trained_folder, data: dict, m, decode, encode, samplers, s
                                          data["labels"], len(data["class_names"]), device)
     scorer = gen_scores.Scorer.of_test_images(net, data["images"], device)
     pairs = gen_scores.test_pairs(len(data["images"]), settings["seed"])
-    scores = gen_scores.space_scores(decode, encode(train_x).numpy(), encode(data["images"]), samplers, gen.GMM_COMPONENTS,
-                                     gen.NUM_SCORED, settings["seed"], scorer, folder / "cache", pairs,
+    scores = gen_scores.space_scores(decode, encode(train_x).numpy(), encode(data["images"]), samplers, settings["gmm_components"],
+                                     settings["num_scored"], settings["seed"], scorer, folder / "cache", pairs,
                                      FAMILIES[m.family].prior)
     best = gen_scores.best_sampler(scores["samples"])
     b = scores["samples"][best]
     return {"metrics": {"gen_fd": b["fd"], "gen_precision": b["precision"], "gen_recall": b["recall"]},
-            "best_sampler": best, **scores, "num_scored": gen.NUM_SCORED, "classifier_accuracy": classifier["test_accuracy"],
+            "best_sampler": best, **scores, "num_scored": settings["num_scored"], "classifier_accuracy": classifier["test_accuracy"],
             "classifier": classifier["path"]}
 
 

@@ -37,7 +37,7 @@ METRICS = {"test_mse": ("test MSE", False), "test_psnr": ("test PSNR (dB)", True
 CODE_METRICS = {"active_units": ("active units", None), "intrinsic_dim": ("intrinsic dimension (TwoNN)", None)}
 # the flags that make a job's numbers what they are (dataset and seed are in its folder's name);
 # a finished job is reused only when they agree
-SETTINGS = (*RESULT_SETTINGS, "num_samples", "folds")
+SETTINGS = (*RESULT_SETTINGS, "num_samples", "folds", "num_scored", "gmm_components")
 PCA = "pca"
 KIND = "sweep_metrics"
 
@@ -134,9 +134,11 @@ def load_finished(path: Path, settings: dict) -> dict | None:
     m = files.load_json(path, KIND, redo)
     # a metric that is not a finite number (the PSNR of a perfect reconstruction) is null
     if not isinstance(m.get("settings"), dict) or not isinstance(m.get("metrics"), dict) or not all(
-            k in m["metrics"] and isinstance(m["metrics"][k], (int, float, type(None))) for k in METRICS) \
-            or not set(settings) <= set(m["settings"]):
+            k in m["metrics"] and isinstance(m["metrics"][k], (int, float, type(None))) for k in METRICS):
         raise UserError(f"{path} is malformed: it lacks its settings or metrics; {redo}")
+    unrecorded = [f"--{k}" for k in settings if k not in m["settings"]]
+    if unrecorded:
+        raise UserError(f"{path} does not record {', '.join(unrecorded)}: an earlier version wrote it; {redo}")
     for k, v in settings.items():
         was = m["settings"][k]
         if was != v and applies(k, str(m["settings"]["dataset"])):
