@@ -85,6 +85,22 @@ def test_the_mixture_finds_two_clusters_is_fitted_once_and_draws_seeded(tmp_path
     assert np.array_equal(gen.fitted_sampler(z, "gmm", 2, seed=0, cache_dir=tmp_path), packed)  # from the cache
 
 
+def test_a_mixture_of_more_components_is_fitted_on_more_latents_and_its_title_says_on_how_many(monkeypatch):
+    seen = []
+    monkeypatch.setattr(gen, "GMM_FIT_MIN", 100)
+    monkeypatch.setattr(gen, "GMM_FIT_PER_COMPONENT", 40)
+    z = np.random.default_rng(0).normal(size=(400, 2))
+    from sklearn import mixture
+    fit = mixture.GaussianMixture.fit
+    monkeypatch.setattr(mixture.GaussianMixture, "fit", lambda self, x: seen.append(len(x)) or fit(self, x))
+    for k in (2, 5, 20):
+        gen.fit_mixture(z, "gmm", k, 0)
+    assert seen == [100, 200, 400]  # the floor, then 40 a component, at most every latent
+    assert gen.mixture_fit_size(10) == 400
+    assert "fitted to the latents of 100 of the 400 training images" in gen.sampler_source("gmm", np.zeros((2, 7)), 400)
+    assert "fitted to the latents of the 400 training images" in gen.sampler_source("gmm", np.zeros((20, 7)), 400)
+
+
 def test_manifold_grid_spans_the_percentile_box_of_the_latents():
     g = torch.Generator().manual_seed(0)
     z2 = torch.randn(1000, 2, generator=g) * torch.tensor([3.0, 0.5]) + torch.tensor([1.0, -2.0])

@@ -47,7 +47,16 @@ def sample_gaussian(mean: torch.Tensor, cov: torch.Tensor, n: int, generator: to
 SAMPLERS = ("gaussian", "gmm", "prior")
 NUM_SCORED = 10_000  # generated images scored per sampler (viz_generation.py --num_scored, the sweep)
 GMM_COMPONENTS = 10  # components of the gmm sampler (viz_generation.py --gmm_components, the sweep)
-GMM_FIT_MAX = 20_000  # latents a mixture is fitted on (a seeded sample): EM's cost grows with n * N**2 per component
+# latents a mixture is fitted on (a seeded sample): EM's cost grows with n * N**2 per component, and
+# each component's full covariance needs enough of them (30 components on 20,000 Fashion-MNIST latents
+# are worse than on 54,000: docs/performance.md)
+GMM_FIT_PER_COMPONENT = 2_000
+GMM_FIT_MIN = 20_000
+
+
+def mixture_fit_size(components: int) -> int:
+    """How many latents (at most) a mixture of `components` is fitted on."""
+    return max(GMM_FIT_MIN, GMM_FIT_PER_COMPONENT * components)
 
 
 def fit_mixture(z: np.ndarray, sampler: str, components: int, seed: int) -> np.ndarray:
@@ -61,7 +70,8 @@ def fit_mixture(z: np.ndarray, sampler: str, components: int, seed: int) -> np.n
     from sklearn.mixture import GaussianMixture
     if components > n:
         raise ValueError(f"a mixture of {components} components needs at least as many latents, there are {n}")
-    pick = np.random.default_rng(seed).permutation(n)[:GMM_FIT_MAX] if n > GMM_FIT_MAX else slice(None)
+    fit_max = mixture_fit_size(components)
+    pick = np.random.default_rng(seed).permutation(n)[:fit_max] if n > fit_max else slice(None)
     gm = GaussianMixture(components, covariance_type="full", random_state=seed).fit(z[pick].astype(np.float64))
     return np.concatenate([gm.weights_[:, None], gm.means_, gm.covariances_.reshape(components, -1)], axis=1)
 
@@ -70,8 +80,8 @@ def fitted_sampler(z: np.ndarray, sampler: str, components: int, seed: int, cach
     """fit_mixture through the content-keyed cache in cache_dir (None: no cache): the same latents
     and settings are fitted once."""
     import sklearn
-    settings = {"sampler": sampler, "seed": seed, "fit_max": GMM_FIT_MAX, "sklearn": sklearn.__version__,
-                **({"components": components} if sampler == "gmm" else {})}
+    settings = {"sampler": sampler, "seed": seed, "sklearn": sklearn.__version__,
+                **({"components": components, "fit_max": mixture_fit_size(components)} if sampler == "gmm" else {})}
     dim = z.shape[1]
     path = None if cache_dir is None else Path(cache_dir) / f"sampler_{sampler}_{files.content_key(settings, z)}.npy"
     packed = files.load_cached_npy(path, lambda a: a.ndim == 2 and a.shape[1] == 1 + dim + dim * dim
@@ -106,7 +116,9 @@ def sampler_source(sampler: str, packed: np.ndarray | None, n_fit: int) -> str:
         return "drawn from the model's prior"
     if sampler == "gaussian":
         return f"drawn from a Gaussian fitted to the latents of the {n_fit} training images (mean, full covariance)"
-    return f"drawn from a {len(packed)}-component Gaussian mixture fitted to the latents of the {n_fit} training images"
+    used = min(n_fit, mixture_fit_size(len(packed)))
+    sample = f"{used} of the {n_fit} training images" if used < n_fit else f"the {n_fit} training images"
+    return f"drawn from a {len(packed)}-component Gaussian mixture fitted to the latents of {sample}"
 
 
 # ---------------------------------------------------------------- interpolation
