@@ -1,4 +1,4 @@
-"""Shared fixtures: one tiny training on the embedded digits, run as a user runs it, reused by
+"""Shared fixtures: one tiny training on the embedded digits (train.py's main, in this process), reused by
 the tests of the later steps (they only read its output folder, copied per test when they write);
 and the helpers that run a step as a user does and check a refusal: exit 2, one line, nothing lost."""
 import hashlib
@@ -14,14 +14,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-# Fixtures that run the scripts in processes of their own: a test that uses one is marked slow,
-# so `make test-fast` (-m "not slow") leaves it out.
-SUBPROCESS_FIXTURES = {"trained", "trained_copy", "pipeline", "samples", "sweep", "start_training", "torchrun"}
+# Fixtures that train, or run the scripts in processes of their own: a test that uses one is marked
+# slow, so `make test-fast` (-m "not slow") leaves it out.
+SLOW_FIXTURES = {"trained", "trained_copy", "pipeline", "samples", "sweep", "start_training", "torchrun"}
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if SUBPROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
 
@@ -75,8 +75,8 @@ def load_benchmark(name: str):
 def trained(tmp_path_factory):
     """output/ of `train.py --latent_size 8 --dataset digits` with a few epochs (conv family)."""
     out = tmp_path_factory.mktemp("trained")
-    run_script("train.py", "--latent_size", 8, "--dataset", "digits", "--num_epochs", 6,
-               "--batch_size", 64, "--output_dir", out, "--quiet")
+    run_main("train", "--latent_size", 8, "--dataset", "digits", "--num_epochs", 6,
+             "--batch_size", 64, "--output_dir", out, "--quiet")
     return out
 
 

@@ -1,6 +1,8 @@
 """Steps 2-6 end to end on the embedded digits, after the tiny training, as a user runs them: with
 no arguments, then with the explicit paths of the README; and every user-error path."""
+import contextlib
 import importlib
+import io
 import json
 import math
 import shutil
@@ -28,7 +30,14 @@ def pipeline(trained, tmp_path_factory):
     Returns (folder, {script: stdout})."""
     out = tmp_path_factory.mktemp("pipeline") / "output"
     shutil.copytree(trained, out)
-    stdout = {s: run_script(s, "--output_dir", out, env=ONE_THREAD).stdout for s in STEPS}
+    # the first step in a process of its own, as typed; the rest through run(), as their __main__
+    # does, in this process: the same code, without four more imports of torch and scikit-learn
+    stdout = {STEPS[0]: run_script(STEPS[0], "--output_dir", out, env=ONE_THREAD).stdout}
+    for script in STEPS[1:]:
+        mod = importlib.import_module(script.removesuffix(".py"))
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            run(mod.main, mod.parse_args(["--output_dir", str(out)]))
+        stdout[script] = printed.getvalue()
     return out, stdout
 
 
@@ -210,7 +219,7 @@ def test_analysis_is_deterministic(pipeline, tmp_path):
 
 
 # ---------------------------------------------------------------- the README's explicit paths
-def test_explicit_paths_as_in_the_readme(pipeline, tmp_path):
+def test_explicit_paths_as_in_the_readme(pipeline, tmp_path, capsys):
     src, _ = pipeline
     before = snapshot(src)
     out = tmp_path / "elsewhere"
@@ -225,11 +234,14 @@ def test_explicit_paths_as_in_the_readme(pipeline, tmp_path):
         ("classify_latent_space.py", "--latent_space", z8, "--test_data", src / "test_data.pth", "--folds", 3,
          "--probes", "linear", "knn"),
     ]
-    for script, *args in commands:
-        proc = run_script(script, *args, "--output_dir", out, "--quiet", env=ONE_THREAD)
+    for script, *args in commands:  # in this process, through run() as each __main__ (the pipeline ran one as typed)
+        mod = importlib.import_module(script.removesuffix(".py"))
+        capsys.readouterr()
+        run(mod.main, mod.parse_args([str(a) for a in (*args, "--output_dir", out, "--quiet")]))
+        printed, err = capsys.readouterr()
         # --quiet: the step's results and the files it wrote, no progress and no notes
-        assert proc.stderr == "" and "\r" not in proc.stdout and "note" not in proc.stdout, (script, proc.stdout, proc.stderr)
-        assert str(out) in proc.stdout.splitlines()[-1], (script, proc.stdout)
+        assert err == "" and "\r" not in printed and "note" not in printed, (script, printed, err)
+        assert str(out) in printed.splitlines()[-1], (script, printed)
     assert snapshot(src) == before  # the inputs are only read
     meta = load_json(out / "latent_space_size_8.json")
     # a seeded sample of 150, kept in test-set order, the same for both models

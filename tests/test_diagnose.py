@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import parse_refused, refused, run_main, run_refused, run_script, written
+from conftest import parse_refused, run_main, run_refused, written
 from latentlab.analysis import diagnosis, label_efficiency as le
 from latentlab.analysis.scores import continuity, global_score, projection_structure, trustworthiness
 
@@ -192,10 +192,10 @@ def test_latents_of_another_run_are_refused(trained_copy, capsys):
     assert "two trainings" in line and written(trained_copy) == before
 
 
-def test_fewer_images_than_classes_for_a_draw_is_refused(trained_copy):
-    run_script("encode_latent_space.py", "--output_dir", trained_copy, "--num_samples", 5, "--quiet")
+def test_fewer_images_than_classes_for_a_draw_is_refused(trained_copy, capsys):
+    run_main("encode_latent_space", "--output_dir", trained_copy, "--num_samples", 5, "--quiet")
     before = written(trained_copy)
-    line = refused(run_script("diagnose_latent_space.py", "--output_dir", trained_copy, check=False))
+    line = run_refused("diagnose_latent_space", ["--output_dir", trained_copy], capsys)
     assert "per class" in line and "--num_samples" in line and written(trained_copy) == before
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.multiprocessing as mp
 from hypothesis import given, settings, strategies as st
 
-from conftest import ROOT, run_meta, run_script
+from conftest import ROOT, run_main, run_meta
 from latentlab.store import artifacts, checkpoints
 from latentlab.cli import UserError
 from latentlab.train.distributed import (World, close_distributed, epoch_shard, init_distributed, local_batch_size,
@@ -172,8 +172,8 @@ def test_torchrun_trains_resumes_and_matches_one_process(tmp_path):
     doing the same (global batch 64; the cosine schedule follows each call's --num_epochs)."""
     out, single = tmp_path / "out", tmp_path / "single"
     common = ["--latent_size", 8, "--dataset", "digits", "--batch_size", 64]
-    run_script("train.py", *common, "--output_dir", single, "--num_epochs", 3, "--quiet")
-    run_script("train.py", *common, "--output_dir", single, "--num_epochs", 6, "--resume", "--quiet")
+    run_main("train", *common, "--output_dir", single, "--num_epochs", 3, "--quiet")
+    run_main("train", *common, "--output_dir", single, "--num_epochs", 6, "--resume", "--quiet")
     common += ["--output_dir", out]
     first = torchrun(*common, "--num_epochs", 3, "--quiet")
     assert first.returncode == 0, first.stderr[-3000:]

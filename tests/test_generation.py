@@ -200,9 +200,9 @@ def test_autoencoder_with_no_arguments_draws_every_figure(trained_copy):
 
 def test_explicit_paths_and_one_mode(trained, tmp_path):
     figs = tmp_path / "figs"
-    run_script("viz_generation.py", "--model_path", trained / "model_latent_size_8.pth",
-               "--test_data", trained / "test_data.pth", "--output_dir", figs, "--mode", "interpolate",
-               "--index", 3, 7, "--steps", 5, "--quiet")
+    run_main("viz_generation", "--model_path", trained / "model_latent_size_8.pth",
+             "--test_data", trained / "test_data.pth", "--output_dir", figs, "--mode", "interpolate",
+             "--index", 3, 7, "--steps", 5, "--quiet")
     assert sorted(p.name for p in figs.iterdir() if p.name != ".latentlab.lock") == [
         "generation_interpolation_latent_size_8.png", "run.json"]  # run.json: the folder now holds that run's results
     assert_pngs(figs, ["generation_interpolation_latent_size_8.png"])

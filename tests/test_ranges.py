@@ -114,8 +114,8 @@ def test_a_sweep_stopped_by_sigterm_stops_its_jobs_and_the_same_command_resumes_
 
     import psutil
     out = tmp_path / "sweep"
-    flags = ["--datasets", "digits", "--models", "mlp", "--latent_sizes", 2, 4, "--num_epochs", 1, "--batch_size", 64,
-             "--snapshot_every", 0, "--max_parallel", 2, "--output_dir", out, "--quiet"]
+    flags = ["--datasets", "digits", "--models", "mlp", "--latent_sizes", 4, 2, "--num_epochs", 1, "--batch_size", 64,
+             "--snapshot_every", 0, "--max_parallel", 2, "--num_scored", 100, "--output_dir", out, "--quiet"]
     sweep = subprocess.Popen([sys.executable, str(ROOT / "sweep_latent_size.py"), *map(str, flags)], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -140,6 +140,8 @@ def test_a_sweep_stopped_by_sigterm_stops_its_jobs_and_the_same_command_resumes_
     assert not list(out.rglob("error.json"))  # stopped, not failed: the next call resumes them
     again = run_script("sweep_latent_size.py", *flags[:-1])
     assert "2 done, 0 running, 0 failed, 0 left" in again.stdout
+    rows = [line.split(" | ")[1:3] for line in again.stdout.splitlines() if line.startswith("| digits |")]
+    assert rows == [["MLP autoencoder", "2"], ["MLP autoencoder", "4"], ["PCA", "2"], ["PCA", "4"]]  # sorted
 
 
 SCRIPTS = ["train", "viz_reconstruction", "encode_latent_space", "viz_latent_space", "viz_kmeans_latent_space",

@@ -1,4 +1,4 @@
-"""sweep_latent_size.py on the embedded digits with a tiny budget: 2 seeds x 2 sizes x 2 families
+"""sweep_latent_size.py on the embedded digits with a tiny budget: 2 seeds x 2 families at one size
 through --launcher local --max_parallel 2 (one job killed mid-run, then re-run) and through
 submitit's LocalExecutor (the MLP's half); the tables, their numbers against the steps', refusals and failures."""
 import csv
@@ -19,9 +19,10 @@ from latentlab.cli import UserError
 from latentlab.store.locking import LOCK_NAME
 from latentlab.sweep.jobs import METRICS, metrics_path, run_dir
 
-FLAGS = ["--latent_sizes", "4", "2", "--models", "mlp", "vae", "--datasets", "digits", "--seeds", "0", "1",
-         "--num_epochs", "2", "--batch_size", "64", "--snapshot_every", "0", "--max_parallel", "2"]
-ROWS = [(f, k) for f in ("mlp", "vae", "pca") for k in (2, 4)]
+FLAGS = ["--latent_sizes", "4", "--models", "mlp", "vae", "--datasets", "digits", "--seeds", "0", "1",
+         "--num_epochs", "2", "--batch_size", "64", "--snapshot_every", "0", "--max_parallel", "2",
+         "--num_scored", "300"]
+ROWS = [(f, 4) for f in ("mlp", "vae", "pca")]  # sizes in order: test_ranges' sweep stopped by SIGTERM
 KILLED = ("vae", 4, 1)  # (family, size, seed) of the job killed mid-run: the last one
 
 
@@ -56,7 +57,7 @@ def local_sweep(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def submitit_sweep(tmp_path_factory):
-    """The MLP's half of the local sweep (and its PCA rows) through submitit."""
+    """The MLP's jobs of the local sweep (and their PCA rows) through submitit."""
     out = tmp_path_factory.mktemp("submitit")
     flags = [*FLAGS[:FLAGS.index("--models") + 1], "mlp", *FLAGS[FLAGS.index("--datasets"):]]
     run_script("sweep_latent_size.py", *flags, "--launcher", "submitit", "--cpus_per_job", "1",
@@ -69,10 +70,10 @@ def test_a_job_killed_mid_run_is_listed_then_resumed_and_finished_by_the_next_ca
     out, first, second, at_kill = local_sweep
     assert at_kill["resume"]["epoch"] == 0  # killed in its second epoch
     assert first.returncode == 2 and first.stderr.count("\n") == 1, first.stderr
-    assert "1 of 8 jobs failed (digits, VAE, latent size 4, seed 1: its process was killed by signal 9)" in first.stderr
-    assert "8 jobs" in second.stdout and "7 done, 0 running, 1 failed, 0 left" in second.stdout
+    assert "1 of 4 jobs failed (digits, VAE, latent size 4, seed 1: its process was killed by signal 9)" in first.stderr
+    assert "4 jobs" in second.stdout and "3 done, 0 running, 1 failed, 0 left" in second.stdout
     assert "run again: digits, VAE, latent size 4, seed 1, which failed: its process was killed" in second.stdout
-    assert "8 done, 0 running, 0 failed, 0 left" in second.stdout
+    assert "4 done, 0 running, 0 failed, 0 left" in second.stdout
     resumed = checkpoints.load_checkpoint(run_dir(out, "digits", 1, "vae", 4) / "model_latent_size_4.pth")
     assert resumed["history"]["epoch"] == [0, 1]
     assert resumed["history"]["seconds"][0] == at_kill["history"]["seconds"][0]  # epoch 1 kept, not retrained
@@ -222,3 +223,4 @@ def test_the_cka_matrix_compares_the_codes_of_one_seed_and_is_1_on_its_diagonal(
     assert seed == 0 and len(labels) == 3 and labels[1] == "PCA, 4"
     assert np.allclose(np.diag(matrix), 1) and matrix[0, 1] == pytest.approx(1) and matrix[0, 2] < 0.2
     assert files.save_figure(cka_figure(matrix, labels, "t"), tmp_path / "cka.png").read_bytes().startswith(b"\x89PNG")
+
