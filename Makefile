@@ -1,6 +1,6 @@
 # make demo: build .venv, then run every step on the embedded dataset (offline), ending with the explorer page.
 # make test: build .venv with the test tools, then run the test suite.
-# make test-fast: the same without the tests marked slow (subprocesses, torchrun, notebook, fuzz).
+# make test-fast: the same without the tests marked slow (shared trainings, subprocesses, torchrun, notebook, fuzz).
 PYTHON ?= python3
 VENV ?= .venv
 PY = $(VENV)/bin/python

@@ -16,7 +16,17 @@ sys.path.insert(0, str(ROOT))
 
 # Fixtures that train, or run the scripts in processes of their own: a test that uses one is marked
 # slow, so `make test-fast` (-m "not slow") leaves it out.
-SLOW_FIXTURES = {"trained", "trained_copy", "pipeline", "samples", "sweep", "start_training", "torchrun"}
+SLOW_FIXTURES = {"trained", "trained_copy", "two_runs", "pipeline", "samples", "sweep", "start_training", "torchrun"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_fsync():
+    """No fsync in this process: what the tests check is that a writer is atomic (a temp file renamed
+    over its name), not that it survives a power cut, and fsync costs tens of ms a file on a VM's
+    disk, hundreds of times a suite. The steps run in processes of their own still sync."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(os, "fsync", lambda fd: None)
+        yield
 
 
 def pytest_collection_modifyitems(items):
