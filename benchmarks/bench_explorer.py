@@ -124,8 +124,7 @@ def hover_times(driver, hovers: int, seed: int = 0) -> list[float]:
 
 def measure(args, out: Path, points: int) -> dict:
     import shutil
-    build(out, points, args.vis_type)  # the projection and the neighbours, cached
-    shutil.rmtree(build(out, points, args.vis_type)[1]["tiles"])  # the explorer's own tiles: made again next
+    shutil.rmtree(build(out, points, args.vis_type)[1]["tiles"])  # projection and neighbours cached; tiles made again next
     first, _ = build(out, points, args.vis_type)  # from the cached projection, the tiles made
     wall, built = build(out, points, args.vis_type)  # the tiles too from the cache
     page, tiles = built["page"], built["tiles"]

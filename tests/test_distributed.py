@@ -171,7 +171,7 @@ def test_torchrun_trains_resumes_and_matches_one_process(tmp_path):
     """torchrun with 2 gloo processes, stopped after 3 epochs and resumed to 6, against one process
     doing the same (global batch 64; the cosine schedule follows each call's --num_epochs)."""
     out, single = tmp_path / "out", tmp_path / "single"
-    common = ["--latent_size", 8, "--dataset", "digits", "--batch_size", 64]
+    common = ["--latent_size", 8, "--dataset", "digits", "--batch_size", 64, "--snapshot_every", 0]
     run_main("train", *common, "--output_dir", single, "--num_epochs", 3, "--quiet")
     run_main("train", *common, "--output_dir", single, "--num_epochs", 6, "--resume", "--quiet")
     common += ["--output_dir", out]

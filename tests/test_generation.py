@@ -192,7 +192,8 @@ def test_interpolation_ends_decode_to_the_reconstructions(trained):
 
 # ---------------------------------------------------------------- the script, as a user runs it
 def test_autoencoder_with_no_arguments_draws_every_figure(trained_copy):
-    proc = run_script("viz_generation.py", "--output_dir", trained_copy, "--seed", 3)
+    # --num_scored: the score's sample, which the scores' own tests cover, not what is under test here
+    proc = run_script("viz_generation.py", "--output_dir", trained_copy, "--seed", 3, "--num_scored", 500)
     assert_pngs(trained_copy, AE_FIGURES)
     for name in AE_FIGURES:  # where each figure landed is printed
         assert f"{trained_copy / name}" in proc.stdout

@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT
 from latentlab.store import locking
 
-TRAIN = ["--latent_size", "2", "--dataset", "digits", "--model", "mlp", "--quiet"]
+TRAIN = ["--latent_size", "2", "--dataset", "digits", "--model", "mlp", "--quiet", "--snapshot_every", "0"]
 
 
 def start_training(out, *extra):

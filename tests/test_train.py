@@ -100,7 +100,7 @@ def test_resume_ends_identical_to_an_uninterrupted_run(tmp_path, monkeypatch):
         run_main("train", *common, "--output_dir", str(tmp_path / "b"))
     assert torch.load(tmp_path / "b" / "model_latent_size_2.pth", weights_only=True)["resume"]["epoch"] == 1
     monkeypatch.setattr("latentlab.train.run.train_model", real)
-    run_script("train.py", *common, "--output_dir", tmp_path / "b", "--resume")
+    run_main("train", *common, "--output_dir", tmp_path / "b", "--resume")
     for k in (2, 4):
         a, b = _final_weights(tmp_path / "a" / f"model_latent_size_{k}.pth"), _final_weights(tmp_path / "b" / f"model_latent_size_{k}.pth")
         assert a.keys() == b.keys()
