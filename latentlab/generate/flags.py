@@ -9,5 +9,5 @@ def add_gmm_components(group) -> None:
                        help="gmm: components of the mixture")
 
 
-def add_num_scored(group, what: str = "generated images per sampler, scored against the test images") -> None:
+def add_num_scored(group, what: str) -> None:
     group.add_argument("--num_scored", type=scored_images, default=NUM_SCORED, help=what)

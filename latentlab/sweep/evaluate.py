@@ -99,14 +99,14 @@ def generation_scores(trained_folder, data: dict, m, decode, encode, samplers, s
                                          data["labels"], len(data["class_names"]), device)
     scorer = gen_scores.Scorer.of_test_images(net, data["images"], device)
     pairs = gen_scores.test_pairs(len(data["images"]), settings["seed"])
-    scores = gen_scores.space_scores(decode, encode(train_x).numpy(), encode(data["images"]), samplers, settings["gmm_components"],
-                                     settings["num_scored"], settings["seed"], scorer, folder / "cache", pairs,
-                                     FAMILIES[m.family].prior)
+    scores = gen_scores.space_scores(decode, encode(train_x).numpy(), encode(data["images"]), samplers,
+                                     settings["gmm_components"], settings["num_scored"], settings["seed"], scorer,
+                                     folder / "cache", pairs, FAMILIES[m.family].prior)
     best = gen_scores.best_sampler(scores["samples"])
     b = scores["samples"][best]
     return {"metrics": {"gen_fd": b["fd"], "gen_precision": b["precision"], "gen_recall": b["recall"]},
-            "best_sampler": best, **scores, "num_scored": settings["num_scored"], "classifier_accuracy": classifier["test_accuracy"],
-            "classifier": classifier["path"]}
+            "best_sampler": best, **scores, "num_scored": settings["num_scored"],
+            "classifier_accuracy": classifier["test_accuracy"], "classifier": classifier["path"]}
 
 
 CODE_SAMPLE = "code_sample.npy"  # a job's codes of the encoded test images, for the sweep's CKA matrix
