@@ -123,13 +123,14 @@ def test_image_rows_leave_a_gap_between_rows_and_columns(hw, n):
     fig = image_grids.image_rows([("2-d", imgs), ("16-d", imgs), ("PCA", imgs[:3])], "a title\nof two lines",
                            col_titles=["image 3\nclass 1", *(f"t={t:.2f}" for t in range(n - 1))])
     fig.canvas.draw()
-    w, h = fig.get_size_inches()
-    axes = np.array(fig.axes).reshape(3, n)
-    pos = [[ax.get_position(original=False) for ax in row] for row in axes]  # where the image is drawn
+    boxes = [im.get_window_extent() for im in fig.axes[0].images]  # where each image is drawn, in pixels
+    assert len(boxes) == 2 * n + 3
+    inches = 1 / fig.dpi
     for r in range(2):
-        assert (pos[r][0].y0 - pos[r + 1][0].y1) * h >= 0.1  # inches
+        assert (boxes[r * n].y0 - boxes[(r + 1) * n].y1) * inches >= 0.1
     for c in range(n - 1):
-        assert (pos[0][c + 1].x0 - pos[0][c].x1) * w >= 0.04
+        assert (boxes[c + 1].x0 - boxes[c].x1) * inches >= 0.04
+    assert fig.get_size_inches()[0] < 18
     plt_close(fig)
 
 

@@ -182,7 +182,7 @@ def reconstruction_animation(record: dict, what: str, num_epochs: int):
     recs = record["reconstructions"]
     fig = image_grids.image_rows([("original", originals), ("reconstructed", to_float(recs[0]))], f"{what}\n")
     n = len(originals)
-    images = [fig.axes[n + c].images[0] for c in range(n)]
+    images = fig.axes[0].images[n:]  # the second row's
     title = fig._suptitle  # matplotlib keeps the suptitle's Text there (no public getter)
 
     def frame(i):
