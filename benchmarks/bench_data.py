@@ -28,22 +28,15 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from latentlab.cli import Parser, UserError, run  # noqa: E402
 from latentlab.ranges import nonneg_int, positive_int  # noqa: E402
+from photo_folders import generate, image_shape  # noqa: E402
 
 PATHS = ("imagefolder", "first_load", "cached_load")
-
-
-def image_shape(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT (e.g. 3000x2000)")
-    if min(w, h) < 8 or w * h > 50_000_000:
-        raise argparse.ArgumentTypeError(f"{text}: give 8 to 50 megapixels a side product, e.g. 3000x2000")
-    return w, h
 
 
 def parse_args(argv=None):
@@ -60,52 +53,6 @@ def parse_args(argv=None):
                    help="folder sizes of the training-memory measurement (none: skip it)")
     p.add_argument("--child", nargs=4, metavar=("PATH", "FOLDER", "IMAGE_SIZE", "CACHE"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
-
-
-# ---------------------------------------------------------------- generated folders
-_NOISE = {}  # per worker process: one sensor-noise field per size, cropped at a random offset per photo
-
-
-def photo(args) -> None:
-    """One photo-like JPEG: a smooth colour field, a few shapes, Gaussian sensor noise."""
-    path, (w, h), seed = args
-    import numpy as np
-    from PIL import Image, ImageChops, ImageDraw
-    rng = np.random.default_rng(seed)
-    img = Image.fromarray(rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
-    draw = ImageDraw.Draw(img)
-    for _ in range(8):
-        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
-        box = [x0, y0, x0 + int(rng.integers(w // 20, w // 3) + 1), y0 + int(rng.integers(h // 20, h // 3) + 1)]
-        fill = tuple(int(v) for v in rng.integers(0, 256, 3))
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=fill)
-    if (w, h) not in _NOISE:
-        _NOISE[(w, h)] = Image.merge("RGB", [Image.effect_noise((w + 64, h + 64), 6) for _ in range(3)])
-    dx, dy = (int(v) for v in rng.integers(0, 64, 2))
-    noise = _NOISE[(w, h)].crop((dx, dy, dx + w, dy + h))
-    ImageChops.add(img, noise, offset=-128).save(path, quality=90)
-
-
-def generate(folder: Path, count: int, size: tuple, classes: int) -> Path:
-    """count JPEGs of size in classes sub-folders, made in parallel; kept for reruns (done.json)."""
-    from concurrent.futures import ProcessPoolExecutor
-    done = folder / "done.json"
-    spec = {"count": count, "size": list(size), "classes": classes}
-    if done.is_file() and json.loads(done.read_text()) == spec:
-        return folder
-    shutil.rmtree(folder, ignore_errors=True)
-    for c in range(classes):
-        (folder / f"class_{c}").mkdir(parents=True)
-    jobs = [(folder / f"class_{i % classes}" / f"{i:06d}.jpg", size, i) for i in range(count)]
-    print(f"generating {count} JPEGs of {size[0]}x{size[1]} in {folder} ...", flush=True)
-    try:
-        with ProcessPoolExecutor() as pool:
-            list(pool.map(photo, jobs, chunksize=64))
-    except OSError as e:
-        raise UserError(f"cannot generate the folder in {folder}: {e.strerror or e}; give --work_dir on a disk "
-                        f"with room")
-    done.write_text(json.dumps(spec))
-    return folder
 
 
 # ---------------------------------------------------------------- one measured path, in its own process
@@ -135,19 +82,13 @@ def measure(path: str, folder: str, image_size: int, cache: str) -> dict:
     if path != "imagefolder":  # a page of each: images that workers wrote into shared memory count once touched
         for x in (data.train_x, data.test_x):
             x.reshape(-1)[::4096].sum()
-    return {"seconds": seconds, "images": count, "rss_mb": peak_rss_mb()}
+    return {"seconds": seconds, "images": count, "rss_mb": status_kb("VmHWM") / 1024}
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (VmHWM: unlike getrusage's ru_maxrss, it starts afresh
-    at exec, so the parent's size at the fork does not count)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def rss_kb(field: str) -> int:
+def status_kb(field: str) -> int:
+    """A field of /proc/self/status in kB: VmHWM, this process's peak resident memory (unlike
+    getrusage's ru_maxrss it starts afresh at exec, so the parent's size at the fork does not
+    count), or RssAnon, its anonymous memory now."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1])
@@ -162,7 +103,7 @@ def train_peak(path: str, folder: str, image_size: int, cache: str) -> dict:
 
     def sample():  # RssAnon has no high-water mark of its own
         while not done.wait(0.02):
-            peak_anon[0] = max(peak_anon[0], rss_kb("RssAnon"))
+            peak_anon[0] = max(peak_anon[0], status_kb("RssAnon"))
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     flags = ["--dataset", f"folder:{folder}", "--data_dir", cache, "--image_size", str(image_size),
@@ -175,8 +116,8 @@ def train_peak(path: str, folder: str, image_size: int, cache: str) -> dict:
     seconds = time.perf_counter() - t0
     done.set()
     sampler.join()
-    return {"seconds": seconds, "images": 0, "rss_mb": peak_rss_mb(),
-            "anon_mb": max(peak_anon[0], rss_kb("RssAnon")) / 1024}
+    return {"seconds": seconds, "images": 0, "rss_mb": status_kb("VmHWM") / 1024,
+            "anon_mb": max(peak_anon[0], status_kb("RssAnon")) / 1024}
 
 
 def run_child(path: str, folder: Path, image_size: int, extra: str) -> dict:

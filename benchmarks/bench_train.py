@@ -39,25 +39,23 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
 
-from latentlab.cli import Parser, pick_device, run
-from latentlab.ranges import batch_images, nonneg_int, positive_int, repeat_count, width, workers
+from latentlab.cli import Parser, pick_device, run  # noqa: E402
 from latentlab.data.datasets import load_dataset  # noqa: E402
-from latentlab.train.distributed import World  # noqa: E402
-from latentlab.data.datasets import to_float  # noqa: E402
+from latentlab.ranges import batch_images, nonneg_int, positive_int, repeat_count, width, workers  # noqa: E402
 from latentlab.settings import PRECISIONS, Settings  # noqa: E402
-from latentlab.train.loop import TrainingSplit, place_data, train_model  # noqa: E402
+from latentlab.train.loop import place_data  # noqa: E402
 from latentlab.train.precision import use_bf16  # noqa: E402
-from latentlab.train.umap_loss import UmapLoss, fuzzy_graph  # noqa: E402
-from model.autoencoder import FAMILIES, build_model  # noqa: E402
-
-UMAP_WEIGHT = 0.1  # the loss's weight does not change a step's work
+from latentlab.train.umap_loss import fuzzy_graph  # noqa: E402
+from model.autoencoder import FAMILIES  # noqa: E402
+from train_paths import ceiling, compiled, pil_path, train_loop  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -78,121 +76,6 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     return p.parse_args(argv)
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def make_model(config, device, train_layout: bool):
-    """The model as train_model builds it (train_layout) or in its default NCHW form."""
-    torch.manual_seed(0)
-    model = build_model(config).to(device)
-    if train_layout and config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def step_fn(model, opt, device, amp: bool):
-    def step(x):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits, kl = model(x)
-        loss = model.objective(logits, kl, x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss
-    return step
-
-
-def time_steps(step, batches, warmup: int, steps: int, device) -> float:
-    """Images/s of step() over `steps` batches drawn from the iterator after `warmup` untimed ones."""
-    for _ in range(warmup):
-        step(next(batches))
-    sync(device)
-    t0 = time.perf_counter()
-    n = 0
-    for _ in range(steps):
-        x = next(batches)
-        step(x)
-        n += len(x)
-    sync(device)
-    return n / (time.perf_counter() - t0)
-
-
-# ---------------------------------------------------------------- the paths
-def ceiling(config, x_u8, device, args) -> float:
-    amp = use_bf16(args.precision, device, config.image_shape)
-    model = make_model(config, device, True)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    fmt = torch.channels_last if config.channels_last else torch.contiguous_format
-    ready = [to_float(x_u8[i * args.batch_size:(i + 1) * args.batch_size].to(device)).contiguous(memory_format=fmt)
-             for i in range(min(16, len(x_u8) // args.batch_size))]
-    cycle = (ready[i % len(ready)] for i in range(10**9))
-    return time_steps(step_fn(model, opt, device, amp), cycle, args.warmup, args.steps, device)
-
-
-def train_loop(config, x_placed, device, args, tmp: Path, umap_graph=None, edges: int = 0) -> float:
-    """train_model over warmup + steps batches: epoch 1 warms up, epoch 2 is timed (its images/s).
-    With umap_graph (the UMAP graph of those images), the UMAP loss drawing `edges` edges per step."""
-    n = args.steps * args.batch_size
-    split = TrainingSplit(x_placed, torch.arange(n), torch.arange(n, n + 64))
-    settings = Settings(latent_size=config.latent_size, num_epochs=2, batch_size=args.batch_size, snapshot_every=0,
-                        precision=args.precision)
-    umap = None if umap_graph is None else UmapLoss(umap_graph, split.train, UMAP_WEIGHT, edges)
-    ckpt = train_model(config, split, settings, tmp / "bench.pth", {"dataset": {"name": "bench"}},
-                       World(device=device), quiet=True, umap=umap)
-    return ckpt["history"]["images_per_s"][-1]
-
-
-class PILImages(torch.utils.data.Dataset):
-    """What a torchvision dataset does per item: a PIL image from the stored array, then ToTensor."""
-
-    def __init__(self, x_u8: torch.Tensor, y: torch.Tensor):
-        self.x = x_u8.permute(0, 2, 3, 1).numpy()  # (N, H, W, C) as PIL wants it
-        self.y = y.numpy()
-        from torchvision import transforms
-        self.transform = transforms.ToTensor()
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        from PIL import Image
-        a = self.x[i]
-        img = Image.fromarray(a[:, :, 0], mode="L") if a.shape[2] == 1 else Image.fromarray(a, mode="RGB")
-        return self.transform(img), int(self.y[i])
-
-
-def pil_path(config, x_u8, y, device, args, workers: int, train_layout: bool) -> float:
-    amp = train_layout and use_bf16(args.precision, device, config.image_shape)
-    model = make_model(config, device, train_layout)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    n = (args.warmup + args.steps) * args.batch_size
-    loader = torch.utils.data.DataLoader(PILImages(x_u8[:n], y[:n]), batch_size=args.batch_size, shuffle=True,
-                                         num_workers=workers, pin_memory=device.type == "cuda", drop_last=True)
-    fmt = torch.channels_last if train_layout and config.channels_last else torch.contiguous_format
-    batches = (x.to(device, non_blocking=True).contiguous(memory_format=fmt) for x, _ in loader)
-    return time_steps(step_fn(model, opt, device, amp), batches, args.warmup, args.steps, device)
-
-
-def compiled(config, x_u8, device, args) -> tuple[float, float]:
-    """(compile seconds, steady images/s) of train.py's step under torch.compile."""
-    amp = use_bf16(args.precision, device, config.image_shape)
-    model = make_model(config, device, True)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    step = torch.compile(step_fn(model, opt, device, amp))
-    fmt = torch.channels_last if config.channels_last else torch.contiguous_format
-    ready = [to_float(x_u8[i * args.batch_size:(i + 1) * args.batch_size].to(device)).contiguous(memory_format=fmt)
-             for i in range(min(16, len(x_u8) // args.batch_size))]
-    t0 = time.perf_counter()
-    step(ready[0])
-    step(ready[1])  # the second call may compile the optimizer's graph too
-    sync(device)
-    compile_s = time.perf_counter() - t0
-    cycle = (ready[i % len(ready)] for i in range(10**9))
-    return compile_s, time_steps(step, cycle, args.warmup, args.steps, device)
 
 
 # ---------------------------------------------------------------- main
@@ -217,42 +100,8 @@ def main(args) -> dict:
         for family in args.models:
             config = Settings(latent_size=args.latent_size, model=family).model_config(args.latent_size,
                                                                                        data.image_shape)  # train.py's
-            paths = {"ceiling": lambda: ceiling(config, x_u8, device, args),
-                     "train.py loop": lambda: train_loop(config, x_placed, device, args, Path(tmp))}
-            for w in args.num_workers:
-                paths[f"PIL, {w} workers"] = lambda w=w: pil_path(config, x_u8, y, device, args, w, False)
-            if config.channels_last or bf16:  # else the same model either way
-                best_w = args.num_workers[0]
-                paths[f"PIL + layout, {best_w} workers"] = lambda: pil_path(config, x_u8, y, device, args, best_w, True)
-            for e in args.umap_edges:
-                paths[f"UMAP loss, {e} edges"] = lambda e=e: train_loop(config, x_placed, device, args, Path(tmp), graph, e)
-            runs = {name: [] for name in paths}
-            for r in range(args.repeats):
-                for name, fn in paths.items():
-                    runs[name].append(fn())
-                print(f"  {family} repeat {r + 1}/{args.repeats}: "
-                      + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in runs.items()), flush=True)
-            med = {k: statistics.median(v) for k, v in runs.items()}
-            ours = med["train.py loop"]
-            pil = {k: v for k, v in med.items() if k.startswith("PIL, ")}
-            best_pil = max(pil, key=pil.get)
-
-            def ratio(a, b):  # the median of the repeats' ratios: each repeat ran its paths back to back
-                return statistics.median(x / y for x, y in zip(runs[a], runs[b]))
-            row = {"images_per_s": med, "runs": runs, "loop_vs_ceiling": ratio("train.py loop", "ceiling"),
-                   "loop_vs_pil": ratio("train.py loop", best_pil), "best_pil_path": best_pil}
-            layout = [k for k in med if k.startswith("PIL + layout")]
-            if layout:
-                row["layout_gain_on_pil_path"] = ratio(layout[0], f"PIL, {args.num_workers[0]} workers")
-                row["data_path_gain"] = ratio("train.py loop", layout[0])
-            row["umap_time_multiple"] = {e: ratio("train.py loop", f"UMAP loss, {e} edges") for e in args.umap_edges}
-            if args.compile:
-                compile_s, comp = compiled(config, x_u8, device, args)
-                row["compiled"] = {"compile_seconds": compile_s, "images_per_s": comp, "vs_loop": comp / ours}
-                gain = 1 / ours - 1 / comp  # seconds saved per image
-                row["compiled"]["pays_off_after_images"] = compile_s / gain if gain > 0 else None
-            results[family] = row
-            print_row(family, row)
+            results[family] = bench_family(config, x_u8, y, x_placed, device, args, Path(tmp), bf16, graph)
+            print_row(family, results[family])
     out = {"dataset": data.name, "device": str(device), "threads": torch.get_num_threads(), "precision": args.precision,
            "bf16_autocast": bf16,
            "cpus": os.cpu_count(), "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
@@ -260,6 +109,44 @@ def main(args) -> dict:
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return out
+
+
+def bench_family(config, x_u8, y, x_placed, device, args, tmp: Path, bf16: bool, graph) -> dict:
+    """Every path for one model, --repeats times interleaved: the medians and the ratios."""
+    paths = {"ceiling": lambda: ceiling(config, x_u8, device, args),
+             "train.py loop": lambda: train_loop(config, x_placed, device, args, tmp)}
+    for w in args.num_workers:
+        paths[f"PIL, {w} workers"] = lambda w=w: pil_path(config, x_u8, y, device, args, w, False)
+    if config.channels_last or bf16:  # else the same model either way
+        best_w = args.num_workers[0]
+        paths[f"PIL + layout, {best_w} workers"] = lambda: pil_path(config, x_u8, y, device, args, best_w, True)
+    for e in args.umap_edges:
+        paths[f"UMAP loss, {e} edges"] = lambda e=e: train_loop(config, x_placed, device, args, tmp, graph, e)
+    runs = {name: [] for name in paths}
+    for r in range(args.repeats):
+        for name, fn in paths.items():
+            runs[name].append(fn())
+        print(f"  {config.family} repeat {r + 1}/{args.repeats}: "
+              + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in runs.items()), flush=True)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    pil = {k: v for k, v in med.items() if k.startswith("PIL, ")}
+    best_pil = max(pil, key=pil.get)
+
+    def ratio(a, b):  # the median of the repeats' ratios: each repeat ran its paths back to back
+        return statistics.median(x / y for x, y in zip(runs[a], runs[b]))
+    row = {"images_per_s": med, "runs": runs, "loop_vs_ceiling": ratio("train.py loop", "ceiling"),
+           "loop_vs_pil": ratio("train.py loop", best_pil), "best_pil_path": best_pil}
+    layout = [k for k in med if k.startswith("PIL + layout")]
+    if layout:
+        row["layout_gain_on_pil_path"] = ratio(layout[0], f"PIL, {args.num_workers[0]} workers")
+        row["data_path_gain"] = ratio("train.py loop", layout[0])
+    row["umap_time_multiple"] = {e: ratio("train.py loop", f"UMAP loss, {e} edges") for e in args.umap_edges}
+    if args.compile:
+        compile_s, comp = compiled(config, x_u8, device, args)
+        row["compiled"] = {"compile_seconds": compile_s, "images_per_s": comp, "vs_loop": comp / med["train.py loop"]}
+        gain = 1 / med["train.py loop"] - 1 / comp  # seconds saved per image
+        row["compiled"]["pays_off_after_images"] = compile_s / gain if gain > 0 else None
+    return row
 
 
 def print_row(family: str, row: dict) -> None:
