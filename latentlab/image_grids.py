@@ -18,19 +18,13 @@ def image_for_display(x: torch.Tensor) -> np.ndarray:
     return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
 
 
-def show_image(ax, x: torch.Tensor) -> None:
-    ax.imshow(image_for_display(x), cmap="gray" if x.shape[0] == 1 else None, vmin=0, vmax=1)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
 def image_rows(rows: list[tuple[str, torch.Tensor]], title: str, col_titles: list[str] | None = None,
                cell_titles: list[list[str]] | None = None):
     """A grid with one labelled row per (label, images (n, C, H, W)), col_titles over the first row,
     or cell_titles[r][c] over each image. The layout is set in inches, so a gap of ROW_GAP between
     rows and COL_GAP between columns always separates the images. Every image is drawn into one
-    axes whose data units are inches (fig.axes[0].images, row by row): an axes per image made a
-    figure of 90 images take seconds to draw."""
+    axes whose data units are inches (fig.axes[0].images, row by row), not an axes per image, whose
+    ticks and spines matplotlib would build and draw for each (docs/performance.md)."""
     from matplotlib.patches import Rectangle
     n = max(len(imgs) for _, imgs in rows)
     h, w = next(imgs for _, imgs in rows if len(imgs)).shape[-2:]
