@@ -387,20 +387,19 @@ def test_a_diverging_training_says_so_in_one_line(tmp_path, capsys, one_thread):
 
 # ---------------------------------------------------------------- options and inputs
 @pytest.mark.slow
-@pytest.mark.parametrize("flag,value,message", [
-    ("--latent_size", "0", "0 must be >= 1"), ("--num_epochs", "0", "0 must be >= 1"),
-    ("--batch_size", "0", "0 must be >= 1"), ("--lr", "0", "0 must be > 0.0"), ("--noise_std", "-0.1", "-0.1 must be >= 0.0"),
-])
-def test_out_of_range_options_give_one_line_through_the_script(tmp_path, flag, value, message):
-    args = {"--latent_size": "4", "--output_dir": str(tmp_path), "--dataset": "digits", flag: value}
-    proc = run_script("train.py", *[a for kv in args.items() for a in kv], check=False)
+def test_an_out_of_range_option_gives_one_line_through_the_script(tmp_path):
+    """One case as a user types it; the rest of the ranges in this process, below."""
+    proc = run_script("train.py", "--latent_size", "0", "--output_dir", tmp_path, "--dataset", "digits", check=False)
     assert proc.returncode == 2
     line = proc.stderr.strip()
-    assert "\n" not in line and f"argument {flag}: {message}" in line
+    assert "\n" not in line and "argument --latent_size: 0 must be >= 1" in line
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("argv,message", [
+    (["--num_epochs", "0"], "argument --num_epochs: 0 must be >= 1"),
+    (["--batch_size", "0"], "argument --batch_size: 0 must be >= 1"), (["--lr", "0"], "argument --lr: 0 must be > 0.0"),
+    (["--noise_std", "-0.1"], "argument --noise_std: -0.1 must be >= 0.0"),
     (["--lr", "nan"], "nan is not a finite number"), (["--lr", "inf"], "inf is not a finite number"),
     (["--beta", "-1"], "-1 must be >= 0.0"), (["--val_fraction", "0"], "0 must be > 0.0"),
     (["--val_fraction", "0.95"], "0.95 must be <= 0.9"), (["--image_size", "0"], "0 must be >= 1"),
