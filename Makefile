@@ -1,5 +1,5 @@
 # make demo: build .venv, then run every step on the embedded dataset (offline), ending with the explorer page.
-# make test: build .venv with the test tools, then run the test suite.
+# make test: build .venv with the test tools, then run the test suite (one worker a core; TEST_WORKERS= runs it in one process).
 # make test-fast: the same without the tests marked slow (shared trainings, subprocesses, torchrun, notebook, fuzz).
 PYTHON ?= python3
 VENV ?= .venv
@@ -32,11 +32,14 @@ demo: venv
 	@echo "page (open it in a browser):"; cd $(OUT) && ls *.html | sed 's/^/  /'
 	@echo "numbers:"; cd $(OUT) && ls *.json | fmt -w 110 | sed 's/^/  /'
 
+# the tests in one worker process a core (pytest-xdist, at most 4), each worker's torch on its share of the cores
+TEST_WORKERS ?= -n auto --maxprocesses 4
+
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(TEST_WORKERS)
 
 test-fast: venv
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" $(TEST_WORKERS)
 
 clean:
 	rm -rf $(VENV) output/demo

@@ -13,6 +13,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# Under pytest-xdist (`make test`: a worker a core), each worker's torch, and the scripts it starts,
+# take their share of the cores: torch's default of every core in every worker oversubscribes them.
+# Set before any test module imports torch; a thread count the caller set is kept.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
 
 # Fixtures that train, or run the scripts in processes of their own: a test that uses one is marked
 # slow, so `make test-fast` (-m "not slow") leaves it out.
