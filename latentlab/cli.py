@@ -94,6 +94,11 @@ def worded(hint: str):
         raise UserError(f"{e}; {hint}") from e
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it, else all of them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def memory_available(device=None) -> int:
     """Bytes that an allocation on device (None: this machine's memory) can take now."""
     if device is not None and torch.device(device).type == "cuda":

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from latentlab.cli import UserError
+from latentlab.cli import UserError, usable_cores
 from latentlab.data.image_file import (GRAY_MODES, Reading, Unreadable, _open_errors, _reason, _small_jpegs, decode_image,
                                        grey, shown)
 
@@ -64,10 +64,6 @@ def _decode_chunk(start: int, paths: list, size: int, reading: Reading, into: In
     return None, gray, bad
 
 
-def _workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def _chunked_map(fn, items: list, *args, quiet: bool = True, what: str = ""):
     """fn(start, items[start:start + CHUNK], *args) for each chunk, in order, on a process pool (in
     this process for a few items); a progress bar (images/s, ETA) on a terminal unless quiet."""
@@ -76,7 +72,7 @@ def _chunked_map(fn, items: list, *args, quiet: bool = True, what: str = ""):
     from latentlab.cli import show_progress
     starts = range(0, len(items), CHUNK)
     chunks = [items[s:s + CHUNK] for s in starts]
-    workers = min(_workers(), len(chunks))
+    workers = min(usable_cores(), len(chunks))
     with tqdm(total=len(items), unit="img", desc=what, disable=not show_progress(quiet),
               leave=False, dynamic_ncols=True) as bar:
         if workers <= 1 or multiprocessing.current_process().daemon:  # a daemon may not start processes

@@ -24,7 +24,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from latentlab.store import files
-from latentlab.cli import Interrupted, show_progress
+from latentlab.cli import Interrupted, show_progress, usable_cores
 from latentlab.sweep.cluster import SUBMITTED, ClusterJob, found_on_cluster, submitit_executor
 from latentlab.sweep.jobs import Job, job_state, record_error, run_job
 
@@ -124,10 +124,6 @@ class HeldElsewhere:
         return "the process that ran it stopped without writing its metrics"
 
 
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 @contextlib.contextmanager
 def stop_on_signals(in_process: bool):
     """SIGTERM and SIGINT, while the sweep runs its jobs: the number of the first one in the list
@@ -197,7 +193,7 @@ def run_jobs(to_run: list[Job], progress: Progress, args) -> None:
     elif limit == 1:
         start = Finished
     else:  # each process its share of the cores
-        threads = max(1, cores() // limit)
+        threads = max(1, usable_cores() // limit)
         def start(job):
             return ChildProcess(dataclasses.replace(job, threads=threads))
     pending = list(to_run)
