@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from latentlab.cli import UserError, usable_cores
+from latentlab.cli import UserError, show_progress, usable_cores
 from latentlab.data.image_file import (GRAY_MODES, Reading, Unreadable, _open_errors, _reason, _small_jpegs, decode_image,
                                        grey, shown)
 
@@ -69,7 +69,6 @@ def _chunked_map(fn, items: list, *args, quiet: bool = True, what: str = ""):
     this process for a few items); a progress bar (images/s, ETA) on a terminal unless quiet."""
     from tqdm import tqdm
 
-    from latentlab.cli import show_progress
     starts = range(0, len(items), CHUNK)
     chunks = [items[s:s + CHUNK] for s in starts]
     workers = min(usable_cores(), len(chunks))
