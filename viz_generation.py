@@ -227,7 +227,7 @@ def score(args, out, run_id, data, models, nets, train_x, train_y, z_train, pca,
                                          len(data["class_names"]), device, args.quiet)
     say(args.quiet, f"feature classifier: {classifier['test_accuracy']:.1%} accurate on the test images "
                     f"({'trained now' if classifier['trained_now'] else 'trained before'}: {classifier['path']})")
-    scorer = gen_scores.Scorer.of_test_images(net, data["images"], device)
+    scorer = gen_scores.Scorer.of_test_images(net, data["images"], device, train_x)
     with worded("lower --gmm_components, or score a larger test split"):
         result = gen_scores.score_generation(models, nets, data["images"], train_x, (pca["mean"], pca["components"]),
                                              samplers, args.gmm_components, args.num_scored, args.seed, scorer,
@@ -237,7 +237,8 @@ def score(args, out, run_id, data, models, nets, train_x, train_y, z_train, pca,
               "dataset": data["dataset"], "classifier": classifier, **result}
     path = files.save_json(result, out / f"generation_latent_size_{models[-1].latent_size}.json")
     print(f"\nGeneration scores, {data['dataset']}: in the features of the classifier "
-          f"({classifier['test_accuracy']:.1%} test accuracy); FD lower is better, precision and recall higher")
+          f"({classifier['test_accuracy']:.1%} test accuracy); FD lower is better, precision and recall higher, "
+          f"novelty about 1 (under 1: nearer the training images than new data is; 0: copies)")
     print(text_table(gen_scores.TABLE_HEADER, gen_scores.table_rows(result)))
     print(f"wrote {path}")
     return path

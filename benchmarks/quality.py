@@ -86,12 +86,15 @@ def generation_rows(g: dict, k: int) -> dict:
     def space(part: dict) -> dict:
         best = part["samples"][part["best_sampler"]]
         return {**{f"fd_{s}": v["fd"] for s, v in part["samples"].items()}, "fd_best": best["fd"],
-                "precision_best": best["precision"], "recall_best": best["recall"], "fd_midpoints": part["midpoints_fd"]}
+                "precision_best": best["precision"], "recall_best": best["recall"], "novelty_best": best.get("novelty"),
+                "fd_midpoints": part["midpoints_fd"]}
     m = g["models"][str(k)]
-    return {"autoencoder": {**space(m), "fd_reconstructions": m["reconstructions"]["fd"], "best_sampler": m["best_sampler"]},
+    return {"autoencoder": {**space(m), "fd_reconstructions": m["reconstructions"]["fd"], "best_sampler": m["best_sampler"],
+                            "fd_training_reconstructions": m["training_reconstructions"]["fd"]},
             "pca": space(g["pca"][str(k)]),
             "raw_pixels": {"fd_best": g["floor"]["fd"], "precision_best": g["floor"]["precision"],
-                           "recall_best": g["floor"]["recall"], "fd_midpoints": g["pixel_blend_midpoints_fd"]}}
+                           "recall_best": g["floor"]["recall"], "novelty_best": g["floor"].get("novelty"),
+                           "fd_midpoints": g["pixel_blend_midpoints_fd"]}}
 
 
 def collect(out: Path, n: int, heldout: dict) -> dict:
@@ -142,7 +145,9 @@ LABELS = [("test_mse", "test MSE", ".5f"), ("psnr", "PSNR dB", ".2f"), ("ssim", 
           ("fd_gaussian", "FD, Gaussian sampler", ".2f"), ("fd_gmm", "FD, GMM sampler", ".2f"),
           ("fd_prior", "FD, prior N(0, I)", ".2f"), ("fd_best", "FD, best sampler (raw: training images)", ".2f"),
           ("precision_best", "precision, best sampler", ".3f"), ("recall_best", "recall, best sampler", ".3f"),
+          ("novelty_best", "novelty, best sampler (1: as new as test images)", ".2f"),
           ("fd_reconstructions", "FD, test reconstructions", ".2f"),
+          ("fd_training_reconstructions", "FD, training reconstructions (unpaired)", ".2f"),
           ("fd_midpoints", "FD, midpoints of 1000 test pairs (raw: pixel blending)", ".2f")]
 
 

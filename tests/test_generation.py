@@ -314,6 +314,19 @@ def test_fd_is_zero_for_a_set_against_itself_and_grows_with_noise(digits_classif
     assert 0 < floor["fd"] < fds[1] and floor["precision"] > 0.8 and floor["recall"] > 0.8
 
 
+def test_novelty_is_zero_for_copies_of_training_images_and_about_one_for_new_ones(digits_classifier):
+    from latentlab.generate import scores as gen_scores
+    d, _, net, _ = digits_classifier
+    scorer = gen_scores.Scorer.of_test_images(net, d.test_x, "cpu", d.train_x)
+    assert scorer.full([to_float(d.train_x[:400])])["novelty"] == pytest.approx(0, abs=1e-4)  # rounding alone
+    assert scorer.full([to_float(d.test_x)])["novelty"] == pytest.approx(1)
+    g = torch.Generator().manual_seed(0)
+    novelty = [scorer.full([to_float(d.train_x[:400]) + std * torch.randn(400, *d.image_shape, generator=g)])["novelty"]
+               for std in (0.01, 0.3)]
+    assert 0 < novelty[0] < 0.5 < 1.5 < novelty[1], novelty  # near-copies, then images further than new data
+    assert "novelty" not in gen_scores.Scorer.of_test_images(net, d.test_x, "cpu").full([to_float(d.test_x)])
+
+
 def test_precision_and_recall_tell_realism_from_coverage():
     from latentlab.generate import scores as gen_scores
     g = torch.Generator().manual_seed(0)
@@ -387,9 +400,12 @@ def test_scores_are_the_same_at_a_seed_and_the_second_run_reuses_the_classifier(
 
     def numbers(r):  # every score, without the timings
         return {k: ({s: {m: v for m, v in sc.items() if m != "seconds"} for s, sc in m["samples"].items()},
-                    m["midpoints_fd"], m.get("reconstructions")) for part in ("models", "pca") for k, m in r[part].items()}
+                    m["midpoints_fd"], m.get("reconstructions"), m.get("training_reconstructions"))
+                for part in ("models", "pca") for k, m in r[part].items()}
     assert numbers(first) == numbers(second) and first["floor"] == second["floor"]
     m8 = first["models"]["8"]
+    assert first["floor"]["novelty"] < 1e-4 and 0 < m8["training_reconstructions"]["novelty"] < m8["samples"]["gmm"]["novelty"]
+    assert m8["reconstructions"]["fd"] < m8["training_reconstructions"]["fd"]  # paired with the images they are scored against
     assert set(m8["samples"]) == {"gaussian", "gmm"} and m8["best_sampler"] in ("gaussian", "gmm")
     assert first["run"] == json.loads((trained_copy / "run.json").read_text())["run"]
     assert 0 < first["floor"]["fd"] < m8["samples"]["gaussian"]["fd"]  # the data itself is the closest

@@ -9,11 +9,15 @@ closer. Precision: the share of the generated images that fall inside the real i
 realistic they are; recall: the share of the test images inside the generated images' manifold,
 i.e. how much of the data's variety the generator covers.
 
-Beside every model and sampler sit, on the same features: the training images (the floor: what
-two samples of the data itself score), PCA at the same size with a Gaussian and a mixture on its
-coefficients, and the models' reconstructions of the test images (what the decoder reaches at
-all). Interpolation: the FD of the decoded midpoints of random test pairs, beside PCA's midpoints
-and the pixel average of the two images.
+Novelty (after Meehan et al. 2020's data-copying test): the median distance of a set's images to their
+nearest training image over the test images' median; about 1 for images as new as unseen data, 0 for copies.
+
+Beside every model and sampler sit, on the same features: the training images (the floor: what two samples
+of the data itself score), PCA at the same size with a Gaussian and a mixture on its coefficients, and the
+models' reconstructions (what the decoder reaches at all) of the test images (paired with the very images
+they are scored against, so they can score below the floor) and of the floor's training images (unpaired,
+as samples are). Interpolation: the FD of the decoded midpoints of random test pairs, beside PCA's
+midpoints and the pixel average of the two images.
 """
 from __future__ import annotations
 
@@ -77,23 +81,38 @@ def set_scores(real: np.ndarray, fake: np.ndarray) -> dict:
     return {"fd": frechet_distance(fake, real), "precision": precision, "recall": recall}
 
 
+def nearest_distances(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The distance of each row of x to its nearest row of reference (scikit-learn's, in chunks of bounded memory)."""
+    from sklearn.metrics import pairwise_distances_argmin_min
+    return pairwise_distances_argmin_min(x, reference)[1]
+
+
 # ---------------------------------------------------------------- sets of images
 @dataclass
 class Scorer:
-    """The classifier's features of the test images, and a way to score any set of images against them."""
+    """The classifier's features of the test images, and a way to score any set of images against them;
+    with the training images' features, each set's novelty too."""
     net: torch.nn.Module
     device: torch.device
     real: np.ndarray  # features (test images, F)
+    train: np.ndarray | None = None  # features (training images, F)
+    real_nearest: float = 0.0  # the test images' median distance to their nearest training image
 
     @classmethod
-    def of_test_images(cls, net, test_x: torch.Tensor, device):
-        return cls(net, device, features(net, (to_float(p) for p in test_x.split(BATCH)), device))
+    def of_test_images(cls, net, test_x: torch.Tensor, device, train_x: torch.Tensor | None = None):
+        feats = lambda x: features(net, (to_float(p) for p in x.split(BATCH)), device)
+        real, train = feats(test_x), None if train_x is None else feats(train_x)
+        return cls(net, device, real, train, 0.0 if train is None else float(np.median(nearest_distances(real, train))))
 
     def feats(self, batches) -> np.ndarray:
         return features(self.net, batches, self.device)
 
     def full(self, batches) -> dict:
-        return set_scores(self.real, self.feats(batches))
+        fake = self.feats(batches)
+        out = set_scores(self.real, fake)
+        if self.train is not None and self.real_nearest > 0:
+            out["novelty"] = float(np.median(nearest_distances(fake, self.train))) / self.real_nearest
+        return out
 
     def fd(self, batches) -> float:
         return frechet_distance(self.feats(batches), self.real)
@@ -146,20 +165,23 @@ def best_sampler(samples: dict) -> str:
     return min(samples, key=lambda s: samples[s]["fd"])
 
 
-def floor_and_blend(scorer: Scorer, train_x: torch.Tensor, test_x: torch.Tensor, num_scored: int, seed: int,
-                    pairs) -> dict:
-    """The training images against the test images (a seeded sample of num_scored), and the FD of
-    pixel-space blending (the average of the two images of each test pair)."""
-    g = torch.Generator().manual_seed(seed)
-    pick = torch.randperm(len(train_x), generator=g)[:num_scored].sort().values
+def floor_sample(n: int, num_scored: int, seed: int) -> torch.Tensor:
+    """The indices (sorted) of the seeded sample of num_scored training images: the floor's, and the
+    images whose reconstructions are scored unpaired."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:num_scored].sort().values
+
+
+def floor_and_blend(scorer: Scorer, train_x: torch.Tensor, test_x: torch.Tensor, pick: torch.Tensor, pairs) -> dict:
+    """The training images train_x[pick] against the test images, and the FD of pixel-space blending
+    (the average of the two images of each test pair)."""
     a, b = pairs
     blends = ((to_float(test_x[a[i:i + BATCH]]) + to_float(test_x[b[i:i + BATCH]])) / 2 for i in range(0, len(a), BATCH))
     return {"floor": {**scorer.full(to_float(train_x[p]) for p in pick.split(BATCH)), "images": len(pick)},
             "pixel_blend_midpoints_fd": scorer.fd(blends)}
 
 
-def reconstruction_scores(scorer: Scorer, net, test_x: torch.Tensor, device) -> dict:
-    return scorer.full(rec for _, rec in reconstruct_batches(net, test_x, device, BATCH))
+def reconstruction_scores(scorer: Scorer, net, images: torch.Tensor, device) -> dict:
+    return scorer.full(rec for _, rec in reconstruct_batches(net, images, device, BATCH))
 
 
 def score_generation(models, nets: dict, test_x: torch.Tensor, train_x: torch.Tensor, pca, samplers, components: int,
@@ -173,7 +195,8 @@ def score_generation(models, nets: dict, test_x: torch.Tensor, train_x: torch.Te
     result = {"k": K, "pairs": PAIRS, "num_scored": num_scored, "gmm_components": components, "seed": seed,
               "test_images": len(test_x), "samplers": list(samplers), "models": {}, "pca": {}}
     say("the training images and pixel blending")
-    result.update(floor_and_blend(scorer, train_x, test_x, num_scored, seed, pairs))
+    pick = floor_sample(len(train_x), num_scored, seed)
+    result.update(floor_and_blend(scorer, train_x, test_x, pick, pairs))
     for m in models:
         k, net = m.latent_size, nets[m.latent_size]
         say(f"the {k}-d model")
@@ -184,7 +207,8 @@ def score_generation(models, nets: dict, test_x: torch.Tensor, train_x: torch.Te
                               cache_dir, pairs, FAMILIES[m.family].prior)
         result["models"][str(k)] = {"name": m.name, "label": m.label, "family": m.family, **scores,
                                     "best_sampler": best_sampler(scores["samples"]),
-                                    "reconstructions": reconstruction_scores(scorer, net, test_x, device)}
+                                    "reconstructions": reconstruction_scores(scorer, net, test_x, device),
+                                    "training_reconstructions": reconstruction_scores(scorer, net, train_x[pick], device)}
         if pca is not None:
             say(f"PCA with {k} components")
             mean, comps = pca
@@ -197,7 +221,7 @@ def score_generation(models, nets: dict, test_x: torch.Tensor, train_x: torch.Te
 
 
 # ---------------------------------------------------------------- the table
-TABLE_HEADER = ["images, against the test images", "FD", "precision", "recall"]
+TABLE_HEADER = ["images, against the test images", "FD", "precision", "recall", "novelty"]
 
 
 def table_rows(result: dict) -> list[list[str]]:
@@ -205,14 +229,17 @@ def table_rows(result: dict) -> list[list[str]]:
     reconstructions and midpoints, PCA's samplers and midpoints; pixel blending last (midpoints:
     FD alone, as their few images would bias recall)."""
     def row(what, s):
-        return [what, f"{s['fd']:.2f}", f"{s['precision']:.3f}", f"{s['recall']:.3f}"]
+        novelty = f"{s['novelty']:.2f}" if "novelty" in s else ""
+        return [what, f"{s['fd']:.2f}", f"{s['precision']:.3f}", f"{s['recall']:.3f}", novelty]
 
     def mid(what, fd):
-        return [f"{what}, midpoints of {result['pairs']} test pairs", f"{fd:.2f}", "", ""]
+        return [f"{what}, midpoints of {result['pairs']} test pairs", f"{fd:.2f}", "", "", ""]
     rows = [row(f"training images ({result['floor']['images']}; the floor)", result["floor"])]
     for k, m in result["models"].items():
         rows += [row(f"{m['name']} {k}-d, {s} samples", v) for s, v in m["samples"].items()]
-        rows += [row(f"{m['name']} {k}-d, reconstructions", m["reconstructions"]), mid(f"{m['name']} {k}-d", m["midpoints_fd"])]
+        rows += [row(f"{m['name']} {k}-d, reconstructions of the test images", m["reconstructions"]),
+                 row(f"{m['name']} {k}-d, reconstructions of the floor's training images", m["training_reconstructions"]),
+                 mid(f"{m['name']} {k}-d", m["midpoints_fd"])]
         p = result["pca"].get(k)
         if p:
             rows += [row(f"PCA {k}, {s} samples", v) for s, v in p["samples"].items()]

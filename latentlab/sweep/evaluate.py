@@ -97,7 +97,7 @@ def generation_scores(trained_folder, data: dict, m, decode, encode, samplers, s
     folder = Path(trained_folder)
     net, classifier = feature_net.obtain(folder.parent.parent, data["dataset"], train_x, train_y, data["images"],
                                          data["labels"], len(data["class_names"]), device)
-    scorer = gen_scores.Scorer.of_test_images(net, data["images"], device)
+    scorer = gen_scores.Scorer.of_test_images(net, data["images"], device, train_x)
     pairs = gen_scores.test_pairs(len(data["images"]), settings["seed"])
     scores = gen_scores.space_scores(decode, encode(train_x).numpy(), encode(data["images"]), samplers,
                                      settings["gmm_components"], settings["num_scored"], settings["seed"], scorer,
