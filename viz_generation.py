@@ -1,11 +1,10 @@
 """Step 7: explore the latent space: sample new images, interpolate, traverse, and score the samples.
 
-Samples new images from latents drawn by a sampler fitted on the training split's latents (or a
-VAE's prior), interpolates between two test images, traverses the latent space (the 2-d model's
-manifold; one dimension at a time of the N-d model), and scores generation (latentlab/generate/scores.py):
-Frechet distance and precision/recall of --num_scored samples of each --sampler against the test
-images, in the features of a classifier trained once per dataset, beside the training images, PCA,
-the reconstructions, and the midpoints of test pairs.
+Samples new images from latents drawn by a sampler fitted on the training split's latents (or a VAE's prior),
+interpolates between two test images, traverses the latent space (the 2-d model's manifold; one dimension at a
+time of the N-d model), and scores generation (latentlab/generate/scores.py): Frechet distance, precision/recall
+and novelty of --num_scored samples of each --sampler against the test images, in the features of a classifier
+trained once per dataset, beside the training images, PCA, the reconstructions, and the midpoints of test pairs.
 
     python viz_generation.py
     python viz_generation.py --model_path output/model_latent_size_256.pth --test_data output/test_data.pth
@@ -218,6 +217,7 @@ def main(args) -> dict:
 
 def score(args, out, run_id, data, models, nets, train_x, train_y, z_train, pca, samplers, device):
     """The scores of every sampler and baseline: generation_latent_size_{N}.json and a printed table."""
+    from latentlab import caveats
     from latentlab.generate import feature_net, scores as gen_scores
     from latentlab.store import files
     from latentlab.cli import text_table, worded
@@ -233,13 +233,15 @@ def score(args, out, run_id, data, models, nets, train_x, train_y, z_train, pca,
                                              samplers, args.gmm_components, args.num_scored, args.seed, scorer,
                                              out / "cache", device, z_train,
                                              progress=lambda what: say(args.quiet, f"scoring {what}..."))
+    found = caveats.of_models({m.latent_size: m.ckpt.get("test_metrics", {}).get("caveats", []) for m in models})
+    found += caveats.copied_test_images(scorer.train is not None and scorer.real_nearest == 0)  # so no novelty
     result = {"kind": "generation_scores", "format_version": files.FORMAT_VERSION, "run": run_id,
-              "dataset": data["dataset"], "classifier": classifier, **result}
+              "dataset": data["dataset"], "classifier": classifier, "caveats": found, **result}
     path = files.save_json(result, out / f"generation_latent_size_{models[-1].latent_size}.json")
-    print(f"\nGeneration scores, {data['dataset']}: in the features of the classifier "
-          f"({classifier['test_accuracy']:.1%} test accuracy); FD lower is better, precision and recall higher, "
-          f"novelty about 1 (under 1: nearer the training images than new data is; 0: copies)")
+    print(f"\nGeneration scores, {data['dataset']}: in the features of the classifier ({classifier['test_accuracy']:.1%} "
+          f"test accuracy); FD lower is better, precision and recall higher, novelty about 1 (0: copies of training images)")
     print(text_table(gen_scores.TABLE_HEADER, gen_scores.table_rows(result)))
+    caveats.print_caveats(found)
     print(f"wrote {path}")
     return path
 

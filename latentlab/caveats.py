@@ -49,6 +49,14 @@ def per_class_caveat(counts, what: str) -> list[str]:
     return []
 
 
+def copied_test_images(copied: bool) -> list[str]:
+    """Step 7's: half the test images or more are copies of training images (in the classifier's features)."""
+    if copied:
+        return ["half the test images or more have a copy among the training images: novelty is not scored, and every "
+                "held-out score flatters the model; remove the duplicates from the data"]
+    return []
+
+
 def of_models(caveats_by_size: dict) -> list[str]:
     """Each model's caveats, named by its latent size: {latent size: [caveat, ...]} -> lines."""
     return [f"{k}-d model: {c}" for k, found in caveats_by_size.items() for c in found]

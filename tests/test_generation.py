@@ -315,6 +315,7 @@ def test_fd_is_zero_for_a_set_against_itself_and_grows_with_noise(digits_classif
 
 
 def test_novelty_is_zero_for_copies_of_training_images_and_about_one_for_new_ones(digits_classifier):
+    from latentlab import caveats
     from latentlab.generate import scores as gen_scores
     d, _, net, _ = digits_classifier
     scorer = gen_scores.Scorer.of_test_images(net, d.test_x, "cpu", d.train_x)
@@ -325,6 +326,10 @@ def test_novelty_is_zero_for_copies_of_training_images_and_about_one_for_new_one
                for std in (0.01, 0.3)]
     assert 0 < novelty[0] < 0.5 < 1.5 < novelty[1], novelty  # near-copies, then images further than new data
     assert "novelty" not in gen_scores.Scorer.of_test_images(net, d.test_x, "cpu").full([to_float(d.test_x)])
+    assert scorer.real_nearest > 0 and caveats.copied_test_images(False) == []
+    copied = gen_scores.Scorer.of_test_images(net, d.test_x, "cpu", torch.cat([d.train_x, d.test_x[:len(d.test_x) * 2 // 3]]))
+    assert copied.real_nearest == 0 and "novelty" not in copied.full([to_float(d.test_x)])  # two thirds of them copied
+    assert "remove the duplicates" in caveats.copied_test_images(True)[0]
 
 
 def test_precision_and_recall_tell_realism_from_coverage():
@@ -406,6 +411,7 @@ def test_scores_are_the_same_at_a_seed_and_the_second_run_reuses_the_classifier(
     m8 = first["models"]["8"]
     assert first["floor"]["novelty"] < 1e-4 and 0 < m8["training_reconstructions"]["novelty"] < m8["samples"]["gmm"]["novelty"]
     assert m8["reconstructions"]["fd"] < m8["training_reconstructions"]["fd"]  # paired with the images they are scored against
+    assert not any("a copy among the training images" in c for c in first["caveats"])  # digits' splits share no image
     assert set(m8["samples"]) == {"gaussian", "gmm"} and m8["best_sampler"] in ("gaussian", "gmm")
     assert first["run"] == json.loads((trained_copy / "run.json").read_text())["run"]
     assert 0 < first["floor"]["fd"] < m8["samples"]["gaussian"]["fd"]  # the data itself is the closest

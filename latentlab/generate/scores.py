@@ -40,6 +40,7 @@ K = 3  # neighbours of the manifold radii (Kynkaanniemi et al. 2019)
 PAIRS = 1000  # random test pairs whose midpoints score an interpolation
 BATCH = 1000  # images decoded and featurised at a time: the images of a set are never all held
 BLOCK = 1024  # rows of a distance block in precision/recall: BLOCK x (set size) floats at a time
+COPY = 1e-3  # nearer a training image than this x the features' median norm is a copy (rounding leaves ~1e-7)
 
 
 # ---------------------------------------------------------------- the scores
@@ -96,13 +97,14 @@ class Scorer:
     device: torch.device
     real: np.ndarray  # features (test images, F)
     train: np.ndarray | None = None  # features (training images, F)
-    real_nearest: float = 0.0  # the test images' median distance to their nearest training image
+    real_nearest: float = 0.0  # the test images' median distance to their nearest training image (0: copies)
 
     @classmethod
     def of_test_images(cls, net, test_x: torch.Tensor, device, train_x: torch.Tensor | None = None):
         feats = lambda x: features(net, (to_float(p) for p in x.split(BATCH)), device)
         real, train = feats(test_x), None if train_x is None else feats(train_x)
-        return cls(net, device, real, train, 0.0 if train is None else float(np.median(nearest_distances(real, train))))
+        near = 0.0 if train is None else float(np.median(nearest_distances(real, train)))
+        return cls(net, device, real, train, near if near > COPY * np.median(np.linalg.norm(real, axis=1)) else 0.0)
 
     def feats(self, batches) -> np.ndarray:
         return features(self.net, batches, self.device)
