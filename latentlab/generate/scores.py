@@ -1,23 +1,21 @@
-"""How good generated images are, in numbers (step 7's scoring, and the sweep's): the Frechet
-distance (FD) between a set of images and the test images, and precision and recall (Kynkaanniemi
-et al. 2019, k = 3), all in the features of the in-domain classifier (feature_net.py).
+"""How good generated images are, in numbers (step 7's scoring, and the sweep's): the Frechet distance (FD)
+between a set of images and the test images, precision and recall (Kynkaanniemi et al. 2019, k = 3) and
+novelty, all in the features of the in-domain classifier (feature_net.py).
 
-FD: the distance between two Gaussians fitted to the two sets of features (Heusel et al. 2017's
-FID, with this dataset's own classifier in place of Inception); 0 for identical statistics, lower is
-closer. Precision: the share of the generated images that fall inside the real images' manifold
-(the union of balls around each test image reaching its k-th nearest test neighbour), i.e. how
-realistic they are; recall: the share of the test images inside the generated images' manifold,
-i.e. how much of the data's variety the generator covers.
+FD: the distance between two Gaussians fitted to the two sets of features (Heusel et al. 2017's FID, with this
+dataset's own classifier in place of Inception); 0 for identical statistics, lower is closer. Precision: the
+share of the generated images that fall inside the real images' manifold (the union of balls around each test
+image reaching its k-th nearest test neighbour), i.e. how realistic they are; recall: the share of the test
+images inside the generated images' manifold, i.e. how much of the data's variety the generator covers.
 
-Novelty (after Meehan et al. 2020's data-copying test): the median distance of a set's images to their
-nearest training image over the test images' median; about 1 for images as new as unseen data, 0 for copies.
+Novelty (after Meehan et al. 2020's data-copying test): a set's median distance to the nearest training image over
+the test images'; about 1 as new as unseen data, 0 for copies, under 1 too for images crowded where data is dense.
 
-Beside every model and sampler sit, on the same features: the training images (the floor: what two samples
-of the data itself score), PCA at the same size with a Gaussian and a mixture on its coefficients, and the
-models' reconstructions (what the decoder reaches at all) of the test images (paired with the very images
-they are scored against, so they can score below the floor) and of the floor's training images (unpaired,
-as samples are). Interpolation: the FD of the decoded midpoints of random test pairs, beside PCA's
-midpoints and the pixel average of the two images.
+Beside every model and sampler sit, on the same features: the training images (the floor: what two samples of
+the data itself score), PCA at the same size with a Gaussian and a mixture on its coefficients, and the models'
+reconstructions (what the decoder reaches at all) of the test images (paired with the very images they are
+scored against, so they can score below the floor) and of the floor's training images (unpaired, as samples
+are). Interpolation: the FD of the decoded midpoints of random test pairs, beside PCA's and pixel blending's.
 """
 from __future__ import annotations
 
@@ -182,8 +180,10 @@ def floor_and_blend(scorer: Scorer, train_x: torch.Tensor, test_x: torch.Tensor,
             "pixel_blend_midpoints_fd": scorer.fd(blends)}
 
 
-def reconstruction_scores(scorer: Scorer, net, images: torch.Tensor, device) -> dict:
-    return scorer.full(rec for _, rec in reconstruct_batches(net, images, device, BATCH))
+def reconstruction_scores(scorer: Scorer, net, images: torch.Tensor, device, pick: torch.Tensor | None = None) -> dict:
+    """The scores of the reconstructions of images (of images[pick]), read BATCH at a time."""
+    parts = images.split(BATCH) if pick is None else (images[p] for p in pick.split(BATCH))
+    return scorer.full(rec for part in parts for _, rec in reconstruct_batches(net, part, device, BATCH))
 
 
 def score_generation(models, nets: dict, test_x: torch.Tensor, train_x: torch.Tensor, pca, samplers, components: int,
@@ -210,7 +210,7 @@ def score_generation(models, nets: dict, test_x: torch.Tensor, train_x: torch.Te
         result["models"][str(k)] = {"name": m.name, "label": m.label, "family": m.family, **scores,
                                     "best_sampler": best_sampler(scores["samples"]),
                                     "reconstructions": reconstruction_scores(scorer, net, test_x, device),
-                                    "training_reconstructions": reconstruction_scores(scorer, net, train_x[pick], device)}
+                                    "training_reconstructions": reconstruction_scores(scorer, net, train_x, device, pick)}
         if pca is not None:
             say(f"PCA with {k} components")
             mean, comps = pca
