@@ -99,6 +99,7 @@ def test_local_and_submitit_give_equal_tables_of_mean_and_sd_over_seeds(local_sw
             assert float(r[f"{m}_sd"]) == pytest.approx(abs(two[0] - two[1]) / math.sqrt(2))
         assert 0 < float(r["test_mse_mean"]) < 1 and 0 < float(r["test_ssim_mean"]) <= 1
         assert all(0 <= float(r[f"{k}_mean"]) <= 1 for k in ("linear_probe", "knn", "kmeans_nmi"))
+        assert 0.5 < float(r["gen_novelty_mean"]) < 5  # samples, not copies of the training images
     md = (out / "sweep_results.md").read_text().splitlines()
     assert len(md) == 2 + len(ROWS) and md[0].startswith("| dataset | model | latent size | seeds | test MSE")
     assert all(" ± " in line for line in md[2:])

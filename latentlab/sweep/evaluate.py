@@ -104,7 +104,8 @@ def generation_scores(trained_folder, data: dict, m, decode, encode, samplers, s
                                      folder / "cache", pairs, FAMILIES[m.family].prior)
     best = gen_scores.best_sampler(scores["samples"])
     b = scores["samples"][best]
-    return {"metrics": {"gen_fd": b["fd"], "gen_precision": b["precision"], "gen_recall": b["recall"]},
+    return {"metrics": {"gen_fd": b["fd"], "gen_precision": b["precision"], "gen_recall": b["recall"],
+                        "gen_novelty": b.get("novelty")},
             "best_sampler": best, **scores, "num_scored": settings["num_scored"],
             "classifier_accuracy": classifier["test_accuracy"], "classifier": classifier["path"]}
 

@@ -32,9 +32,10 @@ METRICS = {"test_mse": ("test MSE", False), "test_psnr": ("test PSNR (dB)", True
            "linear_probe": ("linear-probe accuracy", True), "knn": (f"{KNN_K}-NN accuracy", True),
            "kmeans_nmi": ("k-means NMI", True), "gen_fd": ("FD of samples (best sampler)", False),
            "gen_precision": ("precision of samples", True), "gen_recall": ("recall of samples", True)}
-# what the code is rather than how good (step 8's numbers, None for better); jobs finished before
-# they were added lack them, and stay finished
-CODE_METRICS = {"active_units": ("active units", None), "intrinsic_dim": ("intrinsic dimension (TwoNN)", None)}
+# numbers with no better direction (None): what the code is (step 8's) and how new its samples are (step 7's
+# novelty); jobs finished before they were added lack them, and stay finished
+CODE_METRICS = {"active_units": ("active units", None), "intrinsic_dim": ("intrinsic dimension (TwoNN)", None),
+                "gen_novelty": ("novelty of samples (1: as new as test images)", None)}
 # the flags that make a job's numbers what they are (dataset and seed are in its folder's name);
 # a finished job is reused only when they agree
 SETTINGS = (*RESULT_SETTINGS, "num_samples", "folds", "num_scored", "gmm_components")
