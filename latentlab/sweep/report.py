@@ -17,7 +17,8 @@ SHOWN = {**METRICS, **CODE_METRICS}  # the columns and panels, each metric's (na
 RUN_COLUMNS = ("dataset", "family", "latent_size", "seed", *SHOWN, "epochs_run", "train_seconds")
 TABLE_COLUMNS = ("dataset", "family", "latent_size", "seeds",
                  *(f"{m}_{s}" for m in SHOWN for s in ("mean", "sd")), "train_seconds_mean")
-DIGITS = {"test_mse": 4, "test_psnr": 2, "gen_fd": 2, "gen_novelty": 2, "active_units": 1, "intrinsic_dim": 1}  # decimals; 3 for others
+# decimals; 3 for others
+DIGITS = {"test_mse": 4, "test_psnr": 2, "gen_fd": 2, "gen_novelty": 2, "active_units": 1, "intrinsic_dim": 1}
 
 
 def run_rows(records: list[dict]) -> list[dict]:
