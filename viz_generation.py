@@ -228,7 +228,7 @@ def score(args, out, run_id, data, models, nets, train_x, train_y, z_train, pca,
     say(args.quiet, f"feature classifier: {classifier['test_accuracy']:.1%} accurate on the test images "
                     f"({'trained now' if classifier['trained_now'] else 'trained before'}: {classifier['path']})")
     scorer = gen_scores.Scorer.of_test_images(net, data["images"], device, train_x)
-    with worded("lower --gmm_components, or score a larger test split"):
+    with worded("lower --gmm_components, or use a dataset with more images"):
         result = gen_scores.score_generation(models, nets, data["images"], train_x, (pca["mean"], pca["components"]),
                                              samplers, args.gmm_components, args.num_scored, args.seed, scorer,
                                              out / "cache", device, z_train,

@@ -69,7 +69,7 @@ def fit_mixture(z: np.ndarray, sampler: str, components: int, seed: int) -> np.n
         return np.concatenate([[1.0], mean.numpy(), cov.numpy().ravel()])[None]
     from sklearn.mixture import GaussianMixture
     if components > n:
-        raise ValueError(f"a mixture of {components} components needs at least as many latents, there are {n}")
+        raise ValueError(f"a mixture of {components} components needs at least as many latents; the training split gives {n}")
     fit_max = mixture_fit_size(components)
     pick = np.random.default_rng(seed).permutation(n)[:fit_max] if n > fit_max else slice(None)
     gm = GaussianMixture(components, covariance_type="full", random_state=seed).fit(z[pick].astype(np.float64))
