@@ -69,7 +69,7 @@ def synthetic(samples: int, dims: int, seed: int = 0):
 
 def load_latents(args):
     if args.latents:
-        from latentlab.store.artifacts import load_latents as load
+        from latentlab.store.latent_files import load_latents as load
         return load(args.latents).z
     return synthetic(args.samples, args.dims)
 

@@ -105,6 +105,7 @@ def test_the_training_benchmark_times_the_loss_on_the_network_train_py_builds(ca
     ("bench_train.py", ["--steps", "0"]),
     ("bench_train.py", ["--num_workers", "-1"]),
     ("bench_projection.py", ["--samples", "3"]),
+    ("bench_projection.py", ["--latents", "/nonexistent/latent_space_size_2.npy"]),
     ("bench_chain.py", ["--trained", "/nonexistent/folder"]),
     ("bench_explorer.py", ["--folder", "/nonexistent/folder"]),
     ("bench_explorer.py", ["--folder", ".", "--points", "0"]),
@@ -120,6 +121,23 @@ def test_benchmarks_refuse_bad_arguments(script, args, capsys):
         run(bench.main, bench.parse_args(args))
     err = capsys.readouterr().err
     assert e.value.code == 2 and "error:" in err and "Traceback" not in err, err
+
+
+@pytest.mark.slow
+def test_the_projection_benchmark_times_a_file_of_latents(tmp_path, capsys):
+    """--latents: step 3's file, read as the steps read it, each projection in a process of its own."""
+    import numpy as np
+    from latentlab.store.latent_files import save_latents
+    n = 300
+    path, _ = save_latents(tmp_path / "latent_space_size_8.npy", np.random.default_rng(0).normal(size=(n, 8)),
+                           {"labels": [i % 10 for i in range(n)], "indices": list(range(n)), "latent_size": 8,
+                            "dataset": "digits", "class_names": list("0123456789"), "family": "conv",
+                            "split": "test", "run": "a1"})
+    bench = load_benchmark("bench_projection")
+    out = bench.main(bench.parse_args(["--latents", str(path), "--methods", "pca", "--json", str(tmp_path / "p.json")]))
+    assert (out["samples"], out["dims"], list(out["methods"])) == (n, 8, ["pca"])
+    assert out["methods"]["pca"]["in_process_s"] > 0 and json.loads((tmp_path / "p.json").read_text()) == out
+    assert "latents 300 x 8" in capsys.readouterr().out
 
 
 @pytest.mark.slow
