@@ -97,6 +97,16 @@ def test_pickled_objects_in_latents_are_refused_and_never_run(hostile):
     assert not marker.exists()
 
 
+def test_a_folder_or_other_bytes_given_as_latents_are_named_for_what_they_are(tmp_path):
+    """np.load reads bytes without NumPy's header as a pickle: the message says the file is no .npy."""
+    other = tmp_path / "odd name é.npy"
+    other.write_bytes(b"not an array")
+    with pytest.raises(UserError, match=r"odd name é.npy is not a .npy file \(no NumPy header\)"):
+        latent_files.load_latents(other)
+    with pytest.raises(UserError, match="is a folder; pass a latent_space_size_{N}.npy"):
+        latent_files.load_latents(tmp_path)
+
+
 @pytest.mark.slow
 def test_resume_from_a_hostile_checkpoint_is_refused_through_the_script(hostile, tmp_path):
     files, marker = hostile

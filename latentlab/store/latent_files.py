@@ -71,13 +71,19 @@ def save_latents(path, latents: np.ndarray, meta: dict) -> tuple[Path, Path]:
 def _load_array(path) -> np.ndarray:
     """allow_pickle=False: an object array (pickled Python objects) is refused, never unpickled."""
     hint = "re-run encode_latent_space.py"
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; pass a latent_space_size_{{N}}.npy written by encode_latent_space.py")
     if not path.is_file():
         raise UserError(f"{path} does not exist; run encode_latent_space.py first, or pass --latent_space")
     try:
         z = np.load(path, allow_pickle=False)
     except ValueError as e:
         if "allow_pickle" in str(e):
-            raise UserError(f"{path} was refused: it holds pickled Python objects, which are never loaded; {hint}")
+            # np.load reads anything without NumPy's magic as a pickle, so a file of other bytes lands here too
+            with open(path, "rb") as f:
+                npy = f.read(6) == b"\x93NUMPY"
+            raise UserError(f"{path} was refused: it holds pickled Python objects, which are never loaded; {hint}" if npy
+                            else f"{path} is not a .npy file (no NumPy header); {hint}")
         raise UserError(f"{path} is not a readable .npy file ({str(e).splitlines()[0][:80] if str(e) else 'ValueError'}); {hint}")
     except MemoryError:
         raise UserError(f"not enough memory to load {path}")
